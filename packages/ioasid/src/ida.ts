@@ -100,7 +100,11 @@ export class Ida {
 
   /** The allocated IDs at or above `from`, in ascending order. */
   *ids(from = 0): IterableIterator<number> {
-    for (let id = this.nextUsed(from); id >= 0; id = id < IDA_MAX ? this.bits.findSet(id + 1) : -1) {
+    for (
+      let id = this.nextUsed(from);
+      id >= 0;
+      id = id < IDA_MAX ? this.bits.findSet(id + 1) : -1
+    ) {
       yield id;
     }
   }

@@ -44,6 +44,11 @@ const UPSLOT = 3; // this block's slot in its parent
 const SLOT0 = 4;
 const BLOCK = 36;
 const INITIAL_BLOCKS = 8;
+/**
+ * A level-5 root spans 2^35 IDs, but only its slots 0..3 hold 32-bit ones: its other slots are
+ * marked full from the start, so no search ever descends past 2^32 - 1.
+ */
+const BEYOND_32_BITS = ~0b1111;
 
 /** Memory held by a bitmap, in bytes. */
 export interface BitmapMemory {
@@ -138,7 +143,10 @@ export class RadixBitmap {
   set(id: number): void {
     if (id >= this.limit) this.grow(id);
     let n = this.root;
-    if (n === 0) n = this.root = this.newBlock(this.height === 0, 0, 0);
+    if (n === 0) {
+      n = this.root = this.newBlock(this.height === 0, 0, 0);
+      if (this.height === MAX_HEIGHT) this.mem[n + FULL] = BEYOND_32_BITS;
+    }
     for (let k = this.height; k >= 1; k--) {
       const i = (id >>> (5 * k + 5)) & 31;
       let c = this.mem[n + SLOT0 + i];
@@ -385,7 +393,8 @@ export class RadixBitmap {
         const mem = this.mem;
         mem[n + SLOT0] = old;
         mem[n + ANY] = 1;
-        mem[n + FULL] = mem[old + FULL] === -1 ? 1 : 0;
+        mem[n + FULL] =
+          (mem[old + FULL] === -1 ? 1 : 0) | (this.height + 1 === MAX_HEIGHT ? BEYOND_32_BITS : 0);
         mem[old + UP] = n;
         mem[old + UPSLOT] = 0;
         this.root = n;

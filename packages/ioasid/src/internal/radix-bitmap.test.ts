@@ -1,0 +1,87 @@
+import { fc, test } from "@fast-check/vitest";
+import { describe, expect, it } from "vitest";
+import { RadixBitmap } from "./radix-bitmap.js";
+
+function xorshift32(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x;
+  };
+}
+
+describe("RadixBitmap", () => {
+  it("handles IDs at the top of the 32-bit space", () => {
+    const b = new RadixBitmap();
+    b.set(0xffffffff);
+    b.set(0x80000000);
+    expect(b.test(0xffffffff)).toBe(true);
+    expect(b.findSet(0)).toBe(0x80000000);
+    expect(b.findSet(0x80000001)).toBe(0xffffffff);
+    expect(b.alloc(0xfffffffe, 0xffffffff)).toBe(0xfffffffe);
+    expect(b.alloc(0xfffffffe, 0xffffffff)).toBe(-1);
+    expect(b.findZero(0x80000000, 0xffffffff)).toBe(0x80000001);
+    expect(b.clear(0xffffffff)).toBe(true);
+    expect(b.clear(0xffffffff)).toBe(false);
+    expect(b.count).toBe(2);
+  });
+
+  it("returns every block to the free list when emptied, and reuses them", () => {
+    const b = new RadixBitmap();
+    for (let i = 0; i < 4096; i++) b.set(i * 1021);
+    const grown = b.memory();
+    for (let i = 0; i < 4096; i++) expect(b.clear(i * 1021)).toBe(true);
+    expect(b.memory()).toMatchObject({ liveBytes: 0, leaves: 0, nodes: 0 });
+    for (let i = 0; i < 4096; i++) b.set(i * 1021);
+    expect(b.memory().reservedBytes).toBe(grown.reservedBytes);
+  });
+});
+
+describe("RadixBitmap against a reference model", () => {
+  test.prop(
+    [
+      fc.integer({ min: 1, max: 0xffffffff }),
+      fc.constantFrom(0, 1000, 2 ** 31 - 2000, 2 ** 32 - 5000),
+      fc.boolean(),
+    ],
+    { seed: 0xb17, numRuns: 12 },
+  )("10,000 random operations agree with a Set, hint on or off", (seed, base, hint) => {
+    const rnd = xorshift32(seed);
+    const span = 5000;
+    const b = new RadixBitmap();
+    b.useHint = hint;
+    const ref = new Set<number>();
+    const lowestFree = (min: number, max: number): number => {
+      for (let id = min; id <= max; id++) if (!ref.has(id)) return id;
+      return -1;
+    };
+    for (let t = 0; t < 10_000; t++) {
+      const r = rnd() % 10;
+      const id = base + (rnd() % span);
+      if (r < 4) {
+        const max = Math.min(base + span - 1, id + (rnd() % 300));
+        const expected = lowestFree(id, max);
+        expect(b.alloc(id, max)).toBe(expected);
+        if (expected >= 0) ref.add(expected);
+      } else if (r < 5) {
+        if (!ref.has(id)) {
+          b.set(id);
+          ref.add(id);
+        }
+      } else if (r < 8) {
+        expect(b.clear(id)).toBe(ref.delete(id));
+      } else if (r < 9) {
+        expect(b.test(id)).toBe(ref.has(id));
+        expect(b.findZero(id, base + span - 1)).toBe(lowestFree(id, base + span - 1));
+      } else {
+        let next = -1;
+        for (const x of ref) if (x >= id && (next < 0 || x < next)) next = x;
+        expect(b.findSet(id)).toBe(next);
+      }
+      expect(b.count).toBe(ref.size);
+    }
+  });
+});
