@@ -79,7 +79,8 @@ function churnFrag(): number {
   for (let k = LIVE; k < FRAG_SPAN; k++) ida.free(live[k]);
   for (let t = 0; t < CHURN_N; t++) idx[t] = xs() % LIVE;
   const ns = churnLoop(ida);
-  if (checksum() !== CHECKSUM_FRAG) fail(`ida_churn_frag checksum ${checksum()} != ${CHECKSUM_FRAG}`);
+  if (checksum() !== CHECKSUM_FRAG)
+    fail(`ida_churn_frag checksum ${checksum()} != ${CHECKSUM_FRAG}`);
   const lowest = ida.allocRange(1, MAX);
   if (lowest !== LIVE) fail(`ida_churn_frag lowest free after ${lowest} != ${LIVE}`);
   return ns;
@@ -92,8 +93,22 @@ const a = repeat(() => {
   return alloc;
 });
 const f = repeat(() => seq()[1]);
-emit({ bench: "ioasid", name: "ida_seq_alloc", ns_per_op: a.ns, ops: SEQ_N, min_ns: a.min, max_ns: a.max });
-emit({ bench: "ioasid", name: "ida_seq_free", ns_per_op: f.ns, ops: SEQ_N, min_ns: f.min, max_ns: f.max });
+emit({
+  bench: "ioasid",
+  name: "ida_seq_alloc",
+  ns_per_op: a.ns,
+  ops: SEQ_N,
+  min_ns: a.min,
+  max_ns: a.max,
+});
+emit({
+  bench: "ioasid",
+  name: "ida_seq_free",
+  ns_per_op: f.ns,
+  ops: SEQ_N,
+  min_ns: f.min,
+  max_ns: f.max,
+});
 const c = repeat(churn);
 emit({
   bench: "ioasid",

@@ -295,7 +295,7 @@ describe("tryCharge", () => {
     expect(tree.tryCharge(job, 2)).toBe("EBUSY");
     expect([job.current, user.current, tree.root.current]).toEqual([3, 3, 3]);
     expect(state(job)).toEqual({ current: 3, peak: 3, events: 1, eventsLocal: 1 });
-    expect(state(user)).toEqual({ current: 3, peak: 3, events: 0, eventsLocal: 0 });
+    expect(state(user)).toEqual({ current: 3, peak: 3, events: 1, eventsLocal: 0 });
   });
 
   it("a charge over an ancestor's max fails with EBUSY and charges nothing", () => {
@@ -636,6 +636,8 @@ describe("ChargeTree against a reference model", () => {
         return [real[i], model[i]];
       };
 
+      // Outcomes seen, so that a generator too timid to reach an error path fails the test.
+      const seen = new Set<string>();
       const create = (p: ChargeNode, rp: RefHandle) => {
         const name = rand() < 0.03 ? pick(BAD_NAMES) : pick(NAMES);
         const max = limit();
@@ -643,6 +645,7 @@ describe("ChargeTree against a reference model", () => {
         const want = ref.createNode(rp, name, max);
         if (typeof want === "string" || typeof got === "string") {
           expect(got).toBe(want);
+          seen.add(`createNode ${got}`);
         } else {
           expect(got.path).toBe(want.path);
           real.push(got);
@@ -682,17 +685,21 @@ describe("ChargeTree against a reference model", () => {
       for (let op = 0; op < OPS_PER_RUN; op++) {
         const r = rand();
         const [n, rn] = target();
+        let kind: string;
         let got: Result;
         let want: Result;
         if (r < 0.4) {
+          kind = "tryCharge";
           const a = amount(FOREIGN);
           got = tree.tryCharge(n, a);
           want = ref.tryCharge(rn, a);
         } else if (r < 0.7) {
+          kind = "uncharge";
           const a = amount(rn);
           got = tree.uncharge(n, a);
           want = ref.uncharge(rn, a);
         } else if (r < 0.8) {
+          kind = "setMax";
           const max = limit();
           got = tree.setMax(n, max);
           want = ref.setMax(rn, max);
@@ -700,18 +707,41 @@ describe("ChargeTree against a reference model", () => {
           create(n, rn);
           continue;
         } else if (r < 0.98) {
+          kind = "removeNode";
           got = tree.removeNode(n);
           want = ref.removeNode(rn);
         } else {
+          kind = "setCapacity";
           const c = rand() < 0.1 ? pick(BAD_LIMITS) : pick([0, 3, 8, 20, Number.POSITIVE_INFINITY]);
           got = tree.setCapacity(c);
           want = ref.setCapacity(c);
         }
         if (got !== want) expect({ op, got }).toEqual({ op, got: want });
+        seen.add(`${kind} ${got}`);
         if (op % 1000 === 999) compare();
       }
       compare();
       expect(other.root.current + otherChild.current).toBe(0);
+      expect([...seen]).toEqual(
+        expect.arrayContaining([
+          "createNode EEXIST",
+          "createNode EINVAL",
+          "createNode ENOENT",
+          "removeNode 0",
+          "removeNode EBUSY",
+          "removeNode EINVAL",
+          "removeNode ENOENT",
+          "setCapacity 0",
+          "setMax 0",
+          "setMax EINVAL",
+          "setMax ENOENT",
+          "tryCharge 0",
+          "tryCharge EBUSY",
+          "tryCharge EINVAL",
+          "uncharge 0",
+          "uncharge EINVAL",
+        ]),
+      );
     },
   );
 });

@@ -1,4 +1,4 @@
-// A misc-cgroup-style hierarchy of resource limits, as the kernel uses to cap the PASIDs a user holds.
+// A misc-cgroup-style hierarchy of resource limits, used here to cap the PASIDs a user holds.
 
 /** What the root is called: `cgroup_name()` of the root cgroup reads `/`. */
 const ROOT_NAME = "/";

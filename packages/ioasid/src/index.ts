@@ -1,14 +1,15 @@
 // @iommu-sim/ioasid: the ID spaces of iommu-sim.
-export { Ida, IDA_MAX, type IdaRange, type IdaMemory } from "./ida.js";
-export { IdMap, XA_LIMIT_MAX, type XaLimit, type CyclicCursor } from "./id-map.js";
+
+export { type ChargeNode, ChargeTree } from "./charge-tree.js";
+export { ERRNO, type Errno, errnoName, errnoNumber, isErrno } from "./errno.js";
+export { type CyclicCursor, IdMap, XA_LIMIT_MAX, type XaLimit } from "./id-map.js";
+export { IDA_MAX, Ida, type IdaMemory, type IdaRange } from "./ida.js";
 export {
-  IoasidSpace,
-  IoasidSet,
   INVALID_IOASID,
-  pasidValid,
   type Ioasid,
   type IoasidPrivate,
+  IoasidSet,
+  IoasidSpace,
   type IoasidSpaceOptions,
+  pasidValid,
 } from "./ioasid.js";
-export { ChargeTree, type ChargeNode } from "./charge-tree.js";
-export { ERRNO, type Errno, errnoName, errnoNumber, isErrno } from "./errno.js";

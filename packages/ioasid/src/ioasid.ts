@@ -69,8 +69,9 @@ export class IoasidSpace<P extends IoasidPrivate = IoasidPrivate> {
    * without one (in-kernel use) nothing is charged. On failure nothing is allocated or charged.
    *
    * @returns the ID; `'ENOSPC'` when the range is full; `'EBUSY'` when the charge would exceed a
-   *   limit; `'EINVAL'` for bounds that are not integers with 0 <= min <= max < INVALID_IOASID, or
-   *   a charge node without a charge tree.
+   *   limit; `'EINVAL'` for bounds that are not integers with 0 <= min <= max < INVALID_IOASID, a
+   *   charge node without a charge tree, or a charge the tree refuses as invalid (capacity 0, a
+   *   removed node, a node of another tree).
    * @kernel drivers/iommu/ioasid.c ioasid_alloc
    * @kernel kernel/cgroup/misc.c misc_cg_try_charge
    */

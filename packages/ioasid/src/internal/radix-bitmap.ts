@@ -190,19 +190,22 @@ export class RadixBitmap {
     mem[at] = now;
     this.count++;
     if (old === 0) mem[n + ANY] |= 1 << w;
-    if (now === -1) this.fill(n, w);
+    if (now !== -1) return;
+    // The word filled up; the leaf's mask is updated here, the rarer climb out of line.
+    const f = mem[n + FULL] | (1 << w);
+    mem[n + FULL] = f;
+    if (f === -1) this.fill(mem[n + UP], mem[n + UPSLOT]);
   }
 
   /** Slot `i` of block `n` just filled up: mark it, and each ancestor that fills up with it. */
   private fill(n: number, i: number): void {
     const mem = this.mem;
-    for (;;) {
+    while (n !== 0) {
       const f = mem[n + FULL] | (1 << i);
       mem[n + FULL] = f;
       if (f !== -1) return;
       i = mem[n + UPSLOT];
       n = mem[n + UP];
-      if (n === 0) return;
     }
   }
 
@@ -220,7 +223,11 @@ export class RadixBitmap {
     mem[at] = now;
     this.count--;
     if (id < this.hintFloor && id >= this.hintMin) this.hintFloor = id;
-    if (old === -1) this.unfill(n, w);
+    if (old === -1) {
+      const f = mem[n + FULL];
+      mem[n + FULL] = f & ~(1 << w);
+      if (f === -1) this.unfill(mem[n + UP], mem[n + UPSLOT]);
+    }
     if (now === 0) this.empty(n, w);
     return true;
   }
@@ -228,13 +235,12 @@ export class RadixBitmap {
   /** Slot `i` of block `n` is no longer full: neither is `n`, nor any ancestor that was. */
   private unfill(n: number, i: number): void {
     const mem = this.mem;
-    for (;;) {
+    while (n !== 0) {
       const f = mem[n + FULL];
       mem[n + FULL] = f & ~(1 << i);
       if (f !== -1) return;
       i = mem[n + UPSLOT];
       n = mem[n + UP];
-      if (n === 0) return;
     }
   }
 
