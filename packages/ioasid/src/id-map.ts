@@ -1,6 +1,6 @@
 // An xarray in allocating mode: a sparse map from 32-bit IDs to values that can hand out free IDs.
 
-import { RadixBitmap } from "./internal/radix-bitmap.js";
+import { IdBitmap } from "./internal/id-bitmap.js";
 
 /** The highest index an {@link IdMap} holds: the 32-bit limit of `xa_limit_32b`. */
 export const XA_LIMIT_MAX = 0xffffffff;
@@ -35,7 +35,7 @@ function isIndex(id: number): boolean {
  * @kernel include/linux/xarray.h XA_FLAGS_ALLOC
  */
 export class IdMap<T> {
-  private readonly used = new RadixBitmap();
+  private readonly used = new IdBitmap();
   private readonly values = new Map<number, T>();
   /** The map's own cursor, used by {@link IdMap.allocCyclic} when the caller passes none. */
   readonly cursor: CyclicCursor = { next: 0, wrapped: false };

@@ -1,6 +1,7 @@
 // The IDA: an allocator of small integer IDs that always hands out the lowest free one.
 
-import { type BitmapMemory, RadixBitmap } from "./internal/radix-bitmap.js";
+import { IdBitmap } from "./internal/id-bitmap.js";
+import type { BitmapMemory } from "./internal/radix-bitmap.js";
 
 /** The highest ID an IDA hands out (INT_MAX), as the kernel's `ida_alloc_range` caps `max`. */
 export const IDA_MAX = 0x7fffffff;
@@ -28,7 +29,7 @@ export type IdaMemory = BitmapMemory;
  * @kernel lib/idr.c ida_alloc_range
  */
 export class Ida {
-  private readonly bits = new RadixBitmap();
+  private readonly bits = new IdBitmap();
 
   /**
    * Allocate the lowest free ID in [`min`, `max`] (defaults 0 and {@link IDA_MAX}).

@@ -60,6 +60,8 @@ export interface BitmapMemory {
   readonly leaves: number;
   /** Live internal nodes. */
   readonly nodes: number;
+  /** Bytes of the flat window over the low IDs (part of both totals above). */
+  readonly windowBytes: number;
 }
 
 /**
@@ -85,19 +87,6 @@ export class RadixBitmap {
   /** Number of set bits. */
   count = 0;
 
-  /**
-   * Allocation hint: every ID in [hintMin, hintFloor) is set. An allocation from a `min` inside
-   * that run starts its search at `hintFloor`; a clear inside it lowers `hintFloor`. So repeated
-   * lowest-free allocations from one `min` do not climb over the same full run every time.
-   * `useHint = false` turns it off (for the benchmark's side-by-side figure).
-   */
-  private hintMin = 0;
-  private hintFloor = 0;
-  useHint = true;
-
-  /** Leaf holding the ID `lowestZero` returned; 0 when there is none yet. */
-  private foundLeaf = 0;
-
   /** Drop every ID and give the memory back. */
   reset(): void {
     this.mem = new Int32Array(INITIAL_BLOCKS * BLOCK);
@@ -109,8 +98,6 @@ export class RadixBitmap {
     this.height = 0;
     this.limit = SPAN[0];
     this.count = 0;
-    this.hintMin = 0;
-    this.hintFloor = 0;
   }
 
   memory(): BitmapMemory {
@@ -119,6 +106,7 @@ export class RadixBitmap {
       reservedBytes: this.mem.byteLength,
       leaves: this.leaves,
       nodes: this.nodes,
+      windowBytes: 0,
     };
   }
 
@@ -159,26 +147,6 @@ export class RadixBitmap {
       n = c;
     }
     this.setInLeaf(n, id);
-  }
-
-  /**
-   * Allocate the lowest clear bit in [min, max]: one search, then the bit is set in the leaf the
-   * search ended in. Returns the ID, or -1 when the range is full.
-   */
-  alloc(min: number, max: number): number {
-    let start = min;
-    const hinted = this.useHint && min >= this.hintMin && min <= this.hintFloor;
-    if (hinted) start = this.hintFloor;
-    if (start > max) return -1;
-    const id = this.lowestZero(start);
-    if (id > max) return -1;
-    const leaf = this.foundLeaf;
-    if (leaf !== 0) this.setInLeaf(leaf, id);
-    else this.set(id);
-    // [min, id] is all set now; it extends the hinted run when the two touch.
-    if (!hinted) this.hintMin = min;
-    this.hintFloor = id + 1;
-    return id;
   }
 
   private setInLeaf(n: number, id: number): void {
@@ -222,7 +190,6 @@ export class RadixBitmap {
     const now = old & ~b;
     mem[at] = now;
     this.count--;
-    if (id < this.hintFloor && id >= this.hintMin) this.hintFloor = id;
     if (old === -1) {
       const f = mem[n + FULL];
       mem[n + FULL] = f & ~(1 << w);
@@ -276,7 +243,6 @@ export class RadixBitmap {
   private lowestZero(min: number): number {
     // IDs are assembled as int32 bit patterns (slot and word fields never overlap) and turned
     // back into uint32 at the end: float arithmetic here would box every result.
-    this.foundLeaf = 0;
     if (min >= this.limit) return min;
     let n = this.root;
     if (n === 0) return min;
@@ -286,7 +252,6 @@ export class RadixBitmap {
       // An absent subtree is empty, so `min` itself is free.
       if (n === 0) return min;
     }
-    this.foundLeaf = n;
     const w = (min >>> 5) & 31;
     const free = ~mem[n + SLOT0 + w] & (-1 << (min & 31));
     if (free !== 0) return ((min & ~31) | (31 - Math.clz32(free & -free))) >>> 0;
@@ -323,7 +288,6 @@ export class RadixBitmap {
         base |= jj << (5 * kk + 5);
         c = mem[c + SLOT0 + jj];
       }
-      this.foundLeaf = c;
       // An absent subtree is empty: its first ID is free.
       if (c === 0) return base >>> 0;
       const f = ~mem[c + FULL];
@@ -332,7 +296,6 @@ export class RadixBitmap {
       return (base | (w << 5) | (31 - Math.clz32(x & -x))) >>> 0;
     }
     // Everything covered is full: the first ID past the tree is free.
-    this.foundLeaf = 0;
     return this.limit;
   }
 
