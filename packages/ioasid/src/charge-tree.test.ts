@@ -2,6 +2,7 @@
 
 import { fc, test } from "@fast-check/vitest";
 import { describe, expect, it } from "vitest";
+import { xorshift32 } from "../test/xorshift32.js";
 import { type ChargeNode, ChargeTree } from "./charge-tree.js";
 
 /** Narrow a createNode result for a test that expects success. */
@@ -584,17 +585,6 @@ class RefTree {
   }
 }
 
-/** xorshift32: generating ops inside the property keeps 10^5 operations cheap. */
-function xorshift(seed: number): () => number {
-  let x = seed | 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 0x1_0000_0000;
-  };
-}
-
 const OPS_PER_RUN = 12_000;
 const NAMES = ["a", "b", "c", "d"];
 const BAD_NAMES = ["", ".", "..", "a/b"];
@@ -603,7 +593,8 @@ describe("ChargeTree against a reference model", () => {
   test.prop([fc.integer({ min: 1, max: 0x7fff_ffff })], { seed: 42, numRuns: 20 })(
     "every operation returns what the reference returns, and every node ends in the same state",
     (seed) => {
-      const rand = xorshift(seed);
+      const next = xorshift32(seed);
+      const rand = () => next() / 0x1_0000_0000;
       const int = (n: number) => Math.floor(rand() * n);
       const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
 

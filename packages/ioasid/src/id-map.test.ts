@@ -1,5 +1,6 @@
 import { fc, test } from "@fast-check/vitest";
 import { describe, expect } from "vitest";
+import { xorshift32 } from "../test/xorshift32.js";
 import { type CyclicCursor, IdMap, XA_LIMIT_MAX, type XaLimit } from "./id-map.js";
 
 const TOP = XA_LIMIT_MAX; // 2^32 - 1
@@ -599,17 +600,6 @@ describe("IdMap: destroy", () => {
 
 // ---------------------------------------------------------------------------------------------
 // Model-based property: IdMap against a plain Map with linear scans.
-
-/** A small PRNG so that 10k operations per case cost next to nothing to generate. */
-function xorshift32(seed: number): () => number {
-  let s = seed | 0 || 0x2545f491;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return s >>> 0;
-  };
-}
 
 function isIndex(id: number): boolean {
   return Number.isInteger(id) && id >= 0 && id <= TOP;

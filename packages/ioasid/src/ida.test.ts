@@ -1,5 +1,6 @@
 import { fc, test } from "@fast-check/vitest";
 import { describe, expect, it } from "vitest";
+import { xorshift32 } from "../test/xorshift32.js";
 import { IDA_MAX, Ida } from "./ida.js";
 
 describe("Ida.alloc", () => {
@@ -176,17 +177,6 @@ class ReferenceIda {
   free(id: number): 0 | "ENOENT" {
     return this.ids.delete(id) ? 0 : "ENOENT";
   }
-}
-
-function xorshift32(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
 }
 
 describe("Ida against a reference model", () => {

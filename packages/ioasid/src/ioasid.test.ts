@@ -1,5 +1,6 @@
 import { fc, test } from "@fast-check/vitest";
 import { describe, expect } from "vitest";
+import { xorshift32 } from "../test/xorshift32.js";
 import { type ChargeNode, ChargeTree } from "./charge-tree.js";
 import {
   INVALID_IOASID,
@@ -636,16 +637,6 @@ describe("IoasidSpace: the upstream scenario", () => {
 // ---------------------------------------------------------------------------------------------
 // Model-based property: IoasidSpace and its charges against a plain Map, a linear scan for the
 // lowest free ID, and per-node counts updated by walking to the root.
-
-function xorshift32(seed: number): () => number {
-  let s = seed | 0 || 0x2545f491;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return s >>> 0;
-  };
-}
 
 function isU32(x: number): boolean {
   return Number.isInteger(x) && x >= 0 && x <= 0xffffffff;

@@ -1,18 +1,8 @@
 import { fc, test } from "@fast-check/vitest";
 import { describe, expect, it } from "vitest";
+import { xorshift32 } from "../../test/xorshift32.js";
 import { IdBitmap } from "./id-bitmap.js";
 import { RadixBitmap } from "./radix-bitmap.js";
-
-function xorshift32(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
 
 describe("RadixBitmap", () => {
   it("handles IDs at the top of the 32-bit space", () => {
