@@ -21,10 +21,11 @@ export type IdaMemory = BitmapMemory;
  * An ID allocator with the kernel IDA's contract: `alloc` returns the lowest free ID in the
  * requested range. IDs live in [0, {@link IDA_MAX}].
  *
- * Storage is a sparse hierarchical bitmap (1024-bit leaves under 32-way nodes, as the kernel keeps
- * 1024-bit IDA bitmaps in a radix tree), so the lowest free ID costs a few word scans, and a huge
- * range holding few IDs costs little memory. Nothing is allocated per call once the tree has
- * grown to its working size.
+ * Storage is a hierarchical bitmap, so the lowest free ID costs a few word scans: flat words
+ * with summary levels for the dense low IDs (a window that doubles as allocation reaches its end,
+ * up to 2^20 IDs), and above it a sparse radix tree of 1024-bit leaves under 32-way nodes (the
+ * shape of the kernel's IDA), so a huge range holding few IDs costs little memory. Nothing is
+ * allocated per call once the structure has grown to its working size.
  *
  * @kernel lib/idr.c ida_alloc_range
  */

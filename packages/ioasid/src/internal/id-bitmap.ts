@@ -128,6 +128,10 @@ export class IdBitmap {
       }
       min = this.window;
     }
+    if (min >= WINDOW_MAX || min >= (this.window === 0 ? WINDOW_MIN : this.window * 2)) {
+      // Whatever is found stays in the tree: let it search and set in one go, with its hint.
+      return this.tree.alloc(min, max);
+    }
     const id = this.tree.findZero(min, max);
     if (id >= 0) this.set(id);
     return id;

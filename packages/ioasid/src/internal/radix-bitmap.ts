@@ -1,11 +1,13 @@
-// A sparse hierarchical bitmap over [0, 2^32): the storage under Ida and IdMap.
+// A sparse hierarchical bitmap over [0, 2^32): where Ida and IdMap keep the IDs that are not in
+// IdBitmap's flat window over the low IDs.
 //
 // The shape follows the kernel's IDA, which keeps 1024-bit bitmaps in a radix tree: leaves are
 // 1024-bit chunks (32 words of 32 bits), internal nodes have 32 slots, and the tree grows in height
 // only as far as the highest ID needs. Each node carries two 32-bit summary masks over its slots:
 // `full` (slot is completely allocated) and `any` (slot holds at least one ID). The lowest free ID
 // at or above `min` is then found with one masked word per level on the way up and one
-// count-trailing-zeros per level on the way down; the next used ID is found the same way through `any`.
+// count-trailing-zeros per level on the way down; the next used ID is found the same way through
+// `any`.
 //
 // Nodes and leaves are blocks in one flat Int32Array, addressed by word offset (0 is null), so the
 // hot paths allocate nothing. Each block knows its parent, so updates climb without a recorded
@@ -87,6 +89,17 @@ export class RadixBitmap {
   /** Number of set bits. */
   count = 0;
 
+  /**
+   * Allocation hint: every ID in [hintMin, hintFloor) is set. An allocation from a `min` inside
+   * that run starts its search at `hintFloor`; a clear inside it lowers `hintFloor`. So repeated
+   * lowest-free allocations from one `min` do not climb over the same full run every time.
+   */
+  private hintMin = 0;
+  private hintFloor = 0;
+
+  /** Leaf holding the ID `lowestZero` returned, so `alloc` sets it without a second descent. */
+  private foundLeaf = 0;
+
   /** Drop every ID and give the memory back. */
   reset(): void {
     this.mem = new Int32Array(INITIAL_BLOCKS * BLOCK);
@@ -98,6 +111,8 @@ export class RadixBitmap {
     this.height = 0;
     this.limit = SPAN[0];
     this.count = 0;
+    this.hintMin = 0;
+    this.hintFloor = 0;
   }
 
   memory(): BitmapMemory {
@@ -149,6 +164,26 @@ export class RadixBitmap {
     this.setInLeaf(n, id);
   }
 
+  /**
+   * Allocate the lowest clear bit in [min, max]: one search, then the bit is set in the leaf the
+   * search ended in. Returns the ID, or -1 when the range is full.
+   */
+  alloc(min: number, max: number): number {
+    let start = min;
+    const hinted = min >= this.hintMin && min <= this.hintFloor;
+    if (hinted) start = this.hintFloor;
+    if (start > max) return -1;
+    const id = this.lowestZero(start);
+    if (id > max) return -1;
+    const leaf = this.foundLeaf;
+    if (leaf !== 0) this.setInLeaf(leaf, id);
+    else this.set(id);
+    // [min, id] is all set now; it extends the hinted run when the two touch.
+    if (!hinted) this.hintMin = min;
+    this.hintFloor = id + 1;
+    return id;
+  }
+
   private setInLeaf(n: number, id: number): void {
     const mem = this.mem;
     const w = (id >>> 5) & 31;
@@ -190,6 +225,7 @@ export class RadixBitmap {
     const now = old & ~b;
     mem[at] = now;
     this.count--;
+    if (id < this.hintFloor && id >= this.hintMin) this.hintFloor = id;
     if (old === -1) {
       const f = mem[n + FULL];
       mem[n + FULL] = f & ~(1 << w);
@@ -243,6 +279,7 @@ export class RadixBitmap {
   private lowestZero(min: number): number {
     // IDs are assembled as int32 bit patterns (slot and word fields never overlap) and turned
     // back into uint32 at the end: float arithmetic here would box every result.
+    this.foundLeaf = 0;
     if (min >= this.limit) return min;
     let n = this.root;
     if (n === 0) return min;
@@ -252,6 +289,7 @@ export class RadixBitmap {
       // An absent subtree is empty, so `min` itself is free.
       if (n === 0) return min;
     }
+    this.foundLeaf = n;
     const w = (min >>> 5) & 31;
     const free = ~mem[n + SLOT0 + w] & (-1 << (min & 31));
     if (free !== 0) return ((min & ~31) | (31 - Math.clz32(free & -free))) >>> 0;
@@ -288,6 +326,7 @@ export class RadixBitmap {
         base |= jj << (5 * kk + 5);
         c = mem[c + SLOT0 + jj];
       }
+      this.foundLeaf = c;
       // An absent subtree is empty: its first ID is free.
       if (c === 0) return base >>> 0;
       const f = ~mem[c + FULL];
@@ -296,6 +335,7 @@ export class RadixBitmap {
       return (base | (w << 5) | (31 - Math.clz32(x & -x))) >>> 0;
     }
     // Everything covered is full: the first ID past the tree is free.
+    this.foundLeaf = 0;
     return this.limit;
   }
 
