@@ -1,6 +1,7 @@
 // An xarray in allocating mode: a sparse map from 32-bit IDs to values that can hand out free IDs.
 
 import { IdBitmap } from "./internal/id-bitmap.js";
+import { ValuePages } from "./internal/value-pages.js";
 
 /** The highest index an {@link IdMap} holds: the 32-bit limit of `xa_limit_32b`. */
 export const XA_LIMIT_MAX = 0xffffffff;
@@ -36,7 +37,7 @@ function isIndex(id: number): boolean {
  */
 export class IdMap<T> {
   private readonly used = new IdBitmap();
-  private readonly values = new Map<number, T>();
+  private readonly values = new ValuePages<T>();
   /** The map's own cursor, used by {@link IdMap.allocCyclic} when the caller passes none. */
   readonly cursor: CyclicCursor = { next: 0, wrapped: false };
   /** The cursor ran past 2^32-1: the next cyclic allocation counts as wrapped. */
@@ -47,7 +48,7 @@ export class IdMap<T> {
    * @kernel lib/xarray.c xa_load
    */
   load(id: number): T | undefined {
-    return this.values.get(id);
+    return isIndex(id) ? this.values.get(id) : undefined;
   }
 
   /** True when `id` is in use. */
@@ -63,8 +64,12 @@ export class IdMap<T> {
    */
   store(id: number, value: T): 0 | "EINVAL" {
     if (!isIndex(id)) return "EINVAL";
-    if (!this.used.test(id)) this.used.set(id);
-    this.values.set(id, value);
+    if (this.used.test(id)) {
+      this.values.replace(id, value);
+    } else {
+      this.used.set(id);
+      this.values.add(id, value);
+    }
     return 0;
   }
 
@@ -75,9 +80,7 @@ export class IdMap<T> {
    */
   erase(id: number): T | undefined {
     if (!isIndex(id) || !this.used.clear(id)) return undefined;
-    const value = this.values.get(id);
-    this.values.delete(id);
-    return value;
+    return this.values.remove(id);
   }
 
   /**
@@ -93,7 +96,7 @@ export class IdMap<T> {
     if (!isIndex(min) || !isIndex(max) || min > max) return "EINVAL";
     const id = this.used.alloc(min, max);
     if (id < 0) return "EBUSY";
-    this.values.set(id, value);
+    this.values.add(id, value);
     return id;
   }
 
@@ -125,7 +128,7 @@ export class IdMap<T> {
       wrapped = true;
     }
     if (id < 0) return "EBUSY";
-    this.values.set(id, value);
+    this.values.add(id, value);
     if (id === XA_LIMIT_MAX) {
       // The cursor wraps past the top of the 32-bit space; the next allocation reports it.
       cursor.next = 0;

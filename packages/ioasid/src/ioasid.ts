@@ -56,7 +56,8 @@ export interface IoasidSpaceOptions {
  */
 export class IoasidSpace<P extends IoasidPrivate = IoasidPrivate> {
   private readonly ids = new IdMap<IoasidData<P>>();
-  private readonly perSet = new Map<IoasidSet, number>();
+  /** How many IDs each set holds here: a counter object per set, so counting is no Map write. */
+  private readonly perSet = new Map<IoasidSet, { n: number }>();
   private readonly charges: ChargeTree | undefined;
 
   constructor(options: IoasidSpaceOptions = {}) {
@@ -96,7 +97,9 @@ export class IoasidSpace<P extends IoasidPrivate = IoasidPrivate> {
       if (node !== null) this.charges?.uncharge(node, 1);
       return "ENOSPC";
     }
-    this.perSet.set(set, (this.perSet.get(set) ?? 0) + 1);
+    const count = this.perSet.get(set);
+    if (count === undefined) this.perSet.set(set, { n: 1 });
+    else count.n++;
     return id;
   }
 
@@ -111,9 +114,8 @@ export class IoasidSpace<P extends IoasidPrivate = IoasidPrivate> {
     const data = this.ids.erase(id);
     if (data === undefined) return "ENOENT";
     if (data.charge !== null) this.charges?.uncharge(data.charge, 1);
-    const n = (this.perSet.get(data.set) ?? 1) - 1;
-    if (n === 0) this.perSet.delete(data.set);
-    else this.perSet.set(data.set, n);
+    const count = this.perSet.get(data.set);
+    if (count !== undefined && --count.n === 0) this.perSet.delete(data.set);
     return 0;
   }
 
@@ -168,7 +170,7 @@ export class IoasidSpace<P extends IoasidPrivate = IoasidPrivate> {
 
   /** The number of allocated IDs, in all sets or in `set`. */
   size(set?: IoasidSet): number {
-    return set === undefined ? this.ids.size : (this.perSet.get(set) ?? 0);
+    return set === undefined ? this.ids.size : (this.perSet.get(set)?.n ?? 0);
   }
 
   /** The allocated IDs in ascending order, of all sets or of `set`. */
