@@ -1,7 +1,6 @@
 // The IDA: an allocator of small integer IDs that always hands out the lowest free one.
 
-import { IdBitmap } from "./internal/id-bitmap.js";
-import type { BitmapMemory } from "./internal/radix-bitmap.js";
+import { type BitmapMemory, IdBitmap } from "./internal/id-bitmap.js";
 
 /** The highest ID an IDA hands out (INT_MAX), as the kernel's `ida_alloc_range` caps `max`. */
 export const IDA_MAX = 0x7fffffff;

@@ -12,9 +12,15 @@
 // 16-bit domain IDs, ASIDs, VMIDs) are flat, and a few IDs spread over a huge range stay in the
 // tree, costing little. When the window grows, the tree's IDs it now covers move into it.
 
-import { type BitmapMemory, RadixBitmap } from "./radix-bitmap.js";
+import { RadixBitmap, type TreeMemory } from "./radix-bitmap.js";
 
-/** The largest window: 2^20 IDs, four summary levels of 32-bit words (the last one a word). */
+/** Memory held by a bitmap, in bytes. */
+export interface BitmapMemory extends TreeMemory {
+  /** Bytes of the flat window over the low IDs (part of both totals). */
+  readonly windowBytes: number;
+}
+
+/** The largest window: 2^20 IDs, in l0 words and three summary levels (the last one a word). */
 const WINDOW_MAX = 1 << 20;
 /** The first window: one summary word's worth of l0 words. */
 const WINDOW_MIN = 1 << 10;
@@ -65,10 +71,15 @@ export class IdBitmap {
     return (this.l0[id >>> 5] & (1 << (id & 31))) !== 0;
   }
 
+  /** True when `id`, at or past the window, stays in the tree: it is not just past the window. */
+  private beyondGrowth(id: number): boolean {
+    return id >= WINDOW_MAX || id >= (this.window === 0 ? WINDOW_MIN : this.window * 2);
+  }
+
   /** Set bit `id`, which must be clear. */
   set(id: number): void {
     if (id >= this.window) {
-      if (id >= WINDOW_MAX || id >= (this.window === 0 ? WINDOW_MIN : this.window * 2)) {
+      if (this.beyondGrowth(id)) {
         this.tree.set(id);
         return;
       }
@@ -128,7 +139,7 @@ export class IdBitmap {
       }
       min = this.window;
     }
-    if (min >= WINDOW_MAX || min >= (this.window === 0 ? WINDOW_MIN : this.window * 2)) {
+    if (this.beyondGrowth(min)) {
       // Whatever is found stays in the tree: let it search and set in one go, with its hint.
       return this.tree.alloc(min, max);
     }

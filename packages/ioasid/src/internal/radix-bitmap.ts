@@ -52,8 +52,8 @@ const INITIAL_BLOCKS = 8;
  */
 const BEYOND_32_BITS = ~0b1111;
 
-/** Memory held by a bitmap, in bytes. */
-export interface BitmapMemory {
+/** Memory held by the tree, in bytes. */
+export interface TreeMemory {
   /** Bytes of the leaves and nodes that hold live IDs. */
   readonly liveBytes: number;
   /** Bytes reserved by the pool (live, free-listed and spare blocks). */
@@ -62,8 +62,6 @@ export interface BitmapMemory {
   readonly leaves: number;
   /** Live internal nodes. */
   readonly nodes: number;
-  /** Bytes of the flat window over the low IDs (part of both totals above). */
-  readonly windowBytes: number;
 }
 
 /**
@@ -115,13 +113,12 @@ export class RadixBitmap {
     this.hintFloor = 0;
   }
 
-  memory(): BitmapMemory {
+  memory(): TreeMemory {
     return {
       liveBytes: (this.leaves + this.nodes) * BLOCK * 4,
       reservedBytes: this.mem.byteLength,
       leaves: this.leaves,
       nodes: this.nodes,
-      windowBytes: 0,
     };
   }
 
