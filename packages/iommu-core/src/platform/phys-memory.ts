@@ -128,8 +128,10 @@ export class PhysMemory {
     if (pa % bytes !== 0) bug(`PhysMemory: misaligned ${bytes}-byte access at 0x${pa.toString(16)}`);
   }
 
+  // The fast paths test `!(pa >= 0)`, not `pa < 0`, so that a NaN address takes the checked path
+  // and fails like any other address outside the space instead of populating a NaN frame.
   read8(pa: number): number {
-    if (this.faultHook !== null || pa < 0 || pa >= this.pfnLimit * PAGE_SIZE) {
+    if (this.faultHook !== null || !(pa >= 0) || pa >= this.pfnLimit * PAGE_SIZE) {
       if (this.refused(pa, 1, false)) return 0;
     }
     const b = this.bytesOf(Math.floor(pa / PAGE_SIZE));
@@ -138,7 +140,7 @@ export class PhysMemory {
 
   read16(pa: number): number {
     if ((pa & 1) !== 0) this.checkAlign(pa, 2);
-    if (this.faultHook !== null || pa < 0 || pa >= this.pfnLimit * PAGE_SIZE) {
+    if (this.faultHook !== null || !(pa >= 0) || pa >= this.pfnLimit * PAGE_SIZE) {
       if (this.refused(pa, 2, false)) return 0;
     }
     const w = this.words(Math.floor(pa / PAGE_SIZE));
@@ -149,7 +151,7 @@ export class PhysMemory {
   /** A 32-bit read, as an unsigned number. */
   read32(pa: number): number {
     if ((pa & 3) !== 0) this.checkAlign(pa, 4);
-    if (this.faultHook !== null || pa < 0 || pa >= this.pfnLimit * PAGE_SIZE) {
+    if (this.faultHook !== null || !(pa >= 0) || pa >= this.pfnLimit * PAGE_SIZE) {
       if (this.refused(pa, 4, false)) return 0;
     }
     const w = this.words(Math.floor(pa / PAGE_SIZE));
@@ -159,7 +161,7 @@ export class PhysMemory {
   /** A 64-bit read: returns the low 32 bits (unsigned) and leaves the high 32 bits in `hi`. */
   read64(pa: number): number {
     if ((pa & 7) !== 0) this.checkAlign(pa, 8);
-    if (this.faultHook !== null || pa < 0 || pa >= this.pfnLimit * PAGE_SIZE) {
+    if (this.faultHook !== null || !(pa >= 0) || pa >= this.pfnLimit * PAGE_SIZE) {
       if (this.refused(pa, 8, false)) {
         this.hi = 0;
         return 0;
@@ -215,7 +217,7 @@ export class PhysMemory {
   }
 
   private refusedWrite(pa: number, bytes: number): boolean {
-    if (this.faultHook !== null || pa < 0 || pa + bytes > this.pfnLimit * PAGE_SIZE) {
+    if (this.faultHook !== null || !(pa >= 0) || pa + bytes > this.pfnLimit * PAGE_SIZE) {
       return this.refused(pa, bytes, true);
     }
     return false;
@@ -321,7 +323,7 @@ export class PhysMemory {
   }
 
   private refusedBulk(pa: number, bytes: number, write: boolean): boolean {
-    if (this.faultHook !== null || pa < 0 || pa + bytes > this.pfnLimit * PAGE_SIZE) {
+    if (this.faultHook !== null || !(pa >= 0) || pa + bytes > this.pfnLimit * PAGE_SIZE) {
       return this.refused(pa, bytes, write);
     }
     return false;

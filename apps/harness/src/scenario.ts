@@ -1,0 +1,98 @@
+// Scenarios: named runs on one architecture, the counters they keep and the checks they make.
+
+import { defaultScenario } from "./scenarios/default.js";
+import { HARNESS_VERSION } from "./version.js";
+
+/** What a running scenario sees: its seed, and where it reports checks and counts. */
+export interface ScenarioContext {
+  /** The run's seed, an unsigned 32-bit integer; the same seed must give the same run. */
+  readonly seed: number;
+  /** Record one check: passed when `ok`, else a failure with `message`. */
+  check(name: string, ok: boolean, message?: string): void;
+  /** Count `n` (default 1) operations: driver-side calls such as alloc, map, attach. */
+  countOp(n?: number): void;
+  /** Count `n` (default 1) DMAs issued by devices. */
+  countDma(n?: number): void;
+  /** Count `n` (default 1) faults the hardware reported. */
+  countFault(n?: number): void;
+}
+
+/** A named, deterministic run on one architecture. */
+export interface Scenario {
+  readonly name: string;
+  /** The architecture the scenario runs on (`mock` for the mock IOMMU of iommu-core). */
+  readonly arch: string;
+  /** One line for listings. */
+  readonly description: string;
+  /** Run to completion. Bad behaviour of the model is a failed check; a throw is a model bug. */
+  run(ctx: ScenarioContext): void | Promise<void>;
+}
+
+/** One failed check. */
+export interface CheckFailure {
+  readonly check: string;
+  readonly message: string;
+}
+
+/** The outcome of one run: what `iommu-sim run` prints, as text or as JSON. */
+export interface RunReport {
+  readonly version: string;
+  readonly scenario: string;
+  readonly arch: string;
+  readonly seed: number;
+  readonly ops: number;
+  readonly dmas: number;
+  readonly faults: number;
+  readonly checks: { readonly passed: number; readonly failed: number };
+  readonly failures: readonly CheckFailure[];
+}
+
+/** The built-in scenarios by name. Tests may add their own and must remove them again. */
+export const scenarios: Map<string, Scenario> = new Map([[defaultScenario.name, defaultScenario]]);
+
+/**
+ * Run `scenario` with `seed` and collect its counters and checks. Whatever the scenario throws
+ * (a `ModelBug` or any other exception) propagates: it is a bug, not a failed check.
+ */
+export async function runScenario(scenario: Scenario, seed: number): Promise<RunReport> {
+  if (seed >>> 0 !== seed) throw new Error(`seed ${seed} is not an unsigned 32-bit integer`);
+  let ops = 0;
+  let dmas = 0;
+  let faults = 0;
+  let passed = 0;
+  const failures: CheckFailure[] = [];
+  const ctx: ScenarioContext = {
+    seed,
+    check(name, ok, message) {
+      if (ok) passed++;
+      else failures.push({ check: name, message: message ?? "check failed" });
+    },
+    countOp(n = 1) {
+      ops += count("countOp", n);
+    },
+    countDma(n = 1) {
+      dmas += count("countDma", n);
+    },
+    countFault(n = 1) {
+      faults += count("countFault", n);
+    },
+  };
+  await scenario.run(ctx);
+  return {
+    version: HARNESS_VERSION,
+    scenario: scenario.name,
+    arch: scenario.arch,
+    seed,
+    ops,
+    dmas,
+    faults,
+    checks: { passed, failed: failures.length },
+    failures,
+  };
+}
+
+function count(what: string, n: number): number {
+  // A scenario counting a fraction or a negative number is a bug in the scenario.
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${what}(${n}): not a count`);
+  return n;
+}

@@ -1,0 +1,586 @@
+// The mock format: the mock IOMMU's 3/4/5-level radix page table in simulated physical memory.
+//
+// The mock format (ours; no hardware defines it). A table is one 4 KiB frame of 512 little-endian
+// 64-bit entries. The walk starts at the root table at level `levels` (3, 4 or 5) and goes down to
+// level 1; the index at level L is IOVA bits [12 + 9L - 1 : 12 + 9(L - 1)], so the input address
+// space is 39, 48 or 57 bits.
+//
+//   bit  0     P     present; an entry without P is empty and all its other bits are ignored
+//   bit  1     R     reads allowed (leaf); set in every table entry
+//   bit  2     W     writes allowed (leaf); set in every table entry
+//   bit  3     NX    instruction fetches forbidden (leaf; IOMMU_NOEXEC)
+//   bit  4     PRIV  only privileged requests allowed (leaf; IOMMU_PRIV)
+//   bit  7     PS    leaf above level 1: a 2 MiB page at level 2, a 1 GiB page at level 3
+//   bits 12-51 ADDR  physical address of the next table or of the page
+//   bits 5, 6, 8-11, 52-63: reserved, zero
+//
+// A table entry is P|R|W|ADDR. At level 1 every present entry is a 4 KiB leaf (PS reserved); at
+// levels 4 and 5 PS is reserved; a PS leaf's ADDR bits below its size are reserved. These are the
+// P/R/W/PS/ADDR bits of ../shared/bench-c/pgtable.h, so the benchmark does the C baseline's work.
+
+import {
+  IOMMU_NOEXEC,
+  IOMMU_PRIV,
+  IOMMU_READ,
+  IOMMU_WRITE,
+  type IommuFlushOps,
+  type IoPgtable,
+  type IoPgtableCfg,
+} from "../iommu/io-pgtable.js";
+import type { IommuIotlbGather } from "../iommu/iotlb-gather.js";
+import { bug } from "../platform/bug.js";
+import type { FrameAllocator } from "../platform/frame-allocator.js";
+import type { PhysMemory } from "../platform/phys-memory.js";
+
+/** One field of the mock PTE: bits [lsb, lsb + width) of the 64-bit entry. */
+export interface MockPteField {
+  readonly name: "P" | "R" | "W" | "NX" | "PRIV" | "PS" | "ADDR";
+  readonly lsb: number;
+  readonly width: number;
+  readonly doc: string;
+}
+
+/** The mock PTE layout, declared once; every constant below is derived from it. */
+export const MOCK_PTE_LAYOUT: readonly MockPteField[] = Object.freeze([
+  Object.freeze({ name: "P", lsb: 0, width: 1, doc: "present" } as const),
+  Object.freeze({
+    name: "R",
+    lsb: 1,
+    width: 1,
+    doc: "reads allowed; set in table entries",
+  } as const),
+  Object.freeze({
+    name: "W",
+    lsb: 2,
+    width: 1,
+    doc: "writes allowed; set in table entries",
+  } as const),
+  Object.freeze({ name: "NX", lsb: 3, width: 1, doc: "instruction fetches forbidden" } as const),
+  Object.freeze({ name: "PRIV", lsb: 4, width: 1, doc: "privileged requests only" } as const),
+  Object.freeze({ name: "PS", lsb: 7, width: 1, doc: "leaf at level 2 or 3" } as const),
+  Object.freeze({ name: "ADDR", lsb: 12, width: 40, doc: "next table or page address" } as const),
+]);
+
+function field(name: MockPteField["name"]): MockPteField {
+  const f = MOCK_PTE_LAYOUT.find((x) => x.name === name);
+  if (f === undefined) bug(`mock PTE layout has no field ${name}`);
+  return f;
+}
+
+/** Mask of the bits of `f` that fall in the half starting at bit `base` (0: low, 32: high). */
+function halfMask(f: MockPteField, base: number): number {
+  let m = 0;
+  for (let b = Math.max(f.lsb, base); b < Math.min(f.lsb + f.width, base + 32); b++) {
+    m |= 1 << (b - base);
+  }
+  return m;
+}
+
+export const MOCK_PTE_P = halfMask(field("P"), 0);
+export const MOCK_PTE_R = halfMask(field("R"), 0);
+export const MOCK_PTE_W = halfMask(field("W"), 0);
+export const MOCK_PTE_NX = halfMask(field("NX"), 0);
+export const MOCK_PTE_PRIV = halfMask(field("PRIV"), 0);
+export const MOCK_PTE_PS = halfMask(field("PS"), 0);
+/** ADDR bits in the low half (bits 12..31; an int32, so negative). */
+export const MOCK_PTE_ADDR_LO = halfMask(field("ADDR"), 0);
+/** ADDR bits in the high half (entry bits 32..51). */
+export const MOCK_PTE_ADDR_HI = halfMask(field("ADDR"), 32);
+/** Reserved bits of the low half (5, 6, 8..11). */
+export const MOCK_PTE_RES_LO = ~layoutMask(0);
+/** Reserved bits of the high half (entry bits 52..63). */
+export const MOCK_PTE_RES_HI = ~layoutMask(32);
+
+function layoutMask(base: number): number {
+  let m = 0;
+  for (const f of MOCK_PTE_LAYOUT) m |= halfMask(f, base);
+  return m;
+}
+
+/** What a walker makes of an entry (`mockPteDecode`). */
+export const MOCK_PTE_NONE = 0;
+export const MOCK_PTE_TABLE = 1;
+export const MOCK_PTE_LEAF = 2;
+/** Present but malformed: a reserved bit set, PS where it is reserved, a misaligned block. */
+export const MOCK_PTE_BAD = 3;
+export type MockPteKind =
+  | typeof MOCK_PTE_NONE
+  | typeof MOCK_PTE_TABLE
+  | typeof MOCK_PTE_LEAF
+  | typeof MOCK_PTE_BAD;
+
+const SZ_4K = 0x1000;
+const SZ_2M = 0x20_0000;
+const SZ_1G = 0x4000_0000;
+/** 2^39: the span of one level-4 entry. */
+const SZ_512G = 549755813888;
+const TWO32 = 4294967296;
+const PTES_PER_TABLE = 512;
+
+/** The page sizes the mock format can map: 4 KiB, 2 MiB and 1 GiB. */
+export const MOCK_PGSIZE_BITMAP = SZ_4K | SZ_2M | SZ_1G;
+
+/** Bytes one entry maps at `level` (1: 4 KiB, 2: 2 MiB, 3: 1 GiB). */
+const LEVEL_SIZE = [0, SZ_4K, SZ_2M, SZ_1G];
+/** Low-half ADDR mask of a leaf at `level`: the block's own address bits are not part of it. */
+const LEAF_ADDR_LO = [
+  0,
+  MOCK_PTE_ADDR_LO,
+  MOCK_PTE_ADDR_LO & ~(SZ_2M - 1),
+  MOCK_PTE_ADDR_LO & ~(SZ_1G - 1),
+];
+
+/**
+ * Index of `iova` in a table at `level` (1..5). Exact for any IOVA below 2^57: the low three
+ * levels come from IOVA bits 12..38 and the top two from bits 39..56, each piece an int32.
+ */
+export function mockLevelIndex(iova: number, level: number): number {
+  if (level <= 3) return (((iova / SZ_4K) & 0x7ff_ffff) >>> (9 * (level - 1))) & 511;
+  return (((iova / SZ_512G) & 0x3ffff) >>> (9 * (level - 4))) & 511;
+}
+
+/**
+ * Classify the entry `hi:lo` found at `level` (1..5) the way the mock hardware does: empty,
+ * table, leaf, or malformed. No allocation; the hardware reads the entry with `PhysMemory.read64`.
+ */
+export function mockPteDecode(lo: number, hi: number, level: number): MockPteKind {
+  if ((lo & MOCK_PTE_P) === 0) return MOCK_PTE_NONE;
+  if ((lo & MOCK_PTE_RES_LO) !== 0 || (hi & MOCK_PTE_RES_HI) !== 0) return MOCK_PTE_BAD;
+  const ps = (lo & MOCK_PTE_PS) !== 0;
+  if (level === 1) return ps ? MOCK_PTE_BAD : MOCK_PTE_LEAF;
+  if (level > 3) return ps ? MOCK_PTE_BAD : MOCK_PTE_TABLE;
+  if (!ps) return MOCK_PTE_TABLE;
+  return (lo & MOCK_PTE_ADDR_LO & ~LEAF_ADDR_LO[level]) === 0 ? MOCK_PTE_LEAF : MOCK_PTE_BAD;
+}
+
+/** The ADDR field of `hi:lo` as a physical address (next table, or the page of a 4 KiB leaf). */
+export function mockPteAddr(lo: number, hi: number): number {
+  return (hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
+}
+
+/** The IOMMU_READ/WRITE/NOEXEC/PRIV bits a leaf grants. */
+export function mockPteProt(lo: number): number {
+  return (
+    ((lo & MOCK_PTE_R) !== 0 ? IOMMU_READ : 0) |
+    ((lo & MOCK_PTE_W) !== 0 ? IOMMU_WRITE : 0) |
+    ((lo & MOCK_PTE_NX) !== 0 ? IOMMU_NOEXEC : 0) |
+    ((lo & MOCK_PTE_PRIV) !== 0 ? IOMMU_PRIV : 0)
+  );
+}
+
+/** Low half of a leaf entry for page `pa` with `prot` at `level`. */
+export function mockPteLeafLo(pa: number, prot: number, level: number): number {
+  return (pa & MOCK_PTE_ADDR_LO) | leafBits(prot, level);
+}
+
+/** Low half of a table entry pointing at the table `pa`. */
+export function mockPteTableLo(pa: number): number {
+  return (pa & MOCK_PTE_ADDR_LO) | MOCK_PTE_P | MOCK_PTE_R | MOCK_PTE_W;
+}
+
+/** High half of any entry holding the address `pa`. */
+export function mockPteHi(pa: number): number {
+  return (pa / TWO32) & MOCK_PTE_ADDR_HI;
+}
+
+function leafBits(prot: number, level: number): number {
+  return (
+    MOCK_PTE_P |
+    ((prot & IOMMU_READ) !== 0 ? MOCK_PTE_R : 0) |
+    ((prot & IOMMU_WRITE) !== 0 ? MOCK_PTE_W : 0) |
+    ((prot & IOMMU_NOEXEC) !== 0 ? MOCK_PTE_NX : 0) |
+    ((prot & IOMMU_PRIV) !== 0 ? MOCK_PTE_PRIV : 0) |
+    (level > 1 ? MOCK_PTE_PS : 0)
+  );
+}
+
+function leafLevelOf(pgsize: number): number {
+  return pgsize === SZ_4K ? 1 : pgsize === SZ_2M ? 2 : pgsize === SZ_1G ? 3 : 0;
+}
+
+export interface MockPgtableOptions {
+  /** Memory the tables live in (the one `frames` manages). */
+  mem: PhysMemory;
+  /** Where table frames come from and go back to. */
+  frames: FrameAllocator;
+  /** Walk depth: 3, 4 or 5 levels, for an input address space of 39, 48 or 57 bits. */
+  levels: 3 | 4 | 5;
+  /** Page sizes to offer: a non-empty subset of 4 KiB | 2 MiB | 1 GiB (the default: all three). */
+  pgsizeBitmap?: number;
+  /** Output address bits, 12..52 (default 52). */
+  oas?: number;
+  /** The driver's flush callbacks, or null when the caller flushes by other means. */
+  tlb: IommuFlushOps | null;
+}
+
+/** The errnos `MockPgtable.mapPages` returns. */
+export type MockMapErrno = "EINVAL" | "ERANGE" | "EEXIST" | "ENOMEM";
+
+// Results of the internal runs below: a page count when >= 0.
+const RUN_EEXIST = -1;
+const RUN_ENOMEM = -2;
+
+/**
+ * The page table of the mock IOMMU in the mock format (see the file header), built in simulated
+ * physical memory so that the mock hardware walks it from memory as silicon would. It plays the
+ * part of the iommufd selftest's mock domain, which kept its PFNs in an xarray and now (since the
+ * generic_pt conversion) uses a real AMDv1-format table: here too the translation is a real radix
+ * table.
+ *
+ * Update rules, so that a walker sampling memory between any two stores sees only a legal table:
+ * every entry is written with one `write64`; a new path of tables is built and filled while
+ * unreachable and linked by a single store at the end; a table is freed only after the entry that
+ * pointed at it is cleared and `tlbFlushWalk` was called for its range.
+ *
+ * Tables are created on demand and are not freed when their last leaf goes (like io-pgtable-arm);
+ * they go back to the allocator when a leaf of their parent's size replaces them (map over an empty
+ * table), when an unmap of that size covers them, and in `free()`.
+ *
+ * @kernel drivers/iommu/iommufd/selftest.c mock_iommu_domain
+ */
+export class MockPgtable implements IoPgtable {
+  readonly cfg: IoPgtableCfg;
+  readonly rootPa: number;
+  readonly levels: number;
+  readonly mem: PhysMemory;
+  readonly frames: FrameAllocator;
+  private readonly tlb: IommuFlushOps | null;
+  private readonly pgsizeBitmap: number;
+  private readonly iasLimit: number;
+  private readonly oasLimit: number;
+  private mappedBytes = 0;
+  private freed = false;
+  /** Tables a map builds before linking them, by level (reused: the map path allocates nothing). */
+  private readonly building = new Float64Array(6);
+
+  /**
+   * Build an empty table; allocates the root frame. Invalid options, or no frame left for the
+   * root, are bugs of the caller's setup: use `MockPgtable.alloc` to get `'ENOMEM'` instead.
+   */
+  constructor(options: MockPgtableOptions) {
+    const { mem, frames, levels, tlb } = options;
+    const pgsizeBitmap = options.pgsizeBitmap ?? MOCK_PGSIZE_BITMAP;
+    const oas = options.oas ?? 52;
+    if (levels !== 3 && levels !== 4 && levels !== 5) bug(`MockPgtable: ${levels} levels`);
+    if (pgsizeBitmap === 0 || (pgsizeBitmap & ~MOCK_PGSIZE_BITMAP) !== 0) {
+      bug(`MockPgtable: pgsizeBitmap 0x${pgsizeBitmap.toString(16)} is not within 4K|2M|1G`);
+    }
+    if (!Number.isInteger(oas) || oas < 12 || oas > 52) bug(`MockPgtable: oas ${oas}`);
+    if (frames.mem !== mem) bug("MockPgtable: the frame allocator manages another PhysMemory");
+    const root = frames.alloc(0);
+    if (typeof root !== "number") bug(`MockPgtable: no frame for the root (${root})`);
+    const ias = 12 + 9 * levels;
+    this.cfg = Object.freeze({ pgsizeBitmap, ias, oas, coherentWalk: true, tlb });
+    this.rootPa = root;
+    this.levels = levels;
+    this.mem = mem;
+    this.frames = frames;
+    this.tlb = tlb;
+    this.pgsizeBitmap = pgsizeBitmap;
+    this.iasLimit = 2 ** ias;
+    this.oasLimit = 2 ** oas;
+  }
+
+  /**
+   * Allocate a table, or `'ENOMEM'` when the allocator has no frame for the root.
+   *
+   * @kernel drivers/iommu/io-pgtable.c alloc_io_pgtable_ops
+   */
+  static alloc(options: MockPgtableOptions): MockPgtable | "ENOMEM" {
+    return options.frames.freeFrames === 0 ? "ENOMEM" : new MockPgtable(options);
+  }
+
+  get mapped(): number {
+    return this.mappedBytes;
+  }
+
+  /**
+   * Map `pgcount` pages of `pgsize` from `iova` to `pa`. Checks, in this order: `'EINVAL'` for a
+   * size outside the bitmap, `pgcount` < 1, or a misaligned `iova`/`pa` (the alignment check
+   * `__iommu_map` makes before calling a format); `'ERANGE'` when [iova, iova + size) passes
+   * 2^ias or [pa, pa + size) passes 2^oas; `'EINVAL'` when `prot` has neither IOMMU_READ nor
+   * IOMMU_WRITE (the kernel returned 0 without mapping until 6.11, -EINVAL since). Then, page by
+   * page: `'EEXIST'` when a leaf already maps any byte of the page (a leaf at its slot, a larger
+   * leaf above it, or smaller leaves in a table at its slot); `'ENOMEM'` when a table cannot be
+   * allocated. An empty table at a block's slot is replaced (its frames freed after
+   * `tlbFlushWalk`). On an error `mapped` holds the bytes of the pages mapped before it, which
+   * stay mapped; the caller unmaps them, as `__iommu_map` does.
+   *
+   * The whole run is mapped in one call (the kernel stops at the end of a table and lets
+   * `__iommu_map` call again; both satisfy the caller's loop).
+   *
+   * @kernel drivers/iommu/io-pgtable-arm.c arm_lpae_map_pages
+   * @kernel drivers/iommu/generic_pt/iommu_pt.h clear_contig
+   */
+  mapPages(
+    iova: number,
+    pa: number,
+    pgsize: number,
+    pgcount: number,
+    prot: number,
+  ): 0 | MockMapErrno {
+    this.mappedBytes = 0;
+    if (this.freed) bug("MockPgtable: mapPages after free()");
+    const leafLevel = leafLevelOf(pgsize);
+    if (leafLevel === 0 || (this.pgsizeBitmap & pgsize) === 0) return "EINVAL";
+    if (!Number.isInteger(pgcount) || pgcount < 1) return "EINVAL";
+    const m = pgsize - 1;
+    if (!Number.isInteger(iova) || !Number.isInteger(pa) || iova < 0 || pa < 0) return "EINVAL";
+    if (((iova & m) | (pa & m)) !== 0) return "EINVAL";
+    const size = pgsize * pgcount;
+    if (iova + size > this.iasLimit || pa + size > this.oasLimit) return "ERANGE";
+    if ((prot & (IOMMU_READ | IOMMU_WRITE)) === 0) return "EINVAL";
+    const bits = leafBits(prot, leafLevel);
+    let done = 0;
+    while (done < pgcount) {
+      const n = this.mapRun(
+        iova + done * pgsize,
+        pa + done * pgsize,
+        leafLevel,
+        pgcount - done,
+        bits,
+      );
+      if (n < 0) return n === RUN_EEXIST ? "EEXIST" : "ENOMEM";
+      done += n;
+    }
+    return 0;
+  }
+
+  /** Map up to `count` pages that share one leaf table; returns the pages mapped or RUN_*. */
+  private mapRun(iova: number, pa: number, leafLevel: number, count: number, bits: number): number {
+    const mem = this.mem;
+    let tpa = this.rootPa;
+    for (let lvl = this.levels; lvl > leafLevel; lvl--) {
+      const epa = tpa + mockLevelIndex(iova, lvl) * 8;
+      const lo = mem.read64(epa);
+      if ((lo & MOCK_PTE_P) === 0)
+        return this.mapNewPath(epa, lvl - 1, iova, pa, leafLevel, count, bits);
+      // A larger leaf already maps this page.
+      if ((lo & MOCK_PTE_PS) !== 0) return RUN_EEXIST;
+      tpa = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
+    }
+    return this.fillLeaves(tpa, iova, pa, leafLevel, count, bits);
+  }
+
+  /**
+   * The entry at `epa` is empty: build the tables of levels `top`..`leafLevel`, fill them while
+   * nothing points at them, then link the new path with one store.
+   */
+  private mapNewPath(
+    epa: number,
+    top: number,
+    iova: number,
+    pa: number,
+    leafLevel: number,
+    count: number,
+    bits: number,
+  ): number {
+    const b = this.building;
+    for (let lvl = top; lvl >= leafLevel; lvl--) {
+      const f = this.frames.alloc(0);
+      if (typeof f !== "number") {
+        for (let l = top; l > lvl; l--) this.freeFrame(b[l]);
+        return RUN_ENOMEM;
+      }
+      b[lvl] = f;
+    }
+    const mem = this.mem;
+    for (let lvl = top; lvl > leafLevel; lvl--) {
+      const child = b[lvl - 1];
+      mem.write64(b[lvl] + mockLevelIndex(iova, lvl) * 8, mockPteTableLo(child), mockPteHi(child));
+    }
+    const n = this.fillLeaves(b[leafLevel], iova, pa, leafLevel, count, bits);
+    const head = b[top];
+    mem.write64(epa, mockPteTableLo(head), mockPteHi(head));
+    return n;
+  }
+
+  /** Write up to `count` leaves into the table at `tpa`, up to its end; pages mapped or RUN_EEXIST. */
+  private fillLeaves(
+    tpa: number,
+    iova: number,
+    pa: number,
+    leafLevel: number,
+    count: number,
+    bits: number,
+  ): number {
+    const mem = this.mem;
+    const pgsize = LEVEL_SIZE[leafLevel];
+    const idx0 = mockLevelIndex(iova, leafLevel);
+    const n = Math.min(count, PTES_PER_TABLE - idx0);
+    for (let k = 0; k < n; k++) {
+      const epa = tpa + (idx0 + k) * 8;
+      const a = pa + k * pgsize;
+      const old = mem.read64(epa);
+      if ((old & MOCK_PTE_P) === 0) {
+        mem.write64(epa, (a & MOCK_PTE_ADDR_LO) | bits, (a / TWO32) & MOCK_PTE_ADDR_HI);
+      } else {
+        if (leafLevel === 1 || (old & MOCK_PTE_PS) !== 0) return RUN_EEXIST;
+        const sub = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((old & MOCK_PTE_ADDR_LO) >>> 0);
+        if (this.hasLeaf(sub, leafLevel - 1)) return RUN_EEXIST;
+        // An empty table where the block goes: swap it for the leaf in one store, then drop any
+        // walk cached through it before its frames can be reused.
+        mem.write64(epa, (a & MOCK_PTE_ADDR_LO) | bits, (a / TWO32) & MOCK_PTE_ADDR_HI);
+        this.tlb?.tlbFlushWalk(iova + k * pgsize, pgsize, SZ_4K);
+        this.freeTable(sub, leafLevel - 1);
+      }
+      this.mappedBytes += pgsize;
+    }
+    return n;
+  }
+
+  /**
+   * Unmap up to `pgcount` pages of `pgsize` from `iova`; returns the bytes unmapped. Stops at the
+   * first page that is not mapped by exactly one leaf of `pgsize` or by a table at its slot: at a
+   * hole (an empty entry, or a table with no leaf under it), and at a larger leaf, which it leaves
+   * whole (kernels since 6.13 refuse to split a block on unmap: "Unmap of a partial large IOPTE is
+   * not allowed", 0 bytes). A table with leaves at a `pgsize` slot is cleared as one unit, its
+   * walk flushed and its frames freed at once (as io-pgtable-arm does); that counts `pgsize`.
+   * Each cleared entry goes to `cfg.tlb.tlbAddPage(gather, iova, pgsize)` unless `gather` is null
+   * or queued (the flush queue invalidates everything later).
+   *
+   * Returns 0 for a size outside the bitmap, `pgcount` < 1, a misaligned `iova`, or `iova` at or
+   * beyond 2^ias (the kernel WARNs and returns 0); the range is cut at 2^ias.
+   *
+   * @kernel drivers/iommu/io-pgtable-arm.c arm_lpae_unmap_pages
+   */
+  unmapPages(
+    iova: number,
+    pgsize: number,
+    pgcount: number,
+    gather: IommuIotlbGather | null,
+  ): number {
+    if (this.freed) bug("MockPgtable: unmapPages after free()");
+    const leafLevel = leafLevelOf(pgsize);
+    if (leafLevel === 0 || (this.pgsizeBitmap & pgsize) === 0) return 0;
+    if (!Number.isInteger(pgcount) || pgcount < 1) return 0;
+    if (!Number.isInteger(iova) || iova < 0 || (iova & (pgsize - 1)) !== 0) return 0;
+    if (iova >= this.iasLimit) return 0;
+    const count = Math.min(pgcount, (this.iasLimit - iova) / pgsize);
+    let done = 0;
+    while (done < count) {
+      const va = iova + done * pgsize;
+      const want = Math.min(count - done, PTES_PER_TABLE - mockLevelIndex(va, leafLevel));
+      const n = this.unmapRun(va, leafLevel, want, gather);
+      done += n;
+      if (n < want) break;
+    }
+    return done * pgsize;
+  }
+
+  /** Clear up to `count` entries of one leaf table from `iova`; returns how many it cleared. */
+  private unmapRun(
+    iova: number,
+    leafLevel: number,
+    count: number,
+    gather: IommuIotlbGather | null,
+  ): number {
+    const mem = this.mem;
+    let tpa = this.rootPa;
+    for (let lvl = this.levels; lvl > leafLevel; lvl--) {
+      const lo = mem.read64(tpa + mockLevelIndex(iova, lvl) * 8);
+      // A hole, or a larger leaf that this unmap would only cut a piece out of.
+      if ((lo & MOCK_PTE_P) === 0 || (lo & MOCK_PTE_PS) !== 0) return 0;
+      tpa = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
+    }
+    const tlb = this.tlb;
+    const addPages = tlb !== null && gather !== null && !gather.queued;
+    const pgsize = LEVEL_SIZE[leafLevel];
+    const idx0 = mockLevelIndex(iova, leafLevel);
+    for (let k = 0; k < count; k++) {
+      const epa = tpa + (idx0 + k) * 8;
+      const va = iova + k * pgsize;
+      const lo = mem.read64(epa);
+      if ((lo & MOCK_PTE_P) === 0) return k;
+      if (leafLevel === 1 || (lo & MOCK_PTE_PS) !== 0) {
+        mem.write64(epa, 0, 0);
+      } else {
+        const sub = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
+        if (!this.hasLeaf(sub, leafLevel - 1)) return k;
+        mem.write64(epa, 0, 0);
+        tlb?.tlbFlushWalk(va, pgsize, SZ_4K);
+        this.freeTable(sub, leafLevel - 1);
+      }
+      if (addPages) tlb.tlbAddPage(gather, va, pgsize);
+    }
+    return count;
+  }
+
+  /**
+   * The physical address `iova` maps to, or -1 (outside 2^ias or not mapped). Exact for any
+   * integer `iova` below 2^53 and for page-aligned ones above.
+   *
+   * @kernel drivers/iommu/io-pgtable-arm.c arm_lpae_iova_to_phys
+   */
+  iovaToPhys(iova: number): number {
+    if (!(iova >= 0 && iova < this.iasLimit) || this.freed) return -1;
+    const mem = this.mem;
+    let tpa = this.rootPa;
+    let lvl = this.levels;
+    let lo = 0;
+    if (lvl > 3) {
+      const vpnHi = (iova / SZ_512G) & 0x3ffff;
+      for (; lvl > 3; lvl--) {
+        lo = mem.read64(tpa + ((vpnHi >>> (9 * (lvl - 4))) & 511) * 8);
+        if ((lo & MOCK_PTE_P) === 0) return -1;
+        tpa = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
+      }
+    }
+    const vpnLo = (iova / SZ_4K) & 0x7ff_ffff;
+    for (;;) {
+      lo = mem.read64(tpa + ((vpnLo >>> (9 * (lvl - 1))) & 511) * 8);
+      if ((lo & MOCK_PTE_P) === 0) return -1;
+      if (lvl === 1 || (lo & MOCK_PTE_PS) !== 0) break;
+      tpa = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
+      lvl--;
+    }
+    const off = LEVEL_SIZE[lvl] - 1;
+    return (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & LEAF_ADDR_LO[lvl]) >>> 0) + (iova & off);
+  }
+
+  /**
+   * Give every table frame back to the allocator (the mapped pages are not the table's). The
+   * instance is dead afterwards: map and unmap are bugs, lookups return -1.
+   *
+   * @kernel drivers/iommu/io-pgtable-arm.c arm_lpae_free_pgtable
+   */
+  free(): void {
+    if (this.freed) bug("MockPgtable: free() twice");
+    this.freeTable(this.rootPa, this.levels);
+    this.freed = true;
+  }
+
+  /** Whether any leaf is present in the table at `tpa` (of `level`) or below it. */
+  private hasLeaf(tpa: number, level: number): boolean {
+    const mem = this.mem;
+    for (let i = 0; i < PTES_PER_TABLE; i++) {
+      const lo = mem.read64(tpa + i * 8);
+      if ((lo & MOCK_PTE_P) === 0) continue;
+      if (level === 1 || (lo & MOCK_PTE_PS) !== 0) return true;
+      const sub = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
+      if (this.hasLeaf(sub, level - 1)) return true;
+    }
+    return false;
+  }
+
+  /** Free the table at `tpa` (of `level`) and every table below it. */
+  private freeTable(tpa: number, level: number): void {
+    if (level > 1) {
+      const mem = this.mem;
+      for (let i = 0; i < PTES_PER_TABLE; i++) {
+        const lo = mem.read64(tpa + i * 8);
+        if ((lo & MOCK_PTE_P) === 0 || (lo & MOCK_PTE_PS) !== 0) continue;
+        this.freeTable(
+          (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0),
+          level - 1,
+        );
+      }
+    }
+    this.freeFrame(tpa);
+  }
+
+  private freeFrame(pa: number): void {
+    const rc = this.frames.free(pa, 0);
+    if (rc !== 0) bug(`MockPgtable: freeing table frame 0x${pa.toString(16)}: ${rc}`);
+  }
+}

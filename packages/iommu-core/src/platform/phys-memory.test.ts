@@ -1,0 +1,448 @@
+import { fc, test } from "@fast-check/vitest";
+import { describe, expect, it } from "vitest";
+import { xorshift32 } from "../../../../scripts/bench-kit.js";
+import { ModelBug } from "./bug.js";
+import { PAGE_SIZE, PhysMemory } from "./phys-memory.js";
+
+const TOP = 2 ** 52;
+/** A frame number above 2^20, so its frame lives in the Map rather than the array. */
+const HIGH_PA = 2 ** 40 + 0x3000;
+
+describe("PhysMemory reads of unwritten memory", () => {
+  it("read zeros everywhere and populate nothing", () => {
+    const mem = new PhysMemory();
+    expect(mem.read8(0x1234)).toBe(0);
+    expect(mem.read16(0x1234)).toBe(0);
+    expect(mem.read32(0x1234)).toBe(0);
+    mem.hi = 99;
+    expect(mem.read64(0x1238)).toBe(0);
+    expect(mem.hi).toBe(0);
+    expect(mem.read64(HIGH_PA)).toBe(0);
+    expect(mem.read64Big(TOP - 8)).toBe(0n);
+    expect(mem.populatedFrameCount).toBe(0);
+    expect(mem.busError).toBe(false);
+  });
+
+  it("a write to one frame leaves its neighbours unpopulated and reading zero", () => {
+    const mem = new PhysMemory();
+    mem.write32(0x2000, 0xdeadbeef);
+    expect(mem.populatedFrames()).toEqual([2]);
+    expect(mem.read32(0x1ffc)).toBe(0);
+    expect(mem.read32(0x3000)).toBe(0);
+    expect(mem.read32(0x2004)).toBe(0);
+  });
+});
+
+describe("PhysMemory round trips", () => {
+  it("8, 16 and 32-bit values, including ones with the top bit set, read back unsigned", () => {
+    const mem = new PhysMemory();
+    mem.write8(0x10, 0xff);
+    mem.write8(0x11, 0x80);
+    mem.write16(0x12, 0x8001);
+    mem.write32(0x14, 0x80000001);
+    mem.write32(0x18, 0xffffffff);
+    mem.write32(0x1c, -1); // an int32 -1 is the same 32 bits
+    expect(mem.read8(0x10)).toBe(0xff);
+    expect(mem.read8(0x11)).toBe(0x80);
+    expect(mem.read16(0x12)).toBe(0x8001);
+    expect(mem.read32(0x14)).toBe(0x80000001);
+    expect(mem.read32(0x18)).toBe(0xffffffff);
+    expect(mem.read32(0x1c)).toBe(0xffffffff);
+  });
+
+  it("is little-endian across widths", () => {
+    const mem = new PhysMemory();
+    mem.write64(0x40, 0x44332211, 0x88776655);
+    expect(mem.read8(0x40)).toBe(0x11);
+    expect(mem.read8(0x47)).toBe(0x88);
+    expect(mem.read16(0x42)).toBe(0x4433);
+    expect(mem.read16(0x46)).toBe(0x8877);
+    expect(mem.read32(0x44)).toBe(0x88776655);
+    mem.write16(0x44, 0xbeef);
+    mem.write8(0x40, 0xaa);
+    expect(mem.read64(0x40)).toBe(0x443322aa);
+    expect(mem.hi).toBe(0x8877beef);
+  });
+
+  it("read64 returns the low half and leaves the high half in hi; read64Big and read64Number agree", () => {
+    const mem = new PhysMemory();
+    mem.write64(0x1000, 0xfedcba98, 0x80000000);
+    expect(mem.read64(0x1000)).toBe(0xfedcba98);
+    expect(mem.hi).toBe(0x80000000);
+    expect(mem.read64Big(0x1000)).toBe(0x80000000fedcba98n);
+    mem.write64(0x1008, 0xffffffff, 0x000fffff);
+    expect(mem.read64Number(0x1008)).toBe(2 ** 52 - 1);
+    expect(mem.hi).toBe(0x000fffff);
+  });
+
+  it("write64Big stores a BigInt modulo 2^64", () => {
+    const mem = new PhysMemory();
+    mem.write64Big(0x8, 0xffffffffffffffffn);
+    expect(mem.read64(0x8)).toBe(0xffffffff);
+    expect(mem.hi).toBe(0xffffffff);
+    mem.write64Big(0x8, -2n);
+    expect(mem.read64Big(0x8)).toBe(0xfffffffffffffffen);
+    mem.write64Big(0x8, (1n << 64n) + 7n);
+    expect(mem.read64Big(0x8)).toBe(7n);
+  });
+
+  test.prop([fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 0xffffffff })], {
+    seed: 0x64,
+    numRuns: 300,
+  })("any 64-bit value round-trips through write64/read64 and write64Big/read64Big", (lo, hi) => {
+    const mem = new PhysMemory();
+    mem.write64(0x100, lo, hi);
+    expect(mem.read64(0x100)).toBe(lo);
+    expect(mem.hi).toBe(hi);
+    const v = (BigInt(hi) << 32n) | BigInt(lo);
+    expect(mem.read64Big(0x100)).toBe(v);
+    mem.write64Big(0x200, v);
+    expect(mem.read64(0x200)).toBe(lo);
+    expect(mem.hi).toBe(hi);
+  });
+
+  it("works for frames above 2^20 (the Map path) and at the last 8 bytes below 2^52", () => {
+    const mem = new PhysMemory();
+    mem.write64(HIGH_PA, 0x11111111, 0x22222222);
+    mem.write64(TOP - 8, 0x33333333, 0xf4444444);
+    mem.write8(TOP - 9, 0x55);
+    mem.write16(TOP - 12, 0x6666);
+    mem.write32(2 ** 20 * PAGE_SIZE, 0x77777777); // the first frame past the array
+    expect(mem.read64(HIGH_PA)).toBe(0x11111111);
+    expect(mem.hi).toBe(0x22222222);
+    expect(mem.read64(TOP - 8)).toBe(0x33333333);
+    expect(mem.hi).toBe(0xf4444444);
+    expect(mem.read8(TOP - 9)).toBe(0x55);
+    expect(mem.read16(TOP - 12)).toBe(0x6666);
+    expect(mem.read32(2 ** 20 * PAGE_SIZE)).toBe(0x77777777);
+    expect(mem.read32(2 ** 20 * PAGE_SIZE - 4)).toBe(0);
+    expect(mem.populatedFrames()).toEqual([2 ** 20, HIGH_PA / PAGE_SIZE, TOP / PAGE_SIZE - 1]);
+    expect(mem.busError).toBe(false);
+  });
+
+  test.prop([fc.integer({ min: 1, max: 0x7fffffff })], { seed: 0x5eed, numRuns: 6 })(
+    "random stores of every width agree with a byte-map reference, low and high frames alike",
+    (seed) => {
+      const rnd = xorshift32(seed);
+      const mem = new PhysMemory();
+      const ref = new Map<number, number>();
+      const bases = [0, 0x7_0000, 2 ** 32 - PAGE_SIZE, 2 ** 45, TOP - 2 * PAGE_SIZE];
+      const byte = (pa: number) => ref.get(pa) ?? 0;
+      const wrong: string[] = [];
+      for (let i = 0; i < 5000; i++) {
+        const width = 1 << (rnd() & 3);
+        const pa = bases[rnd() % bases.length] + ((rnd() % (2 * PAGE_SIZE)) & -width);
+        const lo = rnd();
+        const hi = rnd();
+        if (rnd() & 1) {
+          if (width === 1) mem.write8(pa, lo);
+          else if (width === 2) mem.write16(pa, lo);
+          else if (width === 4) mem.write32(pa, lo);
+          else mem.write64(pa, lo, hi);
+          for (let b = 0; b < width; b++) {
+            const v = b < 4 ? lo >>> (8 * b) : hi >>> (8 * (b - 4));
+            ref.set(pa + b, v & 0xff);
+          }
+        } else {
+          let want = 0;
+          for (let b = Math.min(width, 4) - 1; b >= 0; b--) want = want * 256 + byte(pa + b);
+          const got =
+            width === 1
+              ? mem.read8(pa)
+              : width === 2
+                ? mem.read16(pa)
+                : width === 4
+                  ? mem.read32(pa)
+                  : mem.read64(pa);
+          if (got !== want) wrong.push(`read${8 * width}(${pa}) = ${got}, want ${want}`);
+          if (width === 8) {
+            let wantHi = 0;
+            for (let b = 7; b >= 4; b--) wantHi = wantHi * 256 + byte(pa + b);
+            if (mem.hi !== wantHi) wrong.push(`hi after read64(${pa}) = ${mem.hi}, want ${wantHi}`);
+          }
+        }
+      }
+      expect(wrong).toEqual([]);
+      expect(mem.busError).toBe(false);
+    },
+  );
+});
+
+describe("PhysMemory accesses outside the address space", () => {
+  it("read 0, drop writes and set busError instead of throwing", () => {
+    const mem = new PhysMemory({ paBits: 32 });
+    const end = 2 ** 32;
+    mem.write32(end, 1);
+    expect(mem.busError).toBe(true);
+    expect(mem.populatedFrameCount).toBe(0);
+    mem.busError = false;
+    mem.write64(0x100, 5, 6);
+    mem.hi = 0;
+    expect(mem.read64(end)).toBe(0);
+    expect(mem.busError).toBe(true);
+    mem.busError = false;
+    for (const read of [
+      () => mem.read8(end),
+      () => mem.read16(end + 2),
+      () => mem.read32(-4),
+      () => mem.read8(-1),
+    ]) {
+      expect(read()).toBe(0);
+      expect(mem.busError).toBe(true);
+      mem.busError = false;
+    }
+    for (const write of [
+      () => mem.write8(end, 1),
+      () => mem.write16(end + 4096, 1),
+      () => mem.write64(-8, 1, 1),
+      () => mem.write8(Number.POSITIVE_INFINITY, 1),
+    ]) {
+      write();
+      expect(mem.busError).toBe(true);
+      mem.busError = false;
+    }
+    expect(mem.populatedFrames()).toEqual([0]);
+    expect(mem.read64(0x100)).toBe(5);
+  });
+
+  it("treats a NaN address as outside the space: read 0, write dropped, busError set", () => {
+    const mem = new PhysMemory();
+    expect(mem.read32(Number.NaN)).toBe(0);
+    expect(mem.busError).toBe(true);
+    mem.busError = false;
+    mem.write64(Number.NaN, 1, 2);
+    mem.write8(Number.NaN, 1);
+    expect(mem.busError).toBe(true);
+    expect(mem.populatedFrameCount).toBe(0);
+    expect(mem.populatedFrames()).toEqual([]);
+  });
+
+  it("accepts the last byte of the space and refuses one past it", () => {
+    const mem = new PhysMemory({ paBits: 12 });
+    expect(mem.pfnLimit).toBe(1);
+    mem.write64(4088, 1, 2);
+    mem.write8(4095, 9);
+    expect(mem.busError).toBe(false);
+    expect(mem.inRange(4088, 8)).toBe(true);
+    expect(mem.inRange(4089, 8)).toBe(false);
+    expect(mem.inRange(-1)).toBe(false);
+    mem.write8(4096, 1);
+    expect(mem.busError).toBe(true);
+  });
+
+  it("refuses a paBits outside [12, 52] with ModelBug", () => {
+    for (const paBits of [11, 53, 32.5]) {
+      expect(() => new PhysMemory({ paBits })).toThrow(ModelBug);
+    }
+  });
+});
+
+describe("PhysMemory fault hook", () => {
+  it("fails the reads and writes it chooses, with busError, and sees address, width, direction", () => {
+    const mem = new PhysMemory();
+    mem.write64(0x1000, 0xaa, 0xbb);
+    mem.write32(0x2000, 0xcc);
+    const asked: [number, number, boolean][] = [];
+    mem.faultHook = (pa, bytes, write) => {
+      asked.push([pa, bytes, write]);
+      return pa >= 0x1000 && pa < 0x2000;
+    };
+    expect(mem.read64(0x1000)).toBe(0);
+    expect(mem.hi).toBe(0);
+    expect(mem.busError).toBe(true);
+    mem.busError = false;
+    mem.write32(0x1004, 0x55);
+    expect(mem.busError).toBe(true);
+    mem.busError = false;
+    expect(mem.read32(0x2000)).toBe(0xcc);
+    mem.write8(0x2001, 1);
+    expect(mem.busError).toBe(false);
+    expect(asked).toEqual([
+      [0x1000, 8, false],
+      [0x1004, 4, true],
+      [0x2000, 4, false],
+      [0x2001, 1, true],
+    ]);
+    mem.faultHook = null;
+    expect(mem.read64(0x1000)).toBe(0xaa);
+    expect(mem.hi).toBe(0xbb);
+  });
+
+  it("fails the frames of a bulk access that it refuses, and only those", () => {
+    const mem = new PhysMemory();
+    mem.fill(0, 3 * PAGE_SIZE, 0x11);
+    mem.faultHook = (pa) => pa >= PAGE_SIZE && pa < 2 * PAGE_SIZE;
+    const buf = new Uint8Array(3 * PAGE_SIZE).fill(0xee);
+    expect(mem.readBytes(0, buf)).toBe(false);
+    expect(mem.busError).toBe(true);
+    expect(buf[0]).toBe(0x11);
+    expect(buf[PAGE_SIZE]).toBe(0);
+    expect(buf[2 * PAGE_SIZE]).toBe(0x11);
+    expect(mem.writeBytes(0, new Uint8Array(3 * PAGE_SIZE).fill(0x22))).toBe(false);
+    expect(mem.fill(0, 3 * PAGE_SIZE, 0x33)).toBe(false);
+    mem.faultHook = null;
+    expect([mem.read8(0), mem.read8(PAGE_SIZE), mem.read8(2 * PAGE_SIZE)]).toEqual([
+      0x33, 0x11, 0x33,
+    ]);
+  });
+});
+
+describe("PhysMemory write observer", () => {
+  it("sees exactly one call per store with its address and width; a 64-bit store is one (pa, 8)", () => {
+    const mem = new PhysMemory();
+    const seen: [number, number][] = [];
+    mem.onWrite = (pa, bytes) => seen.push([pa, bytes]);
+    mem.write64(0x1008, 1, 2);
+    mem.write32(0x100c, 3);
+    mem.write16(0x1002, 4);
+    mem.write8(0x1001, 5);
+    mem.write64Big(0x2000, 6n);
+    mem.read64(0x1008);
+    expect(seen).toEqual([
+      [0x1008, 8],
+      [0x100c, 4],
+      [0x1002, 2],
+      [0x1001, 1],
+      [0x2000, 8],
+    ]);
+  });
+
+  it("is not called for a refused store, and once per touched frame for bulk stores", () => {
+    const mem = new PhysMemory({ paBits: 20 });
+    const seen: [number, number][] = [];
+    mem.onWrite = (pa, bytes) => seen.push([pa, bytes]);
+    mem.write64(2 ** 20, 1, 1);
+    expect(seen).toEqual([]);
+    mem.writeBytes(0xff0, new Uint8Array(0x20));
+    mem.fill(0x1ff8, 0x1010, 7);
+    expect(seen).toEqual([
+      [0xff0, 0x10],
+      [0x1000, 0x10],
+      [0x1ff8, 8],
+      [0x2000, 0x1000],
+      [0x3000, 8],
+    ]);
+  });
+});
+
+describe("PhysMemory bulk access", () => {
+  it("readBytes and writeBytes cross frame boundaries and honour offset and length", () => {
+    const mem = new PhysMemory();
+    const src = new Uint8Array(3 * PAGE_SIZE + 100);
+    for (let i = 0; i < src.length; i++) src[i] = (i * 7 + 3) & 0xff;
+    const pa = 5 * PAGE_SIZE - 50;
+    expect(mem.writeBytes(pa, src)).toBe(true);
+    expect(mem.populatedFrames()).toEqual([4, 5, 6, 7, 8]);
+    const back = new Uint8Array(src.length);
+    expect(mem.readBytes(pa, back)).toBe(true);
+    expect(back).toEqual(src);
+    for (const i of [0, 49, 50, PAGE_SIZE + 50, src.length - 1]) {
+      expect(mem.read8(pa + i)).toBe(src[i]);
+    }
+    const part = new Uint8Array(20).fill(0xaa);
+    expect(mem.readBytes(pa + 40, part, 5, 10)).toBe(true);
+    expect([...part.subarray(0, 5)]).toEqual([0xaa, 0xaa, 0xaa, 0xaa, 0xaa]);
+    expect([...part.subarray(5, 15)]).toEqual([...src.subarray(40, 50)]);
+    expect(part[15]).toBe(0xaa);
+    expect(mem.writeBytes(0x10, src, 100, 4)).toBe(true);
+    expect(mem.read32(0x10)).toBe(
+      (src[103] * 2 ** 24 + src[102] * 2 ** 16 + src[101] * 2 ** 8 + src[100]) >>> 0,
+    );
+  });
+
+  it("readBytes of unwritten memory gives zeros and populates nothing", () => {
+    const mem = new PhysMemory();
+    const buf = new Uint8Array(2 * PAGE_SIZE).fill(1);
+    expect(mem.readBytes(PAGE_SIZE + 8, buf)).toBe(true);
+    expect(buf.every((b) => b === 0)).toBe(true);
+    expect(mem.populatedFrameCount).toBe(0);
+  });
+
+  it("a bulk access that runs past the end of the space fails only the part outside", () => {
+    const mem = new PhysMemory({ paBits: 16 });
+    expect(mem.writeBytes(0x10000 - 4, new Uint8Array(8).fill(9))).toBe(false);
+    expect(mem.busError).toBe(true);
+    expect(mem.read32(0x10000 - 4)).toBe(0x09090909);
+  });
+
+  it("fill sets bytes across frames, and fill with zero keeps unpopulated frames unpopulated", () => {
+    const mem = new PhysMemory();
+    expect(mem.fill(PAGE_SIZE - 2, PAGE_SIZE + 4, 0x5a)).toBe(true);
+    expect(mem.populatedFrames()).toEqual([0, 1, 2]);
+    expect(mem.read16(PAGE_SIZE - 2)).toBe(0x5a5a);
+    expect(mem.read8(2 * PAGE_SIZE + 1)).toBe(0x5a);
+    expect(mem.read8(2 * PAGE_SIZE + 2)).toBe(0);
+    expect(mem.fill(0, 8 * PAGE_SIZE, 0)).toBe(true);
+    expect(mem.populatedFrames()).toEqual([0, 1, 2]);
+    expect(mem.read16(PAGE_SIZE - 2)).toBe(0);
+    expect(mem.fill(100 * PAGE_SIZE, 50 * PAGE_SIZE, 0)).toBe(true);
+    expect(mem.populatedFrameCount).toBe(3);
+  });
+
+  it("copy moves bytes across frames, also when source and destination overlap", () => {
+    const mem = new PhysMemory();
+    for (let i = 0; i < 64; i++) mem.write8(PAGE_SIZE - 32 + i, i + 1);
+    expect(mem.copy(3 * PAGE_SIZE - 10, PAGE_SIZE - 32, 64)).toBe(true);
+    for (let i = 0; i < 64; i++) expect(mem.read8(3 * PAGE_SIZE - 10 + i)).toBe(i + 1);
+    expect(mem.copy(PAGE_SIZE - 16, PAGE_SIZE - 32, 64)).toBe(true);
+    for (let i = 0; i < 64; i++) expect(mem.read8(PAGE_SIZE - 16 + i)).toBe(i + 1);
+    expect(mem.copy(2 ** 52 - 8, 0, 16)).toBe(false);
+  });
+});
+
+describe("PhysMemory alignment", () => {
+  it("throws ModelBug for a misaligned 16, 32 or 64-bit access, reads and writes alike", () => {
+    const mem = new PhysMemory();
+    const bad = [
+      () => mem.read16(1),
+      () => mem.read32(2),
+      () => mem.read64(4),
+      () => mem.write16(3, 0),
+      () => mem.write32(6, 0),
+      () => mem.write64(12, 0, 0),
+      () => mem.read64(HIGH_PA + 4),
+      () => mem.write64(TOP - 4, 0, 0),
+    ];
+    for (const access of bad) expect(access).toThrow(ModelBug);
+    expect(mem.populatedFrameCount).toBe(0);
+  });
+});
+
+describe("PhysMemory frames", () => {
+  it("discardFrame drops a frame: it reads zero again and no longer counts", () => {
+    const mem = new PhysMemory();
+    mem.write32(0x1000, 1);
+    mem.write32(HIGH_PA, 2);
+    mem.write32(0x5000, 3);
+    expect(mem.populatedFrameCount).toBe(3);
+    mem.discardFrame(1);
+    mem.discardFrame(HIGH_PA / PAGE_SIZE);
+    mem.discardFrame(77); // never populated: nothing happens
+    expect(mem.populatedFrameCount).toBe(1);
+    expect(mem.isPopulated(1)).toBe(false);
+    expect(mem.read32(0x1000)).toBe(0);
+    expect(mem.read32(HIGH_PA)).toBe(0);
+    expect(mem.populatedFrames()).toEqual([5]);
+    mem.write8(0x1000, 4);
+    expect(mem.read32(0x1000)).toBe(4);
+  });
+
+  it("frameBytes is a live view of a populated frame and undefined for others", () => {
+    const mem = new PhysMemory();
+    expect(mem.frameBytes(3)).toBeUndefined();
+    mem.write32(0x3010, 0x04030201);
+    const view = mem.frameBytes(3) as Uint8Array;
+    expect(view.length).toBe(PAGE_SIZE);
+    expect([...view.subarray(0x10, 0x14)]).toEqual([1, 2, 3, 4]);
+    view[0] = 0x42;
+    expect(mem.read8(0x3000)).toBe(0x42);
+  });
+
+  it("lists populated frames ascending, array and Map frames together", () => {
+    const mem = new PhysMemory();
+    for (const pa of [2 ** 45, 0x9000, 2 ** 33, 0x1000, 2 ** 40]) mem.write8(pa, 1);
+    expect(mem.populatedFrames()).toEqual(
+      [1, 9, 2 ** 21, 2 ** 28, 2 ** 33].map((pfn) => pfn),
+    );
+  });
+});
