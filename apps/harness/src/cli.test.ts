@@ -60,8 +60,8 @@ describe("iommu-sim run", () => {
     expect(r.stdout).toMatch(/^arch {8}mock$/m);
     expect(r.stdout).toMatch(/^seed {8}1$/m);
     expect(r.stdout).toMatch(/^operations {2}\d+$/m);
-    expect(r.stdout).toMatch(/^DMAs {8}0$/m);
-    expect(r.stdout).toMatch(/^faults {6}0$/m);
+    expect(r.stdout).toMatch(/^DMAs {8}[1-9]\d*$/m);
+    expect(r.stdout).toMatch(/^faults {6}[1-9]\d*$/m);
     expect(r.stdout).toMatch(/^checks {6}[1-9]\d* passed, 0 failed$/m);
   });
 
@@ -88,12 +88,12 @@ describe("iommu-sim run", () => {
       scenario: "default",
       arch: "mock",
       seed: 7,
-      dmas: 0,
-      faults: 0,
       checks: { failed: 0 },
       failures: [],
     });
     expect(doc.ops).toBeGreaterThan(0);
+    expect(doc.dmas).toBeGreaterThan(0);
+    expect(doc.faults).toBeGreaterThan(0);
     expect(doc.checks.passed).toBeGreaterThan(0);
   });
 

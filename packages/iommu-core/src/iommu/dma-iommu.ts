@@ -5,7 +5,8 @@ import type { Device } from "../device/device.js";
 import { IommuIotlbGather } from "./iotlb-gather.js";
 import { IOMMU_DOMAIN_DMA_FQ, type IommuDomain } from "./iommu-domain.js";
 import { IOMMU_READ, IOMMU_WRITE } from "./io-pgtable.js";
-import { ffs53, iommuIotlbSync, iommuMap, iommuMapSg, iommuUnmapFast, type ScatterlistEntry } from "./iommu-map.js";
+import { ffs53 } from "../platform/u64.js";
+import { iommuIotlbSync, iommuMap, iommuMapSg, iommuUnmapFast, type ScatterlistEntry } from "./iommu-map.js";
 import { IovaDomain } from "./iova.js";
 import {
   iommuAllocGlobalPasidOrErrno,

@@ -3,25 +3,8 @@
 
 import type { Errno } from "../errno.js";
 import { IOMMU_DOMAIN_IDENTITY, type IommuDomain } from "./iommu-domain.js";
+import { ffs53, fls53 } from "../platform/u64.js";
 import { IommuIotlbGather } from "./iotlb-gather.js";
-
-const TWO32 = 4294967296;
-
-/** Index of the lowest set bit of a non-negative integer below 2^53 (-1 for 0). */
-export function ffs53(x: number): number {
-  const lo = x % TWO32;
-  if (lo !== 0) return 31 - Math.clz32(lo & -lo);
-  const hi = Math.floor(x / TWO32);
-  if (hi === 0) return -1;
-  return 63 - Math.clz32(hi & -hi);
-}
-
-/** Index of the highest set bit of a non-negative integer below 2^53 (-1 for 0). */
-export function fls53(x: number): number {
-  const hi = Math.floor(x / TWO32);
-  if (hi !== 0) return 63 - Math.clz32(hi);
-  return x === 0 ? -1 : 31 - Math.clz32(x);
-}
 
 /** Whether bit `i` (0..52) of `x` is set. */
 function bit(x: number, i: number): boolean {

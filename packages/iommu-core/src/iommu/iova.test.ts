@@ -903,6 +903,23 @@ function randomRun(seed: number, shape: Shape, steps: number): void {
       ref.flushDepots(0);
     } else if (r < 99) {
       same(dom.runDepotWork(), ref.flushDepots(cpus), `step ${t}: runDepotWork`);
+    } else if (rnd() % 4 === 0) {
+      // A burst on one CPU: enough frees of one size to fill both magazines and reach the depot.
+      const cpu = rnd() % cpus;
+      const limit = limits[rnd() % limits.length];
+      const n = 150 + (rnd() % 400);
+      const burst: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const got = dom.allocIovaFast(1, limit, true, cpu);
+        same(got, ref.allocFast(1, limit, true, cpu), `step ${t}: burst alloc ${i}`);
+        if (got === 0) break;
+        same(misfit(got, 1, limit, 1), "", `step ${t}: burst alloc ${i}`);
+        burst.push(got);
+      }
+      for (const pfn of burst) {
+        dom.freeIovaFast(pfn, 1, cpu);
+        ref.freeFast(pfn, 1, cpu);
+      }
     } else {
       const pfn = start - 30 + (rnd() % (2 * w + 60));
       const f = ref.find(pfn);

@@ -101,10 +101,18 @@ function zeroPopulated(mem: PhysMemory, pa: number, length: number): boolean {
   if (length === 0 || mem.populatedFrameCount === 0) return true;
   let ok = true;
   const end = pa + length;
-  for (const pfn of mem.populatedFrames()) {
+  const first = Math.floor(pa / PAGE_SIZE);
+  const last = Math.floor((end - 1) / PAGE_SIZE);
+  const zero = (pfn: number) => {
     const from = Math.max(pa, pfn * PAGE_SIZE);
     const to = Math.min(end, (pfn + 1) * PAGE_SIZE);
     if (from < to) ok = mem.fill(from, to - from, 0) && ok;
+  };
+  // Walk whichever is shorter: the frames of the range, or the populated frames.
+  if (last - first < mem.populatedFrameCount) {
+    for (let pfn = first; pfn <= last; pfn++) if (mem.isPopulated(pfn)) zero(pfn);
+  } else {
+    for (const pfn of mem.populatedFrames()) zero(pfn);
   }
   return ok;
 }
@@ -400,7 +408,8 @@ export function loadElfCore(bytes: Uint8Array, mem?: PhysMemory): PhysMemory | I
     if (filesz > memsz) {
       return fail(where, ph, `p_filesz ${toHex(filesz)} is larger than p_memsz ${toHex(memsz)}`);
     }
-    if (offset > len || filesz > len - offset) {
+    // A segment with no file bytes (all zero fill) may name any offset.
+    if (filesz > 0 && (offset > len || filesz > len - offset)) {
       return fail(where, ph, "segment extends past the end of the file");
     }
     if (memsz === 0) continue;
