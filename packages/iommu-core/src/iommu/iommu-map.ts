@@ -6,16 +6,17 @@ import { IOMMU_DOMAIN_IDENTITY, type IommuDomain } from "./iommu-domain.js";
 import { ffs53, fls53 } from "../platform/u64.js";
 import { IommuIotlbGather } from "./iotlb-gather.js";
 
-/** Whether bit `i` (0..52) of `x` is set. */
-function bit(x: number, i: number): boolean {
-  return Math.floor(x / 2 ** i) % 2 === 1;
-}
+/** 2^i for i < 64, so that no hot path calls Math.pow. */
+const POW2 = new Float64Array(64);
+for (let i = 0; i < 64; i++) POW2[i] = 2 ** i;
 
 /** Lowest set bit of an address that may exceed 2^53 (then page aligned, so exact). */
 function ffsAddr(x: number): number {
-  if (x === 0) return -1;
+  if (x === 0) return 64;
+  const lo = x >>> 0;
+  if (lo !== 0) return 31 - Math.clz32(lo & -lo);
   if (x < 2 ** 53) return ffs53(x);
-  // Above 2^53 a double holds 53 significant bits; take the part below 2^53 after scaling.
+  // Above 2^53 a double holds 53 significant bits; scale down to find the lowest one.
   let shift = 0;
   let v = x;
   while (v >= 2 ** 53) {
@@ -25,36 +26,47 @@ function ffsAddr(x: number): number {
   return ffs53(v) + shift;
 }
 
+// The set bits of the last bitmap seen, ascending: domains keep one bitmap, so this is a cache
+// that almost never misses, and it keeps bit scans of a 53-bit number off the per-page path.
+let cachedBitmap = -1;
+const cachedIdx = new Int8Array(64);
+let cachedCount = 0;
+
+function bitmapIndices(bitmap: number): void {
+  cachedBitmap = bitmap;
+  cachedCount = 0;
+  for (let i = 0; i < 53; i++) if (Math.floor(bitmap / POW2[i]) % 2 === 1) cachedIdx[cachedCount++] = i;
+}
+
 /** Pages counted by the last iommuPgsize call (the kernel's `count` out-parameter). */
 let pgsizeCount = 0;
 
 /**
  * The largest page size of the domain that fits `size` and the alignment of both `iova` and `pa`,
  * and (in `iommuPgsizeCount()`) how many such pages to map before a larger size becomes possible.
+ * Returns 0 when no size fits.
  *
  * @kernel drivers/iommu/iommu.c iommu_pgsize
  */
 export function iommuPgsize(bitmap: number, iova: number, pa: number, size: number): number {
-  let idx = fls53(size);
+  if (bitmap !== cachedBitmap) bitmapIndices(bitmap);
+  let limit = fls53(size);
   const iovaLow = ffsAddr(iova);
   const paLow = ffsAddr(pa);
-  let alignLimit = 64;
-  if (iovaLow >= 0) alignLimit = iovaLow;
-  if (paLow >= 0 && paLow < alignLimit) alignLimit = paLow;
-  if (alignLimit < idx) idx = alignLimit;
-  while (idx >= 0 && !bit(bitmap, idx)) idx--;
-  if (idx < 0) {
+  if (iovaLow < limit) limit = iovaLow;
+  if (paLow < limit) limit = paLow;
+  let k = cachedCount - 1;
+  while (k >= 0 && cachedIdx[k] > limit) k--;
+  if (k < 0) {
     pgsizeCount = 0;
     return 0;
   }
-  const pgsize = 2 ** idx;
+  const pgsize = POW2[cachedIdx[k]];
   let count = Math.floor(size / pgsize);
   // Stop short of the next larger size's boundary if the range reaches past it, so the caller
-  // switches to the larger page there.
-  let next = idx + 1;
-  while (next <= 52 && !bit(bitmap, next)) next++;
-  if (next <= 52) {
-    const nextSize = 2 ** next;
+  // switches to the larger page there (only worth it when iova and pa share that offset).
+  if (k + 1 < cachedCount) {
+    const nextSize = POW2[cachedIdx[k + 1]];
     const iovaOff = iova % nextSize;
     if (iovaOff === pa % nextSize) {
       const offset = nextSize - iovaOff;
@@ -71,7 +83,7 @@ export function iommuPgsizeCount(): number {
 }
 
 function minPagesz(domain: IommuDomain): number {
-  return 2 ** ffs53(domain.pgsizeBitmap);
+  return POW2[ffs53(domain.pgsizeBitmap)];
 }
 
 /**

@@ -549,7 +549,7 @@ export class IovaDomain {
    */
   private seekLimit(limitPfn: number): void {
     const tree = this.tree;
-    if (true) tree.seekLast();
+    if (limitPfn > this.dma32PfnLimit) tree.seekLast();
     else if (!tree.seekLE(limitPfn)) tree.seekFirst();
     else if (tree.node.pfnHi < limitPfn) tree.next();
   }
