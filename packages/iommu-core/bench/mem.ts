@@ -75,5 +75,12 @@ emit({
   checksum: expectedRead,
 });
 const w = repeat(writeRep);
-emit({ bench: "iommu-core", name: "mem_write64", ns_per_op: w.ns, ops: N, min_ns: w.min, max_ns: w.max });
+emit({
+  bench: "iommu-core",
+  name: "mem_write64",
+  ns_per_op: w.ns,
+  ops: N,
+  min_ns: w.min,
+  max_ns: w.max,
+});
 if (sink === 0.5) process.stderr.write("unreachable\n");

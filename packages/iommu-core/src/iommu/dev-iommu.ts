@@ -55,17 +55,14 @@ export function devHasIommu(dev: Device): boolean {
 
 /**
  * Record that `ops` (the driver behind one of the subsystem's instances) translates for `dev`, as
- * firmware tables (DMAR device scopes, IORT) tell the kernel. `'EBUSY'` when another driver
- * already claimed the device.
+ * firmware tables (DMAR device scopes, IORT) tell the kernel. `'EINVAL'` when another driver
+ * already claimed the device (the kernel's answer for a conflicting fwspec).
  *
  * @kernel drivers/iommu/iommu.c iommu_fwspec_init
  */
-export function iommuFwspecInit(
-  dev: Device,
-  subsys: IommuSubsystem,
-  ops: IommuOps,
-): 0 | "EBUSY" {
-  if (dev.iommu !== null) return dev.iommu.ops === ops && dev.iommu.subsys === subsys ? 0 : "EBUSY";
+export function iommuFwspecInit(dev: Device, subsys: IommuSubsystem, ops: IommuOps): 0 | "EINVAL" {
+  const param = dev.iommu;
+  if (param !== null) return param.ops === ops && param.subsys === subsys ? 0 : "EINVAL";
   dev.iommu = new DevIommu(subsys, ops);
   dev.iommu.pci32bitWorkaround = dev.isPci;
   return 0;
@@ -74,6 +71,13 @@ export function iommuFwspecInit(
 function maxPasidsOf(dev: Device, iommu: IommuDevice): number {
   if (iommu.maxPasids === 0) return 0;
   return Math.min(iommu.maxPasids, dev.maxPasids);
+}
+
+/** The driver forgets a device whose probe failed, which is left as if never probed. */
+function probeUndo(dev: Device, param: DevIommu): void {
+  param.ops.releaseDevice?.(dev);
+  param.iommuDev = null;
+  param.maxPasids = 0;
 }
 
 /**
@@ -96,14 +100,12 @@ export function iommuProbeDevice(
   param.maxPasids = maxPasidsOf(dev, iommuDev);
   const group = iommuGroupForDevice(dev);
   if (typeof group === "string") {
-    param.ops.releaseDevice?.(dev);
-    param.iommuDev = null;
+    probeUndo(dev, param);
     return group;
   }
   const ret = iommuGroupAddDevice(group, dev);
   if (ret !== 0) {
-    param.ops.releaseDevice?.(dev);
-    param.iommuDev = null;
+    probeUndo(dev, param);
     return ret;
   }
   param.ops.probeFinalize?.(dev);

@@ -2,11 +2,17 @@
 // default domain, strict or lazy (flush queue) invalidation, and DMA with a kernel-owned PASID.
 
 import type { Device } from "../device/device.js";
-import { IommuIotlbGather } from "./iotlb-gather.js";
-import { IOMMU_DOMAIN_DMA_FQ, type IommuDomain } from "./iommu-domain.js";
-import { IOMMU_READ, IOMMU_WRITE } from "./io-pgtable.js";
 import { ffs53 } from "../platform/u64.js";
-import { iommuIotlbSync, iommuMap, iommuMapSg, iommuUnmapFast, type ScatterlistEntry } from "./iommu-map.js";
+import { IOMMU_READ, IOMMU_WRITE } from "./io-pgtable.js";
+import { IOMMU_DOMAIN_DMA_FQ, type IommuDomain } from "./iommu-domain.js";
+import {
+  iommuIotlbSync,
+  iommuMap,
+  iommuMapSg,
+  iommuUnmapFast,
+  type ScatterlistEntry,
+} from "./iommu-map.js";
+import { IommuIotlbGather } from "./iotlb-gather.js";
 import { IovaDomain } from "./iova.js";
 import {
   iommuAllocGlobalPasidOrErrno,
@@ -20,7 +26,10 @@ export const DMA_BIDIRECTIONAL = 0;
 export const DMA_TO_DEVICE = 1;
 export const DMA_FROM_DEVICE = 2;
 
-/** Entries a flush queue holds before it must flush. @kernel drivers/iommu/dma-iommu.c IOVA_DEFAULT_FQ_SIZE */
+/**
+ * Slots of a flush queue's ring. One slot stays empty, so the queue flushes when an unmap finds
+ * 255 entries waiting. @kernel drivers/iommu/dma-iommu.c IOVA_DEFAULT_FQ_SIZE
+ */
 export const IOVA_DEFAULT_FQ_SIZE = 256;
 /**
  * Logical-clock ticks after which a non-empty flush queue flushes (10 ms in the kernel, with the
@@ -105,14 +114,16 @@ export class FlushQueue {
    */
   queue(pfn: number, pages: number, freelist: number[]): void {
     this.ringFree();
-    if (this.entries.length >= this.size) {
+    // The kernel's ring keeps one of its `size` slots empty (fq_full: tail + 1 == head).
+    if (this.entries.length >= this.size - 1) {
       this.flushIotlb();
       this.ringFree();
     }
     this.entries.push({ pfn, pages, counter: this.flushStart, freelist });
     if (this.timer < 0) {
       const clock = this.cookie.clock;
-      if (clock !== null) this.timer = clock.schedule(clock.now + this.timeout, () => this.expire());
+      if (clock !== null)
+        this.timer = clock.schedule(clock.now + this.timeout, () => this.expire());
     }
   }
 
@@ -251,7 +262,9 @@ export function iommuDmaMapPhys(
   const ret = iommuMap(cookie.domain, iova, pa - off, len, dmaInfoToProt(dir));
   if (ret !== 0) {
     iovad.freeIovaFast(iova / 2 ** iovad.iovaShift, len / 2 ** iovad.iovaShift);
-    return ret === "ENOMEM" || ret === "EEXIST" || ret === "ERANGE" || ret === "EINVAL" ? ret : "ENOMEM";
+    return ret === "ENOMEM" || ret === "EEXIST" || ret === "ERANGE" || ret === "EINVAL"
+      ? ret
+      : "ENOMEM";
   }
   return iova + off;
 }
@@ -360,7 +373,9 @@ export function iommuDmaUnmapSg(
  *
  * @kernel drivers/dma/idxd/init.c idxd_enable_system_pasid
  */
-export function iommuDmaEnablePasid(dev: Device): number | "EBUSY" | "ENODEV" | "ENOSPC" | "EINVAL" | "EOPNOTSUPP" | "ENOMEM" {
+export function iommuDmaEnablePasid(
+  dev: Device,
+): number | "EBUSY" | "ENODEV" | "ENOSPC" | "EINVAL" | "EOPNOTSUPP" | "ENOMEM" {
   const param = dev.iommu;
   if (param === null) return "ENODEV";
   if (param.dmaPasid !== 0) return "EBUSY";

@@ -289,7 +289,7 @@ function findFaultHandler(
 }
 
 /**
- * A driver reports one page request of `dev`. Requests before the last of a group wait; with the
+ * A driver reports one page request of `dev`. Requests before the last of a group wait (grouped by group index); with the
  * last one the group goes to the handler of the domain attached at the PASID (or the RID). When
  * there is no handler, or it refuses the group, the core answers IOMMU_PAGE_RESP_FAILURE at once.
  * `'ENODEV'` when the device is in no fault queue (the driver must answer the request itself).
@@ -310,7 +310,8 @@ export function iommuReportDeviceFault(dev: Device, evt: IopfFault): 0 | "ENODEV
   const faults: IopfFault[] = [];
   for (let i = 0; i < param.partial.length; ) {
     const p = param.partial[i];
-    if (p.fault.grpid === fault.grpid && p.fault.pasid === fault.pasid) {
+    // Grouped by group index alone, as the kernel does: PCIe makes the index unique per function.
+    if (p.fault.grpid === fault.grpid) {
       faults.push(p);
       param.partial.splice(i, 1);
     } else {

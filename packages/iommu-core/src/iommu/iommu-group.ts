@@ -280,17 +280,22 @@ export function iommuDomainFree(domain: IommuDomain): void {
   domain.ops.free?.(domain);
 }
 
-/** The type the group's devices ask for, or -1 when they disagree. */
+/**
+ * The type to give the group: `target`, else what its devices' driver requires, else 0 (the
+ * policy's choice); -1 when `target` contradicts the driver.
+ *
+ * @kernel drivers/iommu/iommu.c iommu_get_default_domain_type
+ */
 function defaultDomainType(group: IommuGroup, target: number): number {
-  let type = target;
+  let driverType = 0;
   for (const dev of group.devices) {
     const want = opsOf(dev).defDomainType?.(dev) ?? 0;
-    if (want === 0) continue;
-    if (type !== 0 && type !== want) return -1;
-    type = want;
+    if (want === 0 || want === driverType) continue;
+    // Drivers must agree; when they do not, the kernel recovers with identity taking precedence.
+    if (driverType === 0 || want === IOMMU_DOMAIN_IDENTITY) driverType = want;
   }
-  if (type !== 0) return type;
-  return group.subsys.defDomainType;
+  if (target !== 0) return driverType !== 0 && driverType !== target ? -1 : target;
+  return driverType;
 }
 
 function allocDefaultDomain(group: IommuGroup, type: number): IommuDomain | AllocErrno {
@@ -321,9 +326,11 @@ export function iommuSetupDefaultDomain(
 ): 0 | AttachErrno | "EOPNOTSUPP" | "ENODEV" {
   const type = defaultDomainType(group, target);
   if (type < 0) return "EINVAL";
-  let domain = allocDefaultDomain(group, type);
-  // A policy choice the driver cannot honour falls back to translation, as iommu.c does.
-  if (typeof domain === "string" && target === 0 && type !== IOMMU_DOMAIN_DMA) {
+  const policy = group.subsys.defDomainType;
+  let domain = allocDefaultDomain(group, type !== 0 ? type : policy);
+  // A policy choice the driver cannot honour falls back to translation, as iommu.c does; a type
+  // the driver itself required does not.
+  if (typeof domain === "string" && type === 0 && policy !== IOMMU_DOMAIN_DMA) {
     domain = allocDefaultDomain(group, IOMMU_DOMAIN_DMA);
   }
   if (typeof domain === "string") return domain === "EOPNOTSUPP" ? "EOPNOTSUPP" : domain;
@@ -450,15 +457,15 @@ export function iommuDeviceUseDefaultDomain(dev: Device): 0 | "EBUSY" {
 }
 
 /**
- * The kernel driver of `dev` stops using the DMA API. `'EINVAL'` if it had not started (the
- * kernel WARNs).
+ * The kernel driver of `dev` stops using the DMA API. `'EINVAL'` if it had not started or still
+ * has PASIDs attached (the kernel WARNs and keeps the count).
  *
  * @kernel drivers/iommu/iommu.c iommu_device_unuse_default_domain
  */
 export function iommuDeviceUnuseDefaultDomain(dev: Device): 0 | "EINVAL" {
   const group = iommuGroupGet(dev);
   if (group === null) return 0;
-  if (group.ownerCnt === 0 || group.owner !== null) return "EINVAL";
+  if (group.ownerCnt === 0 || group.owner !== null || group.pasidArray.size > 0) return "EINVAL";
   group.ownerCnt--;
   return 0;
 }
@@ -536,24 +543,34 @@ function releaseDmaOwnership(group: IommuGroup): void {
   if (group.defaultDomain !== null) iommuGroupSetDomain(group, group.defaultDomain);
 }
 
+/** Whether the group may leave user ownership: owned, and no PASID attached (the kernel WARNs). */
+function canReleaseDmaOwnership(group: IommuGroup): boolean {
+  return group.ownerCnt > 0 && group.owner !== null && group.pasidArray.size === 0;
+}
+
 /**
  * The owner gives the group back: it returns to its default domain. `'EINVAL'` when it was not
- * owned (the kernel WARNs).
+ * owned or PASIDs are still attached (the kernel WARNs and keeps the ownership).
  *
  * @kernel drivers/iommu/iommu.c iommu_group_release_dma_owner
  */
 export function iommuGroupReleaseDmaOwner(group: IommuGroup): 0 | "EINVAL" {
-  if (group.ownerCnt === 0 || group.owner === null) return "EINVAL";
+  if (!canReleaseDmaOwnership(group)) return "EINVAL";
   releaseDmaOwnership(group);
   return 0;
 }
 
-/** @kernel drivers/iommu/iommu.c iommu_device_release_dma_owner */
+/**
+ * Drop one of the owner's claims; the last one releases the group as iommuGroupReleaseDmaOwner.
+ *
+ * @kernel drivers/iommu/iommu.c iommu_device_release_dma_owner
+ */
 export function iommuDeviceReleaseDmaOwner(dev: Device): 0 | "EINVAL" | "ENODEV" {
   const group = iommuGroupGet(dev);
   if (group === null) return "ENODEV";
   if (group.ownerCnt === 0 || group.owner === null) return "EINVAL";
   if (group.ownerCnt > 1) group.ownerCnt--;
+  else if (group.pasidArray.size > 0) return "EINVAL";
   else releaseDmaOwnership(group);
   return 0;
 }

@@ -1,5 +1,4 @@
-// Tests of the IOVA allocator: each kernel rule by name, then long random runs against a bitmap
-// reference.
+// Tests of the IOVA allocator: each kernel rule by name, then random runs against a reference.
 
 import { fc, test } from "@fast-check/vitest";
 import { describe, expect } from "vitest";
@@ -947,9 +946,12 @@ describe("IovaDomain: random runs against the reference", () => {
   test.prop([fc.integer({ min: 1, max: 0xffffffff }), fc.constantFrom(...SHAPES.keys())], {
     seed: 42,
     numRuns: 24,
-  })("3,000 random operations agree with a bitmap reference that applies the cached-node rules", (seed, s) => {
-    randomRun(seed, SHAPES[s], 3000);
-  });
+  })(
+    "3,000 random operations agree with a bitmap reference that applies the cached-node rules",
+    (seed, s) => {
+      randomRun(seed, SHAPES[s], 3000);
+    },
+  );
 
   test.prop([fc.integer({ min: 1, max: 0xffffffff })], { seed: 7, numRuns: 12 })(
     "allocIova without the rcache: every range fits, and it fails only when nothing fits or the 32-bit fast failure is armed",
@@ -987,7 +989,11 @@ describe("IovaDomain: random runs against the reference", () => {
           const inside = iova.pfnLo >= start && iova.pfnHi <= limit && iova.pfnLo % align === 0;
           same(inside, true, `step ${t}: [${iova.pfnLo}, ${iova.pfnHi}] outside or unaligned`);
           const firstUsed = used.indexOf(1, iova.pfnLo);
-          same(firstUsed < 0 || firstUsed > iova.pfnHi, true, `step ${t}: overlaps pfn ${firstUsed}`);
+          same(
+            firstUsed < 0 || firstUsed > iova.pfnHi,
+            true,
+            `step ${t}: overlaps pfn ${firstUsed}`,
+          );
           used.fill(1, iova.pfnLo, iova.pfnHi + 1);
           live.push(iova);
         } else if (live.length > 0) {

@@ -1,5 +1,4 @@
-// The IOVA allocator: a domain's I/O virtual page frames handed out top-down from an ordered set of
-// ranges, with per-CPU magazine caches (rcaches) in front of it for sizes up to 32 granules.
+// The IOVA allocator: a DMA domain's IOVA page frames, handed out top-down, with per-CPU caches.
 
 import { bug } from "../platform/bug.js";
 
@@ -116,49 +115,102 @@ const BLOCK_MAX = 256;
 const BLOCK_MIN = 32;
 
 /**
+ * A run of consecutive nodes. Their pfns are copied into typed arrays, so that the allocation
+ * walk reads contiguous numbers instead of chasing a pointer per node.
+ */
+class Block {
+  size = 0;
+  readonly lo = new Float64Array(BLOCK_MAX + 1);
+  readonly hi = new Float64Array(BLOCK_MAX + 1);
+  readonly nodes: IovaNode[] = [];
+
+  insertAt(at: number, node: IovaNode): void {
+    const n = this.size;
+    this.lo.copyWithin(at + 1, at, n);
+    this.hi.copyWithin(at + 1, at, n);
+    this.lo[at] = node.pfnLo;
+    this.hi[at] = node.pfnHi;
+    const nodes = this.nodes;
+    nodes.push(node);
+    for (let k = n; k > at; k--) nodes[k] = nodes[k - 1];
+    nodes[at] = node;
+    this.size = n + 1;
+  }
+
+  removeAt(at: number): void {
+    const n = this.size - 1;
+    this.lo.copyWithin(at, at + 1, n + 1);
+    this.hi.copyWithin(at, at + 1, n + 1);
+    const nodes = this.nodes;
+    for (let k = at; k < n; k++) nodes[k] = nodes[k + 1];
+    nodes.pop();
+    this.size = n;
+  }
+
+  /** Move nodes [from, size) to the end of `to`. */
+  moveTail(from: number, to: Block): void {
+    const n = this.size;
+    to.lo.set(this.lo.subarray(from, n), to.size);
+    to.hi.set(this.hi.subarray(from, n), to.size);
+    for (let k = from; k < n; k++) to.nodes.push(this.nodes[k]);
+    to.size += n - from;
+    this.nodes.length = from;
+    this.size = from;
+  }
+}
+
+/**
  * The domain's ranges in ascending pfnLo order, the anchor last: the counterpart of the kernel's
- * rbtree, stepping prev/next the way rb_prev/rb_next do. A list of sorted blocks keeps lookups
- * O(log n) and insertion or removal a short splice. One cursor (block, index) serves every walk.
+ * rbtree, stepping the way rb_prev/rb_next do. A list of sorted blocks keeps lookups O(log n)
+ * and insertion or removal a short shift. One cursor (block, index) serves every walk.
  */
 class RangeList {
-  private blocks: IovaNode[][];
+  private blocks: Block[] = [];
   private b = 0;
   private i = 0;
   private readonly anchor: IovaNode;
 
   constructor(anchor: IovaNode) {
     this.anchor = anchor;
-    this.blocks = [[anchor]];
+    this.clear();
   }
 
   clear(): void {
-    this.blocks = [[this.anchor]];
+    const block = new Block();
+    block.insertAt(0, this.anchor);
+    this.blocks = [block];
     this.b = 0;
     this.i = 0;
   }
 
   /** The node under the cursor. */
   get node(): IovaNode {
-    return this.blocks[this.b][this.i];
+    return this.blocks[this.b].nodes[this.i];
+  }
+
+  /** Lower the start of the node under the cursor (reserve_iova merging into it). */
+  extendDown(pfnLo: number): void {
+    this.node.pfnLo = pfnLo;
+    this.blocks[this.b].lo[this.i] = pfnLo;
   }
 
   /** Put the cursor on the last node with pfnLo <= pfn; false (cursor unchanged) if none. */
   seekLE(pfn: number): boolean {
     const blocks = this.blocks;
-    if (blocks[0][0].pfnLo > pfn) return false;
+    if (blocks[0].lo[0] > pfn) return false;
     let lo = 0;
     let hi = blocks.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >>> 1;
-      if (blocks[mid][0].pfnLo <= pfn) lo = mid;
+      if (blocks[mid].lo[0] <= pfn) lo = mid;
       else hi = mid - 1;
     }
-    const block = blocks[lo];
+    const keys = blocks[lo].lo;
     let a = 0;
-    let z = block.length - 1;
+    let z = blocks[lo].size - 1;
     while (a < z) {
       const mid = (a + z + 1) >>> 1;
-      if (block[mid].pfnLo <= pfn) a = mid;
+      if (keys[mid] <= pfn) a = mid;
       else z = mid - 1;
     }
     this.b = lo;
@@ -178,24 +230,47 @@ class RangeList {
 
   seekLast(): void {
     this.b = this.blocks.length - 1;
-    this.i = this.blocks[this.b].length - 1;
+    this.i = this.blocks[this.b].size - 1;
   }
 
-  /** Step to the previous node (rb_prev); false at the first node. */
-  prev(): boolean {
-    if (this.i > 0) {
-      this.i--;
-      return true;
+  /**
+   * The allocation walk of __alloc_and_insert_iova_range, from the cursor down (rb_prev): at
+   * each node, the highest start of `size` pfns, rounded down to `align`, that ends below both
+   * the node and `highPfn`; the walk stops at the first such start above the next node down,
+   * or once it drops below `lowPfn`. Returns that start, or -1 when it is below `lowPfn` or
+   * there is no room at all (where the kernel's unsigned subtraction wraps).
+   */
+  walkDown(highPfn: number, size: number, align: number, lowPfn: number): number {
+    const blocks = this.blocks;
+    let b = this.b;
+    let i = this.i;
+    let block = blocks[b];
+    let los = block.lo;
+    let his = block.hi;
+    let high = highPfn;
+    for (;;) {
+      const lo = los[i];
+      if (lo < high) high = lo;
+      if (high < size) return -1;
+      const newPfn = alignDown(high - size, align);
+      if (newPfn < lowPfn) return -1;
+      if (i > 0) {
+        i--;
+      } else if (b > 0) {
+        block = blocks[--b];
+        los = block.lo;
+        his = block.hi;
+        i = block.size - 1;
+      } else {
+        return newPfn;
+      }
+      if (newPfn > his[i]) return newPfn;
     }
-    if (this.b === 0) return false;
-    this.b--;
-    this.i = this.blocks[this.b].length - 1;
-    return true;
   }
 
   /** Step to the next node (rb_next); false at the anchor. */
   next(): boolean {
-    if (this.i + 1 < this.blocks[this.b].length) {
+    if (this.i + 1 < this.blocks[this.b].size) {
       this.i++;
       return true;
     }
@@ -208,9 +283,9 @@ class RangeList {
   /** The node after the cursor's (rb_next); the cursor must not be on the anchor. */
   peekNext(): IovaNode {
     const block = this.blocks[this.b];
-    if (this.i + 1 < block.length) return block[this.i + 1];
+    if (this.i + 1 < block.size) return block.nodes[this.i + 1];
     if (this.b + 1 === this.blocks.length) bug("iova: rb_next of the anchor");
-    return this.blocks[this.b + 1][0];
+    return this.blocks[this.b + 1].nodes[0];
   }
 
   /** Insert a node that overlaps no other. The cursor is left anywhere. */
@@ -223,8 +298,12 @@ class RangeList {
       at = this.i + 1;
     }
     const block = this.blocks[b];
-    block.splice(at, 0, node);
-    if (block.length > BLOCK_MAX) this.blocks.splice(b + 1, 0, block.splice(BLOCK_MAX >>> 1));
+    block.insertAt(at, node);
+    if (block.size > BLOCK_MAX) {
+      const upper = new Block();
+      block.moveTail(BLOCK_MAX >>> 1, upper);
+      this.blocks.splice(b + 1, 0, upper);
+    }
   }
 
   /** Remove the node under the cursor (never the anchor). The cursor is left anywhere. */
@@ -232,16 +311,16 @@ class RangeList {
     const blocks = this.blocks;
     const b = this.b;
     const block = blocks[b];
-    if (block[this.i] === this.anchor) bug("iova: removing the anchor");
-    block.splice(this.i, 1);
-    if (block.length === 0) {
+    if (block.nodes[this.i] === this.anchor) bug("iova: removing the anchor");
+    block.removeAt(this.i);
+    if (block.size === 0) {
       blocks.splice(b, 1);
-    } else if (block.length < BLOCK_MIN) {
-      if (b + 1 < blocks.length && block.length + blocks[b + 1].length <= BLOCK_MAX >>> 1) {
-        for (const n of blocks[b + 1]) block.push(n);
+    } else if (block.size < BLOCK_MIN) {
+      if (b + 1 < blocks.length && block.size + blocks[b + 1].size <= BLOCK_MAX >>> 1) {
+        blocks[b + 1].moveTail(0, block);
         blocks.splice(b + 1, 1);
-      } else if (b > 0 && block.length + blocks[b - 1].length <= BLOCK_MAX >>> 1) {
-        for (const n of block) blocks[b - 1].push(n);
+      } else if (b > 0 && block.size + blocks[b - 1].size <= BLOCK_MAX >>> 1) {
+        block.moveTail(0, blocks[b - 1]);
         blocks.splice(b, 1);
       }
     }
@@ -252,7 +331,9 @@ class RangeList {
   /** Every node but the anchor, in ascending order. */
   toArray(): IovaNode[] {
     const out: IovaNode[] = [];
-    for (const block of this.blocks) for (const n of block) if (n !== this.anchor) out.push(n);
+    for (const block of this.blocks) {
+      for (const n of block.nodes) if (n !== this.anchor) out.push(n);
+    }
     return out;
   }
 }
@@ -484,7 +565,7 @@ export class IovaDomain {
    */
   allocIova(size: number, limitPfn: number, sizeAligned: boolean): Iova | null {
     if (!Number.isSafeInteger(size) || size < 1 || !isLimit(limitPfn)) return null;
-    const limit = limitPfn > this.maxPfn ? this.maxPfn : limitPfn;
+    const limit = Math.min(limitPfn, this.maxPfn);
     return this.allocAndInsertRange(size, limit + 1, sizeAligned);
   }
 
@@ -505,28 +586,13 @@ export class IovaDomain {
     const start = limitPfn <= this.dma32PfnLimit ? this.cached32Node : this.cachedNode;
     if (!tree.seekNode(start)) bug("iova: the cached node is not in the tree");
     const retryPfn = start.pfnHi;
-    let highPfn = limitPfn;
-    let lowPfn = this.startPfn;
-    let newPfn = 0;
-    for (;;) {
-      // Walk down from the cursor: each step looks at the hole below the current node.
-      for (;;) {
-        const lo = tree.node.pfnLo;
-        if (lo < highPfn) highPfn = lo;
-        // When size > highPfn the kernel's unsigned subtraction wraps; nothing lower fits either.
-        if (highPfn < size) break;
-        newPfn = alignDown(highPfn - size, align);
-        if (!tree.prev()) break;
-        if (newPfn > tree.node.pfnHi || newPfn < lowPfn) break;
-      }
-      if (highPfn >= size && newPfn >= lowPfn) break;
-      // Nothing below the cached node: look once more, between it and the limit.
-      if (lowPfn === this.startPfn && retryPfn < limitPfn) {
-        highPfn = limitPfn;
-        lowPfn = retryPfn + 1;
-        this.seekLimit(limitPfn);
-        continue;
-      }
+    let newPfn = tree.walkDown(limitPfn, size, align, this.startPfn);
+    // Nothing below the cached node: look once more, between it and the limit.
+    if (newPfn < 0 && retryPfn < limitPfn) {
+      this.seekLimit(limitPfn);
+      newPfn = tree.walkDown(limitPfn, size, align, retryPfn + 1);
+    }
+    if (newPfn < 0) {
       this.max32Size = size;
       return null;
     }
@@ -628,7 +694,7 @@ export class IovaDomain {
       const node = tree.node;
       if (lo > node.pfnHi || pfnHi < node.pfnLo) break;
       // __adjust_overlap_range
-      if (lo < node.pfnLo) node.pfnLo = lo;
+      if (lo < node.pfnLo) tree.extendDown(lo);
       if (pfnHi <= node.pfnHi) return node;
       lo = node.pfnHi + 1;
       tree.next();
@@ -677,7 +743,7 @@ export class IovaDomain {
   allocIovaFast(size: number, limitPfn: number, flushRcache: boolean, cpu = 0): number {
     if (!Number.isSafeInteger(size) || size < 1 || !isLimit(limitPfn)) return 0;
     if (!Number.isInteger(cpu) || cpu < 0 || cpu >= this.cpus) return 0;
-    const limit = limitPfn > this.maxPfn ? this.maxPfn : limitPfn;
+    const limit = Math.min(limitPfn, this.maxPfn);
     let sz = size;
     if (sz < RCACHE_MAX_PFNS) sz = 1 << (32 - Math.clz32(sz - 1));
 

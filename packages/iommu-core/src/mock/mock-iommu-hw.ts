@@ -5,10 +5,10 @@
 import {
   AT_TRANSLATED,
   AT_TRANSLATION_REQUEST,
+  type DevicePort,
   DMA_EXEC,
   DMA_READ,
   DMA_WRITE,
-  type DevicePort,
   FaultKind,
   type IommuHardware,
   NO_PASID,
@@ -291,9 +291,12 @@ export class MockIommuHw implements IommuHardware, Mmio {
     const d1 = mem.read64(dteAddr + 8);
     const d1hi = mem.hi;
     if (mem.busError) return this.walkFault(FaultKind.WALK_ABORT, MockFault.WALK_ABORT);
-    if ((d0 & MOCK_ENTRY_V) === 0) return this.walkFault(FaultKind.BAD_CONFIG, MockFault.DTE_INVALID);
-    const dteAts = (d0 & MOCK_ENTRY_ATS) !== 0;
-    if (req.at !== 0 && !dteAts) return this.walkFault(FaultKind.ATS_FORBIDDEN, MockFault.ATS_FORBIDDEN);
+    if ((d0 & MOCK_ENTRY_V) === 0)
+      return this.walkFault(FaultKind.BAD_CONFIG, MockFault.DTE_INVALID);
+    // The DTE's ATS bit means nothing on hardware that does not advertise ATS in CAP.
+    const dteAts = this.ats && (d0 & MOCK_ENTRY_ATS) !== 0;
+    if (req.at !== 0 && !dteAts)
+      return this.walkFault(FaultKind.ATS_FORBIDDEN, MockFault.ATS_FORBIDDEN);
     if (req.at === AT_TRANSLATED) {
       this.wPa = req.iovaPfn * PAGE;
       this.wVpnBaseValue = this.wPa;
@@ -334,13 +337,16 @@ export class MockIommuHw implements IommuHardware, Mmio {
       this.wShift = 12;
       return W_OK;
     }
-    if (mode !== MOCK_MODE_TRANSLATE) return this.walkFault(FaultKind.BAD_CONFIG, MockFault.BAD_ENTRY);
+    if (mode !== MOCK_MODE_TRANSLATE)
+      return this.walkFault(FaultKind.BAD_CONFIG, MockFault.BAD_ENTRY);
+    // LVL 3 (six levels) is a reserved encoding.
+    const levels = ((e0 & MOCK_ENTRY_LVL_MASK) >>> MOCK_ENTRY_LVL_SHIFT) + 3;
+    if (levels > 5) return this.walkFault(FaultKind.BAD_CONFIG, MockFault.BAD_ENTRY);
     this.wDid = did;
     if (useCache && this.lookup(did, pasid, req.iovaPfn)) {
       this.stats.iotlbHits++;
       return W_OK;
     }
-    const levels = ((e0 & MOCK_ENTRY_LVL_MASK) >>> MOCK_ENTRY_LVL_SHIFT) + 3;
     const root = mockEntryAddr(e0, e0hi);
     const k = this.walk(root, levels, req.iovaPfn, req.at === AT_TRANSLATION_REQUEST);
     if (k !== W_OK) return k;
@@ -380,7 +386,8 @@ export class MockIommuHw implements IommuHardware, Mmio {
         }
         return this.walkFault(FaultKind.TRANSLATION, MockFault.NOT_PRESENT);
       }
-      if (kind === MOCK_PTE_BAD) return this.walkFault(FaultKind.BAD_CONFIG, MockFault.RESERVED_BIT);
+      if (kind === MOCK_PTE_BAD)
+        return this.walkFault(FaultKind.BAD_CONFIG, MockFault.RESERVED_BIT);
       if (kind === MOCK_PTE_LEAF) {
         const shift = 12 + 9 * (level - 1);
         const pagesPer = 2 ** (shift - 12);
@@ -505,7 +512,14 @@ export class MockIommuHw implements IommuHardware, Mmio {
   }
 
   /** The IOTLB entries (valid ones), for reports and tests. */
-  iotlbEntries(): Array<{ did: number; pasid: number; iova: number; size: number; pa: number; perm: number }> {
+  iotlbEntries(): Array<{
+    did: number;
+    pasid: number;
+    iova: number;
+    size: number;
+    pa: number;
+    perm: number;
+  }> {
     const out = [];
     for (let i = 0; i < this.iotlbSize; i++) {
       if (this.tValid[i] === 0) continue;
@@ -584,7 +598,8 @@ export class MockIommuHw implements IommuHardware, Mmio {
       // Nowhere to queue it: the group fails now, so the device is never left waiting.
       if ((ctrl & MOCK_CTRL_PRQ_EN) !== 0) this.setStatus(MOCK_STATUS_PRQ_OVF, true);
       this.stats.pageRequestsDropped++;
-      if (req.last) this.ports.get(req.rid)?.prgResponse(req.pasid, req.prgIndex, PRG_RESPONSE_FAILURE);
+      if (req.last)
+        this.ports.get(req.rid)?.prgResponse(req.pasid, req.prgIndex, PRG_RESPONSE_FAILURE);
       return;
     }
     const at = this.reg64(MOCK_REG.PRQ_BASE_LO) + (tail % size) * MOCK_PRQ_RECORD_SIZE;

@@ -12,7 +12,17 @@ import {
   type CacheTagFlusher,
   CacheTagList,
 } from "../iommu/cache-tag.js";
-import { IopfQueue, iommuReportDeviceFault } from "../iommu/io-pgfault.js";
+import type { IopfFault } from "../iommu/io-pgfault.js";
+import {
+  IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE,
+  IOMMU_FAULT_PAGE_REQUEST_PASID_VALID,
+  IOMMU_FAULT_PERM_EXEC,
+  IOMMU_FAULT_PERM_PRIV,
+  IOMMU_FAULT_PERM_READ,
+  IOMMU_FAULT_PERM_WRITE,
+  IopfQueue,
+  iommuReportDeviceFault,
+} from "../iommu/io-pgfault.js";
 import type { IommuFlushOps } from "../iommu/io-pgtable.js";
 import {
   type AttachErrno,
@@ -36,15 +46,6 @@ import {
 } from "../iommu/iommu-ops.js";
 import type { IommuSubsystem } from "../iommu/iommu-subsystem.js";
 import type { IommuIotlbGather } from "../iommu/iotlb-gather.js";
-import type { IopfFault } from "../iommu/io-pgfault.js";
-import {
-  IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE,
-  IOMMU_FAULT_PAGE_REQUEST_PASID_VALID,
-  IOMMU_FAULT_PERM_EXEC,
-  IOMMU_FAULT_PERM_PRIV,
-  IOMMU_FAULT_PERM_READ,
-  IOMMU_FAULT_PERM_WRITE,
-} from "../iommu/io-pgfault.js";
 import { bug } from "../platform/bug.js";
 import type { FrameAllocator } from "../platform/frame-allocator.js";
 import { type Mmio, mmioWrite64 } from "../platform/mmio.js";
@@ -194,12 +195,15 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
     this.hwPasidBits = cap & 0x1f;
     this.hwAts = (cap & MOCK_CAP_ATS) !== 0;
     this.hwPri = (cap & MOCK_CAP_PRI) !== 0;
-    this.iommu = new IommuDevice(this.name, this, this.hwPasidBits === 0 ? 0 : 2 ** this.hwPasidBits);
+    this.iommu = new IommuDevice(
+      this.name,
+      this,
+      this.hwPasidBits === 0 ? 0 : 2 ** this.hwPasidBits,
+    );
     this.iopfQueue = new IopfQueue(`${this.name}-iopf`);
-    const driver = this;
     this.pagingOps = {
-      attachDev: (d, dev, old) => driver.attachDev(d as MockDomain, dev, old),
-      setDevPasid: (d, dev, pasid, old) => driver.setDevPasid(d, dev, pasid, old),
+      attachDev: (d, dev, old) => this.attachDev(d as MockDomain, dev, old),
+      setDevPasid: (d, dev, pasid, old) => this.setDevPasid(d, dev, pasid, old),
       mapPages: (d, iova, pa, pgsize, pgcount, prot) => {
         const pt = (d as MockDomain).pgtable;
         const ret = pt.mapPages(iova, pa, pgsize, pgcount, prot);
@@ -209,20 +213,20 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
       unmapPages: (d, iova, pgsize, pgcount, gather) =>
         (d as MockDomain).pgtable.unmapPages(iova, pgsize, pgcount, gather),
       iovaToPhys: (d, iova) => (d as MockDomain).pgtable.iovaToPhys(iova),
-      iotlbSync: (d, gather) => driver.iotlbSync(d, gather),
-      flushIotlbAll: (d) => driver.flushAll(d),
+      iotlbSync: (d, gather) => this.iotlbSync(d, gather),
+      flushIotlbAll: (d) => this.flushAll(d),
       freeTables: (_d, pas) => {
-        for (const pa of pas) driver.frames.free(pa, 0);
+        for (const pa of pas) this.frames.free(pa, 0);
       },
-      free: (d) => driver.domainFree(d as MockDomain),
+      free: (d) => this.domainFree(d as MockDomain),
     };
     this.identityDomain = new IommuDomain(IOMMU_DOMAIN_IDENTITY, {
-      attachDev: (_d, dev, old) => driver.setRid(dev, MOCK_MODE_IDENTITY, null, old),
-      setDevPasid: (d, dev, pasid, old) => driver.setDevPasid(d, dev, pasid, old),
+      attachDev: (_d, dev, old) => this.setRid(dev, MOCK_MODE_IDENTITY, null, old),
+      setDevPasid: (d, dev, pasid, old) => this.setDevPasid(d, dev, pasid, old),
     });
     this.blockedDomain = new IommuDomain(IOMMU_DOMAIN_BLOCKED, {
-      attachDev: (_d, dev, old) => driver.setRid(dev, MOCK_MODE_BLOCKED, null, old),
-      setDevPasid: (_d, dev, pasid, old) => driver.removeDevPasid(dev, pasid, old),
+      attachDev: (_d, dev, old) => this.setRid(dev, MOCK_MODE_BLOCKED, null, old),
+      setDevPasid: (_d, dev, pasid, old) => this.removeDevPasid(dev, pasid, old),
     });
   }
 
@@ -237,7 +241,8 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
     const dt = this.frames.alloc(9);
     const fq = this.frames.alloc(QUEUE_ORDER + 5 - 12 > 0 ? QUEUE_ORDER + 5 - 12 : 0);
     const prq = this.frames.alloc(QUEUE_ORDER + 5 - 12 > 0 ? QUEUE_ORDER + 5 - 12 : 0);
-    if (typeof dt !== "number" || typeof fq !== "number" || typeof prq !== "number") return "ENOMEM";
+    if (typeof dt !== "number" || typeof fq !== "number" || typeof prq !== "number")
+      return "ENOMEM";
     this.dtBase = dt;
     this.fqBase = fq;
     this.prqBase = prq;
@@ -265,7 +270,9 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
 
   capable(_dev: Device, cap: number): boolean {
     return (
-      cap === IOMMU_CAP_CACHE_COHERENCY || cap === IOMMU_CAP_NOEXEC || cap === IOMMU_CAP_DEFERRED_FLUSH
+      cap === IOMMU_CAP_CACHE_COHERENCY ||
+      cap === IOMMU_CAP_NOEXEC ||
+      cap === IOMMU_CAP_DEFERRED_FLUSH
     );
   }
 
@@ -334,18 +341,18 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
     _dev: Device,
     flags: number,
   ): IommuDomain | "ENOMEM" | "EINVAL" | "ENODEV" | "EOPNOTSUPP" {
-    if ((flags & ~(IOMMU_HWPT_ALLOC_PASID | IOMMU_HWPT_ALLOC_NEST_PARENT)) !== 0) return "EOPNOTSUPP";
+    if ((flags & ~(IOMMU_HWPT_ALLOC_PASID | IOMMU_HWPT_ALLOC_NEST_PARENT)) !== 0)
+      return "EOPNOTSUPP";
     if ((flags & IOMMU_HWPT_ALLOC_NEST_PARENT) !== 0) return "EOPNOTSUPP";
     const did = this.dids.allocRange(1, 0xffff);
     if (typeof did !== "number") return "ENOMEM";
     const domainRef: { d: MockDomain | null } = { d: null };
-    const driver = this;
     const tlb: IommuFlushOps = {
       tlbFlushAll: () => {
-        if (domainRef.d) driver.flushAll(domainRef.d);
+        if (domainRef.d) this.flushAll(domainRef.d);
       },
       tlbFlushWalk: (iova, size) => {
-        if (domainRef.d) driver.flushRangeNow(domainRef.d, iova, iova + size - 1);
+        if (domainRef.d) this.flushRangeNow(domainRef.d, iova, iova + size - 1);
       },
       tlbAddPage: (gather, iova, granule) => {
         if (domainRef.d) iommuIotlbGatherAddPage(domainRef.d, gather, iova, granule);
@@ -440,6 +447,8 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
     this.mem.write64(at, mockEntryLo(mode, this.levels, root, info.ats), mockEntryHi(mode, root));
     if (old instanceof MockDomain) {
       this.invalidateDid(old.did, -1);
+      // Between the two stores the hardware could walk the old table under the new DID.
+      if (did !== old.did) this.invalidateDid(did, -1);
     }
     if (info.ats) this.atsInvalidate(dev, -1, 0, 0);
     this.tagsUnassign(old, dev, -1);
@@ -471,7 +480,11 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
     const pe = info.pasidTable + pasid * MOCK_PASID_ENTRY_SIZE;
     this.mem.write64(pe + 8, did, 0);
     this.mem.write64(pe, mockEntryLo(mode, this.levels, root, info.ats), mockEntryHi(mode, root));
-    if (old instanceof MockDomain && !this.inject.skipPasidFlush) this.invalidateDid(old.did, pasid);
+    if (old instanceof MockDomain) {
+      if (!this.inject.skipPasidFlush) this.invalidateDid(old.did, pasid);
+      // Between the two stores the hardware could walk the old table under the new DID.
+      if (did !== old.did) this.invalidateDid(did, pasid);
+    }
     if (old !== null && info.ats) this.atsInvalidate(dev, pasid, 0, 0);
     this.tagsUnassign(old, dev, pasid);
     info.pasids.set(pasid, domain);
@@ -490,7 +503,8 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
     const pe = info.pasidTable + pasid * MOCK_PASID_ENTRY_SIZE;
     this.mem.write64(pe, 0, 0);
     this.mem.write64(pe + 8, 0, 0);
-    if (old instanceof MockDomain && !this.inject.skipPasidFlush) this.invalidateDid(old.did, pasid);
+    if (old instanceof MockDomain && !this.inject.skipPasidFlush)
+      this.invalidateDid(old.did, pasid);
     if (info.ats) this.atsInvalidate(dev, pasid, 0, 0);
     this.tagsUnassign(old, dev, pasid);
     info.pasids.delete(pasid);
@@ -534,7 +548,10 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
       this.mmio.write32(MOCK_REG.INV_ADDR_LO, (first * 4096) % 4294967296);
       this.mmio.write32(MOCK_REG.INV_ADDR_HI, Math.floor((first * 4096) / 4294967296));
       this.mmio.write32(MOCK_REG.INV_PAGES, big ? 0 : pages);
-      this.mmio.write32(MOCK_REG.INV_CMD, big ? (tag.pasid < 0 ? MOCK_INV_DOMAIN : MOCK_INV_PASID) : MOCK_INV_RANGE);
+      this.mmio.write32(
+        MOCK_REG.INV_CMD,
+        big ? (tag.pasid < 0 ? MOCK_INV_DOMAIN : MOCK_INV_PASID) : MOCK_INV_RANGE,
+      );
       this.invalidations.range++;
     } else if (tag.kind === CACHE_TAG_DEVTLB && tag.dev !== null) {
       if (this.inject.skipDevtlbFlush) return;

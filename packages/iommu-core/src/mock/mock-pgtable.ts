@@ -219,6 +219,26 @@ export type MockMapErrno = "EINVAL" | "ERANGE" | "EEXIST" | "ENOMEM";
 // Results of the internal runs below: a page count when >= 0.
 const RUN_EEXIST = -1;
 const RUN_ENOMEM = -2;
+/** 2^20: the weight of an entry's high half in a frame number. */
+const TWO20 = 1048576;
+
+// Inside the class an IOVA travels as two int32 pieces, vpnHi (IOVA bits 39..56: the level 4 and 5
+// indices) and vpnLo (bits 12..38: levels 1 to 3), and a table as its frame number: a double
+// passed to a call that is not inlined would be boxed, an allocation per page.
+
+/** Index at `level` of the IOVA whose pieces are `vpnHi`, `vpnLo`. */
+function indexAt(vpnHi: number, vpnLo: number, level: number): number {
+  return level <= 3 ? (vpnLo >>> (9 * (level - 1))) & 511 : (vpnHi >>> (9 * (level - 4))) & 511;
+}
+
+function iovaOf(vpnHi: number, vpnLo: number): number {
+  return vpnHi * SZ_512G + vpnLo * SZ_4K;
+}
+
+/** Frame number in the ADDR field of `hi:lo`; an int32 while the frame lies below 2^43. */
+function pteFrame(lo: number, hi: number): number {
+  return hi === 0 ? lo >>> 12 : (hi & MOCK_PTE_ADDR_HI) * TWO20 + (lo >>> 12);
+}
 
 /**
  * The page table of the mock IOMMU in the mock format (see the file header), built in simulated
@@ -245,12 +265,13 @@ export class MockPgtable implements IoPgtable {
   readonly mem: PhysMemory;
   readonly frames: FrameAllocator;
   private readonly tlb: IommuFlushOps | null;
+  private readonly rootFrame: number;
   private readonly pgsizeBitmap: number;
   private readonly iasLimit: number;
   private readonly oasLimit: number;
   private mappedBytes = 0;
   private freed = false;
-  /** Tables a map builds before linking them, by level (reused: the map path allocates nothing). */
+  /** Frames of the tables a map builds before linking them, by level (reused, no allocation). */
   private readonly building = new Float64Array(6);
 
   /**
@@ -272,6 +293,7 @@ export class MockPgtable implements IoPgtable {
     const ias = 12 + 9 * levels;
     this.cfg = Object.freeze({ pgsizeBitmap, ias, oas, coherentWalk: true, tlb });
     this.rootPa = root;
+    this.rootFrame = root / SZ_4K;
     this.levels = levels;
     this.mem = mem;
     this.frames = frames;
@@ -333,9 +355,13 @@ export class MockPgtable implements IoPgtable {
     const bits = leafBits(prot, leafLevel);
     let done = 0;
     while (done < pgcount) {
+      const va = iova + done * pgsize;
+      const a = pa + done * pgsize;
       const n = this.mapRun(
-        iova + done * pgsize,
-        pa + done * pgsize,
+        (va / SZ_512G) & 0x3ffff,
+        (va / SZ_4K) & 0x7ff_ffff,
+        (a / TWO32) & MOCK_PTE_ADDR_HI,
+        a | 0,
         leafLevel,
         pgcount - done,
         bits,
@@ -347,30 +373,42 @@ export class MockPgtable implements IoPgtable {
   }
 
   /** Map up to `count` pages that share one leaf table; returns the pages mapped or RUN_*. */
-  private mapRun(iova: number, pa: number, leafLevel: number, count: number, bits: number): number {
+  private mapRun(
+    vpnHi: number,
+    vpnLo: number,
+    paHi: number,
+    paLo: number,
+    leafLevel: number,
+    count: number,
+    bits: number,
+  ): number {
     const mem = this.mem;
-    let tpa = this.rootPa;
+    let tfn = this.rootFrame;
     for (let lvl = this.levels; lvl > leafLevel; lvl--) {
-      const epa = tpa + mockLevelIndex(iova, lvl) * 8;
-      const lo = mem.read64(epa);
-      if ((lo & MOCK_PTE_P) === 0)
-        return this.mapNewPath(epa, lvl - 1, iova, pa, leafLevel, count, bits);
+      const idx = indexAt(vpnHi, vpnLo, lvl);
+      const lo = mem.read64(tfn * SZ_4K + idx * 8);
+      if ((lo & MOCK_PTE_P) === 0) {
+        return this.mapNewPath(tfn, idx, lvl - 1, vpnHi, vpnLo, paHi, paLo, leafLevel, count, bits);
+      }
       // A larger leaf already maps this page.
       if ((lo & MOCK_PTE_PS) !== 0) return RUN_EEXIST;
-      tpa = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
+      tfn = pteFrame(lo, mem.hi);
     }
-    return this.fillLeaves(tpa, iova, pa, leafLevel, count, bits);
+    return this.fillLeaves(tfn, vpnHi, vpnLo, paHi, paLo, leafLevel, count, bits);
   }
 
   /**
-   * The entry at `epa` is empty: build the tables of levels `top`..`leafLevel`, fill them while
-   * nothing points at them, then link the new path with one store.
+   * Entry `idx` of table `tfn` is empty: build the tables of levels `top`..`leafLevel`, fill them
+   * while nothing points at them, then link the new path with one store.
    */
   private mapNewPath(
-    epa: number,
+    tfn: number,
+    idx: number,
     top: number,
-    iova: number,
-    pa: number,
+    vpnHi: number,
+    vpnLo: number,
+    paHi: number,
+    paLo: number,
     leafLevel: number,
     count: number,
     bits: number,
@@ -382,47 +420,54 @@ export class MockPgtable implements IoPgtable {
         for (let l = top; l > lvl; l--) this.freeFrame(b[l]);
         return RUN_ENOMEM;
       }
-      b[lvl] = f;
+      b[lvl] = f / SZ_4K;
     }
-    const mem = this.mem;
     for (let lvl = top; lvl > leafLevel; lvl--) {
-      const child = b[lvl - 1];
-      mem.write64(b[lvl] + mockLevelIndex(iova, lvl) * 8, mockPteTableLo(child), mockPteHi(child));
+      this.linkTable(b[lvl], indexAt(vpnHi, vpnLo, lvl), b[lvl - 1]);
     }
-    const n = this.fillLeaves(b[leafLevel], iova, pa, leafLevel, count, bits);
-    const head = b[top];
-    mem.write64(epa, mockPteTableLo(head), mockPteHi(head));
+    const n = this.fillLeaves(b[leafLevel], vpnHi, vpnLo, paHi, paLo, leafLevel, count, bits);
+    this.linkTable(tfn, idx, b[top]);
     return n;
   }
 
-  /** Write up to `count` leaves into the table at `tpa`, up to its end; pages mapped or RUN_EEXIST. */
+  /** Point entry `idx` of table `tfn` at the table `child` (frame numbers). */
+  private linkTable(tfn: number, idx: number, child: number): void {
+    const lo = (child << 12) | MOCK_PTE_P | MOCK_PTE_R | MOCK_PTE_W;
+    this.mem.write64(tfn * SZ_4K + idx * 8, lo, (child / TWO20) & MOCK_PTE_ADDR_HI);
+  }
+
+  /** Write up to `count` leaves into table `tfn`, up to its end; pages mapped or RUN_EEXIST. */
   private fillLeaves(
-    tpa: number,
-    iova: number,
-    pa: number,
+    tfn: number,
+    vpnHi: number,
+    vpnLo: number,
+    paHi: number,
+    paLo: number,
     leafLevel: number,
     count: number,
     bits: number,
   ): number {
     const mem = this.mem;
     const pgsize = LEVEL_SIZE[leafLevel];
-    const idx0 = mockLevelIndex(iova, leafLevel);
+    const idx0 = indexAt(vpnHi, vpnLo, leafLevel);
     const n = Math.min(count, PTES_PER_TABLE - idx0);
+    const base = tfn * SZ_4K + idx0 * 8;
+    const pa0 = paHi * TWO32 + (paLo >>> 0);
     for (let k = 0; k < n; k++) {
-      const epa = tpa + (idx0 + k) * 8;
-      const a = pa + k * pgsize;
+      const epa = base + k * 8;
+      const a = pa0 + k * pgsize;
       const old = mem.read64(epa);
-      if ((old & MOCK_PTE_P) === 0) {
-        mem.write64(epa, (a & MOCK_PTE_ADDR_LO) | bits, (a / TWO32) & MOCK_PTE_ADDR_HI);
-      } else {
+      if ((old & MOCK_PTE_P) !== 0) {
         if (leafLevel === 1 || (old & MOCK_PTE_PS) !== 0) return RUN_EEXIST;
-        const sub = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((old & MOCK_PTE_ADDR_LO) >>> 0);
+        const sub = pteFrame(old, mem.hi);
         if (this.hasLeaf(sub, leafLevel - 1)) return RUN_EEXIST;
         // An empty table where the block goes: swap it for the leaf in one store, then drop any
         // walk cached through it before its frames can be reused.
         mem.write64(epa, (a & MOCK_PTE_ADDR_LO) | bits, (a / TWO32) & MOCK_PTE_ADDR_HI);
-        this.tlb?.tlbFlushWalk(iova + k * pgsize, pgsize, SZ_4K);
+        this.tlb?.tlbFlushWalk(iovaOf(vpnHi, vpnLo) + k * pgsize, pgsize, SZ_4K);
         this.freeTable(sub, leafLevel - 1);
+      } else {
+        mem.write64(epa, (a & MOCK_PTE_ADDR_LO) | bits, (a / TWO32) & MOCK_PTE_ADDR_HI);
       }
       this.mappedBytes += pgsize;
     }
@@ -460,48 +505,50 @@ export class MockPgtable implements IoPgtable {
     let done = 0;
     while (done < count) {
       const va = iova + done * pgsize;
-      const want = Math.min(count - done, PTES_PER_TABLE - mockLevelIndex(va, leafLevel));
-      const n = this.unmapRun(va, leafLevel, want, gather);
+      const vpnHi = (va / SZ_512G) & 0x3ffff;
+      const vpnLo = (va / SZ_4K) & 0x7ff_ffff;
+      const want = Math.min(count - done, PTES_PER_TABLE - indexAt(vpnHi, vpnLo, leafLevel));
+      const n = this.unmapRun(vpnHi, vpnLo, leafLevel, want, gather);
       done += n;
       if (n < want) break;
     }
     return done * pgsize;
   }
 
-  /** Clear up to `count` entries of one leaf table from `iova`; returns how many it cleared. */
+  /** Clear up to `count` entries of one leaf table; returns how many it cleared. */
   private unmapRun(
-    iova: number,
+    vpnHi: number,
+    vpnLo: number,
     leafLevel: number,
     count: number,
     gather: IommuIotlbGather | null,
   ): number {
     const mem = this.mem;
-    let tpa = this.rootPa;
+    let tfn = this.rootFrame;
     for (let lvl = this.levels; lvl > leafLevel; lvl--) {
-      const lo = mem.read64(tpa + mockLevelIndex(iova, lvl) * 8);
+      const lo = mem.read64(tfn * SZ_4K + indexAt(vpnHi, vpnLo, lvl) * 8);
       // A hole, or a larger leaf that this unmap would only cut a piece out of.
       if ((lo & MOCK_PTE_P) === 0 || (lo & MOCK_PTE_PS) !== 0) return 0;
-      tpa = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
+      tfn = pteFrame(lo, mem.hi);
     }
     const tlb = this.tlb;
     const addPages = tlb !== null && gather !== null && !gather.queued;
     const pgsize = LEVEL_SIZE[leafLevel];
-    const idx0 = mockLevelIndex(iova, leafLevel);
+    const base = tfn * SZ_4K + indexAt(vpnHi, vpnLo, leafLevel) * 8;
     for (let k = 0; k < count; k++) {
-      const epa = tpa + (idx0 + k) * 8;
-      const va = iova + k * pgsize;
+      const epa = base + k * 8;
       const lo = mem.read64(epa);
       if ((lo & MOCK_PTE_P) === 0) return k;
       if (leafLevel === 1 || (lo & MOCK_PTE_PS) !== 0) {
         mem.write64(epa, 0, 0);
       } else {
-        const sub = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
+        const sub = pteFrame(lo, mem.hi);
         if (!this.hasLeaf(sub, leafLevel - 1)) return k;
         mem.write64(epa, 0, 0);
-        tlb?.tlbFlushWalk(va, pgsize, SZ_4K);
+        tlb?.tlbFlushWalk(iovaOf(vpnHi, vpnLo) + k * pgsize, pgsize, SZ_4K);
         this.freeTable(sub, leafLevel - 1);
       }
-      if (addPages) tlb.tlbAddPage(gather, va, pgsize);
+      if (addPages) tlb.tlbAddPage(gather, iovaOf(vpnHi, vpnLo) + k * pgsize, pgsize);
     }
     return count;
   }
@@ -520,11 +567,11 @@ export class MockPgtable implements IoPgtable {
     let lo = 0;
     if (lvl > 3) {
       const vpnHi = (iova / SZ_512G) & 0x3ffff;
-      for (; lvl > 3; lvl--) {
+      do {
         lo = mem.read64(tpa + ((vpnHi >>> (9 * (lvl - 4))) & 511) * 8);
         if ((lo & MOCK_PTE_P) === 0) return -1;
         tpa = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
-      }
+      } while (--lvl > 3);
     }
     const vpnLo = (iova / SZ_4K) & 0x7ff_ffff;
     for (;;) {
@@ -546,41 +593,37 @@ export class MockPgtable implements IoPgtable {
    */
   free(): void {
     if (this.freed) bug("MockPgtable: free() twice");
-    this.freeTable(this.rootPa, this.levels);
+    this.freeTable(this.rootFrame, this.levels);
     this.freed = true;
   }
 
-  /** Whether any leaf is present in the table at `tpa` (of `level`) or below it. */
-  private hasLeaf(tpa: number, level: number): boolean {
+  /** Whether any leaf is present in table `tfn` (of `level`) or below it. */
+  private hasLeaf(tfn: number, level: number): boolean {
     const mem = this.mem;
     for (let i = 0; i < PTES_PER_TABLE; i++) {
-      const lo = mem.read64(tpa + i * 8);
+      const lo = mem.read64(tfn * SZ_4K + i * 8);
       if ((lo & MOCK_PTE_P) === 0) continue;
       if (level === 1 || (lo & MOCK_PTE_PS) !== 0) return true;
-      const sub = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
-      if (this.hasLeaf(sub, level - 1)) return true;
+      if (this.hasLeaf(pteFrame(lo, mem.hi), level - 1)) return true;
     }
     return false;
   }
 
-  /** Free the table at `tpa` (of `level`) and every table below it. */
-  private freeTable(tpa: number, level: number): void {
+  /** Free table `tfn` (of `level`) and every table below it. */
+  private freeTable(tfn: number, level: number): void {
     if (level > 1) {
       const mem = this.mem;
       for (let i = 0; i < PTES_PER_TABLE; i++) {
-        const lo = mem.read64(tpa + i * 8);
+        const lo = mem.read64(tfn * SZ_4K + i * 8);
         if ((lo & MOCK_PTE_P) === 0 || (lo & MOCK_PTE_PS) !== 0) continue;
-        this.freeTable(
-          (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0),
-          level - 1,
-        );
+        this.freeTable(pteFrame(lo, mem.hi), level - 1);
       }
     }
-    this.freeFrame(tpa);
+    this.freeFrame(tfn);
   }
 
-  private freeFrame(pa: number): void {
-    const rc = this.frames.free(pa, 0);
-    if (rc !== 0) bug(`MockPgtable: freeing table frame 0x${pa.toString(16)}: ${rc}`);
+  private freeFrame(tfn: number): void {
+    const rc = this.frames.free(tfn * SZ_4K, 0);
+    if (rc !== 0) bug(`MockPgtable: freeing table frame 0x${(tfn * SZ_4K).toString(16)}: ${rc}`);
   }
 }

@@ -21,9 +21,9 @@ interface Timer {
  * `runDue`, never inside `schedule`). A callback may schedule and cancel timers; one it schedules
  * for a time not after the end of the current advance fires within that same advance.
  *
- * Advancing while no timer is due only moves `now`: no allocation, so the clock can sit on a per-DMA
- * path. Calling `advance`, `advanceTo` or `runDue` from inside a timer is a bug (time would move
- * under the outer loop) and throws ModelBug, as do a negative or non-integer step.
+ * Advancing while no timer is due only moves `now`: no allocation, so the clock can sit on a
+ * per-DMA path. Calling `advance`, `advanceTo` or `runDue` from inside a timer is a bug (time would
+ * move under the outer loop) and throws ModelBug, as do a negative or non-integer step.
  *
  * @kernel kernel/time/timer.c add_timer
  */
@@ -50,7 +50,7 @@ export class LogicalClock {
     return this.heap.length === 0 ? undefined : this.heap[0].at;
   }
 
-  /** Move time forward by `dt` ≥ 0, firing every timer due by the new time. Returns how many fired. */
+  /** Move time forward by `dt` ≥ 0, firing every timer due by then. Returns how many fired. */
   advance(dt: number): number {
     if (!(dt >= 0) || !Number.isSafeInteger(dt)) bug(`LogicalClock.advance: bad step ${dt}`);
     return this.advanceTo(this.time + dt);

@@ -22,7 +22,7 @@ function carve(basePfn: number, frames: number): [number, number][] {
 
 /**
  * Checks that every frame is free and merged back into the blocks of the initial carve: allocating
- * each carve order from the largest down must hand out exactly the carve's blocks, and then nothing.
+ * each carve order from the largest down must hand out exactly the carve's blocks, then nothing.
  * (Two unmerged buddies would make some order fail or come from a split.) Frees them again.
  */
 function expectFullyMerged(fa: FrameAllocator): void {
@@ -264,7 +264,8 @@ describe("FrameAllocator against a reference model", () => {
         if (pfn % size !== 0) bad.push(`op ${op}: pfn ${pfn} not aligned to order ${order}`);
         if (pfn < basePfn || pfn + size > basePfn + frames) bad.push(`op ${op}: outside region`);
         for (let f = 0; f < size; f++) {
-          if (owner[pfn - basePfn + f] !== -1) bad.push(`op ${op}: frame ${pfn + f} handed out twice`);
+          if (owner[pfn - basePfn + f] !== -1)
+            bad.push(`op ${op}: frame ${pfn + f} handed out twice`);
           owner[pfn - basePfn + f] = pfn;
           // Zeroed on hand-out, then dirtied so that a reuse must zero it again.
           const probe = (pfn + f) * P + 8 * (rnd() % 512);
@@ -288,7 +289,9 @@ describe("FrameAllocator against a reference model", () => {
         liveFrames -= 2 ** order;
       }
       if (fa.liveFrames !== liveFrames || fa.liveAllocations !== live.size) {
-        bad.push(`op ${op}: counts ${fa.liveFrames}/${fa.liveAllocations}, want ${liveFrames}/${live.size}`);
+        bad.push(
+          `op ${op}: live ${fa.liveFrames}/${fa.liveAllocations}, want ${liveFrames}/${live.size}`,
+        );
       }
       if (fa.freeFrames !== frames - liveFrames) bad.push(`op ${op}: freeFrames ${fa.freeFrames}`);
     }

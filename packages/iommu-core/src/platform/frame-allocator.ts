@@ -1,7 +1,6 @@
 // A buddy allocator of physical page frames: where drivers get the frames for their tables and
 // queues, with live-frame accounting for leak checks.
 
-import type { Errno } from "../errno.js";
 import { bug } from "./bug.js";
 import { PAGE_SHIFT, PAGE_SIZE, type PhysMemory } from "./phys-memory.js";
 
@@ -117,7 +116,8 @@ export class FrameAllocator {
     this.allocations++;
     const pa = this.basePa + i * PAGE_SIZE;
     for (let f = 0; f < 2 ** order; f++) {
-      if (this.mem.isPopulated(this.basePfn + i + f)) this.mem.fill(pa + f * PAGE_SIZE, PAGE_SIZE, 0);
+      if (this.mem.isPopulated(this.basePfn + i + f))
+        this.mem.fill(pa + f * PAGE_SIZE, PAGE_SIZE, 0);
     }
     return pa;
   }
@@ -128,7 +128,12 @@ export class FrameAllocator {
    */
   free(pa: number, order = 0): 0 | "EINVAL" | "ENOENT" {
     const off = pa - this.basePa;
-    if (!Number.isInteger(pa) || off < 0 || off % PAGE_SIZE !== 0 || off >= this.frameCount * PAGE_SIZE) {
+    if (
+      !Number.isInteger(pa) ||
+      off < 0 ||
+      off % PAGE_SIZE !== 0 ||
+      off >= this.frameCount * PAGE_SIZE
+    ) {
       return "EINVAL";
     }
     let i = off / PAGE_SIZE;

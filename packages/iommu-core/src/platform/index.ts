@@ -1,5 +1,5 @@
 // @iommu-sim/iommu-core/platform: the machine underneath the model (physical memory, page frames,
-// 64-bit arithmetic, randomness, time, tracing and memory images).
+// MMIO, 64-bit arithmetic, randomness, time, tracing and memory images).
 
 export { bug, ModelBug } from "./bug.js";
 export { LogicalClock, type TimerId } from "./clock.js";
@@ -9,12 +9,13 @@ export {
   loadElfCore,
   loadRawImage,
   loadSparseImage,
-  SPARSE_IMAGE_VERSION,
   type SaveElfCoreOptions,
   type SaveImageOptions,
+  SPARSE_IMAGE_VERSION,
   saveElfCore,
   saveSparseImage,
 } from "./memory-image.js";
+export { type Mmio, mmioRead64, mmioWrite64 } from "./mmio.js";
 export {
   type FaultHook,
   PAGE_SHIFT,

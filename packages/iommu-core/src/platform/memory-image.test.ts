@@ -62,7 +62,7 @@ describe("sparse image round trip", () => {
     expect(back.hi).toBe(0x80000001);
   });
 
-  it("leaves all-zero frames out by default, and keeps them (same populated frames) on request", () => {
+  it("leaves all-zero frames out by default and keeps them (same populated frames) if asked", () => {
     const mem = sampleMemory();
     const lean = loadSparseImage(saveSparseImage(mem)) as PhysMemory;
     expect(lean.isPopulated(20)).toBe(false);
@@ -72,7 +72,7 @@ describe("sparse image round trip", () => {
     expect(saveSparseImage(mem, { omitZeroFrames: false })[11]).toBe(0);
   });
 
-  it("is deterministic: the same contents give the same bytes, whatever the order of writes", () => {
+  it("is deterministic: the same contents give the same bytes, whatever the write order", () => {
     const a = new PhysMemory();
     a.write32(0x5000, 1);
     a.write32(0x1000, 2);
@@ -82,8 +82,8 @@ describe("sparse image round trip", () => {
     b.write32(0x1000, 2);
     b.write32(0x5000, 1);
     b.write32(0x9000, 0); // a zero frame, left out
-    expect(saveSparseImage(a)).toEqual(saveSparseImage(b));
-    expect(saveSparseImage(a)).toEqual(saveSparseImage(a));
+    expect(Buffer.compare(saveSparseImage(a), saveSparseImage(b))).toBe(0);
+    expect(Buffer.compare(saveSparseImage(a), saveSparseImage(a))).toBe(0);
   });
 
   it("lays out header, runs and checksum as docs/memory-image.md says", () => {
@@ -97,7 +97,9 @@ describe("sparse image round trip", () => {
     expect(v.getUint16(8, true)).toBe(SPARSE_IMAGE_VERSION);
     expect([img[10], img[11]]).toEqual([48, 1]);
     expect([v.getUint32(12, true), v.getUint32(16, true)]).toEqual([2, 3]);
-    expect([v.getUint32(32, true), v.getUint32(36, true), v.getUint32(40, true)]).toEqual([5, 0, 2]);
+    expect([v.getUint32(32, true), v.getUint32(36, true), v.getUint32(40, true)]).toEqual([
+      5, 0, 2,
+    ]);
     expect(img[48]).toBe(0xaa);
     expect(img[48 + P + 1]).toBe(0xbb);
     const run1 = 48 + 2 * P;
@@ -157,13 +159,25 @@ function patched(img: Uint8Array, edit: (v: DataView, b: Uint8Array) => void): U
 describe("sparse image errors", () => {
   const img = sparseSample();
   const cases: [string, Uint8Array, string, number, RegExp][] = [
-    ["a file shorter than the header", img.subarray(0, 31), "header", 0, /shorter than the 32-byte/],
+    [
+      "a file shorter than the header",
+      img.subarray(0, 31),
+      "header",
+      0,
+      /shorter than the 32-byte/,
+    ],
     ["a bad magic", patched(img, (_, b) => (b[3] = 0x58)), "header", 0, /bad magic/],
     ["an unknown version", patched(img, (v) => v.setUint16(8, 2, true)), "header", 8, /version 2/],
     ["paBits below 12", patched(img, (_, b) => (b[10] = 11)), "header", 10, /paBits 11/],
     ["paBits above 52", patched(img, (_, b) => (b[10] = 53)), "header", 10, /paBits 53/],
     ["an unknown flag", patched(img, (_, b) => (b[11] = 3)), "header", 11, /unknown flag bits 0x2/],
-    ["a reserved header word", patched(img, (v) => v.setUint32(24, 1, true)), "header", 24, /reserved/],
+    [
+      "a reserved header word",
+      patched(img, (v) => v.setUint32(24, 1, true)),
+      "header",
+      24,
+      /reserved/,
+    ],
     [
       "a run header cut off",
       patched(img, (v) => v.setUint32(12, 3, true)),
@@ -185,7 +199,13 @@ describe("sparse image errors", () => {
       RUN1,
       /beyond the 40-bit/,
     ],
-    ["a run of no frames", patched(img, (v) => v.setUint32(RUN0 + 8, 0, true)), "run 0", RUN0 + 8, /no frames/],
+    [
+      "a run of no frames",
+      patched(img, (v) => v.setUint32(RUN0 + 8, 0, true)),
+      "run 0",
+      RUN0 + 8,
+      /no frames/,
+    ],
     [
       "a reserved run word",
       patched(img, (v) => v.setUint32(RUN1 + 12, 9, true)),
@@ -209,7 +229,10 @@ describe("sparse image errors", () => {
     ],
     [
       "a run that runs past the address space",
-      patched(img, (v) => v.setUint32(RUN1, 2 ** 28 - 1, true) || v.setUint32(RUN1 + 8, 2, true)),
+      patched(img, (v) => {
+        v.setUint32(RUN1, 2 ** 28 - 1, true);
+        v.setUint32(RUN1 + 8, 2, true);
+      }),
       "run 1",
       RUN1,
       /run past the 40-bit address space/,
@@ -228,7 +251,13 @@ describe("sparse image errors", () => {
       16,
       /frame count 4 does not match the 3 frames/,
     ],
-    ["a missing checksum", img.subarray(0, CRC_AT + 2), "checksum", CRC_AT, /ends before the checksum/],
+    [
+      "a missing checksum",
+      img.subarray(0, CRC_AT + 2),
+      "checksum",
+      CRC_AT,
+      /ends before the checksum/,
+    ],
     [
       "bytes after the checksum",
       new Uint8Array([...img, 0, 0]),
@@ -277,7 +306,7 @@ describe("raw images", () => {
     expect(loadRawImage(mem, bytes, 0x12345000 - 5)).toBe(0);
     const back = new Uint8Array(bytes.length);
     mem.readBytes(0x12345000 - 5, back);
-    expect(back).toEqual(bytes);
+    expect(Buffer.compare(back, bytes)).toBe(0);
   });
 
   it("leaves all-zero pages unpopulated, but zeroes populated frames they cover", () => {
@@ -367,7 +396,8 @@ function buildCore(
   return out;
 }
 
-const bytesOf = (n: number, seed: number) => new Uint8Array(n).map((_, i) => ((i * seed) % 255) + 1);
+const bytesOf = (n: number, seed: number) =>
+  new Uint8Array(n).map((_, i) => ((i * seed) % 255) + 1);
 
 describe("ELF core round trip", () => {
   it("saveElfCore writes a core loadElfCore reads back with the same contents", () => {
@@ -407,7 +437,7 @@ describe("ELF core round trip", () => {
 });
 
 describe("ELF core loading", () => {
-  it("places each PT_LOAD at p_paddr and skips PT_NOTE, as in a QEMU dump-guest-memory core", () => {
+  it("places each PT_LOAD at p_paddr and skips PT_NOTE, as in a QEMU dump-guest-memory", () => {
     const note = bytesOf(40, 3);
     const low = bytesOf(0x3000, 5);
     const high = bytesOf(0x1000, 7);
@@ -427,7 +457,7 @@ describe("ELF core loading", () => {
     expect(mem).toBeInstanceOf(PhysMemory);
     const back = new Uint8Array(0x3000);
     mem.readBytes(0, back);
-    expect(back).toEqual(low);
+    expect(Buffer.compare(back, low)).toBe(0);
     expect(mem.read8(0x1_0000_0000 + 17)).toBe(high[17]);
     expect(mem.populatedFrames()).toEqual([0, 1, 2, 2 ** 20]);
   });
@@ -447,9 +477,10 @@ describe("ELF core loading", () => {
     const mem = new PhysMemory();
     mem.fill(0x5000, 0x3000, 0xee);
     mem.write8(0x9000, 0x42); // past the segment: kept
-    const core = buildCore([{ offset: 0x100, paddr: 0x5000, filesz: 0x10, memsz: 0x4000 }], [
-      [0x100, bytesOf(0x10, 1)],
-    ]);
+    const core = buildCore(
+      [{ offset: 0x100, paddr: 0x5000, filesz: 0x10, memsz: 0x4000 }],
+      [[0x100, bytesOf(0x10, 1)]],
+    );
     expect(loadElfCore(core, mem)).toBe(mem);
     expect(mem.read8(0x5000)).toBe(1);
     expect(mem.read8(0x5010)).toBe(0);
@@ -539,30 +570,48 @@ describe("ELF core errors", () => {
     ["a 32-bit class", edit((_, b) => (b[4] = 1)), EH, 4, /EI_CLASS is 1, not ELFCLASS64/],
     ["big-endian data", edit((_, b) => (b[5] = 2)), EH, 5, /EI_DATA is 2, not ELFDATA2LSB/],
     ["an unknown EI_VERSION", edit((_, b) => (b[6] = 0)), EH, 6, /EI_VERSION is 0/],
-    ["a type other than ET_CORE", edit((v) => v.setUint16(16, 2, true)), EH, 16, /e_type is 2, not ET_CORE/],
+    [
+      "a type other than ET_CORE",
+      edit((v) => v.setUint16(16, 2, true)),
+      EH,
+      16,
+      /e_type is 2, not ET_CORE/,
+    ],
     ["an unknown e_version", edit((v) => v.setUint32(20, 2, true)), EH, 20, /e_version is 2/],
-    ["an e_phoff of 2^52", set64(32, 1n << 52n), EH, 32, /e_phoff 0x10000000000000 is 2\^52 or more/],
-    ["a phentsize other than 56", edit((v) => v.setUint16(54, 64, true)), EH, 54, /e_phentsize is 64, not 56/],
+    [
+      "an e_phoff of 2^52",
+      set64(32, 1n << 52n),
+      EH,
+      32,
+      /e_phoff 0x10000000000000 is 2\^52 or more/,
+    ],
+    [
+      "a phentsize other than 56",
+      edit((v) => v.setUint16(54, 64, true)),
+      EH,
+      54,
+      /e_phentsize is 64, not 56/,
+    ],
     [
       "a program header table past the end of the file",
       edit((v) => v.setUint16(56, 50, true)),
       EH,
       32,
-      /program header table \(50 entries at 0x40\) extends past the end/,
+      /program header table \(50 entries at 0x40\) runs past the end/,
     ],
     [
       "a program header table starting past the end",
       set64(32, 0x10000n),
       EH,
       32,
-      /extends past the end/,
+      /runs past the end/,
     ],
     [
       "PN_XNUM without a section header in the file",
       edit((v) => v.setUint16(56, 0xffff, true)),
       EH,
       40,
-      /PN_XNUM but e_shoff 0x0 names no section header/,
+      /PN_XNUM but e_shoff 0x0 is not a section header in the file/,
     ],
     [
       "PN_XNUM with a wrong e_shentsize",
@@ -574,10 +623,34 @@ describe("ELF core errors", () => {
       58,
       /e_shentsize is 0, not 64/,
     ],
-    ["a p_offset of 2^52", set64(PH1 + 8, 1n << 52n), "program header 1", PH1, /p_offset 0x10000000000000 is 2\^52/],
-    ["a p_paddr of 2^63", set64(PH1 + 24, 1n << 63n), "program header 1", PH1, /p_paddr 0x8000000000000000 is 2\^52/],
-    ["a p_filesz of 2^64-1", set64(PH1 + 32, (1n << 64n) - 1n), "program header 1", PH1, /p_filesz 0xffffffffffffffff/],
-    ["a p_memsz of 2^52", set64(PH2 + 40, 1n << 52n), "program header 2", PH2, /p_memsz 0x10000000000000/],
+    [
+      "a p_offset of 2^52",
+      set64(PH1 + 8, 1n << 52n),
+      "program header 1",
+      PH1,
+      /p_offset 0x10000000000000 is 2\^52/,
+    ],
+    [
+      "a p_paddr of 2^63",
+      set64(PH1 + 24, 1n << 63n),
+      "program header 1",
+      PH1,
+      /p_paddr 0x8000000000000000 is 2\^52/,
+    ],
+    [
+      "a p_filesz of 2^64-1",
+      set64(PH1 + 32, (1n << 64n) - 1n),
+      "program header 1",
+      PH1,
+      /p_filesz 0xffffffffffffffff/,
+    ],
+    [
+      "a p_memsz of 2^52",
+      set64(PH2 + 40, 1n << 52n),
+      "program header 2",
+      PH2,
+      /p_memsz 0x10000000000000/,
+    ],
     [
       "p_filesz above p_memsz",
       set64(PH1 + 40, 0xffn),
@@ -631,7 +704,12 @@ describe("ELF core errors", () => {
 
   it("checks segments against the given memory's address space", () => {
     const e = loadElfCore(good, new PhysMemory({ paBits: 15 }));
-    expectError(e, "program header 2", PH2, /beyond the target memory's 15-bit physical address space/);
+    expectError(
+      e,
+      "program header 2",
+      PH2,
+      /beyond the target memory's 15-bit physical address space/,
+    );
   });
 
   it("writes nothing into the given memory when a later header is bad", () => {
@@ -650,7 +728,7 @@ describe("ELF core errors", () => {
 });
 
 describe("image loaders on hostile input", () => {
-  it("never throw on random, truncated or bit-flipped images, and answer a memory or an error", () => {
+  it("never throw on random, truncated or bit-flipped images: memory or an error", () => {
     const rnd = xorshift32(0x1b873593);
     const sparse = saveSparseImage(sampleMemory(40));
     const small = new PhysMemory({ paBits: 40 });

@@ -69,10 +69,10 @@ function frameRuns(mem: PhysMemory, omitZeroFrames: boolean): FrameRun[] {
   return runs;
 }
 
-/** Copies the frames of `runs` into `out` from `offset` on, back to back. */
-function copyFrames(mem: PhysMemory, runs: readonly FrameRun[], out: Uint8Array, at: number): void {
-  for (const run of runs) {
-    for (let f = 0; f < run.count; f++) out.set(mem.frameBytes(run.pfn + f) as Uint8Array, at + f * PAGE_SIZE);
+/** Copies the frames of `run` into `out`, back to back from `at`. */
+function copyRun(mem: PhysMemory, run: FrameRun, out: Uint8Array, at: number): void {
+  for (let f = 0; f < run.count; f++) {
+    out.set(mem.frameBytes(run.pfn + f) as Uint8Array, at + f * PAGE_SIZE);
   }
 }
 
@@ -141,7 +141,7 @@ for (let n = 0; n < 256; n++) {
   CRC_TABLE[n] = c >>> 0;
 }
 
-/** CRC-32 of bytes[0, length), as a uint32. @kernel lib/crc32.c crc32_le */
+/** CRC-32 of bytes[0, length), as a uint32. */
 function crc32(bytes: Uint8Array, length: number): number {
   let c = 0xffffffff;
   for (let i = 0; i < length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
@@ -172,7 +172,8 @@ export function saveSparseImage(mem: PhysMemory, options: SaveImageOptions = {})
   const runs = frameRuns(mem, omit);
   let frames = 0;
   for (const run of runs) frames += run.count;
-  const size = SPARSE_HEADER + runs.length * SPARSE_RUN_HEADER + frames * PAGE_SIZE + SPARSE_TRAILER;
+  const size =
+    SPARSE_HEADER + runs.length * SPARSE_RUN_HEADER + frames * PAGE_SIZE + SPARSE_TRAILER;
   const out = new Uint8Array(size);
   const view = new DataView(out.buffer);
   out.set(SPARSE_MAGIC, 0);
@@ -186,7 +187,7 @@ export function saveSparseImage(mem: PhysMemory, options: SaveImageOptions = {})
     setU64(view, at, run.pfn);
     view.setUint32(at + 8, run.count, true);
     at += SPARSE_RUN_HEADER;
-    copyFrames(mem, [run], out, at);
+    copyRun(mem, run, out, at);
     at += run.count * PAGE_SIZE;
   }
   view.setUint32(at, crc32(out, at), true);
@@ -204,7 +205,11 @@ export function loadSparseImage(bytes: Uint8Array, mem?: PhysMemory): PhysMemory
     new ImageError(SPARSE, where, offset, what);
   const len = bytes.length;
   if (len < SPARSE_HEADER) {
-    return fail("header", 0, `the file is ${len} bytes, shorter than the ${SPARSE_HEADER}-byte header`);
+    return fail(
+      "header",
+      0,
+      `the file is ${len} bytes, shorter than the ${SPARSE_HEADER}-byte header`,
+    );
   }
   for (let i = 0; i < SPARSE_MAGIC.length; i++) {
     if (bytes[i] !== SPARSE_MAGIC[i]) return fail("header", 0, 'bad magic: not "IOMMUSIM"');
@@ -212,7 +217,11 @@ export function loadSparseImage(bytes: Uint8Array, mem?: PhysMemory): PhysMemory
   const view = new DataView(bytes.buffer, bytes.byteOffset, len);
   const version = view.getUint16(8, true);
   if (version !== SPARSE_IMAGE_VERSION) {
-    return fail("header", 8, `format version ${version} is not supported (only ${SPARSE_IMAGE_VERSION} is)`);
+    return fail(
+      "header",
+      8,
+      `format version ${version} is not supported (only ${SPARSE_IMAGE_VERSION} is)`,
+    );
   }
   const paBits = bytes[10];
   if (paBits < 12 || paBits > 52) {
@@ -236,19 +245,33 @@ export function loadSparseImage(bytes: Uint8Array, mem?: PhysMemory): PhysMemory
   let frames = 0;
   for (let r = 0; r < runCount; r++) {
     const where = `run ${r}`;
-    if (at + SPARSE_RUN_HEADER > len) return fail(where, at, "run header extends past the end of the file");
+    if (at + SPARSE_RUN_HEADER > len)
+      return fail(where, at, "run header extends past the end of the file");
     const pfn = u64At(view, at);
     const count = view.getUint32(at + 8, true);
     if (pfn < 0 || pfn >= pfnLimit) {
-      return fail(where, at, `first frame ${hexU64At(view, at)} is beyond the ${space} address space`);
+      return fail(
+        where,
+        at,
+        `first frame ${hexU64At(view, at)} is beyond the ${space} address space`,
+      );
     }
     if (count === 0) return fail(where, at + 8, "run holds no frames");
-    if (view.getUint32(at + 12, true) !== 0) return fail(where, at + 12, "reserved word is not zero");
+    if (view.getUint32(at + 12, true) !== 0)
+      return fail(where, at + 12, "reserved word is not zero");
     if (pfn < prevEnd) {
-      return fail(where, at, `first frame ${toHex(pfn)} is not above the previous run's last (${toHex(prevEnd - 1)})`);
+      return fail(
+        where,
+        at,
+        `first frame ${toHex(pfn)} is not above the previous run's last (${toHex(prevEnd - 1)})`,
+      );
     }
     if (pfn + count > pfnLimit) {
-      return fail(where, at, `frames ${toHex(pfn)}-${toHex(pfn + count - 1)} run past the ${space} address space`);
+      return fail(
+        where,
+        at,
+        `frames ${toHex(pfn)}-${toHex(pfn + count - 1)} run past the ${space} address space`,
+      );
     }
     if (at + SPARSE_RUN_HEADER + count * PAGE_SIZE > len) {
       return fail(where, at, `the run's ${count} frames extend past the end of the file`);
@@ -258,16 +281,28 @@ export function loadSparseImage(bytes: Uint8Array, mem?: PhysMemory): PhysMemory
     at += SPARSE_RUN_HEADER + count * PAGE_SIZE;
   }
   if (frames !== frameCount) {
-    return fail("header", 16, `frame count ${frameCount} does not match the ${frames} frames of the runs`);
+    return fail(
+      "header",
+      16,
+      `frame count ${frameCount} does not match the ${frames} frames of the runs`,
+    );
   }
   if (len - at < SPARSE_TRAILER) return fail("checksum", at, "the file ends before the checksum");
   if (len - at > SPARSE_TRAILER) {
-    return fail("checksum", at + SPARSE_TRAILER, `${len - at - SPARSE_TRAILER} unexpected bytes after the checksum`);
+    return fail(
+      "checksum",
+      at + SPARSE_TRAILER,
+      `${len - at - SPARSE_TRAILER} unexpected bytes after the checksum`,
+    );
   }
   const stored = view.getUint32(at, true);
   const computed = crc32(bytes, at);
   if (stored !== computed) {
-    return fail("checksum", at, `CRC-32 is ${toHex(stored, 8)}, the contents give ${toHex(computed, 8)}`);
+    return fail(
+      "checksum",
+      at,
+      `CRC-32 is ${toHex(stored, 8)}, the contents give ${toHex(computed, 8)}`,
+    );
   }
 
   // Pass 2: store.
@@ -295,14 +330,28 @@ export function loadSparseImage(bytes: Uint8Array, mem?: PhysMemory): PhysMemory
 export function loadRawImage(mem: PhysMemory, bytes: Uint8Array, basePa: number): 0 | ImageError {
   const limit = mem.pfnLimit * PAGE_SIZE;
   if (!Number.isSafeInteger(basePa) || basePa < 0 || basePa >= limit) {
-    return new ImageError("raw image", "data", 0, `base address ${basePa} is outside the ${mem.paBits}-bit physical address space`);
+    return new ImageError(
+      "raw image",
+      "data",
+      0,
+      `base address ${basePa} is outside the ${mem.paBits}-bit physical address space`,
+    );
   }
   if (bytes.length > limit - basePa) {
-    const first = limit - basePa;
-    return new ImageError("raw image", "data", first, `byte would land at ${toHex(limit)}, beyond the ${mem.paBits}-bit physical address space`);
+    return new ImageError(
+      "raw image",
+      "data",
+      limit - basePa,
+      `byte would land at ${toHex(limit)}, beyond the ${mem.paBits}-bit physical address space`,
+    );
   }
   if (!storeSparse(mem, basePa, bytes, 0, bytes.length)) {
-    return new ImageError("raw image", "data", 0, "the target memory refused the write (bus error)");
+    return new ImageError(
+      "raw image",
+      "data",
+      0,
+      "the target memory refused the write (bus error)",
+    );
   }
   return 0;
 }
@@ -351,7 +400,8 @@ interface Segment {
  * @kernel include/uapi/linux/elf.h Elf64_Phdr
  */
 export function loadElfCore(bytes: Uint8Array, mem?: PhysMemory): PhysMemory | ImageError {
-  const fail = (where: string, offset: number, what: string) => new ImageError(ELF, where, offset, what);
+  const fail = (where: string, offset: number, what: string) =>
+    new ImageError(ELF, where, offset, what);
   const len = bytes.length;
   const EH = "ELF header";
   if (len < EHDR_SIZE) {
@@ -362,7 +412,11 @@ export function loadElfCore(bytes: Uint8Array, mem?: PhysMemory): PhysMemory | I
   }
   if (bytes[4] !== ELFCLASS64) return fail(EH, 4, `EI_CLASS is ${bytes[4]}, not ELFCLASS64 (2)`);
   if (bytes[5] !== ELFDATA2LSB) {
-    return fail(EH, 5, `EI_DATA is ${bytes[5]}, not ELFDATA2LSB (1): only little-endian cores are read`);
+    return fail(
+      EH,
+      5,
+      `EI_DATA is ${bytes[5]}, not ELFDATA2LSB (1): only little-endian cores are read`,
+    );
   }
   if (bytes[6] !== EV_CURRENT) return fail(EH, 6, `EI_VERSION is ${bytes[6]}, not EV_CURRENT (1)`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, len);
@@ -377,7 +431,11 @@ export function loadElfCore(bytes: Uint8Array, mem?: PhysMemory): PhysMemory | I
     // Too many segments for e_phnum: the count sits in sh_info of section header 0.
     const shoff = u64At(view, 40);
     if (shoff <= 0 || shoff > len - SHDR_SIZE) {
-      return fail(EH, 40, `e_phnum is PN_XNUM but e_shoff ${hexU64At(view, 40)} names no section header inside the file`);
+      return fail(
+        EH,
+        40,
+        `e_phnum is PN_XNUM but e_shoff ${hexU64At(view, 40)} is not a section header in the file`,
+      );
     }
     const shentsize = view.getUint16(58, true);
     if (shentsize !== SHDR_SIZE) return fail(EH, 58, `e_shentsize is ${shentsize}, not 64`);
@@ -387,7 +445,8 @@ export function loadElfCore(bytes: Uint8Array, mem?: PhysMemory): PhysMemory | I
   const phentsize = view.getUint16(54, true);
   if (phentsize !== PHDR_SIZE) return fail(EH, 54, `e_phentsize is ${phentsize}, not 56`);
   if (phoff > len || phnum * PHDR_SIZE > len - phoff) {
-    return fail(EH, 32, `the program header table (${phnum} entries at ${toHex(phoff)}) extends past the end of the file`);
+    const table = `the program header table (${phnum} entries at ${toHex(phoff)})`;
+    return fail(EH, 32, `${table} runs past the end of the file`);
   }
 
   const limit = mem === undefined ? 2 ** 52 : mem.pfnLimit * PAGE_SIZE;
@@ -414,7 +473,11 @@ export function loadElfCore(bytes: Uint8Array, mem?: PhysMemory): PhysMemory | I
     }
     if (memsz === 0) continue;
     if (pa >= limit || memsz > limit - pa) {
-      return fail(where, ph, `segment ${toHex(pa)}+${toHex(memsz)} lies beyond the ${space} physical address space`);
+      return fail(
+        where,
+        ph,
+        `segment ${toHex(pa)}+${toHex(memsz)} lies beyond the ${space} physical address space`,
+      );
     }
     segments.push({ index: k, header: ph, pa, memsz, offset, filesz });
   }
@@ -424,11 +487,9 @@ export function loadElfCore(bytes: Uint8Array, mem?: PhysMemory): PhysMemory | I
     const b = byPa[i];
     if (b.pa < a.pa + a.memsz) {
       const [first, second] = a.index < b.index ? [a, b] : [b, a];
-      return fail(
-        `program header ${second.index}`,
-        second.header,
-        `segment ${toHex(second.pa)}+${toHex(second.memsz)} overlaps that of program header ${first.index}`,
-      );
+      const segment = `segment ${toHex(second.pa)}+${toHex(second.memsz)}`;
+      const what = `${segment} overlaps that of program header ${first.index}`;
+      return fail(`program header ${second.index}`, second.header, what);
     }
   }
 
@@ -437,7 +498,12 @@ export function loadElfCore(bytes: Uint8Array, mem?: PhysMemory): PhysMemory | I
     const ok =
       storeSparse(target, s.pa, bytes, s.offset, s.filesz) &&
       zeroPopulated(target, s.pa + s.filesz, s.memsz - s.filesz);
-    if (!ok) return fail(`program header ${s.index}`, s.header, "the target memory refused the write (bus error)");
+    if (!ok)
+      return fail(
+        `program header ${s.index}`,
+        s.header,
+        "the target memory refused the write (bus error)",
+      );
   }
   return target;
 }
@@ -486,7 +552,7 @@ export function saveElfCore(mem: PhysMemory, options: SaveElfCoreOptions = {}): 
     setU64(view, ph + 24, pa);
     setU64(view, ph + 32, size);
     setU64(view, ph + 40, size);
-    copyFrames(mem, [run], out, data);
+    copyRun(mem, run, out, data);
     ph += PHDR_SIZE;
     data += size;
   }

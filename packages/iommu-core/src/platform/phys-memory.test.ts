@@ -64,7 +64,7 @@ describe("PhysMemory round trips", () => {
     expect(mem.hi).toBe(0x8877beef);
   });
 
-  it("read64 returns the low half and leaves the high half in hi; read64Big and read64Number agree", () => {
+  it("read64 returns the low half, leaves the high half in hi; read64Big/read64Number agree", () => {
     const mem = new PhysMemory();
     mem.write64(0x1000, 0xfedcba98, 0x80000000);
     expect(mem.read64(0x1000)).toBe(0xfedcba98);
@@ -120,7 +120,7 @@ describe("PhysMemory round trips", () => {
     expect(mem.busError).toBe(false);
   });
 
-  test.prop([fc.integer({ min: 1, max: 0x7fffffff })], { seed: 0x5eed, numRuns: 6 })(
+  test.prop([fc.integer({ min: 1, max: 0x7fffffff })], { seed: 0x5eed, numRuns: 4 })(
     "random stores of every width agree with a byte-map reference, low and high frames alike",
     (seed) => {
       const rnd = xorshift32(seed);
@@ -238,7 +238,7 @@ describe("PhysMemory accesses outside the address space", () => {
 });
 
 describe("PhysMemory fault hook", () => {
-  it("fails the reads and writes it chooses, with busError, and sees address, width, direction", () => {
+  it("fails the accesses it chooses, with busError, seeing address, width and direction", () => {
     const mem = new PhysMemory();
     mem.write64(0x1000, 0xaa, 0xbb);
     mem.write32(0x2000, 0xcc);
@@ -288,7 +288,7 @@ describe("PhysMemory fault hook", () => {
 });
 
 describe("PhysMemory write observer", () => {
-  it("sees exactly one call per store with its address and width; a 64-bit store is one (pa, 8)", () => {
+  it("sees one call per store with its address and width; a 64-bit store is one (pa, 8)", () => {
     const mem = new PhysMemory();
     const seen: [number, number][] = [];
     mem.onWrite = (pa, bytes) => seen.push([pa, bytes]);
@@ -335,7 +335,7 @@ describe("PhysMemory bulk access", () => {
     expect(mem.populatedFrames()).toEqual([4, 5, 6, 7, 8]);
     const back = new Uint8Array(src.length);
     expect(mem.readBytes(pa, back)).toBe(true);
-    expect(back).toEqual(src);
+    expect(Buffer.compare(back, src)).toBe(0);
     for (const i of [0, 49, 50, PAGE_SIZE + 50, src.length - 1]) {
       expect(mem.read8(pa + i)).toBe(src[i]);
     }
@@ -365,7 +365,7 @@ describe("PhysMemory bulk access", () => {
     expect(mem.read32(0x10000 - 4)).toBe(0x09090909);
   });
 
-  it("fill sets bytes across frames, and fill with zero keeps unpopulated frames unpopulated", () => {
+  it("fill sets bytes across frames; fill with zero keeps unpopulated frames unpopulated", () => {
     const mem = new PhysMemory();
     expect(mem.fill(PAGE_SIZE - 2, PAGE_SIZE + 4, 0x5a)).toBe(true);
     expect(mem.populatedFrames()).toEqual([0, 1, 2]);
@@ -441,8 +441,6 @@ describe("PhysMemory frames", () => {
   it("lists populated frames ascending, array and Map frames together", () => {
     const mem = new PhysMemory();
     for (const pa of [2 ** 45, 0x9000, 2 ** 33, 0x1000, 2 ** 40]) mem.write8(pa, 1);
-    expect(mem.populatedFrames()).toEqual(
-      [1, 9, 2 ** 21, 2 ** 28, 2 ** 33].map((pfn) => pfn),
-    );
+    expect(mem.populatedFrames()).toEqual([1, 9, 2 ** 21, 2 ** 28, 2 ** 33].map((pfn) => pfn));
   });
 });

@@ -125,7 +125,8 @@ export class PhysMemory {
   }
 
   private checkAlign(pa: number, bytes: number): void {
-    if (pa % bytes !== 0) bug(`PhysMemory: misaligned ${bytes}-byte access at 0x${pa.toString(16)}`);
+    if (pa % bytes !== 0)
+      bug(`PhysMemory: misaligned ${bytes}-byte access at 0x${pa.toString(16)}`);
   }
 
   // The fast paths test `!(pa >= 0)`, not `pa < 0`, so that a NaN address takes the checked path

@@ -6,7 +6,7 @@ import { Prng } from "./prng.js";
 const draw = (p: Prng, n: number) => Array.from({ length: n }, () => p.nextU32());
 
 describe("Prng", () => {
-  it("gives the pinned first outputs (checked against a C xoshiro128** seeded through splitmix32)", () => {
+  it("gives the pinned first outputs (from a C xoshiro128** seeded through splitmix32)", () => {
     expect(draw(new Prng(0), 6)).toEqual([
       0xe308dc58, 0x4392d0e4, 0x03318f97, 0xac593a63, 0x08535f0a, 0x83532d1f,
     ]);
@@ -68,7 +68,7 @@ describe("Prng.fork", () => {
     expect(draw(new Prng(99).fork(), 5)).toEqual(draw(new Prng(childA.seed), 5));
   });
 
-  it("gives a child stream independent of the parent's: draws in one do not shift the other", () => {
+  it("gives a child stream independent of the parent's: draws in one don't shift the other", () => {
     const quiet = new Prng(5);
     const quietChild = quiet.fork();
     const busy = new Prng(5);
@@ -80,7 +80,9 @@ describe("Prng.fork", () => {
     const fresh = new Prng(5).fork();
     draw(fresh, 1000);
     expect(draw(busyChild, 20)).toEqual(draw(fresh, 20));
-    expect(draw(quietChild, 1020).slice(1000)).toEqual(draw(new Prng(quietChild.seed), 1020).slice(1000));
+    expect(draw(quietChild, 1020).slice(1000)).toEqual(
+      draw(new Prng(quietChild.seed), 1020).slice(1000),
+    );
   });
 
   it("gives children whose streams differ from the parent's and from each other", () => {
@@ -108,10 +110,13 @@ describe("Prng.below", () => {
     expect(bad).toBe(0);
   });
 
-  test.prop([fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 2 ** 32 + 1, max: 2 ** 53 })], {
-    seed: 0xb53,
-    numRuns: 300,
-  })("stays in [0, n) for n above 2^32, up to 2^53", (seed, n) => {
+  test.prop(
+    [fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 2 ** 32 + 1, max: 2 ** 53 })],
+    {
+      seed: 0xb53,
+      numRuns: 300,
+    },
+  )("stays in [0, n) for n above 2^32, up to 2^53", (seed, n) => {
     const p = new Prng(seed);
     let bad = 0;
     for (let i = 0; i < 20; i++) {

@@ -41,7 +41,7 @@ describe("Trace", () => {
     expect(trace.active).toBe(false);
   });
 
-  it("stamps events with monotonic seq and the clock's time, delivering kind and data as given", () => {
+  it("stamps events with monotonic seq and the clock's time, passing kind and data as is", () => {
     const clock = new LogicalClock();
     const trace = new Trace(clock);
     const rec = new TraceRecorder(trace);

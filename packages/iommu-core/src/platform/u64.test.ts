@@ -71,7 +71,7 @@ describe("bitsOf / bits64", () => {
   });
 
   test.prop([u32, u32, field64], { seed: 0xb164, numRuns: 2000 })(
-    "bits64(hi, lo, lsb, width) equals the BigInt field of hi:lo, including fields across the halves",
+    "bits64(hi, lo, lsb, width) equals the BigInt field of hi:lo, also across the halves",
     (hi, lo, [lsb, width]) => {
       expect(bits64(hi, lo, lsb, width)).toBe(fieldRef((big(hi) << 32n) | big(lo), lsb, width));
     },

@@ -10,6 +10,7 @@ for (let n = 0; n <= 64; n++) POW2[n] = 2 ** n;
 
 /**
  * Index of the most significant set bit of `x` (a non-negative integer below 2^53), or -1 for 0.
+ * Counts from 0, so it is the kernel's fls64(x) - 1 (`__fls`, defined for 0 too).
  *
  * @kernel include/asm-generic/bitops/fls64.h fls64
  */
@@ -19,7 +20,8 @@ export function fls53(x: number): number {
 }
 
 /**
- * Index of the least significant set bit of `x` (a non-negative integer below 2^53), or -1 for 0.
+ * Index of the least significant set bit of `x` (a non-negative integer below 2^53), or -1 for 0
+ * (where the kernel's `__ffs` is undefined).
  *
  * @kernel include/asm-generic/bitops/__ffs.h __ffs
  */
@@ -34,7 +36,7 @@ export function ffs53(x: number): number {
 
 /**
  * Bits [lsb, lsb + width) of `x`, a non-negative integer below 2^53, shifted down to bit 0.
- * `width` may be 0 to 53. Division and remainder by powers of two are exact on doubles, so this
+ * `width` may be 0 to 53, and lsb + width ≤ 64 (bits from 53 up read as 0). Division and remainder by powers of two are exact on doubles, so this
  * needs no BigInt.
  */
 export function bitsOf(x: number, lsb: number, width: number): number {
