@@ -1,4 +1,4 @@
-// Tests of the DMA API on the mock IOMMU: IOVA use, strict and lazy (flush queue) unmap, scatter lists, and DMA with a PASID.
+// Tests of the DMA API: IOVA use, strict and flush-queue unmap, scatter lists, DMA with a PASID.
 
 import { beforeEach, describe, expect, test } from "vitest";
 import { Device, DMA_FAULT, DMA_OK } from "../device/device.js";

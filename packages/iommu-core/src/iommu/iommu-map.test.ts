@@ -1,4 +1,4 @@
-// Tests of mapping through a domain: page-size choice against a brute-force reference, map/unmap errnos and page use, map_sg, and a model run.
+// Tests of iommu_pgsize against a brute-force reference, iommu_map/unmap/map_sg, and a model run.
 
 import { fc, test } from "@fast-check/vitest";
 import { beforeEach, describe, expect } from "vitest";

@@ -1,4 +1,4 @@
-// Tests of the IOTLB gather: its range bookkeeping, and add-page syncing first when a page is disjoint or of another size.
+// Tests of the IOTLB gather's range bookkeeping and of add-page syncing before it grows wrong.
 
 import { beforeEach, describe, expect, test } from "vitest";
 import type { Device } from "../device/device.js";

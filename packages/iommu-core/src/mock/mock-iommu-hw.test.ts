@@ -780,7 +780,7 @@ describe("ATS", () => {
     const r = rig.xlate(RID, IOVA, { at: AT_TRANSLATION_REQUEST, access: DMA_WRITE });
     expect([r.status, r.pa, r.perm, r.sizeShift]).toEqual([XLATE_OK, PA, DMA_READ | DMA_EXEC, 12]);
     const big = rig.xlate(RID, SZ_2M * 2 + 5 * SZ_4K, { at: AT_TRANSLATION_REQUEST });
-    expect([big.pa, big.perm, big.sizeShift]).toEqual([PA, DMA_READ | DMA_WRITE, 21]);
+    expect([big.pa, big.perm, big.sizeShift]).toEqual([PA + 5 * SZ_4K, DMA_READ | DMA_WRITE, 21]);
   });
 
   test("a translated request is passed through as a physical address when the DTE allows ATS", () => {
@@ -949,6 +949,23 @@ describe("translateUncached", () => {
     expect(rig.xlate(RID, IOVA).pa).toBe(PA);
   });
 
+  test("answers a translation request as translate does: no access for an unmapped page, no fault", () => {
+    const rig = new Rig();
+    const pt = rig.table();
+    rig.dte(RID, { mode: MOCK_MODE_TRANSLATE, pt, did: 5, ats: true });
+    expect(pt.mapPages(SZ_2M, PA, SZ_2M, 1, IOMMU_READ)).toBe(0);
+    const hole = rig.xlate(RID, IOVA, { at: AT_TRANSLATION_REQUEST, uncached: true });
+    expect([hole.status, hole.perm]).toEqual([XLATE_OK, 0]);
+    const opts = { at: AT_TRANSLATION_REQUEST, access: DMA_WRITE };
+    const cached = { ...rig.xlate(RID, SZ_2M + 3 * SZ_4K, opts) };
+    expect(rig.xlate(RID, SZ_2M + 3 * SZ_4K, { ...opts, uncached: true })).toEqual(cached);
+    expect(cached).toMatchObject({
+      status: XLATE_OK,
+      pa: PA + 3 * SZ_4K,
+      perm: DMA_READ | DMA_EXEC,
+    });
+  });
+
   test("with translation disabled it passes through like translate", () => {
     const rig = new Rig();
     rig.hw.write32(MOCK_REG.CTRL, 0);
@@ -958,6 +975,23 @@ describe("translateUncached", () => {
 });
 
 describe("devices", () => {
+  test("an ATS device reads the right page of a 2 MiB leaf through its ATC", () => {
+    const rig = new Rig();
+    const bus = new DmaBus(rig.mem);
+    const dev = new Device({ name: "gpu", rid: RID, ats: true });
+    expect(bus.addDevice(dev, rig.hw)).toBe(0);
+    expect(dev.enableAts(12)).toBe(0);
+    const pt = rig.table();
+    expect(pt.mapPages(SZ_2M * 4, PA, SZ_2M, 1, RW)).toBe(0);
+    rig.dte(RID, { mode: MOCK_MODE_TRANSLATE, pt, did: 5, ats: true });
+    for (const page of [5, 0, 511]) rig.mem.write32(PA + page * SZ_4K + 8, 0x1000 + page);
+    for (const page of [5, 0, 511, 5]) {
+      expect(dev.read32(SZ_2M * 4 + page * SZ_4K + 8)).toBe(DMA_OK);
+      expect(dev.lo).toBe(0x1000 + page);
+    }
+    expect(dev.stats.atsRequests).toBe(1);
+  });
+
   test("a device's DMA moves bytes through the translation and reports the hardware's fault", () => {
     const rig = new Rig();
     const bus = new DmaBus(rig.mem);

@@ -246,8 +246,9 @@ export class MockIommuHw implements IommuHardware, Mmio {
     }
     if (req.at === AT_TRANSLATION_REQUEST) {
       // An ATS completion: whatever the tables grant, possibly nothing (then the device may PRI).
+      // The address is the requested page's, inside a leaf that may be larger (sizeShift).
       out.status = XLATE_OK;
-      out.pa = this.wPa;
+      out.pa = this.wPa + (req.iovaPfn * PAGE - this.wVpnBaseValue) + req.offset;
       out.perm = this.wPerm & 7;
       out.sizeShift = this.wShift;
       return;
@@ -497,7 +498,9 @@ export class MockIommuHw implements IommuHardware, Mmio {
     const busError = this.mem.busError;
     const kind = this.resolve(req, false);
     this.mem.busError = busError;
-    if (kind !== W_OK || !this.permits(req, this.wPerm)) {
+    // A translation request gets what the tables grant, as in translate().
+    const ats = kind === W_OK && req.at === AT_TRANSLATION_REQUEST;
+    if (!ats && (kind !== W_OK || !this.permits(req, this.wPerm))) {
       out.status = XLATE_FAULT;
       out.fault = kind !== W_OK ? kind : FaultKind.PERMISSION;
       out.code = kind !== W_OK ? this.wCode : MockFault.PERMISSION;

@@ -1,4 +1,4 @@
-// Tests of the mock IOMMU driver through the core: init, probe, attach order, PASID teardown, fault injection, faults, leaks.
+// Tests of the mock IOMMU driver through the core: probe, attach order, flushes, faults, leaks.
 
 import { beforeEach, describe, expect, test } from "vitest";
 import { type Device, type DeviceOptions, DMA_FAULT, DMA_OK } from "../device/device.js";
@@ -136,6 +136,34 @@ describe("init", () => {
     expect(m.frames.liveFrames).toBe(512 + 2 + 2);
     expect(m.subsys.iommus).toContain(m.driver.iommu);
     expect(m.driver.iommu.maxPasids).toBe(2 ** 20);
+  });
+
+  test("translation is turned on last, after the tables and queues are programmed", () => {
+    const mem = new PhysMemory({ paBits: 48 });
+    const hw = new MockIommuHw({ mem });
+    const writes: number[] = [];
+    // The registers as the driver sees them, with each write noted on its way to the hardware.
+    const mmio = {
+      read32: (offset: number) => hw.read32(offset),
+      write32: (offset: number, value: number) => {
+        writes.push(offset);
+        hw.write32(offset, value);
+      },
+    };
+    const frames = new FrameAllocator(mem, { basePa: 0x100_0000, size: 0x40_0000 });
+    const driver = new MockIommuDriver({ subsys: new IommuSubsystem(), mem, frames, mmio });
+    expect(driver.init()).toBe(0);
+    expect(writes.at(-1)).toBe(MOCK_REG.CTRL);
+    expect(writes.filter((w) => w === MOCK_REG.CTRL)).toHaveLength(1);
+    for (const reg of [
+      MOCK_REG.DT_BASE_LO,
+      MOCK_REG.FQ_BASE_LO,
+      MOCK_REG.FQ_SIZE,
+      MOCK_REG.PRQ_BASE_LO,
+      MOCK_REG.PRQ_SIZE,
+    ]) {
+      expect(writes).toContain(reg);
+    }
   });
 
   test("no frames for the device table: ENOMEM, and translation stays off", () => {

@@ -269,6 +269,8 @@ export class MockPgtable implements IoPgtable {
   private readonly pgsizeBitmap: number;
   private readonly iasLimit: number;
   private readonly oasLimit: number;
+  /** Every table frame lies below 4 GiB, so a table entry's high half is zero. */
+  private readonly tablesLow: boolean;
   private mappedBytes = 0;
   private freed = false;
   /** Frames of the tables a map builds before linking them, by level (reused, no allocation). */
@@ -301,6 +303,7 @@ export class MockPgtable implements IoPgtable {
     this.pgsizeBitmap = pgsizeBitmap;
     this.iasLimit = 2 ** ias;
     this.oasLimit = 2 ** oas;
+    this.tablesLow = frames.basePa + frames.frameCount * SZ_4K <= TWO32;
   }
 
   /**
@@ -562,6 +565,7 @@ export class MockPgtable implements IoPgtable {
   iovaToPhys(iova: number): number {
     if (!(iova >= 0 && iova < this.iasLimit) || this.freed) return -1;
     const mem = this.mem;
+    const low = this.tablesLow;
     let tpa = this.rootPa;
     let lvl = this.levels;
     let lo = 0;
@@ -570,7 +574,7 @@ export class MockPgtable implements IoPgtable {
       do {
         lo = mem.read64(tpa + ((vpnHi >>> (9 * (lvl - 4))) & 511) * 8);
         if ((lo & MOCK_PTE_P) === 0) return -1;
-        tpa = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
+        tpa = low ? (lo & MOCK_PTE_ADDR_LO) >>> 0 : mockPteAddr(lo, mem.hi);
       } while (--lvl > 3);
     }
     const vpnLo = (iova / SZ_4K) & 0x7ff_ffff;
@@ -578,7 +582,7 @@ export class MockPgtable implements IoPgtable {
       lo = mem.read64(tpa + ((vpnLo >>> (9 * (lvl - 1))) & 511) * 8);
       if ((lo & MOCK_PTE_P) === 0) return -1;
       if (lvl === 1 || (lo & MOCK_PTE_PS) !== 0) break;
-      tpa = (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
+      tpa = low ? (lo & MOCK_PTE_ADDR_LO) >>> 0 : mockPteAddr(lo, mem.hi);
       lvl--;
     }
     const off = LEVEL_SIZE[lvl] - 1;
