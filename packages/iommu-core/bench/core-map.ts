@@ -6,13 +6,13 @@
 
 import { emit, fail, nowNs, repeat } from "../../../scripts/bench-kit.js";
 import {
+  IOMMU_READ,
+  IOMMU_WRITE,
   iommuAttachDevice,
   iommuDomainFree,
   iommuMap,
   iommuPagingDomainAlloc,
   iommuUnmap,
-  IOMMU_READ,
-  IOMMU_WRITE,
 } from "../src/index.js";
 import { MockMachine } from "../src/testing/index.js";
 
@@ -42,7 +42,8 @@ function rep4k(): [number, number] {
   const { m, domain } = machine();
   let sum = 0;
   const t0 = nowNs();
-  for (let i = 0; i < N4K; i++) sum += iommuMap(domain, IOVA_4K + i * SZ_4K, PA_4K + i * SZ_4K, SZ_4K, PROT) as number;
+  for (let i = 0; i < N4K; i++)
+    sum += iommuMap(domain, IOVA_4K + i * SZ_4K, PA_4K + i * SZ_4K, SZ_4K, PROT) as number;
   const t1 = nowNs();
   for (let i = 0; i < N4K; i++) sum += iommuUnmap(domain, IOVA_4K + i * SZ_4K, SZ_4K) as number;
   const t2 = nowNs();
@@ -56,7 +57,8 @@ function rep2m(): number {
   const { domain } = machine();
   let sum = 0;
   const t0 = nowNs();
-  for (let i = 0; i < N2M; i++) sum += iommuMap(domain, IOVA_2M + i * SZ_2M, PA_2M + i * SZ_2M, SZ_2M, PROT) as number;
+  for (let i = 0; i < N2M; i++)
+    sum += iommuMap(domain, IOVA_2M + i * SZ_2M, PA_2M + i * SZ_2M, SZ_2M, PROT) as number;
   const t1 = nowNs();
   if (sum !== 0) fail(`2m: sum ${sum}`);
   iommuDomainFree(domain);
@@ -69,7 +71,14 @@ const map = repeat(() => {
   unmapNs.push(u);
   return m;
 });
-emit({ bench: "iommu-core", name: "core_map_4k", ns_per_op: map.ns, ops: N4K, min_ns: map.min, max_ns: map.max });
+emit({
+  bench: "iommu-core",
+  name: "core_map_4k",
+  ns_per_op: map.ns,
+  ops: N4K,
+  min_ns: map.min,
+  max_ns: map.max,
+});
 const timedUnmaps = unmapNs.slice(-5).sort((a, b) => a - b);
 emit({
   bench: "iommu-core",
@@ -80,4 +89,11 @@ emit({
   max_ns: timedUnmaps[4],
 });
 const m2 = repeat(rep2m);
-emit({ bench: "iommu-core", name: "core_map_2m", ns_per_op: m2.ns, ops: N2M, min_ns: m2.min, max_ns: m2.max });
+emit({
+  bench: "iommu-core",
+  name: "core_map_2m",
+  ns_per_op: m2.ns,
+  ops: N2M,
+  min_ns: m2.min,
+  max_ns: m2.max,
+});

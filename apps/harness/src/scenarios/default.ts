@@ -3,6 +3,7 @@
 // nothing left behind at the end.
 
 import {
+  type Device,
   DMA_BIDIRECTIONAL,
   DMA_FAULT,
   DMA_FROM_DEVICE,
@@ -11,7 +12,6 @@ import {
   DMA_READ,
   DMA_TO_DEVICE,
   DMA_WRITE,
-  type Device,
   FaultKind,
   IOMMU_READ,
   IOMMU_WRITE,
@@ -128,7 +128,8 @@ export const defaultScenario: Scenario = {
         const dma = iommuDmaMapPhys(dev, frame + offset, size, dir);
         ctx.countOp();
         ctx.check("dma-map", typeof dma === "number", `${dev.name}: map failed: ${String(dma)}`);
-        if (typeof dma === "number") list.push({ frame, order, pa: frame + offset, size, dma, dir });
+        if (typeof dma === "number")
+          list.push({ frame, order, pa: frame + offset, size, dma, dir });
       }
       buffers.set(dev, list);
     }
@@ -143,14 +144,22 @@ export const defaultScenario: Scenario = {
           const got = new Uint8Array(b.size);
           const st = dev.read(b.dma, got);
           ctx.countDma();
-          ctx.check("dma-read", st === DMA_OK, `${dev.name}: read at 0x${b.dma.toString(16)}: ${st}`);
+          ctx.check(
+            "dma-read",
+            st === DMA_OK,
+            `${dev.name}: read at 0x${b.dma.toString(16)}: ${st}`,
+          );
           ctx.check("dma-read-bytes", equal(got, expect), `${dev.name}: read bytes differ`);
         }
         if (b.dir !== DMA_TO_DEVICE) {
           fill(prng, expect);
           const st = dev.write(b.dma, expect);
           ctx.countDma();
-          ctx.check("dma-write", st === DMA_OK, `${dev.name}: write at 0x${b.dma.toString(16)}: ${st}`);
+          ctx.check(
+            "dma-write",
+            st === DMA_OK,
+            `${dev.name}: write at 0x${b.dma.toString(16)}: ${st}`,
+          );
           const host = new Uint8Array(b.size);
           m.mem.readBytes(b.pa, host);
           ctx.check("dma-write-bytes", equal(host, expect), `${dev.name}: written bytes differ`);

@@ -3,10 +3,10 @@
 import type { Device } from "../device/device.js";
 import type { IopfDeviceParam } from "./io-pgfault.js";
 import {
+  type IommuGroup,
   iommuGroupAddDevice,
   iommuGroupForDevice,
   iommuGroupRemoveDevice,
-  type IommuGroup,
 } from "./iommu-group.js";
 import type { IommuDevice, IommuOps } from "./iommu-ops.js";
 import type { IommuSubsystem } from "./iommu-subsystem.js";

@@ -70,13 +70,7 @@ export interface IoPgtable {
    *
    * @kernel include/linux/io-pgtable.h io_pgtable_ops.map_pages
    */
-  mapPages(
-    iova: number,
-    pa: number,
-    pgsize: number,
-    pgcount: number,
-    prot: number,
-  ): 0 | Errno;
+  mapPages(iova: number, pa: number, pgsize: number, pgcount: number, prot: number): 0 | Errno;
   /**
    * Unmap up to `pgcount` pages of `pgsize` from `iova`; returns the bytes unmapped (stopping at
    * the first hole or at a larger leaf that the range does not cover entirely). Leaves are handed
@@ -84,7 +78,12 @@ export interface IoPgtable {
    *
    * @kernel include/linux/io-pgtable.h io_pgtable_ops.unmap_pages
    */
-  unmapPages(iova: number, pgsize: number, pgcount: number, gather: IommuIotlbGather | null): number;
+  unmapPages(
+    iova: number,
+    pgsize: number,
+    pgcount: number,
+    gather: IommuIotlbGather | null,
+  ): number;
   /**
    * The physical address `iova` maps to, or -1 when nothing is mapped (the kernel returns 0).
    *

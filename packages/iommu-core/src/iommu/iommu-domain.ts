@@ -35,7 +35,8 @@ export const IOMMU_DOMAIN_UNMANAGED = __IOMMU_DOMAIN_PAGING;
 /** @kernel include/linux/iommu.h IOMMU_DOMAIN_DMA */
 export const IOMMU_DOMAIN_DMA = __IOMMU_DOMAIN_PAGING | __IOMMU_DOMAIN_DMA_API;
 /** @kernel include/linux/iommu.h IOMMU_DOMAIN_DMA_FQ */
-export const IOMMU_DOMAIN_DMA_FQ = __IOMMU_DOMAIN_PAGING | __IOMMU_DOMAIN_DMA_API | __IOMMU_DOMAIN_DMA_FQ;
+export const IOMMU_DOMAIN_DMA_FQ =
+  __IOMMU_DOMAIN_PAGING | __IOMMU_DOMAIN_DMA_API | __IOMMU_DOMAIN_DMA_FQ;
 /** @kernel include/linux/iommu.h IOMMU_DOMAIN_SVA */
 export const IOMMU_DOMAIN_SVA = __IOMMU_DOMAIN_SVA;
 /** @kernel include/linux/iommu.h IOMMU_DOMAIN_PLATFORM */

@@ -13,7 +13,7 @@ import {
   IOMMU_DOMAIN_IDENTITY,
   IOMMU_DOMAIN_NESTED,
   IOMMU_DOMAIN_UNMANAGED,
-  IommuDomain,
+  type IommuDomain,
 } from "./iommu-domain.js";
 import { IOMMU_CAP_DEFERRED_FLUSH, type IommuOps } from "./iommu-ops.js";
 import { IOMMU_NO_PASID, type IommuSubsystem } from "./iommu-subsystem.js";
@@ -489,7 +489,10 @@ function takeDmaOwnership(
   group: IommuGroup,
   owner: object,
 ): 0 | AttachErrno | "EOPNOTSUPP" | "ENODEV" {
-  if ((group.domain !== null && group.domain !== group.defaultDomain) || group.pasidArray.size > 0) {
+  if (
+    (group.domain !== null && group.domain !== group.defaultDomain) ||
+    group.pasidArray.size > 0
+  ) {
     return "EBUSY";
   }
   const ret = allocBlockingDomain(group);

@@ -2,8 +2,8 @@
 // partial map, unmapping into an IOTLB gather, and the sync calls that invalidate.
 
 import type { Errno } from "../errno.js";
-import { IOMMU_DOMAIN_IDENTITY, type IommuDomain } from "./iommu-domain.js";
 import { ffs53, fls53 } from "../platform/u64.js";
+import { IOMMU_DOMAIN_IDENTITY, type IommuDomain } from "./iommu-domain.js";
 import { IommuIotlbGather } from "./iotlb-gather.js";
 
 /** 2^i for i < 64, so that no hot path calls Math.pow. */
@@ -35,7 +35,8 @@ let cachedCount = 0;
 function bitmapIndices(bitmap: number): void {
   cachedBitmap = bitmap;
   cachedCount = 0;
-  for (let i = 0; i < 53; i++) if (Math.floor(bitmap / POW2[i]) % 2 === 1) cachedIdx[cachedCount++] = i;
+  for (let i = 0; i < 53; i++)
+    if (Math.floor(bitmap / POW2[i]) % 2 === 1) cachedIdx[cachedCount++] = i;
 }
 
 /** Pages counted by the last iommuPgsize call (the kernel's `count` out-parameter). */
@@ -216,7 +217,12 @@ export function iommuUnmap(domain: IommuDomain, iova: number, size: number): num
   if (shared) unmapGatherBusy = false;
   const trace = domain.trace;
   if (trace?.active) {
-    trace.emit("unmap", { domain: domain.id, iova, size, unmapped: unmapped === "EINVAL" ? 0 : unmapped });
+    trace.emit("unmap", {
+      domain: domain.id,
+      iova,
+      size,
+      unmapped: unmapped === "EINVAL" ? 0 : unmapped,
+    });
   }
   return unmapped;
 }

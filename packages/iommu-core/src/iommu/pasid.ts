@@ -19,7 +19,7 @@ type PasidErrno = AttachErrno | "EOPNOTSUPP";
 function removeDevPasid(dev: Device, pasid: number, domain: IommuDomain): void {
   const blocked = dev.iommu?.ops.blockedDomain;
   blocked?.ops.setDevPasid?.(blocked, dev, pasid, domain);
-  if (dev.iommu !== null && dev.iommu.subsys.trace.active) {
+  if (dev.iommu?.subsys.trace.active) {
     dev.iommu.subsys.trace.emit("attach", { device: dev.name, pasid, domain: 0 });
   }
 }
@@ -49,7 +49,7 @@ function setGroupPasid(
       }
       return ret;
     }
-    if (dev.iommu !== null && dev.iommu.subsys.trace.active) {
+    if (dev.iommu?.subsys.trace.active) {
       dev.iommu.subsys.trace.emit("attach", { device: dev.name, pasid, domain: domain.id });
     }
   }
@@ -216,7 +216,10 @@ export function iommuAllocGlobalPasidOrErrno(
  *
  * @kernel drivers/iommu/iommu.c iommu_free_global_pasid
  */
-export function iommuFreeGlobalPasid(subsys: IommuSubsystem, pasid: number): 0 | "EINVAL" | "ENOENT" {
+export function iommuFreeGlobalPasid(
+  subsys: IommuSubsystem,
+  pasid: number,
+): 0 | "EINVAL" | "ENOENT" {
   if (pasid === IOMMU_PASID_INVALID) return "EINVAL";
   return subsys.pasids.free(pasid);
 }

@@ -145,8 +145,6 @@ export class MockIommuHw implements IommuHardware, Mmio {
   private wPerm = 0;
   private wShift = 12;
   private wCode = 0;
-  private wKind = 0;
-  private wDid = 0;
 
   constructor(options: MockIommuHwOptions) {
     this.name = options.name ?? "mock0";
@@ -343,7 +341,6 @@ export class MockIommuHw implements IommuHardware, Mmio {
     // LVL 3 (six levels) is a reserved encoding.
     const levels = ((e0 & MOCK_ENTRY_LVL_MASK) >>> MOCK_ENTRY_LVL_SHIFT) + 3;
     if (levels > 5) return this.walkFault(FaultKind.BAD_CONFIG, MockFault.BAD_ENTRY);
-    this.wDid = did;
     if (useCache && this.lookup(did, pasid, req.iovaPfn)) {
       this.stats.iotlbHits++;
       return W_OK;
@@ -360,7 +357,6 @@ export class MockIommuHw implements IommuHardware, Mmio {
 
   private walkFault(kind: number, code: number): number {
     this.wCode = code;
-    this.wKind = kind;
     return kind;
   }
 

@@ -239,8 +239,8 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
   init(): 0 | "ENOMEM" {
     // 65536 requester IDs * 32 bytes: 2 MiB (order 9), sparse until written.
     const dt = this.frames.alloc(9);
-    const fq = this.frames.alloc(QUEUE_ORDER + 5 - 12 > 0 ? QUEUE_ORDER + 5 - 12 : 0);
-    const prq = this.frames.alloc(QUEUE_ORDER + 5 - 12 > 0 ? QUEUE_ORDER + 5 - 12 : 0);
+    const fq = this.frames.alloc(Math.max(QUEUE_ORDER + 5 - 12, 0));
+    const prq = this.frames.alloc(Math.max(QUEUE_ORDER + 5 - 12, 0));
     if (typeof dt !== "number" || typeof fq !== "number" || typeof prq !== "number")
       return "ENOMEM";
     this.dtBase = dt;
