@@ -16,8 +16,11 @@ export {
 } from "./iommu/cache-tag.js";
 export {
   DevIommu,
+  deviceIommuCapable,
   devHasIommu,
   devIommu,
+  iommuDevDisableFeature,
+  iommuDevEnableFeature,
   iommuFwspecInit,
   iommuProbeDevice,
   iommuReleaseDevice,

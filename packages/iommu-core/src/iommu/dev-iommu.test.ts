@@ -6,15 +6,24 @@ import { pciRid } from "../device/pci.js";
 import type { MockIommuDriver } from "../mock/mock-iommu.js";
 import { MockMachine } from "../testing/mock-machine.js";
 import {
+  deviceIommuCapable,
   devHasIommu,
   devIommu,
+  iommuDevDisableFeature,
+  iommuDevEnableFeature,
   iommuFwspecInit,
   iommuProbeDevice,
   iommuReleaseDevice,
 } from "./dev-iommu.js";
 import { IOMMU_DOMAIN_BLOCKED, IOMMU_DOMAIN_IDENTITY, IommuDomain } from "./iommu-domain.js";
 import { iommuGroupGet } from "./iommu-group.js";
-import type { IommuOps } from "./iommu-ops.js";
+import {
+  IOMMU_CAP_DEFERRED_FLUSH,
+  IOMMU_CAP_DIRTY_TRACKING,
+  IOMMU_DEV_FEAT_IOPF,
+  IOMMU_DEV_FEAT_SVA,
+  type IommuOps,
+} from "./iommu-ops.js";
 
 /** Test-local configuration of the documented mock: its driver behind another IommuOps. */
 function mockOps(driver: MockIommuDriver, over: Partial<IommuOps> = {}): IommuOps {
@@ -272,5 +281,38 @@ describe("iommuReleaseDevice", () => {
     expect(iommuProbeDevice(dev)).toBe(0);
     expect(iommuReleaseDevice(dev)).toBe(0);
     expect(events).toEqual(["release-domain", "release-device"]);
+  });
+});
+
+describe("capabilities and features", () => {
+  it("device_iommu_capable asks the driver once the device is probed, and is false before", () => {
+    const m = new MockMachine();
+    const dev = described(m, m.driver);
+    expect(deviceIommuCapable(dev, IOMMU_CAP_DEFERRED_FLUSH)).toBe(false);
+    expect(iommuProbeDevice(dev)).toBe(0);
+    expect(deviceIommuCapable(dev, IOMMU_CAP_DEFERRED_FLUSH)).toBe(true);
+    expect(deviceIommuCapable(dev, IOMMU_CAP_DIRTY_TRACKING)).toBe(false);
+  });
+
+  it("enabling a feature without a probed device or a driver op returns ENODEV", () => {
+    const m = new MockMachine();
+    const dev = described(m, mockOps(m.driver), { ats: true, pri: true, pasidBits: 8 });
+    expect(iommuDevEnableFeature(dev, IOMMU_DEV_FEAT_IOPF)).toBe("ENODEV");
+    expect(iommuProbeDevice(dev)).toBe(0);
+    // mockOps does not pass devEnableFeat through.
+    expect(iommuDevEnableFeature(dev, IOMMU_DEV_FEAT_IOPF)).toBe("ENODEV");
+    expect(iommuDevDisableFeature(dev, IOMMU_DEV_FEAT_IOPF)).toBe("EBUSY");
+  });
+
+  it("IOPF goes through the driver: on for a PRI device, refused for SVA by the mock", () => {
+    const m = new MockMachine();
+    const dev = m.addDevice({ name: "acc", rid: 0x300, ats: true, pri: true, pasidBits: 8 });
+    if (typeof dev === "string") throw new Error(dev);
+    expect(iommuDevEnableFeature(dev, IOMMU_DEV_FEAT_IOPF)).toBe(0);
+    expect(m.driver.iopfQueue.devices).toContain(dev);
+    expect(iommuDevEnableFeature(dev, IOMMU_DEV_FEAT_SVA)).toBe("ENODEV");
+    expect(iommuDevDisableFeature(dev, IOMMU_DEV_FEAT_IOPF)).toBe(0);
+    expect(m.driver.iopfQueue.devices).not.toContain(dev);
+    expect(iommuDevDisableFeature(dev, IOMMU_DEV_FEAT_IOPF)).toBe("EINVAL");
   });
 });

@@ -1,6 +1,7 @@
 // The IOMMU state of one device (dev->iommu) and the probe / release path that creates and ends it.
 
 import type { Device } from "../device/device.js";
+import type { Errno } from "../errno.js";
 import type { IopfDeviceParam } from "./io-pgfault.js";
 import {
   type IommuGroup,
@@ -126,4 +127,44 @@ export function iommuReleaseDevice(dev: Device): 0 | "ENODEV" {
   param.iommuDev = null;
   param.maxPasids = 0;
   return 0;
+}
+
+/**
+ * Whether the IOMMU serving `dev` has capability `cap` (IOMMU_CAP_*); false for a device no IOMMU
+ * probed or a driver that reports none.
+ *
+ * @kernel drivers/iommu/iommu.c device_iommu_capable
+ */
+export function deviceIommuCapable(dev: Device, cap: number): boolean {
+  const param = dev.iommu;
+  if (param === null || param.iommuDev === null) return false;
+  return param.ops.capable?.(dev, cap) ?? false;
+}
+
+/**
+ * Enable a per-device feature (IOMMU_DEV_FEAT_IOPF, IOMMU_DEV_FEAT_SVA) through the driver.
+ * `'ENODEV'` for an unprobed device or a driver without the op; the driver's errnos otherwise.
+ *
+ * @kernel drivers/iommu/iommu.c iommu_dev_enable_feature
+ */
+export function iommuDevEnableFeature(dev: Device, feat: number): 0 | Errno {
+  const param = dev.iommu;
+  if (param === null || param.iommuDev === null || param.ops.devEnableFeat === undefined) {
+    return "ENODEV";
+  }
+  return param.ops.devEnableFeat(dev, feat);
+}
+
+/**
+ * Disable a per-device feature. `'EBUSY'` for an unprobed device or a driver without the op, as
+ * the kernel answers; the driver's errnos otherwise.
+ *
+ * @kernel drivers/iommu/iommu.c iommu_dev_disable_feature
+ */
+export function iommuDevDisableFeature(dev: Device, feat: number): 0 | Errno {
+  const param = dev.iommu;
+  if (param === null || param.iommuDev === null || param.ops.devDisableFeat === undefined) {
+    return "EBUSY";
+  }
+  return param.ops.devDisableFeat(dev, feat);
 }
