@@ -130,7 +130,7 @@ export const MockFault = Object.freeze({
 /** Build qword 0 of a DTE or PASID entry. */
 export function mockEntryLo(mode: number, levels: number, rootPa: number, ats: boolean): number {
   const lvl = mode === MOCK_MODE_TRANSLATE ? levels - 3 : 0;
-  const root = mode === MOCK_MODE_TRANSLATE ? rootPa % 4294967296 & MOCK_ENTRY_ADDR_LO : 0;
+  const root = mode === MOCK_MODE_TRANSLATE ? (rootPa % 4294967296) & MOCK_ENTRY_ADDR_LO : 0;
   return (
     (MOCK_ENTRY_V |
       (mode << MOCK_ENTRY_MODE_SHIFT) |

@@ -15,7 +15,9 @@
 //   bits 5, 6, 8-11, 52-63: reserved, zero
 //
 // A table entry is P|R|W|ADDR. At level 1 every present entry is a 4 KiB leaf (PS reserved); at
-// levels 4 and 5 PS is reserved; a PS leaf's ADDR bits below its size are reserved. These are the
+// levels 4 and 5 PS is reserved; a PS leaf's ADDR bits below its size are reserved. A walker
+// checks R/W/NX/PRIV at the leaf only (table entries grant everything) and treats a present entry
+// with a reserved bit set as malformed (`mockPteDecode` returns MOCK_PTE_BAD). These are the
 // P/R/W/PS/ADDR bits of ../shared/bench-c/pgtable.h, so the benchmark does the C baseline's work.
 
 import {
@@ -356,6 +358,7 @@ export class MockPgtable implements IoPgtable {
     if (iova + size > this.iasLimit || pa + size > this.oasLimit) return "ERANGE";
     if ((prot & (IOMMU_READ | IOMMU_WRITE)) === 0) return "EINVAL";
     const bits = leafBits(prot, leafLevel);
+    if (pgcount === 1 && this.mapOne(iova, pa, leafLevel, bits)) return 0;
     let done = 0;
     while (done < pgcount) {
       const va = iova + done * pgsize;
@@ -373,6 +376,27 @@ export class MockPgtable implements IoPgtable {
       done += n;
     }
     return 0;
+  }
+
+  /**
+   * The common case, kept small enough to inline: one page whose tables all exist and whose
+   * slot is empty. Returns false, having changed nothing, for anything else.
+   */
+  private mapOne(iova: number, pa: number, leafLevel: number, bits: number): boolean {
+    const mem = this.mem;
+    const vpnHi = (iova / SZ_512G) & 0x3ffff;
+    const vpnLo = (iova / SZ_4K) & 0x7ff_ffff;
+    let tfn = this.rootFrame;
+    for (let lvl = this.levels; lvl > leafLevel; lvl--) {
+      const lo = mem.read64(tfn * SZ_4K + indexAt(vpnHi, vpnLo, lvl) * 8);
+      if ((lo & (MOCK_PTE_P | MOCK_PTE_PS)) !== MOCK_PTE_P) return false;
+      tfn = pteFrame(lo, mem.hi);
+    }
+    const epa = tfn * SZ_4K + indexAt(vpnHi, vpnLo, leafLevel) * 8;
+    if ((mem.read64(epa) & MOCK_PTE_P) !== 0) return false;
+    mem.write64(epa, (pa & MOCK_PTE_ADDR_LO) | bits, (pa / TWO32) & MOCK_PTE_ADDR_HI);
+    this.mappedBytes = LEVEL_SIZE[leafLevel];
+    return true;
   }
 
   /** Map up to `count` pages that share one leaf table; returns the pages mapped or RUN_*. */
@@ -504,6 +528,7 @@ export class MockPgtable implements IoPgtable {
     if (!Number.isInteger(pgcount) || pgcount < 1) return 0;
     if (!Number.isInteger(iova) || iova < 0 || (iova & (pgsize - 1)) !== 0) return 0;
     if (iova >= this.iasLimit) return 0;
+    if (pgcount === 1 && gather === null && this.unmapOne(iova, leafLevel)) return pgsize;
     const count = Math.min(pgcount, (this.iasLimit - iova) / pgsize);
     let done = 0;
     while (done < count) {
@@ -516,6 +541,27 @@ export class MockPgtable implements IoPgtable {
       if (n < want) break;
     }
     return done * pgsize;
+  }
+
+  /**
+   * The common case, kept small enough to inline: one leaf of the unmap's size, no gather.
+   * Returns false, having changed nothing, for anything else.
+   */
+  private unmapOne(iova: number, leafLevel: number): boolean {
+    const mem = this.mem;
+    const vpnHi = (iova / SZ_512G) & 0x3ffff;
+    const vpnLo = (iova / SZ_4K) & 0x7ff_ffff;
+    let tfn = this.rootFrame;
+    for (let lvl = this.levels; lvl > leafLevel; lvl--) {
+      const lo = mem.read64(tfn * SZ_4K + indexAt(vpnHi, vpnLo, lvl) * 8);
+      if ((lo & (MOCK_PTE_P | MOCK_PTE_PS)) !== MOCK_PTE_P) return false;
+      tfn = pteFrame(lo, mem.hi);
+    }
+    const epa = tfn * SZ_4K + indexAt(vpnHi, vpnLo, leafLevel) * 8;
+    const lo = mem.read64(epa);
+    if ((lo & MOCK_PTE_P) === 0 || (leafLevel > 1 && (lo & MOCK_PTE_PS) === 0)) return false;
+    mem.write64(epa, 0, 0);
+    return true;
   }
 
   /** Clear up to `count` entries of one leaf table; returns how many it cleared. */

@@ -1,5 +1,5 @@
-// @iommu-sim/iommu-core/testing: the mock IOMMU, a machine built around it, and the io-pgtable
-// conformance suite, for users who test their own code against the core.
+// @iommu-sim/iommu-core/testing: the mock IOMMU and a machine built around it, for users who test
+// their own code against the core (the io-pgtable conformance suite is /testing/conformance).
 
 export * from "../mock/mock-format.js";
 export {
