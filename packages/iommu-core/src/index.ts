@@ -16,9 +16,9 @@ export {
 } from "./iommu/cache-tag.js";
 export {
   DevIommu,
-  deviceIommuCapable,
   devHasIommu,
   devIommu,
+  deviceIommuCapable,
   iommuDevDisableFeature,
   iommuDevEnableFeature,
   iommuFwspecInit,

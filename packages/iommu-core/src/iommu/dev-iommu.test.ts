@@ -6,9 +6,9 @@ import { pciRid } from "../device/pci.js";
 import type { MockIommuDriver } from "../mock/mock-iommu.js";
 import { MockMachine } from "../testing/mock-machine.js";
 import {
-  deviceIommuCapable,
   devHasIommu,
   devIommu,
+  deviceIommuCapable,
   iommuDevDisableFeature,
   iommuDevEnableFeature,
   iommuFwspecInit,
