@@ -7,6 +7,8 @@ import { PAGE_SIZE, PhysMemory } from "./phys-memory.js";
 const TOP = 2 ** 52;
 /** A frame number above 2^20, so its frame lives in the Map rather than the array. */
 const HIGH_PA = 2 ** 40 + 0x3000;
+/** Frames below this (PA 2^31) live in 2 MiB sections, the ones above it in the Map. */
+const SECTION_PFNS = 2 ** 31 / PAGE_SIZE;
 
 describe("PhysMemory reads of unwritten memory", () => {
   it("read zeros everywhere and populate nothing", () => {
@@ -442,5 +444,324 @@ describe("PhysMemory frames", () => {
     const mem = new PhysMemory();
     for (const pa of [2 ** 45, 0x9000, 2 ** 33, 0x1000, 2 ** 40]) mem.write8(pa, 1);
     expect(mem.populatedFrames()).toEqual([1, 9, 2 ** 21, 2 ** 28, 2 ** 33].map((pfn) => pfn));
+  });
+});
+
+describe("PhysMemory sections (memory below 2^31)", () => {
+  const SECTION = 2 ** 21;
+  const LIMIT = 2 ** 31;
+
+  it("keeps accesses at both sides of a section boundary and of 2^31 apart", () => {
+    const mem = new PhysMemory();
+    const pas = [SECTION - 8, SECTION, LIMIT - 8, LIMIT];
+    pas.forEach((pa, k) => {
+      mem.write64(pa, 0x11111111 * (k + 1), 0xa0b0c0d0 + k);
+    });
+    pas.forEach((pa, k) => {
+      expect(mem.read64(pa)).toBe(0x11111111 * (k + 1));
+      expect(mem.hi).toBe(0xa0b0c0d0 + k);
+    });
+    expect(mem.read32(SECTION - 4)).toBe(0xa0b0c0d0);
+    expect(mem.read8(SECTION - 1)).toBe(0xa0);
+    expect(mem.read16(LIMIT - 2)).toBe(0xa0b0);
+    expect(mem.read8(LIMIT)).toBe(0x44);
+    for (const pa of [SECTION - 16, SECTION + 8, LIMIT - 16, LIMIT + 8]) {
+      expect(mem.read64(pa)).toBe(0);
+      expect(mem.hi).toBe(0);
+    }
+    expect(mem.populatedFrames()).toEqual([
+      SECTION / PAGE_SIZE - 1,
+      SECTION / PAGE_SIZE,
+      LIMIT / PAGE_SIZE - 1,
+      LIMIT / PAGE_SIZE,
+    ]);
+    expect(mem.busError).toBe(false);
+  });
+
+  it("stores of every width into the last bytes below 2^31 and the first above it", () => {
+    const mem = new PhysMemory();
+    mem.write8(LIMIT - 1, 0x81);
+    mem.write16(LIMIT - 4, 0x8283);
+    mem.write32(LIMIT, 0x84858687);
+    mem.write8(LIMIT + 4, 0x88);
+    mem.write16(LIMIT + 6, 0x898a);
+    expect(mem.read32(LIMIT - 4)).toBe(0x81008283);
+    expect(mem.read64(LIMIT)).toBe(0x84858687);
+    expect(mem.hi).toBe(0x898a0088);
+  });
+
+  it("bulk accesses cross a section boundary and the 2^31 limit", () => {
+    const mem = new PhysMemory();
+    const src = new Uint8Array(300);
+    for (let i = 0; i < src.length; i++) src[i] = (i * 13 + 1) & 0xff;
+    for (const pa of [SECTION - 152, LIMIT - 152]) {
+      expect(mem.writeBytes(pa, src)).toBe(true);
+      const back = new Uint8Array(src.length);
+      expect(mem.readBytes(pa, back)).toBe(true);
+      expect([...back]).toEqual([...src]);
+      expect(mem.read8(pa + 151)).toBe(src[151]);
+      expect(mem.read8(pa + 152)).toBe(src[152]);
+      expect(mem.fill(pa + 140, 20, 0xee)).toBe(true);
+      expect(mem.read32(pa + 148)).toBe(0xeeeeeeee);
+      expect(mem.read32(pa + 152)).toBe(0xeeeeeeee);
+      expect(mem.copy(pa + 1000, pa, 300)).toBe(true);
+      expect(mem.read32(pa + 1148)).toBe(0xeeeeeeee);
+      expect(mem.read8(pa + 1000)).toBe(src[0]);
+    }
+    expect(mem.busError).toBe(false);
+  });
+});
+
+describe("PhysMemory fractional addresses", () => {
+  it("are outside the space: reads give 0, writes are dropped, busError is set", () => {
+    const mem = new PhysMemory();
+    mem.write64(8, 0x11, 0x22);
+    mem.write64(HIGH_PA, 0x33, 0x44);
+    for (const pa of [8.5, 8.25, 2 ** 31 - 7.5, HIGH_PA + 0.5]) {
+      const reads = [
+        () => mem.read8(pa),
+        () => mem.read16(pa),
+        () => mem.read32(pa),
+        () => mem.read64(pa),
+        () => mem.read64Number(pa),
+      ];
+      for (const read of reads) {
+        mem.hi = 99;
+        expect(read()).toBe(0);
+        expect(mem.busError).toBe(true);
+        mem.busError = false;
+      }
+      expect(mem.hi).toBe(0);
+      const writes = [
+        () => mem.write8(pa, 0xff),
+        () => mem.write16(pa, 0xffff),
+        () => mem.write32(pa, 0xffffffff),
+        () => mem.write64(pa, 0xffffffff, 0xffffffff),
+        () => mem.writeBytes(pa, new Uint8Array(4).fill(0xff)),
+        () => mem.fill(pa, 4, 0xff),
+      ];
+      for (const write of writes) {
+        write();
+        expect(mem.busError).toBe(true);
+        mem.busError = false;
+      }
+      expect(mem.readBytes(pa, new Uint8Array(4))).toBe(false);
+      mem.busError = false;
+    }
+    expect(mem.populatedFrames()).toEqual([0, HIGH_PA / PAGE_SIZE]);
+    expect(mem.read64(8)).toBe(0x11);
+    expect(mem.hi).toBe(0x22);
+    expect(mem.read64(HIGH_PA)).toBe(0x33);
+    expect(mem.hi).toBe(0x44);
+  });
+});
+
+describe("PhysMemory fault hook and the unchecked path", () => {
+  it("a hook that fails everything fails every access; removing it restores them", () => {
+    const mem = new PhysMemory();
+    mem.write64(0x1000, 7, 8);
+    mem.write64(HIGH_PA, 9, 10);
+    const hook = () => true;
+    mem.faultHook = hook;
+    expect(mem.faultHook).toBe(hook);
+    for (const pa of [0x1000, HIGH_PA]) {
+      for (const read of [
+        () => mem.read8(pa),
+        () => mem.read16(pa),
+        () => mem.read32(pa),
+        () => mem.read64(pa),
+      ]) {
+        expect(read()).toBe(0);
+        expect(mem.busError).toBe(true);
+        mem.busError = false;
+      }
+      mem.write64(pa, 1, 1);
+      mem.write8(pa, 1);
+      expect(mem.busError).toBe(true);
+      mem.busError = false;
+    }
+    mem.write32(0x2000, 1); // an unpopulated frame stays so
+    expect(mem.busError).toBe(true);
+    mem.busError = false;
+    expect(mem.populatedFrameCount).toBe(2);
+    mem.faultHook = null;
+    expect(mem.faultHook).toBeNull();
+    expect(mem.read64(0x1000)).toBe(7);
+    expect(mem.hi).toBe(8);
+    expect(mem.read64(HIGH_PA)).toBe(9);
+    expect(mem.hi).toBe(10);
+    mem.write32(0x2000, 5);
+    expect(mem.read32(0x2000)).toBe(5);
+    expect(mem.busError).toBe(false);
+  });
+
+  it("a hook that refuses nothing sees every access below 2^31 too, then stops seeing them", () => {
+    const mem = new PhysMemory();
+    mem.write64(0x1000, 1, 2);
+    let asked = 0;
+    mem.faultHook = () => {
+      asked++;
+      return false;
+    };
+    mem.read64(0x1000);
+    mem.read8(0x1001);
+    mem.write64(0x1000, 3, 4);
+    mem.write16(0x1002, 5);
+    expect(asked).toBe(4);
+    expect(mem.read64(0x1000)).toBe(0x00050003);
+    expect(mem.hi).toBe(4);
+    mem.faultHook = null;
+    mem.read64(0x1000);
+    mem.write64(0x1000, 1, 1);
+    expect(asked).toBe(5);
+  });
+});
+
+describe("PhysMemory populated frames within a section", () => {
+  it("only the written frame of a section is populated; discard zeroes it and unpopulates it", () => {
+    const mem = new PhysMemory();
+    mem.write32(0x5004, 0x12345678);
+    expect(mem.populatedFrames()).toEqual([5]);
+    expect([4, 5, 6, 511].map((pfn) => mem.isPopulated(pfn))).toEqual([false, true, false, false]);
+    expect(mem.frameBytes(6)).toBeUndefined();
+    mem.write64(0x6000, 1, 2);
+    expect(mem.fill(0x7000, PAGE_SIZE, 0)).toBe(true);
+    expect(mem.populatedFrames()).toEqual([5, 6]);
+    mem.discardFrame(5);
+    expect(mem.isPopulated(5)).toBe(false);
+    expect(mem.populatedFrameCount).toBe(1);
+    expect(mem.read32(0x5004)).toBe(0);
+    expect(mem.read64(0x6000)).toBe(1);
+    mem.write8(0x5000, 1);
+    expect(mem.read32(0x5004)).toBe(0);
+    expect(mem.populatedFrames()).toEqual([5, 6]);
+    mem.discardFrame(5);
+    mem.discardFrame(6);
+    expect(mem.populatedFrameCount).toBe(0);
+    expect(mem.populatedFrames()).toEqual([]);
+    expect(mem.read64(0x6000)).toBe(0);
+    mem.write8(0x6001, 0x42);
+    expect(mem.read32(0x6000)).toBe(0x4200);
+    expect(mem.populatedFrames()).toEqual([6]);
+  });
+
+  it("isPopulated is false for frame numbers that are negative, fractional or NaN", () => {
+    const mem = new PhysMemory();
+    mem.write8(0x1000, 1);
+    for (const pfn of [-1, 1.5, Number.NaN, 2 ** 60]) expect(mem.isPopulated(pfn)).toBe(false);
+    mem.discardFrame(1.5);
+    expect(mem.populatedFrameCount).toBe(1);
+  });
+
+  it("frameBytes is one frame of the section: it aliases that frame and no neighbour", () => {
+    const mem = new PhysMemory();
+    const last = SECTION_PFNS - 1;
+    for (const pfn of [3, 4, 511, 512, last, last + 1]) mem.write8(pfn * PAGE_SIZE + 1, pfn & 0xff);
+    for (const pfn of [3, 511, last]) {
+      const view = mem.frameBytes(pfn) as Uint8Array;
+      const next = mem.frameBytes(pfn + 1) as Uint8Array;
+      expect(view.length).toBe(PAGE_SIZE);
+      expect(view[1]).toBe(pfn & 0xff);
+      view[PAGE_SIZE - 1] = 0xa5;
+      expect(mem.read8((pfn + 1) * PAGE_SIZE - 1)).toBe(0xa5);
+      expect(next[0]).toBe(0);
+      expect(mem.read8((pfn + 1) * PAGE_SIZE)).toBe(0);
+      mem.write16(pfn * PAGE_SIZE + 2, 0x5a5b);
+      expect([view[2], view[3]]).toEqual([0x5b, 0x5a]);
+    }
+  });
+});
+
+describe("PhysMemory bulk paths against a byte-map reference", () => {
+  test.prop([fc.integer({ min: 1, max: 0x7fffffff })], { seed: 0xb01c, numRuns: 6 })(
+    "readBytes, writeBytes, fill, copy and discardFrame near section and Map boundaries",
+    (seed) => {
+      const rnd = xorshift32(seed);
+      const mem = new PhysMemory();
+      const ref = new Map<number, number>();
+      const populated = new Set<number>();
+      const bases = [2 * PAGE_SIZE, 2 ** 21, 2 ** 31, 2 ** 40];
+      const wrong: string[] = [];
+      const pick = () => bases[rnd() % bases.length] - 2 * PAGE_SIZE + (rnd() % (4 * PAGE_SIZE));
+      const size = () => (rnd() & 1 ? rnd() % 80 : rnd() % (2 * PAGE_SIZE + 100));
+      for (let i = 0; i < 400; i++) {
+        const op = rnd() % 5;
+        const pa = pick();
+        const n = size();
+        if (op === 0) {
+          const src = new Uint8Array(n);
+          for (let k = 0; k < n; k++) src[k] = rnd();
+          mem.writeBytes(pa, src);
+          for (let k = 0; k < n; k++) {
+            ref.set(pa + k, src[k]);
+            populated.add(Math.floor((pa + k) / PAGE_SIZE));
+          }
+        } else if (op === 1) {
+          const byte = rnd() % 3 === 0 ? 0 : rnd() & 0xff;
+          mem.fill(pa, n, byte);
+          for (let k = 0; k < n; k++) {
+            const pfn = Math.floor((pa + k) / PAGE_SIZE);
+            if (byte !== 0) populated.add(pfn);
+            if (populated.has(pfn)) ref.set(pa + k, byte);
+          }
+        } else if (op === 2) {
+          const from = pick();
+          const bytes: number[] = [];
+          for (let k = 0; k < n; k++) bytes.push(ref.get(from + k) ?? 0);
+          mem.copy(pa, from, n);
+          for (let k = 0; k < n; k++) {
+            ref.set(pa + k, bytes[k]);
+            populated.add(Math.floor((pa + k) / PAGE_SIZE));
+          }
+        } else if (op === 3) {
+          const pfn = Math.floor(pa / PAGE_SIZE);
+          mem.discardFrame(pfn);
+          populated.delete(pfn);
+          for (let k = 0; k < PAGE_SIZE; k++) ref.delete(pfn * PAGE_SIZE + k);
+        } else {
+          const dst = new Uint8Array(n + 2).fill(0xcc);
+          mem.readBytes(pa, dst, 1, n);
+          if (dst[0] !== 0xcc || dst[n + 1] !== 0xcc) wrong.push(`readBytes(${pa}, ${n}) overran`);
+          for (let k = 0; k < n; k++) {
+            if (dst[1 + k] !== (ref.get(pa + k) ?? 0)) {
+              wrong.push(`byte ${pa + k} read ${dst[1 + k]}, want ${ref.get(pa + k) ?? 0}`);
+              break;
+            }
+          }
+        }
+      }
+      expect(wrong).toEqual([]);
+      expect(mem.populatedFrames()).toEqual([...populated].sort((a, b) => a - b));
+      expect(mem.populatedFrameCount).toBe(populated.size);
+      expect(mem.busError).toBe(false);
+    },
+  );
+
+  it("writeBytes from a view of the same memory copies as if through a buffer", () => {
+    const mem = new PhysMemory();
+    for (let i = 0; i < 64; i++) mem.write8(PAGE_SIZE + i, i + 1);
+    const view = mem.frameBytes(1) as Uint8Array;
+    expect(mem.writeBytes(PAGE_SIZE + 8, view, 0, 32)).toBe(true);
+    for (let i = 0; i < 32; i++) expect(mem.read8(PAGE_SIZE + 8 + i)).toBe(i + 1);
+    expect(mem.readBytes(PAGE_SIZE, view, 4, 16)).toBe(true);
+    expect([...view.subarray(4, 8)]).toEqual([1, 2, 3, 4]);
+  });
+
+  it("copy stays right when the write observer copies from inside it", () => {
+    const mem = new PhysMemory();
+    for (let i = 0; i < 16; i++) mem.write8(0x1000 + i, i + 1);
+    for (let i = 0; i < 16; i++) mem.write8(0x5000 + i, 0x80 + i);
+    let nested = false;
+    mem.onWrite = (pa) => {
+      if (pa !== 0x2ff8 || nested) return;
+      nested = true;
+      mem.copy(0x6000, 0x5000, 16);
+    };
+    // The outer copy spans two frames, so its second half is stored after the nested copy ran.
+    expect(mem.copy(0x2ff8, 0x1000, 16)).toBe(true);
+    for (let i = 0; i < 16; i++) {
+      expect(mem.read8(0x2ff8 + i)).toBe(i + 1);
+      expect(mem.read8(0x6000 + i)).toBe(0x80 + i);
+    }
   });
 });

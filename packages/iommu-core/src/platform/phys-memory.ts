@@ -6,9 +6,26 @@ import { bug } from "./bug.js";
 export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 1 << PAGE_SHIFT;
 const PAGE_MASK = PAGE_SIZE - 1;
-/** Frame numbers below this are found by indexing an array; above it, through a Map. */
-const LOW_PFNS = 1 << 20;
 const TWO32 = 4294967296;
+
+// Below 2^31 memory lives in 2 MiB sections, each one buffer: a hot access is one array load and
+// one typed-array load on int32 arithmetic, where a buffer per frame cost a pointer hop, a TLB miss
+// and float frame-number arithmetic. 2^31, not 2^32, because the fast paths prove an address
+// integral with `(pa | 0) === pa`, which holds only in int32 range.
+const SECTION_SHIFT = 21;
+const SECTION_SIZE = 1 << SECTION_SHIFT;
+const SECTION_MASK = SECTION_SIZE - 1;
+const FRAMES_PER_SECTION = SECTION_SIZE >>> PAGE_SHIFT;
+const FRAME_IN_SECTION = FRAMES_PER_SECTION - 1;
+const SECTIONS_SPAN = 2 ** 31;
+/**
+ * Word index of a section's "populated" flags: one word per frame after the data words, so a
+ * store checks its frame's flag in the array it is about to write, with no second lookup.
+ */
+const FLAGS = SECTION_SIZE >>> 2;
+const SECTION_WORDS = FLAGS + FRAMES_PER_SECTION;
+/** Bulk copies up to this many bytes use a loop; `subarray` would allocate a view per frame. */
+const SMALL_COPY = 64;
 
 /**
  * Called after every store, with the address and the width of the store. A 64-bit store is one
@@ -29,14 +46,17 @@ export interface PhysMemoryOptions {
 }
 
 /**
- * Sparse physical memory in 4 KiB frames. A frame that was never written reads as zeros and costs
- * nothing. 64-bit values are read and written as two 32-bit halves (`read64` returns the low half
- * and leaves the high half in `hi`), so no path that runs per DMA or per table entry allocates or
- * uses BigInt; `read64Big`/`write64Big` are the conveniences for the edges.
+ * Sparse physical memory in 4 KiB frames. A frame that was never written reads as zeros; below
+ * 2^31 backing is taken 2 MiB at a time when a frame in that range is first written (and given
+ * back when its last frame is discarded), above it frame by frame. 64-bit values are read and
+ * written as two 32-bit halves (`read64` returns the low half and leaves the high half in `hi`),
+ * so no path that runs per DMA or per table entry allocates or uses BigInt; `read64Big`/`write64Big`
+ * are the conveniences for the edges.
  *
  * An access outside the physical address space, or one the fault hook rejects, does not throw: a
  * read returns 0, a write is dropped, and `busError` is set until the caller clears it, which is
- * how a hardware model notices an external abort on a table walk.
+ * how a hardware model notices an external abort on a table walk. A non-integer address is outside
+ * the space.
  *
  * Every multi-byte access must be naturally aligned (the hardware models only make such accesses);
  * a misaligned one is a bug in the model and throws.
@@ -51,14 +71,30 @@ export class PhysMemory {
   busError = false;
   /** Sees every store; null when nobody listens (the default, and free). */
   onWrite: WriteObserver | null = null;
-  /** Injects bus errors; null by default. */
-  faultHook: FaultHook | null = null;
 
-  private readonly low: (Uint32Array | undefined)[] = [];
-  private readonly lowBytes: (Uint8Array | undefined)[] = [];
+  /** Bytes in the address space. */
+  private readonly end: number;
+  /** Addresses below this live in `sections`; min(2^31, end). */
+  private readonly sectionLimit: number;
+  /** Frame numbers below this live in `sections`. */
+  private readonly sectionPfns: number;
+  /**
+   * Accesses below this take the unchecked path: `sectionLimit`, or 0 while a fault hook is
+   * installed, since the hook must see every access.
+   */
+  private fastLimit: number;
+  private hook: FaultHook | null = null;
+  /** Per 2 MiB section: data words, then one populated flag word per frame (see FLAGS). */
+  private readonly sections: (Uint32Array | undefined)[];
+  /** The same buffers as `sections`, for byte access. */
+  private readonly sectionBytes: (Uint8Array | undefined)[];
+  /** Populated frames per section, so the last discard can free it. */
+  private readonly sectionFrames: Uint16Array;
   private readonly high = new Map<number, Uint32Array>();
   private readonly highBytes = new Map<number, Uint8Array>();
   private frames = 0;
+  /** Reused by `copy`; null while a copy holds it, so a reentrant copy allocates its own. */
+  private scratch: Uint8Array | null = new Uint8Array(PAGE_SIZE);
 
   constructor(options: PhysMemoryOptions = {}) {
     const paBits = options.paBits ?? 52;
@@ -67,6 +103,24 @@ export class PhysMemory {
     }
     this.paBits = paBits;
     this.pfnLimit = 2 ** (paBits - PAGE_SHIFT);
+    this.end = this.pfnLimit * PAGE_SIZE;
+    this.sectionLimit = Math.min(SECTIONS_SPAN, this.end);
+    this.sectionPfns = this.sectionLimit / PAGE_SIZE;
+    this.fastLimit = this.sectionLimit;
+    const count = Math.ceil(this.sectionLimit / SECTION_SIZE);
+    this.sections = Array.from({ length: count }, () => undefined);
+    this.sectionBytes = Array.from({ length: count }, () => undefined);
+    this.sectionFrames = new Uint16Array(count);
+  }
+
+  /** Injects bus errors; null by default. While one is installed every access is checked. */
+  get faultHook(): FaultHook | null {
+    return this.hook;
+  }
+
+  set faultHook(hook: FaultHook | null) {
+    this.hook = hook;
+    this.fastLimit = hook ? 0 : this.sectionLimit;
   }
 
   /** Number of frames that hold data (were written at least once and not discarded). */
@@ -76,152 +130,153 @@ export class PhysMemory {
 
   /** Whether `pa` lies inside the physical address space. */
   inRange(pa: number, bytes = 1): boolean {
-    return pa >= 0 && pa + bytes <= this.pfnLimit * PAGE_SIZE;
+    return pa >= 0 && pa + bytes <= this.end;
   }
 
-  /** The words of frame `pfn`, or undefined when it was never written. */
-  private words(pfn: number): Uint32Array | undefined {
-    return pfn < LOW_PFNS ? this.low[pfn] : this.high.get(pfn);
-  }
+  // The fast paths start with `(pa | 0) === pa`, false for NaN, fractions and anything outside
+  // int32: those take the checked path, which refuses all but integers at and above 2^31. With
+  // `pa >= 0 && pa < fastLimit` (fastLimit <= 2^31, a multiple of 4 KiB) it makes the section
+  // index and offset exact and keeps an aligned access inside one frame.
 
-  private bytesOf(pfn: number): Uint8Array | undefined {
-    return pfn < LOW_PFNS ? this.lowBytes[pfn] : this.highBytes.get(pfn);
-  }
-
-  /** The words of frame `pfn`, created (zeroed) if it did not exist. */
-  private populate(pfn: number): Uint32Array {
-    let w = this.words(pfn);
-    if (w === undefined) {
-      const buffer = new ArrayBuffer(PAGE_SIZE);
-      w = new Uint32Array(buffer);
-      const b = new Uint8Array(buffer);
-      if (pfn < LOW_PFNS) {
-        while (this.low.length < pfn) {
-          this.low.push(undefined);
-          this.lowBytes.push(undefined);
-        }
-        this.low[pfn] = w;
-        this.lowBytes[pfn] = b;
-      } else {
-        this.high.set(pfn, w);
-        this.highBytes.set(pfn, b);
-      }
-      this.frames++;
-    }
-    return w;
-  }
-
-  /** Fails the access when it is out of range or the hook refuses it. */
-  private refused(pa: number, bytes: number, write: boolean): boolean {
-    if (pa < 0 || pa + bytes > this.pfnLimit * PAGE_SIZE || pa !== Math.floor(pa)) {
-      this.busError = true;
-      return true;
-    }
-    if (this.faultHook?.(pa, bytes, write)) {
-      this.busError = true;
-      return true;
-    }
-    return false;
-  }
-
-  private checkAlign(pa: number, bytes: number): void {
-    if (pa % bytes !== 0)
-      bug(`PhysMemory: misaligned ${bytes}-byte access at 0x${pa.toString(16)}`);
-  }
-
-  // The fast paths test `!(pa >= 0)`, not `pa < 0`, so that a NaN address takes the checked path
-  // and fails like any other address outside the space instead of populating a NaN frame.
   read8(pa: number): number {
-    if (this.faultHook !== null || !(pa >= 0) || pa >= this.pfnLimit * PAGE_SIZE) {
-      if (this.refused(pa, 1, false)) return 0;
+    if ((pa | 0) === pa && pa >= 0 && pa < this.fastLimit) {
+      const s = this.sections[pa >>> SECTION_SHIFT];
+      if (s === undefined) return 0;
+      return (s[(pa & SECTION_MASK) >>> 2] >>> ((pa & 3) << 3)) & 0xff;
     }
-    const b = this.bytesOf(Math.floor(pa / PAGE_SIZE));
-    return b === undefined ? 0 : b[pa & PAGE_MASK];
+    return this.readSlow(pa, 1);
   }
 
   read16(pa: number): number {
-    if ((pa & 1) !== 0) this.checkAlign(pa, 2);
-    if (this.faultHook !== null || !(pa >= 0) || pa >= this.pfnLimit * PAGE_SIZE) {
-      if (this.refused(pa, 2, false)) return 0;
+    if ((pa | 0) === pa && pa >= 0 && pa < this.fastLimit && (pa & 1) === 0) {
+      const s = this.sections[pa >>> SECTION_SHIFT];
+      if (s === undefined) return 0;
+      return (s[(pa & SECTION_MASK) >>> 2] >>> ((pa & 2) << 3)) & 0xffff;
     }
-    const w = this.words(Math.floor(pa / PAGE_SIZE));
-    if (w === undefined) return 0;
-    return (w[(pa & PAGE_MASK) >>> 2] >>> ((pa & 2) << 3)) & 0xffff;
+    return this.readSlow(pa, 2);
   }
 
   /** A 32-bit read, as an unsigned number. */
   read32(pa: number): number {
-    if ((pa & 3) !== 0) this.checkAlign(pa, 4);
-    if (this.faultHook !== null || !(pa >= 0) || pa >= this.pfnLimit * PAGE_SIZE) {
-      if (this.refused(pa, 4, false)) return 0;
+    if ((pa | 0) === pa && pa >= 0 && pa < this.fastLimit && (pa & 3) === 0) {
+      const s = this.sections[pa >>> SECTION_SHIFT];
+      return s === undefined ? 0 : s[(pa & SECTION_MASK) >>> 2];
     }
-    const w = this.words(Math.floor(pa / PAGE_SIZE));
-    return w === undefined ? 0 : w[(pa & PAGE_MASK) >>> 2];
+    return this.readSlow(pa, 4);
   }
 
   /** A 64-bit read: returns the low 32 bits (unsigned) and leaves the high 32 bits in `hi`. */
   read64(pa: number): number {
-    if ((pa & 7) !== 0) this.checkAlign(pa, 8);
-    if (this.faultHook !== null || !(pa >= 0) || pa >= this.pfnLimit * PAGE_SIZE) {
-      if (this.refused(pa, 8, false)) {
+    if ((pa | 0) === pa && pa >= 0 && pa < this.fastLimit && (pa & 7) === 0) {
+      const s = this.sections[pa >>> SECTION_SHIFT];
+      if (s === undefined) {
         this.hi = 0;
         return 0;
       }
+      const i = (pa & SECTION_MASK) >>> 2;
+      this.hi = s[i + 1];
+      return s[i];
     }
-    const w = this.words(Math.floor(pa / PAGE_SIZE));
-    if (w === undefined) {
-      this.hi = 0;
-      return 0;
-    }
-    const i = (pa & PAGE_MASK) >>> 2;
-    this.hi = w[i + 1];
-    return w[i];
+    return this.readSlow(pa, 8);
   }
 
+  /** The checked read: misaligned throws; refused, out of range or not an integer reads 0. */
+  private readSlow(pa: number, bytes: number): number {
+    if ((pa & (bytes - 1)) !== 0) this.checkAlign(pa, bytes);
+    const w = this.refused(pa, bytes, false) ? undefined : this.wordsAt(pa);
+    if (w === undefined) {
+      if (bytes === 8) this.hi = 0;
+      return 0;
+    }
+    const i = this.offsetAt(pa) >>> 2;
+    if (bytes === 8) {
+      this.hi = w[i + 1];
+      return w[i];
+    }
+    if (bytes === 4) return w[i];
+    return (w[i] >>> ((pa & 3) << 3)) & (bytes === 2 ? 0xffff : 0xff);
+  }
+
+  // A store takes the fast path only when its frame is already populated, so the fast path never
+  // allocates or counts; the first store to a frame goes through `populate`. Byte and halfword
+  // stores merge into their word so that the hot paths touch only `sections`.
+
   write8(pa: number, value: number): void {
-    if (this.refusedWrite(pa, 1)) return;
-    const pfn = Math.floor(pa / PAGE_SIZE);
-    this.populate(pfn);
-    (this.bytesOf(pfn) as Uint8Array)[pa & PAGE_MASK] = value;
+    const s = this.fastStore(pa, 0);
+    if (s === undefined) {
+      this.writeSlow(pa, 1, value, 0);
+      return;
+    }
+    const i = (pa & SECTION_MASK) >>> 2;
+    const shift = (pa & 3) << 3;
+    s[i] = (s[i] & ~(0xff << shift)) | ((value & 0xff) << shift);
     this.onWrite?.(pa, 1);
   }
 
   write16(pa: number, value: number): void {
-    if ((pa & 1) !== 0) this.checkAlign(pa, 2);
-    if (this.refusedWrite(pa, 2)) return;
-    const pfn = Math.floor(pa / PAGE_SIZE);
-    this.populate(pfn);
-    const b = this.bytesOf(pfn) as Uint8Array;
-    const off = pa & PAGE_MASK;
-    b[off] = value;
-    b[off + 1] = value >>> 8;
+    const s = this.fastStore(pa, 1);
+    if (s === undefined) {
+      this.writeSlow(pa, 2, value, 0);
+      return;
+    }
+    const i = (pa & SECTION_MASK) >>> 2;
+    const shift = (pa & 2) << 3;
+    s[i] = (s[i] & ~(0xffff << shift)) | ((value & 0xffff) << shift);
     this.onWrite?.(pa, 2);
   }
 
   write32(pa: number, value: number): void {
-    if ((pa & 3) !== 0) this.checkAlign(pa, 4);
-    if (this.refusedWrite(pa, 4)) return;
-    const w = this.populate(Math.floor(pa / PAGE_SIZE));
-    w[(pa & PAGE_MASK) >>> 2] = value;
+    const s = this.fastStore(pa, 3);
+    if (s === undefined) {
+      this.writeSlow(pa, 4, value, 0);
+      return;
+    }
+    s[(pa & SECTION_MASK) >>> 2] = value;
     this.onWrite?.(pa, 4);
   }
 
   /** A 64-bit store of `hi:lo`, seen by the write observer as one store. */
   write64(pa: number, lo: number, hi: number): void {
-    if ((pa & 7) !== 0) this.checkAlign(pa, 8);
-    if (this.refusedWrite(pa, 8)) return;
-    const w = this.populate(Math.floor(pa / PAGE_SIZE));
-    const i = (pa & PAGE_MASK) >>> 2;
-    w[i] = lo;
-    w[i + 1] = hi;
+    const s = this.fastStore(pa, 7);
+    if (s === undefined) {
+      this.writeSlow(pa, 8, lo, hi);
+      return;
+    }
+    const i = (pa & SECTION_MASK) >>> 2;
+    s[i] = lo;
+    s[i + 1] = hi;
     this.onWrite?.(pa, 8);
   }
 
-  private refusedWrite(pa: number, bytes: number): boolean {
-    if (this.faultHook !== null || !(pa >= 0) || pa + bytes > this.pfnLimit * PAGE_SIZE) {
-      return this.refused(pa, bytes, true);
+  /**
+   * The section of `pa` when a store there with alignment mask `alignMask` may skip every check: an
+   * integer, aligned address below `fastLimit` in a populated frame. Otherwise undefined.
+   */
+  private fastStore(pa: number, alignMask: number): Uint32Array | undefined {
+    if ((pa | 0) === pa && pa >= 0 && pa < this.fastLimit && (pa & alignMask) === 0) {
+      const s = this.sections[pa >>> SECTION_SHIFT];
+      if (s !== undefined && s[FLAGS + ((pa >>> PAGE_SHIFT) & FRAME_IN_SECTION)] !== 0) return s;
     }
-    return false;
+    return undefined;
+  }
+
+  /** The checked store: misaligned throws; refused drops it; else populates, stores, observes. */
+  private writeSlow(pa: number, bytes: number, lo: number, hi: number): void {
+    if ((pa & (bytes - 1)) !== 0) this.checkAlign(pa, bytes);
+    if (this.refused(pa, bytes, true)) return;
+    const w = this.populate(pa);
+    const i = this.offsetAt(pa) >>> 2;
+    if (bytes === 8) {
+      w[i] = lo;
+      w[i + 1] = hi;
+    } else if (bytes === 4) {
+      w[i] = lo;
+    } else {
+      const shift = (pa & 3) << 3;
+      const mask = bytes === 2 ? 0xffff : 0xff;
+      w[i] = (w[i] & ~(mask << shift)) | ((lo & mask) << shift);
+    }
+    this.onWrite?.(pa, bytes);
   }
 
   /** A 64-bit read as a BigInt (for the edges: decoders, the CLI). */
@@ -255,14 +310,14 @@ export class PhysMemory {
     while (done < length) {
       const at = pa + done;
       const inFrame = Math.min(length - done, PAGE_SIZE - (at & PAGE_MASK));
+      const to = offset + done;
       if (this.refusedBulk(at, inFrame, false)) {
-        dst.fill(0, offset + done, offset + done + inFrame);
+        dst.fill(0, to, to + inFrame);
         ok = false;
       } else {
-        const b = this.bytesOf(Math.floor(at / PAGE_SIZE));
-        const off = at & PAGE_MASK;
-        if (b === undefined) dst.fill(0, offset + done, offset + done + inFrame);
-        else dst.set(b.subarray(off, off + inFrame), offset + done);
+        const b = this.bytesAt(at);
+        if (b === undefined) dst.fill(0, to, to + inFrame);
+        else copyBytes(b, this.offsetAt(at), dst, to, inFrame);
       }
       done += inFrame;
     }
@@ -279,12 +334,8 @@ export class PhysMemory {
       if (this.refusedBulk(at, inFrame, true)) {
         ok = false;
       } else {
-        const pfn = Math.floor(at / PAGE_SIZE);
-        this.populate(pfn);
-        (this.bytesOf(pfn) as Uint8Array).set(
-          src.subarray(offset + done, offset + done + inFrame),
-          at & PAGE_MASK,
-        );
+        this.populate(at);
+        copyBytes(src, offset + done, this.bytesAt(at) as Uint8Array, this.offsetAt(at), inFrame);
         this.onWrite?.(at, inFrame);
       }
       done += inFrame;
@@ -302,11 +353,10 @@ export class PhysMemory {
       if (this.refusedBulk(at, inFrame, true)) {
         ok = false;
       } else {
-        const pfn = Math.floor(at / PAGE_SIZE);
-        if (byte !== 0 || this.words(pfn) !== undefined) {
-          this.populate(pfn);
-          const off = at & PAGE_MASK;
-          (this.bytesOf(pfn) as Uint8Array).fill(byte, off, off + inFrame);
+        if (byte !== 0 || this.populatedAt(at)) {
+          this.populate(at);
+          const off = this.offsetAt(at);
+          (this.bytesAt(at) as Uint8Array).fill(byte, off, off + inFrame);
         }
         this.onWrite?.(at, inFrame);
       }
@@ -317,51 +367,158 @@ export class PhysMemory {
 
   /** Copy `length` bytes from `srcPa` to `dstPa` (the ranges may overlap). */
   copy(dstPa: number, srcPa: number, length: number): boolean {
-    const tmp = new Uint8Array(length);
-    const okRead = this.readBytes(srcPa, tmp);
-    const okWrite = this.writeBytes(dstPa, tmp);
+    const scratch = this.scratch;
+    const tmp = scratch !== null && length <= scratch.length ? scratch : new Uint8Array(length);
+    if (tmp === scratch) this.scratch = null;
+    const okRead = this.readBytes(srcPa, tmp, 0, length);
+    const okWrite = this.writeBytes(dstPa, tmp, 0, length);
+    if (tmp === scratch) this.scratch = scratch;
     return okRead && okWrite;
-  }
-
-  private refusedBulk(pa: number, bytes: number, write: boolean): boolean {
-    if (this.faultHook !== null || !(pa >= 0) || pa + bytes > this.pfnLimit * PAGE_SIZE) {
-      return this.refused(pa, bytes, write);
-    }
-    return false;
   }
 
   /** Whether frame `pfn` holds data. */
   isPopulated(pfn: number): boolean {
-    return this.words(pfn) !== undefined;
+    if (pfn < this.sectionPfns) {
+      if (!(pfn >= 0) || (pfn | 0) !== pfn) return false;
+      const s = this.sections[pfn >>> (SECTION_SHIFT - PAGE_SHIFT)];
+      return s !== undefined && s[FLAGS + (pfn & FRAME_IN_SECTION)] !== 0;
+    }
+    return this.high.has(pfn);
   }
 
   /** Drop the backing of frame `pfn`: it reads as zeros again and costs nothing. */
   discardFrame(pfn: number): void {
-    if (this.words(pfn) === undefined) return;
-    if (pfn < LOW_PFNS) {
-      this.low[pfn] = undefined;
-      this.lowBytes[pfn] = undefined;
-    } else {
+    if (!this.isPopulated(pfn)) return;
+    this.frames--;
+    if (pfn >= this.sectionPfns) {
       this.high.delete(pfn);
       this.highBytes.delete(pfn);
+      return;
     }
-    this.frames--;
+    const n = pfn >>> (SECTION_SHIFT - PAGE_SHIFT);
+    if (--this.sectionFrames[n] === 0) {
+      this.sections[n] = undefined;
+      this.sectionBytes[n] = undefined;
+      return;
+    }
+    // Unpopulated frames of a live section must hold zeros: reads and `fill(…, 0)` rely on it.
+    const s = this.sections[n] as Uint32Array;
+    const first = (pfn & FRAME_IN_SECTION) << (PAGE_SHIFT - 2);
+    s.fill(0, first, first + (PAGE_SIZE >>> 2));
+    s[FLAGS + (pfn & FRAME_IN_SECTION)] = 0;
   }
 
   /** The populated frame numbers, ascending. */
   populatedFrames(): number[] {
     const out: number[] = [];
-    for (let pfn = 0; pfn < this.low.length; pfn++) if (this.low[pfn] !== undefined) out.push(pfn);
+    for (let n = 0; n < this.sections.length; n++) {
+      const s = this.sections[n];
+      if (s === undefined) continue;
+      const base = n * FRAMES_PER_SECTION;
+      for (let f = 0; f < FRAMES_PER_SECTION; f++) if (s[FLAGS + f] !== 0) out.push(base + f);
+    }
     const high = [...this.high.keys()].sort((a, b) => a - b);
     for (const pfn of high) out.push(pfn);
     return out;
   }
 
   /**
-   * The bytes of frame `pfn` (a live view, for image writers and decoders), or undefined when it
-   * was never written. Writes through this view are not observed.
+   * The bytes of frame `pfn` (a live view, for image writers and decoders, valid until the frame
+   * is discarded), or undefined when it was never written. Writes through this view are not
+   * observed.
    */
   frameBytes(pfn: number): Uint8Array | undefined {
-    return this.bytesOf(pfn);
+    if (!this.isPopulated(pfn)) return undefined;
+    if (pfn >= this.sectionPfns) return this.highBytes.get(pfn);
+    const b = this.sectionBytes[pfn >>> (SECTION_SHIFT - PAGE_SHIFT)] as Uint8Array;
+    const at = (pfn & FRAME_IN_SECTION) << PAGE_SHIFT;
+    return b.subarray(at, at + PAGE_SIZE);
+  }
+
+  /** Fails the access when it is out of range, not an integer, or the hook refuses it. */
+  private refused(pa: number, bytes: number, write: boolean): boolean {
+    if (!(pa >= 0) || pa + bytes > this.end || pa !== Math.floor(pa)) {
+      this.busError = true;
+      return true;
+    }
+    if (this.hook?.(pa, bytes, write)) {
+      this.busError = true;
+      return true;
+    }
+    return false;
+  }
+
+  private refusedBulk(pa: number, bytes: number, write: boolean): boolean {
+    if (this.hook !== null || !(pa >= 0) || pa + bytes > this.end || !Number.isInteger(pa)) {
+      return this.refused(pa, bytes, write);
+    }
+    return false;
+  }
+
+  private checkAlign(pa: number, bytes: number): void {
+    if (pa % bytes !== 0)
+      bug(`PhysMemory: misaligned ${bytes}-byte access at 0x${pa.toString(16)}`);
+  }
+
+  /** Offset of `pa` in the array `wordsAt`/`bytesAt` return for it (×4 for words). */
+  private offsetAt(pa: number): number {
+    return pa < this.sectionLimit ? pa & SECTION_MASK : pa & PAGE_MASK;
+  }
+
+  /** The words holding `pa` (a valid address), or undefined when nothing there was written. */
+  private wordsAt(pa: number): Uint32Array | undefined {
+    return pa < this.sectionLimit
+      ? this.sections[pa >>> SECTION_SHIFT]
+      : this.high.get(Math.floor(pa / PAGE_SIZE));
+  }
+
+  private bytesAt(pa: number): Uint8Array | undefined {
+    return pa < this.sectionLimit
+      ? this.sectionBytes[pa >>> SECTION_SHIFT]
+      : this.highBytes.get(Math.floor(pa / PAGE_SIZE));
+  }
+
+  private populatedAt(pa: number): boolean {
+    return this.isPopulated(Math.floor(pa / PAGE_SIZE));
+  }
+
+  /** Marks the frame of `pa` (a valid address) populated, backing it first; returns `wordsAt(pa)`. */
+  private populate(pa: number): Uint32Array {
+    if (pa < this.sectionLimit) {
+      const n = pa >>> SECTION_SHIFT;
+      let s = this.sections[n];
+      if (s === undefined) {
+        const buffer = new ArrayBuffer(SECTION_WORDS * 4);
+        s = new Uint32Array(buffer);
+        this.sections[n] = s;
+        this.sectionBytes[n] = new Uint8Array(buffer);
+      }
+      const flag = FLAGS + ((pa >>> PAGE_SHIFT) & FRAME_IN_SECTION);
+      if (s[flag] === 0) {
+        s[flag] = 1;
+        this.sectionFrames[n]++;
+        this.frames++;
+      }
+      return s;
+    }
+    const pfn = Math.floor(pa / PAGE_SIZE);
+    let w = this.high.get(pfn);
+    if (w === undefined) {
+      const buffer = new ArrayBuffer(PAGE_SIZE);
+      w = new Uint32Array(buffer);
+      this.high.set(pfn, w);
+      this.highBytes.set(pfn, new Uint8Array(buffer));
+      this.frames++;
+    }
+    return w;
+  }
+}
+
+/** `dst.set(src.subarray(…))` without the view for short runs; `set` copies overlap correctly. */
+function copyBytes(src: Uint8Array, from: number, dst: Uint8Array, to: number, length: number) {
+  if (length <= SMALL_COPY && src.buffer !== dst.buffer) {
+    for (let i = 0; i < length; i++) dst[to + i] = src[from + i];
+  } else {
+    dst.set(src.subarray(from, from + length), to);
   }
 }
