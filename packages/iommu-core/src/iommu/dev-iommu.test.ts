@@ -1,9 +1,9 @@
 // Checks the per-device IOMMU state: firmware description, probe (and its failures) and release.
 
 import { describe, expect, it } from "vitest";
+import { mockOps } from "../../test/helpers.js";
 import { Device, type DeviceOptions } from "../device/device.js";
 import { pciRid } from "../device/pci.js";
-import type { MockIommuDriver } from "../mock/mock-iommu.js";
 import { MockMachine } from "../testing/mock-machine.js";
 import {
   devHasIommu,
@@ -24,22 +24,6 @@ import {
   IOMMU_DEV_FEAT_SVA,
   type IommuOps,
 } from "./iommu-ops.js";
-
-/** Test-local configuration of the documented mock: its driver behind another IommuOps. */
-function mockOps(driver: MockIommuDriver, over: Partial<IommuOps> = {}): IommuOps {
-  return {
-    name: driver.name,
-    pgsizeBitmap: driver.pgsizeBitmap,
-    identityDomain: driver.identityDomain,
-    blockedDomain: driver.blockedDomain,
-    capable: (dev, cap) => driver.capable(dev, cap),
-    probeDevice: (dev) => driver.probeDevice(dev),
-    releaseDevice: (dev) => driver.releaseDevice(dev),
-    domainAllocPaging: (dev) => driver.domainAllocPaging(dev),
-    domainAllocPagingFlags: (dev, flags) => driver.domainAllocPagingFlags(dev, flags),
-    ...over,
-  };
-}
 
 /** A device on the machine's bus, described by firmware as behind `ops`, not probed yet. */
 function described(m: MockMachine, ops: IommuOps, extra: Partial<DeviceOptions> = {}): Device {
@@ -296,10 +280,10 @@ describe("capabilities and features", () => {
 
   it("enabling a feature without a probed device or a driver op returns ENODEV", () => {
     const m = new MockMachine();
-    const dev = described(m, mockOps(m.driver), { ats: true, pri: true, pasidBits: 8 });
+    const noFeatures = { devEnableFeat: undefined, devDisableFeat: undefined };
+    const dev = described(m, mockOps(m.driver, noFeatures), { ats: true, pri: true, pasidBits: 8 });
     expect(iommuDevEnableFeature(dev, IOMMU_DEV_FEAT_IOPF)).toBe("ENODEV");
     expect(iommuProbeDevice(dev)).toBe(0);
-    // mockOps does not pass devEnableFeat through.
     expect(iommuDevEnableFeature(dev, IOMMU_DEV_FEAT_IOPF)).toBe("ENODEV");
     expect(iommuDevDisableFeature(dev, IOMMU_DEV_FEAT_IOPF)).toBe("EBUSY");
   });

@@ -1,6 +1,7 @@
 // Checks I/O page faults: fault queues, request groups, handlers, exactly-one responses, teardown.
 
 import { describe, expect, it } from "vitest";
+import { ok } from "../../test/helpers.js";
 import { Device, DMA_FAULT, DMA_OK, DMA_PAGE_REQUESTED } from "../device/device.js";
 import { pciRid } from "../device/pci.js";
 import type { MockIommuDriver } from "../mock/mock-iommu.js";
@@ -33,11 +34,6 @@ import {
   iommuDetachDevicePasid,
   iommuReplaceDevicePasid,
 } from "./pasid.js";
-
-function ok<T>(v: T | string): T {
-  if (typeof v === "string") throw new Error(`unexpected ${v}`);
-  return v;
-}
 
 /** Test-local configuration of the documented mock: page responses are recorded, not sent. */
 function recordingOps(driver: MockIommuDriver, responses: IommuPageResponse[]): IommuOps {

@@ -1,9 +1,9 @@
 // Checks groups, default domains, attach/detach/replace and DMA ownership against the mock IOMMU.
 
 import { describe, expect, it } from "vitest";
+import { dmaRead, mockOps, ok } from "../../test/helpers.js";
 import { Device, type DeviceOptions, DMA_FAULT, DMA_OK } from "../device/device.js";
 import { pciRid } from "../device/pci.js";
-import type { MockIommuDriver } from "../mock/mock-iommu.js";
 import { MockMachine, type MockMachineOptions } from "../testing/mock-machine.js";
 import { iommuFwspecInit, iommuProbeDevice, iommuReleaseDevice } from "./dev-iommu.js";
 import { IOMMU_READ, IOMMU_WRITE } from "./io-pgtable.js";
@@ -43,35 +43,8 @@ import { iommuAttachDevicePasid, iommuDetachDevicePasid } from "./pasid.js";
 const RW = IOMMU_READ | IOMMU_WRITE;
 const IOVA = 0x40_0000;
 
-function ok<T>(v: T | string): T {
-  if (typeof v === "string") throw new Error(`unexpected ${v}`);
-  return v;
-}
-
 function plugMock(m: MockMachine, name: string, rid: number, extra: Partial<DeviceOptions> = {}) {
   return ok(m.addDevice({ name, rid, ...extra }));
-}
-
-/**
- * Test-local configuration of the documented mock: an IommuOps that delegates to the machine's
- * MockIommuDriver, with some members overridden.
- */
-function mockOps(driver: MockIommuDriver, over: Partial<IommuOps> = {}): IommuOps {
-  return {
-    name: driver.name,
-    pgsizeBitmap: driver.pgsizeBitmap,
-    identityDomain: driver.identityDomain,
-    blockedDomain: driver.blockedDomain,
-    capable: (dev, cap) => driver.capable(dev, cap),
-    probeDevice: (dev) => driver.probeDevice(dev),
-    releaseDevice: (dev) => driver.releaseDevice(dev),
-    domainAllocPaging: (dev) => driver.domainAllocPaging(dev),
-    domainAllocPagingFlags: (dev, flags) => driver.domainAllocPagingFlags(dev, flags),
-    pageResponse: (dev, evt, msg) => driver.pageResponse(dev, evt, msg),
-    devEnableFeat: (dev, feat) => driver.devEnableFeat(dev, feat),
-    devDisableFeat: (dev, feat) => driver.devDisableFeat(dev, feat),
-    ...over,
-  };
 }
 
 /** Plug a device into the machine's bus and probe it through `ops` instead of the driver itself. */
@@ -100,12 +73,6 @@ function frameWith(m: MockMachine, bytes: number[]): number {
   const pa = ok(m.frames.alloc(0));
   m.mem.writeBytes(pa, Uint8Array.from(bytes));
   return pa;
-}
-
-function dmaRead(dev: Device, iova: number, n: number): { status: number; bytes: number[] } {
-  const buf = new Uint8Array(n);
-  const status = dev.read(iova, buf);
-  return { status, bytes: [...buf] };
 }
 
 /** Make attachDev of `domain` fail for `dev` with `errno` (test-local wrapper of the mock's op). */

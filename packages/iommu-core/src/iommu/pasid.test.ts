@@ -2,9 +2,9 @@
 
 import { ChargeTree } from "@iommu-sim/ioasid";
 import { describe, expect, it } from "vitest";
+import { dmaRead, mockOps, ok } from "../../test/helpers.js";
 import { Device, type DeviceOptions, DMA_FAULT, DMA_OK } from "../device/device.js";
 import { pciRid } from "../device/pci.js";
-import type { MockIommuDriver } from "../mock/mock-iommu.js";
 import { MockMachine, type MockMachineOptions } from "../testing/mock-machine.js";
 import { iommuFwspecInit, iommuProbeDevice } from "./dev-iommu.js";
 import { IOMMU_READ, IOMMU_WRITE } from "./io-pgtable.js";
@@ -32,11 +32,6 @@ import {
 const RW = IOMMU_READ | IOMMU_WRITE;
 const IOVA = 0x80_0000;
 
-function ok<T>(v: T | string): T {
-  if (typeof v === "string") throw new Error(`unexpected ${v}`);
-  return v;
-}
-
 function setup(extra: Partial<DeviceOptions> = {}, options?: MockMachineOptions) {
   const m = new MockMachine(options);
   const dev = ok(m.addDevice({ name: "acc", rid: pciRid(1, 0, 0), pasidBits: 8, ...extra }));
@@ -50,12 +45,6 @@ function domainWith(m: MockMachine, dev: Device, bytes: number[]): IommuDomain {
   m.mem.writeBytes(pa, Uint8Array.from(bytes));
   expect(iommuMap(d, IOVA, pa, 4096, RW)).toBe(0);
   return d;
-}
-
-function dmaRead(dev: Device, iova: number, n: number, pasid?: number) {
-  const buf = new Uint8Array(n);
-  const status = dev.read(iova, buf, pasid);
-  return { status, bytes: [...buf] };
 }
 
 /** `ops` without `setDevPasid` (test-local configuration). */
@@ -72,22 +61,6 @@ function failSetDevPasidFor(domain: IommuDomain, dev: Device): void {
     ...domain.ops,
     setDevPasid: (d, target, pasid, old) =>
       target === dev ? "ENOSPC" : orig(d, target, pasid, old),
-  };
-}
-
-/** Test-local configuration of the documented mock: its driver behind another IommuOps. */
-function mockOps(driver: MockIommuDriver, over: Partial<IommuOps> = {}): IommuOps {
-  return {
-    name: driver.name,
-    pgsizeBitmap: driver.pgsizeBitmap,
-    identityDomain: driver.identityDomain,
-    blockedDomain: driver.blockedDomain,
-    capable: (dev, cap) => driver.capable(dev, cap),
-    probeDevice: (dev) => driver.probeDevice(dev),
-    releaseDevice: (dev) => driver.releaseDevice(dev),
-    domainAllocPaging: (dev) => driver.domainAllocPaging(dev),
-    domainAllocPagingFlags: (dev, flags) => driver.domainAllocPagingFlags(dev, flags),
-    ...over,
   };
 }
 
