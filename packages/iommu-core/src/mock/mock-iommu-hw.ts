@@ -227,6 +227,14 @@ export class MockIommuHw implements IommuHardware, Mmio {
 
   translate(req: TranslationRequest, out: TranslationResult): void {
     this.stats.translations++;
+    this.lookupInto(req, out, true);
+  }
+
+  /**
+   * The one translation procedure, cached (the hardware's) or not (an oracle's fresh walk): only
+   * the cached one touches the IOTLB and reports faults to the fault queue.
+   */
+  private lookupInto(req: TranslationRequest, out: TranslationResult, cached: boolean): void {
     out.stallTag = 0;
     out.code = 0;
     out.fault = FaultKind.NONE;
@@ -237,35 +245,37 @@ export class MockIommuHw implements IommuHardware, Mmio {
       out.perm = DMA_READ | DMA_WRITE | DMA_EXEC;
       return;
     }
-    const kind = this.resolve(req, true);
-    if (kind !== W_OK) {
-      this.fail(req, out, kind, this.wCode);
-      return;
+    const busError = this.mem.busError;
+    const kind = this.resolve(req, cached);
+    if (!cached) this.mem.busError = busError;
+    let faultKind = kind;
+    let code = this.wCode;
+    // An ATS completion carries whatever the tables grant, possibly nothing (then the device may
+    // PRI); the address is the requested page's, inside a leaf that may be larger (sizeShift).
+    if (kind === W_OK && req.at !== AT_TRANSLATION_REQUEST && !this.permits(req, this.wPerm)) {
+      faultKind = FaultKind.PERMISSION;
+      code = MockFault.PERMISSION;
     }
-    if (req.at === AT_TRANSLATION_REQUEST) {
-      // An ATS completion: whatever the tables grant, possibly nothing (then the device may PRI).
-      // The address is the requested page's, inside a leaf that may be larger (sizeShift).
-      out.status = XLATE_OK;
-      out.pa = this.wPa + (req.iovaPfn * PAGE - this.wVpnBaseValue) + req.offset;
-      out.perm = this.wPerm & 7;
-      out.sizeShift = this.wShift;
-      return;
-    }
-    if (!this.permits(req, this.wPerm)) {
-      this.fail(req, out, FaultKind.PERMISSION, MockFault.PERMISSION);
+    if (faultKind !== W_OK) {
+      if (cached) {
+        this.fail(req, out, faultKind, code);
+      } else {
+        out.status = XLATE_FAULT;
+        out.fault = faultKind;
+        out.code = code;
+        out.pa = 0;
+        out.perm = 0;
+      }
       return;
     }
     out.status = XLATE_OK;
-    out.pa = this.wPa + (req.iovaPfn * PAGE - this.wVpnBase()) + req.offset;
+    out.pa = this.wPa + (req.iovaPfn * PAGE - this.wVpnBaseValue) + req.offset;
     out.perm = this.wPerm & 7;
     out.sizeShift = this.wShift;
   }
 
   /** The page-aligned IOVA the last resolution's `wPa` corresponds to. */
   private wVpnBaseValue = 0;
-  private wVpnBase(): number {
-    return this.wVpnBaseValue;
-  }
 
   private permits(req: TranslationRequest, perm: number): boolean {
     if ((perm & 8) !== 0 && !req.privileged) return false;
@@ -481,33 +491,7 @@ export class MockIommuHw implements IommuHardware, Mmio {
    * the tables in memory gives right now (the oracle compares it with what the hardware did).
    */
   translateUncached(req: TranslationRequest, out: TranslationResult): void {
-    out.stallTag = 0;
-    out.code = 0;
-    out.fault = FaultKind.NONE;
-    out.sizeShift = 12;
-    if ((this.reg(MOCK_REG.CTRL) & MOCK_CTRL_EN) === 0) {
-      out.status = XLATE_OK;
-      out.pa = req.iovaPfn * PAGE + req.offset;
-      out.perm = DMA_READ | DMA_WRITE | DMA_EXEC;
-      return;
-    }
-    const busError = this.mem.busError;
-    const kind = this.resolve(req, false);
-    this.mem.busError = busError;
-    // A translation request gets what the tables grant, as in translate().
-    const ats = kind === W_OK && req.at === AT_TRANSLATION_REQUEST;
-    if (!ats && (kind !== W_OK || !this.permits(req, this.wPerm))) {
-      out.status = XLATE_FAULT;
-      out.fault = kind !== W_OK ? kind : FaultKind.PERMISSION;
-      out.code = kind !== W_OK ? this.wCode : MockFault.PERMISSION;
-      out.pa = 0;
-      out.perm = 0;
-      return;
-    }
-    out.status = XLATE_OK;
-    out.pa = this.wPa + (req.iovaPfn * PAGE - this.wVpnBaseValue) + req.offset;
-    out.perm = this.wPerm & 7;
-    out.sizeShift = this.wShift;
+    this.lookupInto(req, out, false);
   }
 
   /** The IOTLB entries (valid ones), for reports and tests. */
