@@ -105,6 +105,38 @@ describe("iommu-sim run", () => {
     expect(JSON.parse(c.stdout).seed).toBe(12346);
   });
 
+  it("--trace prints every event of the run, in order, before the summary", async () => {
+    const r = await cli("run", "--trace");
+    expect(r.code).toBe(EXIT.OK);
+    const lines = r.stdout.trimEnd().split("\n");
+    const events = lines.filter((l) => l.startsWith("#"));
+    expect(events.length).toBeGreaterThan(50);
+    expect(events.map((l) => Number(l.slice(1, l.indexOf(" "))))).toEqual(events.map((_, i) => i));
+    for (const kind of ["attach", "map", "unmap", "dma"]) {
+      expect(events.some((l) => l.split(" ")[2] === kind)).toBe(true);
+    }
+    expect(events.some((l) => / dma .*status=fault/.test(l))).toBe(true);
+    expect(lines[lines.length - 1]).toMatch(/^checks /);
+    expect(lines.indexOf(events[events.length - 1])).toBeLessThan(
+      lines.findIndex((l) => l.startsWith("scenario")),
+    );
+  });
+
+  it("--trace --json adds the events to the one document, the same for the same seed", async () => {
+    const a = await cli("run", "--trace", "--json", "--seed", "9");
+    const b = await cli("run", "--trace", "--json", "--seed", "9");
+    expect(a.stdout).toBe(b.stdout);
+    const doc = JSON.parse(a.stdout);
+    expect(Array.isArray(doc.trace)).toBe(true);
+    expect(doc.trace[0]).toMatchObject({ kind: "attach", seq: 0, time: 0 });
+    const dmas = doc.trace.filter((e: { kind: string }) => e.kind === "dma");
+    expect(dmas).toHaveLength(doc.dmas);
+    // Logical time moves by one per DMA.
+    expect(dmas[dmas.length - 1].time).toBe(doc.dmas - 1);
+    const plain = JSON.parse((await cli("run", "--json", "--seed", "9")).stdout);
+    expect(plain.trace).toBeUndefined();
+  });
+
   it("--seed takes decimal and 0x hex up to 2^32-1", async () => {
     for (const [text, seed] of [
       ["0", 0],

@@ -5,7 +5,7 @@ import { realpathSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError } from "commander";
-import { formatHuman, toJson } from "./report.js";
+import { formatHuman, formatTraceEvent, toJson } from "./report.js";
 import { type RunReport, runScenario, scenarios } from "./scenario.js";
 import { HARNESS_VERSION } from "./version.js";
 
@@ -44,6 +44,7 @@ interface RunOptions {
   arch?: string;
   scenario?: string;
   json?: boolean;
+  trace?: boolean;
   verbose?: boolean;
 }
 
@@ -107,7 +108,7 @@ export async function main(
 
   let report: RunReport;
   try {
-    report = await runScenario(scenario, seed);
+    report = await runScenario(scenario, seed, { trace: opts.trace === true });
   } catch (err) {
     io.stderr.write(`iommu-sim: internal error: ${describeError(err)}\n`);
     if (opts.verbose && err instanceof Error && err.stack !== undefined) {
@@ -115,7 +116,12 @@ export async function main(
     }
     return EXIT.INTERNAL;
   }
-  io.stdout.write(opts.json ? `${toJson(report)}\n` : formatHuman(report));
+  if (opts.json) {
+    io.stdout.write(`${toJson(report)}\n`);
+  } else {
+    for (const event of report.trace ?? []) io.stdout.write(formatTraceEvent(event));
+    io.stdout.write(formatHuman(report));
+  }
   return report.checks.failed === 0 ? EXIT.OK : EXIT.CHECK_FAILED;
 }
 
@@ -139,6 +145,7 @@ function buildProgram(io: CliIo, onRun: (opts: RunOptions) => void): Command {
     .option("--arch <name>", "architecture; only mock so far (default: mock)")
     .option("--scenario <name>", "scenario to run (default: default)")
     .option("--json", "print one JSON document on stdout instead of the summary")
+    .option("--trace", "print every trace event of the run (in --json: a trace array)")
     .option("--verbose", "with an internal error, print its stack trace too")
     .addHelpText("after", () => {
       const list = [...scenarios.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
@@ -199,6 +206,15 @@ function isEntryPoint(moduleUrl: string): boolean {
   }
 }
 
+/** A reader that went away (`iommu-sim run --trace | head`) ends the run quietly. */
+export function exitQuietlyOnEpipe(stream: NodeJS.WriteStream): void {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+}
+
 if (isEntryPoint(import.meta.url)) {
+  exitQuietlyOnEpipe(process.stdout);
   process.exitCode = await main(process.argv);
 }

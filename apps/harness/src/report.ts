@@ -1,5 +1,6 @@
 // Printing a run report: a short aligned summary for people, one JSON document for tools.
 
+import type { TraceEvent } from "@iommu-sim/iommu-core";
 import type { RunReport } from "./scenario.js";
 
 const LABEL_WIDTH = 12;
@@ -27,7 +28,7 @@ export function formatHuman(report: RunReport): string {
 /**
  * `report` as one line of JSON (no trailing newline), fields in a fixed order:
  * `version`, `scenario`, `arch`, `seed`, `ops`, `dmas`, `faults`, `checks: {passed, failed}`,
- * `failures: [{check, message}]`.
+ * `failures: [{check, message}]`, and `trace: [{kind, seq, time, data}]` for a traced run.
  */
 export function toJson(report: RunReport): string {
   return JSON.stringify({
@@ -40,7 +41,23 @@ export function toJson(report: RunReport): string {
     faults: report.faults,
     checks: { passed: report.checks.passed, failed: report.checks.failed },
     failures: report.failures.map((f) => ({ check: f.check, message: f.message })),
+    ...(report.trace === undefined ? {} : { trace: report.trace }),
   });
+}
+
+/**
+ * One trace event as a line for people: sequence number, logical time, kind, then the data as
+ * `key=value` pairs (addresses in hex).
+ */
+export function formatTraceEvent(event: TraceEvent): string {
+  const fields = Object.entries(event.data)
+    .map(([k, v]) => `${k}=${typeof v === "number" && isAddress(k) ? `0x${v.toString(16)}` : v}`)
+    .join(" ");
+  return `#${event.seq} t=${event.time} ${event.kind} ${fields}\n`;
+}
+
+function isAddress(key: string): boolean {
+  return key === "iova" || key === "pa" || key === "size";
 }
 
 function oneLine(s: string): string {

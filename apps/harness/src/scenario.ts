@@ -1,5 +1,6 @@
 // Scenarios: named runs on one architecture, the counters they keep and the checks they make.
 
+import type { TraceEvent, TraceListener } from "@iommu-sim/iommu-core";
 import { defaultScenario } from "./scenarios/default.js";
 import { HARNESS_VERSION } from "./version.js";
 
@@ -15,6 +16,11 @@ export interface ScenarioContext {
   countDma(n?: number): void;
   /** Count `n` (default 1) faults the hardware reported. */
   countFault(n?: number): void;
+  /**
+   * Where the scenario's machine sends its trace events when the run is traced (`--trace`), or
+   * null: subscribe it to the machine's `Trace`.
+   */
+  readonly traceListener: TraceListener | null;
 }
 
 /** A named, deterministic run on one architecture. */
@@ -45,6 +51,14 @@ export interface RunReport {
   readonly faults: number;
   readonly checks: { readonly passed: number; readonly failed: number };
   readonly failures: readonly CheckFailure[];
+  /** The trace events, in order, when the run was traced. */
+  readonly trace?: readonly TraceEvent[];
+}
+
+/** How to run a scenario. */
+export interface ScenarioRunOptions {
+  /** Record the machine's trace events into the report. */
+  trace?: boolean;
 }
 
 /** The built-in scenarios by name. Tests may add their own and must remove them again. */
@@ -54,15 +68,21 @@ export const scenarios: Map<string, Scenario> = new Map([[defaultScenario.name, 
  * Run `scenario` with `seed` and collect its counters and checks. Whatever the scenario throws
  * (a `ModelBug` or any other exception) propagates: it is a bug, not a failed check.
  */
-export async function runScenario(scenario: Scenario, seed: number): Promise<RunReport> {
+export async function runScenario(
+  scenario: Scenario,
+  seed: number,
+  options: ScenarioRunOptions = {},
+): Promise<RunReport> {
   if (seed >>> 0 !== seed) throw new Error(`seed ${seed} is not an unsigned 32-bit integer`);
   let ops = 0;
   let dmas = 0;
   let faults = 0;
   let passed = 0;
   const failures: CheckFailure[] = [];
+  const events: TraceEvent[] = [];
   const ctx: ScenarioContext = {
     seed,
+    traceListener: options.trace ? (event) => events.push(event) : null,
     check(name, ok, message) {
       if (ok) passed++;
       else failures.push({ check: name, message: message ?? "check failed" });
@@ -88,6 +108,7 @@ export async function runScenario(scenario: Scenario, seed: number): Promise<Run
     faults,
     checks: { passed, failed: failures.length },
     failures,
+    ...(options.trace ? { trace: events } : {}),
   };
 }
 

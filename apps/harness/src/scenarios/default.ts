@@ -96,6 +96,7 @@ export const defaultScenario: Scenario = {
     "three devices on the mock IOMMU: DMA-API buffers, DMA at a PASID, unmaps that must fault, no leaks",
   run(ctx: ScenarioContext): void {
     const m = new MockMachine({ seed: ctx.seed, iotlbEntries: 16 });
+    if (ctx.traceListener !== null) m.trace.subscribe(ctx.traceListener);
     const prng = m.prng;
     const framesBaseline = m.frames.liveFrames;
 
@@ -144,6 +145,7 @@ export const defaultScenario: Scenario = {
           const got = new Uint8Array(b.size);
           const st = dev.read(b.dma, got);
           ctx.countDma();
+          m.clock.advance(1);
           ctx.check(
             "dma-read",
             st === DMA_OK,
@@ -155,6 +157,7 @@ export const defaultScenario: Scenario = {
           fill(prng, expect);
           const st = dev.write(b.dma, expect);
           ctx.countDma();
+          m.clock.advance(1);
           ctx.check(
             "dma-write",
             st === DMA_OK,
@@ -168,6 +171,7 @@ export const defaultScenario: Scenario = {
         if (b.dir === DMA_TO_DEVICE) {
           const st = dev.write(b.dma, new Uint8Array(1));
           ctx.countDma();
+          m.clock.advance(1);
           if (st === DMA_FAULT) ctx.countFault();
           ctx.check(
             "dma-direction",
@@ -191,6 +195,7 @@ export const defaultScenario: Scenario = {
         m.mem.readBytes(b.pa, expect);
         const st = accel.read(b.dma, got, pasid);
         ctx.countDma();
+        m.clock.advance(1);
         ctx.check("dma-pasid-read", st === DMA_OK && equal(got, expect), `pasid read: ${st}`);
       }
     }
@@ -210,12 +215,14 @@ export const defaultScenario: Scenario = {
       fill(prng, word);
       const st = accel.write(iova + 64, word, userPasid);
       ctx.countDma();
+      m.clock.advance(1);
       const host = new Uint8Array(8);
       m.mem.readBytes(frame + 64, host);
       ctx.check("user-dma", st === DMA_OK && equal(host, word), `user write: ${st}`);
       // The RID does not see the user's mapping: isolation between the two address spaces.
       const rid = accel.write(iova + 64, word, NO_PASID);
       ctx.countDma();
+      m.clock.advance(1);
       if (rid === DMA_FAULT) ctx.countFault();
       ctx.check("isolation", rid !== DMA_OK, "RID DMA reached the PASID's mapping");
       const unmapped = iommuUnmap(user, iova, PAGE);
@@ -223,6 +230,7 @@ export const defaultScenario: Scenario = {
       ctx.check("user-unmap", unmapped === PAGE, `unmap returned ${String(unmapped)}`);
       const after = accel.write(iova + 64, word, userPasid);
       ctx.countDma();
+      m.clock.advance(1);
       if (after === DMA_FAULT) ctx.countFault();
       ctx.check("user-unmap-faults", after !== DMA_OK, "DMA after unmap went through");
       ctx.check(
@@ -247,6 +255,7 @@ export const defaultScenario: Scenario = {
         ctx.check("dma-unmap", ret === 0, `${dev.name}: unmap: ${String(ret)}`);
         const st = dev.read(b.dma, new Uint8Array(1));
         ctx.countDma();
+        m.clock.advance(1);
         if (st === DMA_FAULT) ctx.countFault();
         ctx.check(
           "unmapped-dma-faults",

@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
+import { LogicalClock } from "../platform/clock.js";
 import { PhysMemory } from "../platform/phys-memory.js";
+import { Trace, type TraceEvent } from "../platform/trace.js";
 import { DmaBus } from "./bus.js";
-import { Device, DMA_OK } from "./device.js";
+import { Device, DMA_NO_PASID, DMA_OK } from "./device.js";
 import {
   type DevicePort,
   type IommuHardware,
@@ -153,5 +155,40 @@ describe("DmaBus lookups", () => {
     expect(bus.devices().length).toBe(3);
     bus.removeDevice(d1);
     expect(bus.findBySid(0x100)).toBe(d3);
+  });
+});
+
+describe("tracing", () => {
+  it("each DMA of a device on a traced bus is one dma event with its outcome", () => {
+    const mem = new PhysMemory({ paBits: 40 });
+    const bus = new DmaBus(mem);
+    const clock = new LogicalClock();
+    bus.trace = new Trace(clock);
+    const events: TraceEvent[] = [];
+    bus.trace.subscribe((e) => events.push(e));
+    const dev = new Device({ name: "d0", rid: pciRid(0, 1, 0) });
+    expect(bus.addDevice(dev, new OffsetIommu("i0", 0x10_0000))).toBe(0);
+    expect(dev.write(0x2010, new Uint8Array(16))).toBe(DMA_OK);
+    clock.advance(5);
+    expect(dev.read(0x3000, new Uint8Array(4), 7)).toBe(DMA_NO_PASID);
+    expect(events.map((e) => [e.kind, e.time, e.data])).toEqual([
+      ["dma", 0, { device: "d0", pasid: -1, iova: 0x2010, len: 16, write: true, status: "ok" }],
+      [
+        "dma",
+        5,
+        { device: "d0", pasid: 7, iova: 0x3000, len: 4, write: false, status: "no-pasid" },
+      ],
+    ]);
+  });
+
+  it("an untraced bus emits nothing and a trace nobody listens to stays inactive", () => {
+    const mem = new PhysMemory({ paBits: 40 });
+    const bus = new DmaBus(mem);
+    const dev = new Device({ name: "d0", rid: pciRid(0, 1, 0) });
+    expect(bus.addDevice(dev, null)).toBe(0);
+    expect(dev.write(0x2000, new Uint8Array(8))).toBe(DMA_OK);
+    bus.trace = new Trace();
+    expect(dev.write(0x2000, new Uint8Array(8))).toBe(DMA_OK);
+    expect(bus.trace.emitted).toBe(0);
   });
 });

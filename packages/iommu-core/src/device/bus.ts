@@ -2,6 +2,7 @@
 // through, and how to find a device by requester ID, StreamID or name.
 
 import type { PhysMemory } from "../platform/phys-memory.js";
+import type { Trace } from "../platform/trace.js";
 import { Device } from "./device.js";
 import type { IommuHardware } from "./iommu-hardware.js";
 
@@ -15,6 +16,8 @@ import type { IommuHardware } from "./iommu-hardware.js";
  */
 export class DmaBus {
   readonly mem: PhysMemory;
+  /** Where the devices' DMAs are reported as `dma` events (null: nowhere, and no cost). */
+  trace: Trace | null = null;
   private readonly list: Device[] = [];
   private readonly byRid = new Map<number, Device>();
   private readonly byName = new Map<string, Device>();

@@ -51,6 +51,16 @@ export const DMA_BUS_ERROR = 4;
 /** The device cannot emit the PASID prefix asked for (PASID, privileged or execute bit). */
 export const DMA_NO_PASID = 5;
 
+/** Names of the DMA result codes, for traces and reports. */
+export const DMA_STATUS_NAMES: readonly string[] = Object.freeze([
+  "ok",
+  "fault",
+  "stalled",
+  "page-requested",
+  "bus-error",
+  "no-pasid",
+]);
+
 /** Number of Page Request Group indices (the field is 9 bits). @spec PCIe Base Specification 10.4.1 */
 export const PRG_INDEX_COUNT = 512;
 
@@ -728,6 +738,29 @@ export class Device implements DevicePort {
    * through the IOMMU (or the ATC) on its own, and the first page that fails stops the transfer.
    */
   transfer(
+    write: boolean,
+    iovaPfn: number,
+    offset: number,
+    buf: Uint8Array,
+    pasid: number,
+    flags: number,
+  ): number {
+    const st = this.move(write, iovaPfn, offset, buf, pasid, flags);
+    const trace = this.busRef?.trace ?? null;
+    if (trace?.active) {
+      trace.emit("dma", {
+        device: this.name,
+        pasid,
+        iova: iovaPfn * PAGE_SIZE + offset,
+        len: buf.length,
+        write,
+        status: DMA_STATUS_NAMES[st] ?? String(st),
+      });
+    }
+    return st;
+  }
+
+  private move(
     write: boolean,
     iovaPfn: number,
     offset: number,

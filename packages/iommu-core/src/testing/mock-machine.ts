@@ -61,6 +61,7 @@ export class MockMachine {
       size: options.framesSize ?? 256 * 2 ** 20,
     });
     this.bus = new DmaBus(this.mem);
+    this.bus.trace = this.trace;
     this.subsys = new IommuSubsystem({
       clock: this.clock,
       trace: this.trace,
