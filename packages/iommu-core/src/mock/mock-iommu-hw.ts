@@ -379,9 +379,21 @@ export class MockIommuHw implements IommuHardware, Mmio {
     let table = root;
     for (let level = levels; level >= 1; level--) {
       const index = Math.floor(iovaPfn / 2 ** (9 * (level - 1))) % 512;
-      const lo = mem.read64(table + index * 8);
-      const hi = mem.hi;
-      if (mem.busError) return this.walkFault(FaultKind.WALK_ABORT, MockFault.WALK_ABORT);
+      const at = table + index * 8;
+      // A direct read while no fault hook is installed (see `PhysMemory.wordsOf`); otherwise
+      // through read64, so that a bus error the hook injects aborts the walk.
+      const w = mem.wordsOf(at);
+      let lo: number;
+      let hi: number;
+      if (w !== undefined) {
+        const i = mem.wordIndex(at);
+        lo = w[i];
+        hi = w[i + 1];
+      } else {
+        lo = mem.read64(at);
+        hi = mem.hi;
+        if (mem.busError) return this.walkFault(FaultKind.WALK_ABORT, MockFault.WALK_ABORT);
+      }
       const kind = mockPteDecode(lo, hi, level);
       if (kind === MOCK_PTE_NONE) {
         if (atsRequest) {

@@ -78,20 +78,33 @@ function halfMask(f: MockPteField, base: number): number {
   return m;
 }
 
-export const MOCK_PTE_P = halfMask(field("P"), 0);
-export const MOCK_PTE_R = halfMask(field("R"), 0);
-export const MOCK_PTE_W = halfMask(field("W"), 0);
-export const MOCK_PTE_NX = halfMask(field("NX"), 0);
-export const MOCK_PTE_PRIV = halfMask(field("PRIV"), 0);
-export const MOCK_PTE_PS = halfMask(field("PS"), 0);
+// Code below uses the module-private names: optimised code reads an exported binding through its
+// cell, with a not-yet-initialised check, at every use, while a private const becomes an immediate.
+const PTE_P = halfMask(field("P"), 0);
+const PTE_R = halfMask(field("R"), 0);
+const PTE_W = halfMask(field("W"), 0);
+const PTE_NX = halfMask(field("NX"), 0);
+const PTE_PRIV = halfMask(field("PRIV"), 0);
+const PTE_PS = halfMask(field("PS"), 0);
+const PTE_ADDR_LO = halfMask(field("ADDR"), 0);
+const PTE_ADDR_HI = halfMask(field("ADDR"), 32);
+const PTE_RES_LO = ~layoutMask(0);
+const PTE_RES_HI = ~layoutMask(32);
+
+export const MOCK_PTE_P = PTE_P;
+export const MOCK_PTE_R = PTE_R;
+export const MOCK_PTE_W = PTE_W;
+export const MOCK_PTE_NX = PTE_NX;
+export const MOCK_PTE_PRIV = PTE_PRIV;
+export const MOCK_PTE_PS = PTE_PS;
 /** ADDR bits in the low half (bits 12..31; an int32, so negative). */
-export const MOCK_PTE_ADDR_LO = halfMask(field("ADDR"), 0);
+export const MOCK_PTE_ADDR_LO = PTE_ADDR_LO;
 /** ADDR bits in the high half (entry bits 32..51). */
-export const MOCK_PTE_ADDR_HI = halfMask(field("ADDR"), 32);
+export const MOCK_PTE_ADDR_HI = PTE_ADDR_HI;
 /** Reserved bits of the low half (5, 6, 8..11). */
-export const MOCK_PTE_RES_LO = ~layoutMask(0);
+export const MOCK_PTE_RES_LO = PTE_RES_LO;
 /** Reserved bits of the high half (entry bits 52..63). */
-export const MOCK_PTE_RES_HI = ~layoutMask(32);
+export const MOCK_PTE_RES_HI = PTE_RES_HI;
 
 function layoutMask(base: number): number {
   let m = 0;
@@ -117,6 +130,11 @@ const SZ_1G = 0x4000_0000;
 /** 2^39: the span of one level-4 entry. */
 const SZ_512G = 549755813888;
 const TWO32 = 4294967296;
+const TWO31 = 2147483648;
+// Multiplying by a power of two is exact, and cheaper than dividing by one.
+const INV_4K = 1 / SZ_4K;
+const INV_512G = 1 / SZ_512G;
+const INV_TWO32 = 1 / TWO32;
 const PTES_PER_TABLE = 512;
 
 /** The page sizes the mock format can map: 4 KiB, 2 MiB and 1 GiB. */
@@ -125,12 +143,7 @@ export const MOCK_PGSIZE_BITMAP = SZ_4K | SZ_2M | SZ_1G;
 /** Bytes one entry maps at `level` (1: 4 KiB, 2: 2 MiB, 3: 1 GiB). */
 const LEVEL_SIZE = [0, SZ_4K, SZ_2M, SZ_1G];
 /** Low-half ADDR mask of a leaf at `level`: the block's own address bits are not part of it. */
-const LEAF_ADDR_LO = [
-  0,
-  MOCK_PTE_ADDR_LO,
-  MOCK_PTE_ADDR_LO & ~(SZ_2M - 1),
-  MOCK_PTE_ADDR_LO & ~(SZ_1G - 1),
-];
+const LEAF_ADDR_LO = [0, PTE_ADDR_LO, PTE_ADDR_LO & ~(SZ_2M - 1), PTE_ADDR_LO & ~(SZ_1G - 1)];
 
 /**
  * Index of `iova` in a table at `level` (1..5). Exact for any IOVA below 2^57: the low three
@@ -146,53 +159,53 @@ export function mockLevelIndex(iova: number, level: number): number {
  * table, leaf, or malformed. No allocation; the hardware reads the entry with `PhysMemory.read64`.
  */
 export function mockPteDecode(lo: number, hi: number, level: number): MockPteKind {
-  if ((lo & MOCK_PTE_P) === 0) return MOCK_PTE_NONE;
-  if ((lo & MOCK_PTE_RES_LO) !== 0 || (hi & MOCK_PTE_RES_HI) !== 0) return MOCK_PTE_BAD;
-  const ps = (lo & MOCK_PTE_PS) !== 0;
+  if ((lo & PTE_P) === 0) return MOCK_PTE_NONE;
+  if ((lo & PTE_RES_LO) !== 0 || (hi & PTE_RES_HI) !== 0) return MOCK_PTE_BAD;
+  const ps = (lo & PTE_PS) !== 0;
   if (level === 1) return ps ? MOCK_PTE_BAD : MOCK_PTE_LEAF;
   if (level > 3) return ps ? MOCK_PTE_BAD : MOCK_PTE_TABLE;
   if (!ps) return MOCK_PTE_TABLE;
-  return (lo & MOCK_PTE_ADDR_LO & ~LEAF_ADDR_LO[level]) === 0 ? MOCK_PTE_LEAF : MOCK_PTE_BAD;
+  return (lo & PTE_ADDR_LO & ~LEAF_ADDR_LO[level]) === 0 ? MOCK_PTE_LEAF : MOCK_PTE_BAD;
 }
 
 /** The ADDR field of `hi:lo` as a physical address (next table, or the page of a 4 KiB leaf). */
 export function mockPteAddr(lo: number, hi: number): number {
-  return (hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & MOCK_PTE_ADDR_LO) >>> 0);
+  return (hi & PTE_ADDR_HI) * TWO32 + ((lo & PTE_ADDR_LO) >>> 0);
 }
 
 /** The IOMMU_READ/WRITE/NOEXEC/PRIV bits a leaf grants. */
 export function mockPteProt(lo: number): number {
   return (
-    ((lo & MOCK_PTE_R) !== 0 ? IOMMU_READ : 0) |
-    ((lo & MOCK_PTE_W) !== 0 ? IOMMU_WRITE : 0) |
-    ((lo & MOCK_PTE_NX) !== 0 ? IOMMU_NOEXEC : 0) |
-    ((lo & MOCK_PTE_PRIV) !== 0 ? IOMMU_PRIV : 0)
+    ((lo & PTE_R) !== 0 ? IOMMU_READ : 0) |
+    ((lo & PTE_W) !== 0 ? IOMMU_WRITE : 0) |
+    ((lo & PTE_NX) !== 0 ? IOMMU_NOEXEC : 0) |
+    ((lo & PTE_PRIV) !== 0 ? IOMMU_PRIV : 0)
   );
 }
 
 /** Low half of a leaf entry for page `pa` with `prot` at `level`. */
 export function mockPteLeafLo(pa: number, prot: number, level: number): number {
-  return (pa & MOCK_PTE_ADDR_LO) | leafBits(prot, level);
+  return (pa & PTE_ADDR_LO) | leafBits(prot, level);
 }
 
 /** Low half of a table entry pointing at the table `pa`. */
 export function mockPteTableLo(pa: number): number {
-  return (pa & MOCK_PTE_ADDR_LO) | MOCK_PTE_P | MOCK_PTE_R | MOCK_PTE_W;
+  return (pa & PTE_ADDR_LO) | PTE_P | PTE_R | PTE_W;
 }
 
 /** High half of any entry holding the address `pa`. */
 export function mockPteHi(pa: number): number {
-  return (pa / TWO32) & MOCK_PTE_ADDR_HI;
+  return (pa / TWO32) & PTE_ADDR_HI;
 }
 
 function leafBits(prot: number, level: number): number {
   return (
-    MOCK_PTE_P |
-    ((prot & IOMMU_READ) !== 0 ? MOCK_PTE_R : 0) |
-    ((prot & IOMMU_WRITE) !== 0 ? MOCK_PTE_W : 0) |
-    ((prot & IOMMU_NOEXEC) !== 0 ? MOCK_PTE_NX : 0) |
-    ((prot & IOMMU_PRIV) !== 0 ? MOCK_PTE_PRIV : 0) |
-    (level > 1 ? MOCK_PTE_PS : 0)
+    PTE_P |
+    ((prot & IOMMU_READ) !== 0 ? PTE_R : 0) |
+    ((prot & IOMMU_WRITE) !== 0 ? PTE_W : 0) |
+    ((prot & IOMMU_NOEXEC) !== 0 ? PTE_NX : 0) |
+    ((prot & IOMMU_PRIV) !== 0 ? PTE_PRIV : 0) |
+    (level > 1 ? PTE_PS : 0)
   );
 }
 
@@ -221,6 +234,9 @@ export type MockMapErrno = "EINVAL" | "ERANGE" | "EEXIST" | "ENOMEM";
 // Results of the internal runs below: a page count when >= 0.
 const RUN_EEXIST = -1;
 const RUN_ENOMEM = -2;
+/** A table entry has P and not PS. */
+const PTE_P_PS = PTE_P | PTE_PS;
+const PROT_RW = IOMMU_READ | IOMMU_WRITE;
 /** 2^20: the weight of an entry's high half in a frame number. */
 const TWO20 = 1048576;
 
@@ -239,7 +255,7 @@ function iovaOf(vpnHi: number, vpnLo: number): number {
 
 /** Frame number in the ADDR field of `hi:lo`; an int32 while the frame lies below 2^43. */
 function pteFrame(lo: number, hi: number): number {
-  return hi === 0 ? lo >>> 12 : (hi & MOCK_PTE_ADDR_HI) * TWO20 + (lo >>> 12);
+  return hi === 0 ? lo >>> 12 : (hi & PTE_ADDR_HI) * TWO20 + (lo >>> 12);
 }
 
 /**
@@ -268,6 +284,14 @@ export class MockPgtable implements IoPgtable {
   readonly frames: FrameAllocator;
   private readonly tlb: IommuFlushOps | null;
   private readonly rootFrame: number;
+  /**
+   * Where the fast paths' direct reads start (see `PhysMemory.wordsOf`): `rootPa` while the root
+   * lies below 2^31 and every table below 4 GiB (so that a table entry's high half is zero), until
+   * `free()`. Otherwise -1, which `wordsOf` refuses, so that they take the checked path. An int32.
+   */
+  private rootWalk: number;
+  /** IOVA shift of the root's index above 4 KiB: 9 * (levels - 1). */
+  private readonly rootShift: number;
   private readonly pgsizeBitmap: number;
   private readonly iasLimit: number;
   private readonly oasLimit: number;
@@ -298,6 +322,7 @@ export class MockPgtable implements IoPgtable {
     this.cfg = Object.freeze({ pgsizeBitmap, ias, oas, coherentWalk: true, tlb });
     this.rootPa = root;
     this.rootFrame = root / SZ_4K;
+    this.rootShift = 9 * (levels - 1);
     this.levels = levels;
     this.mem = mem;
     this.frames = frames;
@@ -306,6 +331,7 @@ export class MockPgtable implements IoPgtable {
     this.iasLimit = 2 ** ias;
     this.oasLimit = 2 ** oas;
     this.tablesLow = frames.basePa + frames.frameCount * SZ_4K <= TWO32;
+    this.rootWalk = root < TWO31 && this.tablesLow ? root : -1;
   }
 
   /**
@@ -346,6 +372,38 @@ export class MockPgtable implements IoPgtable {
     pgcount: number,
     prot: number,
   ): 0 | MockMapErrno {
+    // The common case first: one page, as int32 pieces (IOVA bits 39..56 and 12..38, the PA's
+    // halves) that equal the arguments only for 4 KiB-aligned integers in [0, 2^57) and integers
+    // in [0, 2^52). Whatever `mapOne` does not vouch for takes the checked path, which gives every
+    // errno. This entry stays small so that its callers inline it (a double passed to a call that
+    // is not inlined is boxed, an allocation); `mapOne` takes int32s and is longer than V8 inlines
+    // (460 bytes of bytecode), so that inlining it can never make this entry too big to inline.
+    const vpnHi = (iova * INV_512G) & 0x3ffff;
+    const vpnLo = (iova * INV_4K) & 0x7ff_ffff;
+    const paHi = (pa * INV_TWO32) & PTE_ADDR_HI;
+    const paLo = pa | 0;
+    if (
+      pgcount === 1 &&
+      iova === vpnHi * SZ_512G + vpnLo * SZ_4K &&
+      pa === paHi * TWO32 + (paLo >>> 0) &&
+      iova + pgsize <= this.iasLimit &&
+      pa + pgsize <= this.oasLimit &&
+      this.mapOne(vpnHi, vpnLo, paHi, paLo, pgsize, prot)
+    ) {
+      this.mappedBytes = pgsize;
+      return 0;
+    }
+    return this.mapPagesChecked(iova, pa, pgsize, pgcount, prot);
+  }
+
+  /** `mapPages` with every check, for whatever its fast path leaves. */
+  private mapPagesChecked(
+    iova: number,
+    pa: number,
+    pgsize: number,
+    pgcount: number,
+    prot: number,
+  ): 0 | MockMapErrno {
     this.mappedBytes = 0;
     if (this.freed) bug("MockPgtable: mapPages after free()");
     const leafLevel = leafLevelOf(pgsize);
@@ -358,15 +416,40 @@ export class MockPgtable implements IoPgtable {
     if (iova + size > this.iasLimit || pa + size > this.oasLimit) return "ERANGE";
     if ((prot & (IOMMU_READ | IOMMU_WRITE)) === 0) return "EINVAL";
     const bits = leafBits(prot, leafLevel);
-    if (pgcount === 1 && this.mapOne(iova, pa, leafLevel, bits)) return 0;
+    const vpnHi = (iova * INV_512G) & 0x3ffff;
+    const vpnLo = (iova * INV_4K) & 0x7ff_ffff;
+    return this.mapRuns(
+      vpnHi,
+      vpnLo,
+      (pa * INV_TWO32) & PTE_ADDR_HI,
+      pa | 0,
+      leafLevel,
+      pgcount,
+      bits,
+    );
+  }
+
+  /** `mapPages` after its checks, one leaf table's run at a time. */
+  private mapRuns(
+    vpnHi: number,
+    vpnLo: number,
+    paHi: number,
+    paLo: number,
+    leafLevel: number,
+    pgcount: number,
+    bits: number,
+  ): 0 | "EEXIST" | "ENOMEM" {
+    const pgsize = LEVEL_SIZE[leafLevel];
+    const iova = iovaOf(vpnHi, vpnLo);
+    const pa = paHi * TWO32 + (paLo >>> 0);
     let done = 0;
     while (done < pgcount) {
       const va = iova + done * pgsize;
       const a = pa + done * pgsize;
       const n = this.mapRun(
-        (va / SZ_512G) & 0x3ffff,
-        (va / SZ_4K) & 0x7ff_ffff,
-        (a / TWO32) & MOCK_PTE_ADDR_HI,
+        (va * INV_512G) & 0x3ffff,
+        (va * INV_4K) & 0x7ff_ffff,
+        (a * INV_TWO32) & PTE_ADDR_HI,
         a | 0,
         leafLevel,
         pgcount - done,
@@ -379,23 +462,64 @@ export class MockPgtable implements IoPgtable {
   }
 
   /**
-   * The common case, kept small enough to inline: one page whose tables all exist and whose
-   * slot is empty. Returns false, having changed nothing, for anything else.
+   * The fast path of `mapPages`: one page of `pgsize` at the IOVA and PA whose pieces these are,
+   * both within their limits. Maps it when the size, alignment and prot checks pass, its tables
+   * all exist and its slot is empty; otherwise returns false, having changed nothing. The walk is
+   * written out level by level, which is faster and keeps this method out of reach of the inliner
+   * (see `mapPages`).
    */
-  private mapOne(iova: number, pa: number, leafLevel: number, bits: number): boolean {
+  private mapOne(
+    vpnHi: number,
+    vpnLo: number,
+    paHi: number,
+    paLo: number,
+    pgsize: number,
+    prot: number,
+  ): boolean {
+    const leafShift = pgsize === SZ_4K ? 0 : pgsize === SZ_2M ? 9 : pgsize === SZ_1G ? 18 : -1;
+    if (leafShift < 0 || (this.pgsizeBitmap & pgsize) === 0) return false;
+    if ((((vpnLo << 12) | paLo) & (pgsize - 1)) !== 0 || (prot & PROT_RW) === 0) return false;
     const mem = this.mem;
-    const vpnHi = (iova / SZ_512G) & 0x3ffff;
-    const vpnLo = (iova / SZ_4K) & 0x7ff_ffff;
-    let tfn = this.rootFrame;
-    for (let lvl = this.levels; lvl > leafLevel; lvl--) {
-      const lo = mem.read64(tfn * SZ_4K + indexAt(vpnHi, vpnLo, lvl) * 8);
-      if ((lo & (MOCK_PTE_P | MOCK_PTE_PS)) !== MOCK_PTE_P) return false;
-      tfn = pteFrame(lo, mem.hi);
+    // Direct reads (see `PhysMemory.wordsOf`); anything they do not reach (a fault hook, a table
+    // at or above 2^31, tables that may lie above 4 GiB, a freed table: see `rootWalk`), or a
+    // table entry with a high half, is left to the checked path.
+    let tpa = this.rootWalk | 0;
+    let w: Uint32Array | undefined;
+    let j = 0;
+    let lo = 0;
+    // Levels 5 and 4 index vpnHi.
+    for (let sh = (this.rootShift | 0) - 27; sh >= 0; sh -= 9) {
+      w = mem.wordsOf(tpa);
+      if (w === undefined) return false;
+      j = mem.wordIndex(tpa) + (((vpnHi >>> sh) & 511) << 1);
+      lo = w[j];
+      if ((lo & PTE_P_PS) !== PTE_P || w[j + 1] !== 0) return false;
+      tpa = lo & PTE_ADDR_LO;
     }
-    const epa = tfn * SZ_4K + indexAt(vpnHi, vpnLo, leafLevel) * 8;
-    if ((mem.read64(epa) & MOCK_PTE_P) !== 0) return false;
-    mem.write64(epa, (pa & MOCK_PTE_ADDR_LO) | bits, (pa / TWO32) & MOCK_PTE_ADDR_HI);
-    this.mappedBytes = LEVEL_SIZE[leafLevel];
+    // Levels 3 to 1 written out, down to the leaf's.
+    let idx = vpnLo >>> 18;
+    if (leafShift < 18) {
+      w = mem.wordsOf(tpa);
+      if (w === undefined) return false;
+      j = mem.wordIndex(tpa) + (idx << 1);
+      lo = w[j];
+      if ((lo & PTE_P_PS) !== PTE_P || w[j + 1] !== 0) return false;
+      tpa = lo & PTE_ADDR_LO;
+      idx = (vpnLo >>> 9) & 511;
+      if (leafShift < 9) {
+        w = mem.wordsOf(tpa);
+        if (w === undefined) return false;
+        j = mem.wordIndex(tpa) + (idx << 1);
+        lo = w[j];
+        if ((lo & PTE_P_PS) !== PTE_P || w[j + 1] !== 0) return false;
+        tpa = lo & PTE_ADDR_LO;
+        idx = vpnLo & 511;
+      }
+    }
+    w = mem.wordsOf(tpa);
+    if (w === undefined || (w[mem.wordIndex(tpa) + (idx << 1)] & PTE_P) !== 0) return false;
+    const bits = leafBits(prot, 1) | (leafShift !== 0 ? PTE_PS : 0);
+    mem.write64(tpa + idx * 8, (paLo & PTE_ADDR_LO) | bits, paHi);
     return true;
   }
 
@@ -414,11 +538,11 @@ export class MockPgtable implements IoPgtable {
     for (let lvl = this.levels; lvl > leafLevel; lvl--) {
       const idx = indexAt(vpnHi, vpnLo, lvl);
       const lo = mem.read64(tfn * SZ_4K + idx * 8);
-      if ((lo & MOCK_PTE_P) === 0) {
+      if ((lo & PTE_P) === 0) {
         return this.mapNewPath(tfn, idx, lvl - 1, vpnHi, vpnLo, paHi, paLo, leafLevel, count, bits);
       }
       // A larger leaf already maps this page.
-      if ((lo & MOCK_PTE_PS) !== 0) return RUN_EEXIST;
+      if ((lo & PTE_PS) !== 0) return RUN_EEXIST;
       tfn = pteFrame(lo, mem.hi);
     }
     return this.fillLeaves(tfn, vpnHi, vpnLo, paHi, paLo, leafLevel, count, bits);
@@ -459,8 +583,8 @@ export class MockPgtable implements IoPgtable {
 
   /** Point entry `idx` of table `tfn` at the table `child` (frame numbers). */
   private linkTable(tfn: number, idx: number, child: number): void {
-    const lo = (child << 12) | MOCK_PTE_P | MOCK_PTE_R | MOCK_PTE_W;
-    this.mem.write64(tfn * SZ_4K + idx * 8, lo, (child / TWO20) & MOCK_PTE_ADDR_HI);
+    const lo = (child << 12) | PTE_P | PTE_R | PTE_W;
+    this.mem.write64(tfn * SZ_4K + idx * 8, lo, (child / TWO20) & PTE_ADDR_HI);
   }
 
   /** Write up to `count` leaves into table `tfn`, up to its end; pages mapped or RUN_EEXIST. */
@@ -484,17 +608,17 @@ export class MockPgtable implements IoPgtable {
       const epa = base + k * 8;
       const a = pa0 + k * pgsize;
       const old = mem.read64(epa);
-      if ((old & MOCK_PTE_P) !== 0) {
-        if (leafLevel === 1 || (old & MOCK_PTE_PS) !== 0) return RUN_EEXIST;
+      if ((old & PTE_P) !== 0) {
+        if (leafLevel === 1 || (old & PTE_PS) !== 0) return RUN_EEXIST;
         const sub = pteFrame(old, mem.hi);
         if (this.hasLeaf(sub, leafLevel - 1)) return RUN_EEXIST;
         // An empty table where the block goes: swap it for the leaf in one store, then drop any
         // walk cached through it before its frames can be reused.
-        mem.write64(epa, (a & MOCK_PTE_ADDR_LO) | bits, (a / TWO32) & MOCK_PTE_ADDR_HI);
+        mem.write64(epa, (a & PTE_ADDR_LO) | bits, (a / TWO32) & PTE_ADDR_HI);
         this.tlb?.tlbFlushWalk(iovaOf(vpnHi, vpnLo) + k * pgsize, pgsize, SZ_4K);
         this.freeTable(sub, leafLevel - 1);
       } else {
-        mem.write64(epa, (a & MOCK_PTE_ADDR_LO) | bits, (a / TWO32) & MOCK_PTE_ADDR_HI);
+        mem.write64(epa, (a & PTE_ADDR_LO) | bits, (a / TWO32) & PTE_ADDR_HI);
       }
       this.mappedBytes += pgsize;
     }
@@ -522,45 +646,111 @@ export class MockPgtable implements IoPgtable {
     pgcount: number,
     gather: IommuIotlbGather | null,
   ): number {
+    // The common case first, as in `mapPages`: one leaf of `pgsize`, no gather.
+    const vpnHi = (iova * INV_512G) & 0x3ffff;
+    const vpnLo = (iova * INV_4K) & 0x7ff_ffff;
+    if (
+      pgcount === 1 &&
+      gather === null &&
+      iova === vpnHi * SZ_512G + vpnLo * SZ_4K &&
+      iova < this.iasLimit &&
+      this.unmapOne(vpnHi, vpnLo, pgsize)
+    ) {
+      return pgsize;
+    }
+    return this.unmapPagesChecked(iova, pgsize, pgcount, gather);
+  }
+
+  /** `unmapPages` with every check, for whatever its fast path leaves. */
+  private unmapPagesChecked(
+    iova: number,
+    pgsize: number,
+    pgcount: number,
+    gather: IommuIotlbGather | null,
+  ): number {
     if (this.freed) bug("MockPgtable: unmapPages after free()");
     const leafLevel = leafLevelOf(pgsize);
     if (leafLevel === 0 || (this.pgsizeBitmap & pgsize) === 0) return 0;
     if (!Number.isInteger(pgcount) || pgcount < 1) return 0;
     if (!Number.isInteger(iova) || iova < 0 || (iova & (pgsize - 1)) !== 0) return 0;
     if (iova >= this.iasLimit) return 0;
-    if (pgcount === 1 && gather === null && this.unmapOne(iova, leafLevel)) return pgsize;
     const count = Math.min(pgcount, (this.iasLimit - iova) / pgsize);
+    const vpnHi = (iova * INV_512G) & 0x3ffff;
+    const vpnLo = (iova * INV_4K) & 0x7ff_ffff;
+    return this.unmapRuns(vpnHi, vpnLo, leafLevel, count, gather) * pgsize;
+  }
+
+  /** `unmapPages` after its checks, one leaf table's run at a time; returns the pages unmapped. */
+  private unmapRuns(
+    vpnHi: number,
+    vpnLo: number,
+    leafLevel: number,
+    count: number,
+    gather: IommuIotlbGather | null,
+  ): number {
+    const pgsize = LEVEL_SIZE[leafLevel];
+    const iova = iovaOf(vpnHi, vpnLo);
     let done = 0;
     while (done < count) {
       const va = iova + done * pgsize;
-      const vpnHi = (va / SZ_512G) & 0x3ffff;
-      const vpnLo = (va / SZ_4K) & 0x7ff_ffff;
-      const want = Math.min(count - done, PTES_PER_TABLE - indexAt(vpnHi, vpnLo, leafLevel));
-      const n = this.unmapRun(vpnHi, vpnLo, leafLevel, want, gather);
+      const hi = (va * INV_512G) & 0x3ffff;
+      const lo = (va * INV_4K) & 0x7ff_ffff;
+      const want = Math.min(count - done, PTES_PER_TABLE - indexAt(hi, lo, leafLevel));
+      const n = this.unmapRun(hi, lo, leafLevel, want, gather);
       done += n;
       if (n < want) break;
     }
-    return done * pgsize;
+    return done;
   }
 
   /**
-   * The common case, kept small enough to inline: one leaf of the unmap's size, no gather.
-   * Returns false, having changed nothing, for anything else.
+   * The fast path of `unmapPages`: clears the entry of one page of `pgsize` at the IOVA (below
+   * 2^ias) whose pieces these are, when the size and alignment checks pass and it is a leaf of
+   * that size under existing tables; otherwise returns false, having changed nothing. Written out
+   * level by level, as `mapOne` is, for the same reasons.
    */
-  private unmapOne(iova: number, leafLevel: number): boolean {
+  private unmapOne(vpnHi: number, vpnLo: number, pgsize: number): boolean {
+    const leafShift = pgsize === SZ_4K ? 0 : pgsize === SZ_2M ? 9 : pgsize === SZ_1G ? 18 : -1;
+    if (leafShift < 0 || (this.pgsizeBitmap & pgsize) === 0) return false;
+    if (((vpnLo << 12) & (pgsize - 1)) !== 0) return false;
     const mem = this.mem;
-    const vpnHi = (iova / SZ_512G) & 0x3ffff;
-    const vpnLo = (iova / SZ_4K) & 0x7ff_ffff;
-    let tfn = this.rootFrame;
-    for (let lvl = this.levels; lvl > leafLevel; lvl--) {
-      const lo = mem.read64(tfn * SZ_4K + indexAt(vpnHi, vpnLo, lvl) * 8);
-      if ((lo & (MOCK_PTE_P | MOCK_PTE_PS)) !== MOCK_PTE_P) return false;
-      tfn = pteFrame(lo, mem.hi);
+    // Direct reads as in `mapOne`.
+    let tpa = this.rootWalk | 0;
+    let w: Uint32Array | undefined;
+    let j = 0;
+    let lo = 0;
+    for (let sh = (this.rootShift | 0) - 27; sh >= 0; sh -= 9) {
+      w = mem.wordsOf(tpa);
+      if (w === undefined) return false;
+      j = mem.wordIndex(tpa) + (((vpnHi >>> sh) & 511) << 1);
+      lo = w[j];
+      if ((lo & PTE_P_PS) !== PTE_P || w[j + 1] !== 0) return false;
+      tpa = lo & PTE_ADDR_LO;
     }
-    const epa = tfn * SZ_4K + indexAt(vpnHi, vpnLo, leafLevel) * 8;
-    const lo = mem.read64(epa);
-    if ((lo & MOCK_PTE_P) === 0 || (leafLevel > 1 && (lo & MOCK_PTE_PS) === 0)) return false;
-    mem.write64(epa, 0, 0);
+    let idx = vpnLo >>> 18;
+    if (leafShift < 18) {
+      w = mem.wordsOf(tpa);
+      if (w === undefined) return false;
+      j = mem.wordIndex(tpa) + (idx << 1);
+      lo = w[j];
+      if ((lo & PTE_P_PS) !== PTE_P || w[j + 1] !== 0) return false;
+      tpa = lo & PTE_ADDR_LO;
+      idx = (vpnLo >>> 9) & 511;
+      if (leafShift < 9) {
+        w = mem.wordsOf(tpa);
+        if (w === undefined) return false;
+        j = mem.wordIndex(tpa) + (idx << 1);
+        lo = w[j];
+        if ((lo & PTE_P_PS) !== PTE_P || w[j + 1] !== 0) return false;
+        tpa = lo & PTE_ADDR_LO;
+        idx = vpnLo & 511;
+      }
+    }
+    w = mem.wordsOf(tpa);
+    if (w === undefined) return false;
+    lo = w[mem.wordIndex(tpa) + (idx << 1)];
+    if ((lo & PTE_P) === 0 || (leafShift !== 0 && (lo & PTE_PS) === 0)) return false;
+    mem.write64(tpa + idx * 8, 0, 0);
     return true;
   }
 
@@ -577,7 +767,7 @@ export class MockPgtable implements IoPgtable {
     for (let lvl = this.levels; lvl > leafLevel; lvl--) {
       const lo = mem.read64(tfn * SZ_4K + indexAt(vpnHi, vpnLo, lvl) * 8);
       // A hole, or a larger leaf that this unmap would only cut a piece out of.
-      if ((lo & MOCK_PTE_P) === 0 || (lo & MOCK_PTE_PS) !== 0) return 0;
+      if ((lo & PTE_P) === 0 || (lo & PTE_PS) !== 0) return 0;
       tfn = pteFrame(lo, mem.hi);
     }
     const tlb = this.tlb;
@@ -587,8 +777,8 @@ export class MockPgtable implements IoPgtable {
     for (let k = 0; k < count; k++) {
       const epa = base + k * 8;
       const lo = mem.read64(epa);
-      if ((lo & MOCK_PTE_P) === 0) return k;
-      if (leafLevel === 1 || (lo & MOCK_PTE_PS) !== 0) {
+      if ((lo & PTE_P) === 0) return k;
+      if (leafLevel === 1 || (lo & PTE_PS) !== 0) {
         mem.write64(epa, 0, 0);
       } else {
         const sub = pteFrame(lo, mem.hi);
@@ -609,7 +799,41 @@ export class MockPgtable implements IoPgtable {
    * @kernel drivers/iommu/io-pgtable-arm.c arm_lpae_iova_to_phys
    */
   iovaToPhys(iova: number): number {
-    if (!(iova >= 0 && iova < this.iasLimit) || this.freed) return -1;
+    if (!(iova >= 0 && iova < this.iasLimit)) return -1;
+    const mem = this.mem;
+    const vpnHi = (iova * INV_512G) & 0x3ffff;
+    const vpnLo = (iova * INV_4K) & 0x7ff_ffff;
+    // Direct reads (see `PhysMemory.wordsOf`); whatever they do not reach (a fault hook, a table
+    // at or above 2^31, tables that may lie above 4 GiB, a freed table: see `rootWalk`) is walked
+    // again on the checked path, which is invisible since reads without a hook have no side
+    // effect. Kept in one loop so that callers can inline this method. The level travels as the
+    // shift of its index in the VPN (27 and 36 index vpnHi); `| 0` lets the compiler keep the
+    // loop's variables as untagged int32s.
+    let tpa = this.rootWalk | 0;
+    let sh = this.rootShift | 0;
+    let w: Uint32Array | undefined;
+    let j = 0;
+    let lo = 0;
+    for (;;) {
+      w = mem.wordsOf(tpa);
+      if (w === undefined) return this.iovaToPhysChecked(iova);
+      j = mem.wordIndex(tpa) + (((sh > 18 ? vpnHi >>> (sh - 27) : vpnLo >>> sh) & 511) << 1);
+      lo = w[j];
+      if ((lo & PTE_P_PS) !== PTE_P || sh === 0) {
+        if ((lo & PTE_P) === 0) return -1;
+        // PS is reserved at levels 4 and 5, and ignored there as the checked walk ignores it.
+        if (sh <= 18) break;
+      }
+      tpa = lo & PTE_ADDR_LO;
+      sh -= 9;
+    }
+    const off = (SZ_4K << sh) - 1;
+    return (w[j + 1] & PTE_ADDR_HI) * TWO32 + ((lo & PTE_ADDR_LO & ~off) >>> 0) + (iova & off);
+  }
+
+  /** `iovaToPhys` through `PhysMemory.read64`, for whatever its direct reads leave alone. */
+  private iovaToPhysChecked(iova: number): number {
+    if (this.freed) return -1;
     const mem = this.mem;
     const low = this.tablesLow;
     let tpa = this.rootPa;
@@ -619,20 +843,20 @@ export class MockPgtable implements IoPgtable {
       const vpnHi = (iova / SZ_512G) & 0x3ffff;
       do {
         lo = mem.read64(tpa + ((vpnHi >>> (9 * (lvl - 4))) & 511) * 8);
-        if ((lo & MOCK_PTE_P) === 0) return -1;
-        tpa = low ? (lo & MOCK_PTE_ADDR_LO) >>> 0 : mockPteAddr(lo, mem.hi);
+        if ((lo & PTE_P) === 0) return -1;
+        tpa = low ? (lo & PTE_ADDR_LO) >>> 0 : mockPteAddr(lo, mem.hi);
       } while (--lvl > 3);
     }
     const vpnLo = (iova / SZ_4K) & 0x7ff_ffff;
     for (;;) {
       lo = mem.read64(tpa + ((vpnLo >>> (9 * (lvl - 1))) & 511) * 8);
-      if ((lo & MOCK_PTE_P) === 0) return -1;
-      if (lvl === 1 || (lo & MOCK_PTE_PS) !== 0) break;
-      tpa = low ? (lo & MOCK_PTE_ADDR_LO) >>> 0 : mockPteAddr(lo, mem.hi);
+      if ((lo & PTE_P) === 0) return -1;
+      if (lvl === 1 || (lo & PTE_PS) !== 0) break;
+      tpa = low ? (lo & PTE_ADDR_LO) >>> 0 : mockPteAddr(lo, mem.hi);
       lvl--;
     }
     const off = LEVEL_SIZE[lvl] - 1;
-    return (mem.hi & MOCK_PTE_ADDR_HI) * TWO32 + ((lo & LEAF_ADDR_LO[lvl]) >>> 0) + (iova & off);
+    return (mem.hi & PTE_ADDR_HI) * TWO32 + ((lo & LEAF_ADDR_LO[lvl]) >>> 0) + (iova & off);
   }
 
   /**
@@ -645,6 +869,7 @@ export class MockPgtable implements IoPgtable {
     if (this.freed) bug("MockPgtable: free() twice");
     this.freeTable(this.rootFrame, this.levels);
     this.freed = true;
+    this.rootWalk = -1;
   }
 
   /** Whether any leaf is present in table `tfn` (of `level`) or below it. */
@@ -652,8 +877,8 @@ export class MockPgtable implements IoPgtable {
     const mem = this.mem;
     for (let i = 0; i < PTES_PER_TABLE; i++) {
       const lo = mem.read64(tfn * SZ_4K + i * 8);
-      if ((lo & MOCK_PTE_P) === 0) continue;
-      if (level === 1 || (lo & MOCK_PTE_PS) !== 0) return true;
+      if ((lo & PTE_P) === 0) continue;
+      if (level === 1 || (lo & PTE_PS) !== 0) return true;
       if (this.hasLeaf(pteFrame(lo, mem.hi), level - 1)) return true;
     }
     return false;
@@ -665,7 +890,7 @@ export class MockPgtable implements IoPgtable {
       const mem = this.mem;
       for (let i = 0; i < PTES_PER_TABLE; i++) {
         const lo = mem.read64(tfn * SZ_4K + i * 8);
-        if ((lo & MOCK_PTE_P) === 0 || (lo & MOCK_PTE_PS) !== 0) continue;
+        if ((lo & PTE_P) === 0 || (lo & PTE_PS) !== 0) continue;
         this.freeTable(pteFrame(lo, mem.hi), level - 1);
       }
     }

@@ -617,6 +617,87 @@ describe("PhysMemory fault hook and the unchecked path", () => {
   });
 });
 
+/** What a table walker does with `wordsOf`: the entry at `pa` by a direct read, or null. */
+function directRead64(mem: PhysMemory, pa: number): [number, number] | null {
+  const w = mem.wordsOf(pa);
+  if (w === undefined) return null;
+  const i = mem.wordIndex(pa);
+  return [w[i], w[i + 1]];
+}
+
+describe("PhysMemory direct reads (wordsOf, wordIndex)", () => {
+  it("give what read64 gives, at both sides of a section boundary and below 2^31", () => {
+    const mem = new PhysMemory();
+    const pas = [0, 0x1ff8, 2 ** 21 - 8, 2 ** 21, 2 ** 21 + 0x1230, 2 ** 31 - 8];
+    for (const [k, pa] of pas.entries()) mem.write64(pa, (0x80000001 + k) >>> 0, 0xfedc0000 + k);
+    for (const pa of pas) {
+      const lo = mem.read64(pa);
+      expect(directRead64(mem, pa)).toEqual([lo, mem.hi]);
+    }
+    // An unwritten frame of a section that holds data reads as zeros there too.
+    expect(directRead64(mem, 2 ** 21 + 0x5000)).toEqual([0, 0]);
+    expect(mem.wordIndex(2 ** 21 + 0x1230)).toBe(0x1230 >>> 2);
+    expect(mem.busError).toBe(false);
+  });
+
+  it("are refused where read64 must answer: no data in the section, 2^31 and up, outside the space, not an integer", () => {
+    const mem = new PhysMemory();
+    mem.write64(0x1000, 1, 2);
+    mem.write64(2 ** 31, 3, 4);
+    for (const pa of [2 ** 21, 2 ** 31, 2 ** 31 + 0x1000, HIGH_PA, TOP, -8, 4096.5, Number.NaN]) {
+      expect(mem.wordsOf(pa)).toBeUndefined();
+    }
+    expect(mem.wordsOf(0x1000)).toBeDefined();
+    const small = new PhysMemory({ paBits: 20 });
+    small.write64(0xff8, 5, 6);
+    expect(directRead64(small, 0xff8)).toEqual([5, 6]);
+    expect(small.wordsOf(2 ** 20)).toBeUndefined();
+    expect(mem.busError).toBe(false);
+    expect(small.busError).toBe(false);
+  });
+
+  it("are refused while a fault hook is installed, so that the hook sees every read; allowed again once it is removed", () => {
+    const mem = new PhysMemory();
+    mem.write64(0x3000, 7, 8);
+    const asked: number[] = [];
+    mem.faultHook = (pa) => {
+      asked.push(pa);
+      return true;
+    };
+    expect(mem.wordsOf(0x3000)).toBeUndefined();
+    // The reader's fallback: read64 consults the hook, which fails the read as a bus error.
+    expect(mem.read64(0x3000)).toBe(0);
+    expect(mem.busError).toBe(true);
+    expect(asked).toEqual([0x3000]);
+    mem.faultHook = () => false;
+    expect(mem.wordsOf(0x3000)).toBeUndefined();
+    mem.faultHook = null;
+    expect(directRead64(mem, 0x3000)).toEqual([7, 8]);
+  });
+
+  it("see stores made through write64, which the write observer sees", () => {
+    const mem = new PhysMemory();
+    mem.write64(0x4000, 0, 0);
+    const w = mem.wordsOf(0x4008) as Uint32Array;
+    const seen: number[] = [];
+    mem.onWrite = (pa, bytes) => seen.push(pa, bytes);
+    mem.write64(0x4008, 0x11, 0x22);
+    expect([w[mem.wordIndex(0x4008)], w[mem.wordIndex(0x400c)]]).toEqual([0x11, 0x22]);
+    expect(seen).toEqual([0x4008, 8]);
+  });
+
+  it("follow discardFrame: zeros within a section that keeps data, refused once it holds none", () => {
+    const mem = new PhysMemory();
+    mem.write64(0x6000, 1, 1);
+    mem.write64(0x7000, 2, 2);
+    mem.discardFrame(6);
+    expect(directRead64(mem, 0x6000)).toEqual([0, 0]);
+    mem.discardFrame(7);
+    expect(mem.wordsOf(0x7000)).toBeUndefined();
+    expect(mem.read64(0x7000)).toBe(0);
+  });
+});
+
 describe("PhysMemory populated frames within a section", () => {
   it("only the written frame of a section is populated; discard zeroes it and unpopulates it", () => {
     const mem = new PhysMemory();

@@ -3,9 +3,13 @@
 
 import { bug } from "./bug.js";
 
-export const PAGE_SHIFT = 12;
-export const PAGE_SIZE = 1 << PAGE_SHIFT;
-const PAGE_MASK = PAGE_SIZE - 1;
+// The class uses the module-private names: optimised code reads an exported binding through its
+// cell, with a not-yet-initialised check, at every use, while a private const becomes an immediate.
+const FRAME_SHIFT = 12;
+const FRAME_SIZE = 1 << FRAME_SHIFT;
+export const PAGE_SHIFT = FRAME_SHIFT;
+export const PAGE_SIZE = FRAME_SIZE;
+const FRAME_MASK = FRAME_SIZE - 1;
 const TWO32 = 4294967296;
 
 // Below 2^31 memory lives in 2 MiB sections, each one buffer: a hot access is one array load and
@@ -15,7 +19,7 @@ const TWO32 = 4294967296;
 const SECTION_SHIFT = 21;
 const SECTION_SIZE = 1 << SECTION_SHIFT;
 const SECTION_MASK = SECTION_SIZE - 1;
-const FRAMES_PER_SECTION = SECTION_SIZE >>> PAGE_SHIFT;
+const FRAMES_PER_SECTION = SECTION_SIZE >>> FRAME_SHIFT;
 const FRAME_IN_SECTION = FRAMES_PER_SECTION - 1;
 const SECTIONS_SPAN = 2 ** 31;
 /**
@@ -79,10 +83,11 @@ export class PhysMemory {
   /** Frame numbers below this live in `sections`. */
   private readonly sectionPfns: number;
   /**
-   * Accesses below this take the unchecked path: `sectionLimit`, or 0 while a fault hook is
-   * installed, since the hook must see every access.
+   * Accesses at or below this take the unchecked path: `sectionLimit - 1`, or -1 while a fault
+   * hook is installed, since the hook must see every access. Inclusive so that it stays an int32
+   * (2^31 is not one) and the fast paths compare integers.
    */
-  private fastLimit: number;
+  private fastMax: number;
   private hook: FaultHook | null = null;
   /** Per 2 MiB section: data words, then one populated flag word per frame (see FLAGS). */
   private readonly sections: (Uint32Array | undefined)[];
@@ -94,7 +99,7 @@ export class PhysMemory {
   private readonly highBytes = new Map<number, Uint8Array>();
   private frames = 0;
   /** Reused by `copy`; null while a copy holds it, so a reentrant copy allocates its own. */
-  private scratch: Uint8Array | null = new Uint8Array(PAGE_SIZE);
+  private scratch: Uint8Array | null = new Uint8Array(FRAME_SIZE);
 
   constructor(options: PhysMemoryOptions = {}) {
     const paBits = options.paBits ?? 52;
@@ -102,11 +107,11 @@ export class PhysMemory {
       bug(`PhysMemory: paBits ${paBits} is outside [12, 52]`);
     }
     this.paBits = paBits;
-    this.pfnLimit = 2 ** (paBits - PAGE_SHIFT);
-    this.end = this.pfnLimit * PAGE_SIZE;
+    this.pfnLimit = 2 ** (paBits - FRAME_SHIFT);
+    this.end = this.pfnLimit * FRAME_SIZE;
     this.sectionLimit = Math.min(SECTIONS_SPAN, this.end);
-    this.sectionPfns = this.sectionLimit / PAGE_SIZE;
-    this.fastLimit = this.sectionLimit;
+    this.sectionPfns = this.sectionLimit / FRAME_SIZE;
+    this.fastMax = (this.sectionLimit - 1) | 0;
     const count = Math.ceil(this.sectionLimit / SECTION_SIZE);
     this.sections = Array.from({ length: count }, () => undefined);
     this.sectionBytes = Array.from({ length: count }, () => undefined);
@@ -120,7 +125,7 @@ export class PhysMemory {
 
   set faultHook(hook: FaultHook | null) {
     this.hook = hook;
-    this.fastLimit = hook ? 0 : this.sectionLimit;
+    this.fastMax = hook ? -1 : (this.sectionLimit - 1) | 0;
   }
 
   /** Number of frames that hold data (were written at least once and not discarded). */
@@ -135,11 +140,11 @@ export class PhysMemory {
 
   // The fast paths start with `(pa | 0) === pa`, false for NaN, fractions and anything outside
   // int32: those take the checked path, which refuses all but integers at and above 2^31. With
-  // `pa >= 0 && pa < fastLimit` (fastLimit <= 2^31, a multiple of 4 KiB) it makes the section
+  // `pa >= 0 && pa <= fastMax` (fastMax + 1 <= 2^31, a multiple of 4 KiB) it makes the section
   // index and offset exact and keeps an aligned access inside one frame.
 
   read8(pa: number): number {
-    if ((pa | 0) === pa && pa >= 0 && pa < this.fastLimit) {
+    if ((pa | 0) === pa && pa >= 0 && pa <= this.fastMax) {
       const s = this.sections[pa >>> SECTION_SHIFT];
       if (s === undefined) return 0;
       return (s[(pa & SECTION_MASK) >>> 2] >>> ((pa & 3) << 3)) & 0xff;
@@ -148,7 +153,7 @@ export class PhysMemory {
   }
 
   read16(pa: number): number {
-    if ((pa | 0) === pa && pa >= 0 && pa < this.fastLimit && (pa & 1) === 0) {
+    if ((pa | 0) === pa && pa >= 0 && pa <= this.fastMax && (pa & 1) === 0) {
       const s = this.sections[pa >>> SECTION_SHIFT];
       if (s === undefined) return 0;
       return (s[(pa & SECTION_MASK) >>> 2] >>> ((pa & 2) << 3)) & 0xffff;
@@ -158,7 +163,7 @@ export class PhysMemory {
 
   /** A 32-bit read, as an unsigned number. */
   read32(pa: number): number {
-    if ((pa | 0) === pa && pa >= 0 && pa < this.fastLimit && (pa & 3) === 0) {
+    if ((pa | 0) === pa && pa >= 0 && pa <= this.fastMax && (pa & 3) === 0) {
       const s = this.sections[pa >>> SECTION_SHIFT];
       return s === undefined ? 0 : s[(pa & SECTION_MASK) >>> 2];
     }
@@ -167,7 +172,7 @@ export class PhysMemory {
 
   /** A 64-bit read: returns the low 32 bits (unsigned) and leaves the high 32 bits in `hi`. */
   read64(pa: number): number {
-    if ((pa | 0) === pa && pa >= 0 && pa < this.fastLimit && (pa & 7) === 0) {
+    if ((pa | 0) === pa && pa >= 0 && pa <= this.fastMax && (pa & 7) === 0) {
       const s = this.sections[pa >>> SECTION_SHIFT];
       if (s === undefined) {
         this.hi = 0;
@@ -178,6 +183,31 @@ export class PhysMemory {
       return s[i];
     }
     return this.readSlow(pa, 8);
+  }
+
+  /**
+   * For trusted hot readers (table walkers): the words that back `pa` when a read there may skip
+   * every check, or undefined when it must go through `read64` and the other read methods. Defined
+   * only for an integer `pa` below min(2^31, 2^paBits) while no fault hook is installed (so that
+   * the hook sees every read), and only when something in the 2 MiB section around `pa` was ever
+   * written. The 32-bit word holding `pa` is at `wordIndex(pa)`; for an 8-aligned `pa`, the 64-bit
+   * value `read64` would return is that word (low half) and the next (high half), zeros for a
+   * frame never written. The array is valid for the current access only: ask again after anything
+   * that may install a hook or discard a frame. Never write through it: stores go through
+   * `write64` and friends, so that the write observer sees every one and frames get populated.
+   */
+  wordsOf(pa: number): Uint32Array | undefined {
+    if ((pa | 0) === pa && pa >= 0 && pa <= this.fastMax)
+      return this.sections[pa >>> SECTION_SHIFT];
+    return undefined;
+  }
+
+  /**
+   * Index in `wordsOf(pa)` of the 32-bit word holding `pa` (for an address `wordsOf` accepted). An
+   * instance method so that optimised code finds it through the receiver's map it already checked.
+   */
+  wordIndex(pa: number): number {
+    return (pa & SECTION_MASK) >>> 2;
   }
 
   /** The checked read: misaligned throws; refused, out of range or not an integer reads 0. */
@@ -250,12 +280,12 @@ export class PhysMemory {
 
   /**
    * The section of `pa` when a store there with alignment mask `alignMask` may skip every check: an
-   * integer, aligned address below `fastLimit` in a populated frame. Otherwise undefined.
+   * integer, aligned address at or below `fastMax` in a populated frame. Otherwise undefined.
    */
   private fastStore(pa: number, alignMask: number): Uint32Array | undefined {
-    if ((pa | 0) === pa && pa >= 0 && pa < this.fastLimit && (pa & alignMask) === 0) {
+    if ((pa | 0) === pa && pa >= 0 && pa <= this.fastMax && (pa & alignMask) === 0) {
       const s = this.sections[pa >>> SECTION_SHIFT];
-      if (s !== undefined && s[FLAGS + ((pa >>> PAGE_SHIFT) & FRAME_IN_SECTION)] !== 0) return s;
+      if (s !== undefined && s[FLAGS + ((pa >>> FRAME_SHIFT) & FRAME_IN_SECTION)] !== 0) return s;
     }
     return undefined;
   }
@@ -309,7 +339,7 @@ export class PhysMemory {
     let done = 0;
     while (done < length) {
       const at = pa + done;
-      const inFrame = Math.min(length - done, PAGE_SIZE - (at & PAGE_MASK));
+      const inFrame = Math.min(length - done, FRAME_SIZE - (at & FRAME_MASK));
       const to = offset + done;
       if (this.refusedBulk(at, inFrame, false)) {
         dst.fill(0, to, to + inFrame);
@@ -330,7 +360,7 @@ export class PhysMemory {
     let done = 0;
     while (done < length) {
       const at = pa + done;
-      const inFrame = Math.min(length - done, PAGE_SIZE - (at & PAGE_MASK));
+      const inFrame = Math.min(length - done, FRAME_SIZE - (at & FRAME_MASK));
       if (this.refusedBulk(at, inFrame, true)) {
         ok = false;
       } else {
@@ -349,7 +379,7 @@ export class PhysMemory {
     let done = 0;
     while (done < length) {
       const at = pa + done;
-      const inFrame = Math.min(length - done, PAGE_SIZE - (at & PAGE_MASK));
+      const inFrame = Math.min(length - done, FRAME_SIZE - (at & FRAME_MASK));
       if (this.refusedBulk(at, inFrame, true)) {
         ok = false;
       } else {
@@ -380,7 +410,7 @@ export class PhysMemory {
   isPopulated(pfn: number): boolean {
     if (pfn < this.sectionPfns) {
       if (!(pfn >= 0) || (pfn | 0) !== pfn) return false;
-      const s = this.sections[pfn >>> (SECTION_SHIFT - PAGE_SHIFT)];
+      const s = this.sections[pfn >>> (SECTION_SHIFT - FRAME_SHIFT)];
       return s !== undefined && s[FLAGS + (pfn & FRAME_IN_SECTION)] !== 0;
     }
     return this.high.has(pfn);
@@ -395,7 +425,7 @@ export class PhysMemory {
       this.highBytes.delete(pfn);
       return;
     }
-    const n = pfn >>> (SECTION_SHIFT - PAGE_SHIFT);
+    const n = pfn >>> (SECTION_SHIFT - FRAME_SHIFT);
     if (--this.sectionFrames[n] === 0) {
       this.sections[n] = undefined;
       this.sectionBytes[n] = undefined;
@@ -403,8 +433,8 @@ export class PhysMemory {
     }
     // Unpopulated frames of a live section must hold zeros: reads and `fill(…, 0)` rely on it.
     const s = this.sections[n] as Uint32Array;
-    const first = (pfn & FRAME_IN_SECTION) << (PAGE_SHIFT - 2);
-    s.fill(0, first, first + (PAGE_SIZE >>> 2));
+    const first = (pfn & FRAME_IN_SECTION) << (FRAME_SHIFT - 2);
+    s.fill(0, first, first + (FRAME_SIZE >>> 2));
     s[FLAGS + (pfn & FRAME_IN_SECTION)] = 0;
   }
 
@@ -430,9 +460,9 @@ export class PhysMemory {
   frameBytes(pfn: number): Uint8Array | undefined {
     if (!this.isPopulated(pfn)) return undefined;
     if (pfn >= this.sectionPfns) return this.highBytes.get(pfn);
-    const b = this.sectionBytes[pfn >>> (SECTION_SHIFT - PAGE_SHIFT)] as Uint8Array;
-    const at = (pfn & FRAME_IN_SECTION) << PAGE_SHIFT;
-    return b.subarray(at, at + PAGE_SIZE);
+    const b = this.sectionBytes[pfn >>> (SECTION_SHIFT - FRAME_SHIFT)] as Uint8Array;
+    const at = (pfn & FRAME_IN_SECTION) << FRAME_SHIFT;
+    return b.subarray(at, at + FRAME_SIZE);
   }
 
   /** Fails the access when it is out of range, not an integer, or the hook refuses it. */
@@ -462,24 +492,24 @@ export class PhysMemory {
 
   /** Offset of `pa` in the array `wordsAt`/`bytesAt` return for it (×4 for words). */
   private offsetAt(pa: number): number {
-    return pa < this.sectionLimit ? pa & SECTION_MASK : pa & PAGE_MASK;
+    return pa < this.sectionLimit ? pa & SECTION_MASK : pa & FRAME_MASK;
   }
 
   /** The words holding `pa` (a valid address), or undefined when nothing there was written. */
   private wordsAt(pa: number): Uint32Array | undefined {
     return pa < this.sectionLimit
       ? this.sections[pa >>> SECTION_SHIFT]
-      : this.high.get(Math.floor(pa / PAGE_SIZE));
+      : this.high.get(Math.floor(pa / FRAME_SIZE));
   }
 
   private bytesAt(pa: number): Uint8Array | undefined {
     return pa < this.sectionLimit
       ? this.sectionBytes[pa >>> SECTION_SHIFT]
-      : this.highBytes.get(Math.floor(pa / PAGE_SIZE));
+      : this.highBytes.get(Math.floor(pa / FRAME_SIZE));
   }
 
   private populatedAt(pa: number): boolean {
-    return this.isPopulated(Math.floor(pa / PAGE_SIZE));
+    return this.isPopulated(Math.floor(pa / FRAME_SIZE));
   }
 
   /** Marks the frame of `pa` (a valid address) populated, backing it first; returns `wordsAt(pa)`. */
@@ -493,7 +523,7 @@ export class PhysMemory {
         this.sections[n] = s;
         this.sectionBytes[n] = new Uint8Array(buffer);
       }
-      const flag = FLAGS + ((pa >>> PAGE_SHIFT) & FRAME_IN_SECTION);
+      const flag = FLAGS + ((pa >>> FRAME_SHIFT) & FRAME_IN_SECTION);
       if (s[flag] === 0) {
         s[flag] = 1;
         this.sectionFrames[n]++;
@@ -501,10 +531,10 @@ export class PhysMemory {
       }
       return s;
     }
-    const pfn = Math.floor(pa / PAGE_SIZE);
+    const pfn = Math.floor(pa / FRAME_SIZE);
     let w = this.high.get(pfn);
     if (w === undefined) {
-      const buffer = new ArrayBuffer(PAGE_SIZE);
+      const buffer = new ArrayBuffer(FRAME_SIZE);
       w = new Uint32Array(buffer);
       this.high.set(pfn, w);
       this.highBytes.set(pfn, new Uint8Array(buffer));
