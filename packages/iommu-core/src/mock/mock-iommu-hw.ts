@@ -21,6 +21,7 @@ import {
 } from "../device/iommu-hardware.js";
 import type { Mmio } from "../platform/mmio.js";
 import type { PhysMemory } from "../platform/phys-memory.js";
+import type { Trace } from "../platform/trace.js";
 import {
   MOCK_CAP_ATS,
   MOCK_CAP_PRI,
@@ -78,6 +79,8 @@ export interface MockIommuHwOptions {
   pri?: boolean;
   /** IOTLB entries (fully associative, LRU). Tests use tiny ones. */
   iotlbEntries?: number;
+  /** Where faults and invalidations are reported as `fault` and `flush` events. */
+  trace?: Trace | null;
 }
 
 /** Counters of the mock hardware. */
@@ -122,6 +125,8 @@ export class MockIommuHw implements IommuHardware, Mmio {
     responses: 0,
   };
 
+  /** Where faults and invalidations are reported (null: nowhere, at no cost). */
+  trace: Trace | null;
   private readonly ports = new Map<number, DevicePort>();
   private readonly regs = new Uint32Array(0x100 / 4);
 
@@ -148,6 +153,7 @@ export class MockIommuHw implements IommuHardware, Mmio {
 
   constructor(options: MockIommuHwOptions) {
     this.name = options.name ?? "mock0";
+    this.trace = options.trace ?? null;
     this.mem = options.mem;
     this.pasidBits = Math.max(0, Math.min(20, options.pasidBits ?? 20));
     this.ats = options.ats ?? true;
@@ -473,6 +479,17 @@ export class MockIommuHw implements IommuHardware, Mmio {
     out.pa = 0;
     out.perm = 0;
     this.stats.faults++;
+    const trace = this.trace;
+    if (trace?.active) {
+      trace.emit("fault", {
+        iommu: this.name,
+        rid: req.rid,
+        pasid: req.pasid,
+        iova: req.iovaPfn * PAGE + req.offset,
+        kind,
+        code,
+      });
+    }
     if ((this.reg(MOCK_REG.CTRL) & MOCK_CTRL_FQ_EN) === 0) return;
     const size = 2 ** (this.reg(MOCK_REG.FQ_SIZE) & 0x1f);
     const head = this.reg(MOCK_REG.FQ_HEAD);
@@ -544,6 +561,7 @@ export class MockIommuHw implements IommuHardware, Mmio {
 
   private invalidate(cmd: number): void {
     this.stats.invalidations++;
+    if (this.trace?.active) this.traceFlush(cmd);
     const did = this.reg(MOCK_REG.INV_DID) & 0xffff;
     const p = this.reg(MOCK_REG.INV_PASID);
     const pasid = (p & 0x80000000) !== 0 ? p & 0xfffff : NO_PASID;
@@ -579,6 +597,25 @@ export class MockIommuHw implements IommuHardware, Mmio {
       default:
         return; // unknown commands are ignored, as reserved encodings
     }
+  }
+
+  private traceFlush(cmd: number): void {
+    const scope = ["?", "all", "domain", "pasid", "range", "ats"][cmd] ?? `cmd ${cmd}`;
+    const p = this.reg(MOCK_REG.INV_PASID);
+    const pasid = (p & 0x80000000) !== 0 ? `${p & 0xfffff}` : "none";
+    const addr = this.reg64(MOCK_REG.INV_ADDR_LO);
+    const detail =
+      cmd === MOCK_INV_ATS
+        ? `rid=0x${this.reg(MOCK_REG.INV_RID).toString(16)} pasid=${pasid}`
+        : `did=${this.reg(MOCK_REG.INV_DID) & 0xffff} pasid=${pasid}`;
+    const range = cmd === MOCK_INV_RANGE || cmd === MOCK_INV_ATS;
+    const pages = this.reg(MOCK_REG.INV_PAGES);
+    (this.trace as Trace).emit("flush", {
+      iommu: this.name,
+      scope,
+      detail:
+        range && pages !== 0 ? `${detail} addr=0x${addr.toString(16)} pages=${pages}` : detail,
+    });
   }
 
   // --- Page requests ---------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import {
 import { FrameAllocator } from "../platform/frame-allocator.js";
 import { mmioRead64 } from "../platform/mmio.js";
 import { PhysMemory } from "../platform/phys-memory.js";
+import type { TraceEvent } from "../platform/trace.js";
 import { MockMachine } from "../testing/mock-machine.js";
 import {
   MOCK_CTRL_EN,
@@ -525,5 +526,30 @@ describe("domain IDs and frames", () => {
     expect(m.frames.liveFrames).toBe(baseline);
     expect(m.driver.didsInUse).toBe(0);
     expect(m.subsys.pasids.size()).toBe(0);
+  });
+});
+
+describe("tracing", () => {
+  test("a fault and the invalidations of an unmap reach the machine's trace", () => {
+    const m = new MockMachine();
+    const events: TraceEvent[] = [];
+    m.trace.subscribe((e) => events.push(e));
+    const dev = m.addDevice({ name: "nic0", rid: 0x100 });
+    if (typeof dev === "string") throw new Error(dev);
+    const domain = iommuPagingDomainAlloc(dev);
+    if (typeof domain === "string") throw new Error(domain);
+    expect(iommuAttachDevice(domain, dev)).toBe(0);
+    expect(dev.read(0x5000, new Uint8Array(4))).toBe(DMA_FAULT);
+    const frame = m.frames.alloc(0) as number;
+    expect(iommuMap(domain, 0x5000, frame, 0x1000, IOMMU_READ | IOMMU_WRITE)).toBe(0);
+    expect(iommuUnmap(domain, 0x5000, 0x1000)).toBe(0x1000);
+    const fault = events.find((e) => e.kind === "fault");
+    expect(fault?.data).toMatchObject({ iommu: "mock0", rid: 0x100, pasid: -1, iova: 0x5000 });
+    const flushes = events.filter((e) => e.kind === "flush").map((e) => e.data);
+    expect(flushes).toContainEqual({
+      iommu: "mock0",
+      scope: "range",
+      detail: `did=${(domain as MockDomain).did} pasid=none addr=0x5000 pages=1`,
+    });
   });
 });

@@ -73,6 +73,7 @@ export class MockMachine {
       mem: this.mem,
       iotlbEntries: options.iotlbEntries ?? 64,
       pasidBits: options.pasidBits ?? 20,
+      trace: this.trace,
     });
     this.driver = new MockIommuDriver({
       subsys: this.subsys,
