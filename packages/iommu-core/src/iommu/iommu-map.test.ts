@@ -12,6 +12,7 @@ import {
   XLATE_OK,
 } from "../device/iommu-hardware.js";
 import type { MockDomain } from "../mock/mock-iommu.js";
+import { ModelBug } from "../platform/bug.js";
 import { MockMachine } from "../testing/mock-machine.js";
 import { IOMMU_READ, IOMMU_WRITE } from "./io-pgtable.js";
 import { IOMMU_DOMAIN_UNMANAGED, IommuDomain } from "./iommu-domain.js";
@@ -728,4 +729,18 @@ describe("model run", () => {
       expect(m.frames.liveFrames).toBe(baseline);
     },
   );
+});
+
+describe("a table format that breaks the map_pages contract", () => {
+  test("success with nothing mapped is a model bug, not an endless loop", () => {
+    const domain = new IommuDomain(IOMMU_DOMAIN_UNMANAGED, {
+      attachDev: () => 0,
+      mapPages: (d) => {
+        d.mapped = 0;
+        return 0;
+      },
+    });
+    domain.pgsizeBitmap = 0x1000;
+    expect(() => iommuMap(domain, 0x1000, 0x2000, 0x1000, IOMMU_READ)).toThrow(ModelBug);
+  });
 });

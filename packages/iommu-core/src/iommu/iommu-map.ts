@@ -2,6 +2,7 @@
 // partial map, unmapping into an IOTLB gather, and the sync calls that invalidate.
 
 import type { Errno } from "../errno.js";
+import { bug } from "../platform/bug.js";
 import { ffs53, fls53 } from "../platform/u64.js";
 import { IOMMU_DOMAIN_IDENTITY, type IommuDomain } from "./iommu-domain.js";
 import { IommuIotlbGather } from "./iotlb-gather.js";
@@ -120,6 +121,8 @@ export function iommuMapNosync(
     const mapped = domain.mapped;
     left -= mapped;
     if (ret !== 0) break;
+    // A format that maps nothing yet reports success would make this loop forever.
+    if (mapped <= 0) bug(`map_pages of domain ${domain.id} mapped ${mapped} bytes and returned 0`);
     at += mapped;
     to += mapped;
   }
