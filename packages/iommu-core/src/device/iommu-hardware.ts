@@ -110,7 +110,8 @@ export function newTranslationRequest(): TranslationRequest {
 }
 
 /**
- * A PCIe page request (PRI Page Request Message).
+ * A PCIe page request (PRI Page Request Message). Devices reuse one object per device: a hardware
+ * model copies what it queues.
  *
  * @spec PCIe Base Specification 10.4.1 Page Request Message
  */
@@ -145,8 +146,10 @@ export interface DevicePort {
   /** PRG response for (pasid, prgIndex). */
   prgResponse(pasid: number, prgIndex: number, code: number): void;
   /**
-   * ATS Invalidation Request: drop ATC entries of `pasid` (NO_PASID for the untranslated space
-   * without a PASID) overlapping [iovaPfn, iovaPfn + pages). `pages` of 0 means everything.
+   * ATS Invalidation Request: drop ATC entries overlapping [iovaPfn, iovaPfn + pages) (`pages`
+   * of 0: the whole address space). With a PASID only that PASID's entries go (and, with
+   * `global`, the range of every PASID); without one (NO_PASID) the range goes for every PASID
+   * and for requests without one, as an invalidation without a PASID prefix applies to all.
    * Returns when the invalidation completed (the model's completion is immediate).
    */
   atsInvalidate(pasid: number, iovaPfn: number, pages: number, global: boolean): void;
@@ -162,7 +165,13 @@ export interface DevicePort {
 export interface IommuHardware {
   /** Instance name (e.g. "dmar0", "smmu0", "mock0"). */
   readonly name: string;
-  /** Translate `req`, filling `out`. Never throws on any guest state. */
+  /**
+   * Translate `req`, filling `out`. Never throws on any guest state. For an ATS translation
+   * request (AT_TRANSLATION_REQUEST) an unmapped or insufficient translation is not a fault: the
+   * answer is XLATE_OK with the permissions the tables grant, possibly none (the device may then
+   * send a page request); XLATE_FAULT means the request itself was refused (ATS not allowed, bad
+   * configuration). Translation requests and translated requests never stall.
+   */
   translate(req: TranslationRequest, out: TranslationResult): void;
   /** A PRI page request from a device; queued for software or answered at once when refused. */
   pageRequest(req: PageRequest): void;
