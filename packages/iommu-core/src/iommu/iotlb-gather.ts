@@ -21,7 +21,8 @@ export class IommuIotlbGather {
     this.start = Number.POSITIVE_INFINITY;
     this.end = 0;
     this.pgsize = 0;
-    this.freelist.length = 0;
+    // Truncating an array is a builtin call even when it is empty already: skip it then.
+    if (this.freelist.length !== 0) this.freelist.length = 0;
     this.queued = false;
   }
 

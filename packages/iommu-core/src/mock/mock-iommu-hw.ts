@@ -69,6 +69,8 @@ import {
 
 const TWO32 = 4294967296;
 const PAGE = 4096;
+/** 4 KiB pages one entry at `level` spans: 512^(level - 1), up to level 6 (a whole 5-level space). */
+const PAGES_BELOW_LEVEL = [0, 1, 512, 512 ** 2, 512 ** 3, 512 ** 4, 512 ** 5];
 
 export interface MockIommuHwOptions {
   name?: string;
@@ -139,6 +141,8 @@ export class MockIommuHw implements IommuHardware, Mmio {
   private readonly tVpn: Float64Array;
   /** log2 of the entry's page size. */
   private readonly tShift: Uint8Array;
+  /** 4 KiB pages the entry covers (2^(shift - 12)), kept so lookups never compute a power. */
+  private readonly tPages: Float64Array;
   private readonly tPa: Float64Array;
   /** DMA_READ | DMA_WRITE | DMA_EXEC granted, plus 8 when only privileged requests may use it. */
   private readonly tPerm: Uint8Array;
@@ -165,6 +169,7 @@ export class MockIommuHw implements IommuHardware, Mmio {
     this.tPasid = new Int32Array(n);
     this.tVpn = new Float64Array(n);
     this.tShift = new Uint8Array(n);
+    this.tPages = new Float64Array(n);
     this.tPa = new Float64Array(n);
     this.tPerm = new Uint8Array(n);
     this.tStamp = new Uint32Array(n);
@@ -328,7 +333,9 @@ export class MockIommuHw implements IommuHardware, Mmio {
         return this.walkFault(FaultKind.BAD_REQUESTER, MockFault.PASID_DISABLED);
       }
       const pts = d1hi & MOCK_DTE_PTS_MASK;
-      if (req.pasid >= 2 ** pts || req.pasid >= 2 ** this.pasidBits || req.pasid === 0) {
+      // PASIDs have at most 20 bits, so a table of 2^20 or more entries never limits them.
+      const beyondTable = pts < 20 && req.pasid >= 1 << pts;
+      if (beyondTable || req.pasid >= 1 << this.pasidBits || req.pasid === 0) {
         return this.walkFault(FaultKind.BAD_REQUESTER, MockFault.PASID_TOO_BIG);
       }
       const ptLo = mem.read64(dteAddr + 16);
@@ -379,12 +386,12 @@ export class MockIommuHw implements IommuHardware, Mmio {
   /** Walk the mock table from `root`. */
   private walk(root: number, levels: number, iovaPfn: number, atsRequest: boolean): number {
     const mem = this.mem;
-    if (iovaPfn >= 2 ** (levels * 9)) {
+    if (iovaPfn >= PAGES_BELOW_LEVEL[levels + 1]) {
       return this.walkFault(FaultKind.ADDRESS_SIZE, MockFault.ADDRESS_SIZE);
     }
     let table = root;
     for (let level = levels; level >= 1; level--) {
-      const index = Math.floor(iovaPfn / 2 ** (9 * (level - 1))) % 512;
+      const index = Math.floor(iovaPfn / PAGES_BELOW_LEVEL[level]) % 512;
       const at = table + index * 8;
       // A direct read while no fault hook is installed (see `PhysMemory.wordsOf`); otherwise
       // through read64, so that a bus error the hook injects aborts the walk.
@@ -415,7 +422,7 @@ export class MockIommuHw implements IommuHardware, Mmio {
         return this.walkFault(FaultKind.BAD_CONFIG, MockFault.RESERVED_BIT);
       if (kind === MOCK_PTE_LEAF) {
         const shift = 12 + 9 * (level - 1);
-        const pagesPer = 2 ** (shift - 12);
+        const pagesPer = PAGES_BELOW_LEVEL[level];
         const basePfn = iovaPfn - (iovaPfn % pagesPer);
         this.wShift = shift;
         this.wPa = mockPteAddr(lo, hi);
@@ -436,7 +443,7 @@ export class MockIommuHw implements IommuHardware, Mmio {
     const n = this.iotlbSize;
     for (let i = 0; i < n; i++) {
       if (this.tValid[i] === 0 || this.tDid[i] !== did || this.tPasid[i] !== pasid) continue;
-      const pages = 2 ** (this.tShift[i] - 12);
+      const pages = this.tPages[i];
       const vpn = this.tVpn[i];
       if (iovaPfn < vpn || iovaPfn >= vpn + pages) continue;
       this.tStamp[i] = ++this.stamp;
@@ -465,6 +472,7 @@ export class MockIommuHw implements IommuHardware, Mmio {
     this.tPasid[victim] = pasid;
     this.tVpn[victim] = this.wVpnBaseValue / PAGE;
     this.tShift[victim] = this.wShift;
+    this.tPages[victim] = 2 ** (this.wShift - 12);
     this.tPa[victim] = this.wPa;
     this.tPerm[victim] = this.wPerm;
     this.tStamp[victim] = ++this.stamp;
@@ -552,7 +560,7 @@ export class MockIommuHw implements IommuHardware, Mmio {
     for (let i = 0; i < this.iotlbSize; i++) {
       if (this.tValid[i] === 0 || this.tDid[i] !== did || this.tPasid[i] !== pasid) continue;
       const vpn = this.tVpn[i];
-      if (iovaPfn >= vpn && iovaPfn < vpn + 2 ** (this.tShift[i] - 12)) return true;
+      if (iovaPfn >= vpn && iovaPfn < vpn + this.tPages[i]) return true;
     }
     return false;
   }
@@ -585,7 +593,7 @@ export class MockIommuHw implements IommuHardware, Mmio {
         for (let i = 0; i < this.iotlbSize; i++) {
           if (this.tValid[i] === 0 || this.tDid[i] !== did || this.tPasid[i] !== pasid) continue;
           const vpn = this.tVpn[i];
-          if (vpn < end && vpn + 2 ** (this.tShift[i] - 12) > first) this.tValid[i] = 0;
+          if (vpn < end && vpn + this.tPages[i] > first) this.tValid[i] = 0;
         }
         return;
       }

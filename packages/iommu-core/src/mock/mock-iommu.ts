@@ -583,7 +583,7 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
   private iotlbSync(domain: IommuDomain, gather: IommuIotlbGather): void {
     if (!gather.isEmpty) domain.cacheTags?.flushRange(this, gather.start, gather.end, true);
     for (const pa of gather.freelist) this.frames.free(pa, 0);
-    gather.freelist.length = 0;
+    if (gather.freelist.length !== 0) gather.freelist.length = 0;
   }
 
   private domainFree(domain: MockDomain): void {
