@@ -69,8 +69,11 @@ export function iommuPgsize(bitmap: number, iova: number, pa: number, size: numb
   // switches to the larger page there (only worth it when iova and pa share that offset).
   if (k + 1 < cachedCount) {
     const nextSize = POW2[cachedIdx[k + 1]];
-    const iovaOff = iova % nextSize;
-    if (iovaOff === pa % nextSize) {
+    // For sizes up to 2^30 the offset is the low bits (ToInt32 keeps them exactly for any
+    // integral double); larger sizes take the slower exact remainder.
+    const small = nextSize <= 0x4000_0000;
+    const iovaOff = small ? iova & (nextSize - 1) : iova % nextSize;
+    if (iovaOff === (small ? pa & (nextSize - 1) : pa % nextSize)) {
       const offset = nextSize - iovaOff;
       if (offset + nextSize <= size) count = offset / pgsize;
     }
@@ -86,6 +89,15 @@ export function iommuPgsizeCount(): number {
 
 function minPagesz(domain: IommuDomain): number {
   return POW2[ffs53(domain.pgsizeBitmap)];
+}
+
+/** Whether `x` is a non-negative integer multiple of the domain's smallest page. */
+function aligned(domain: IommuDomain, x: number): boolean {
+  const min = minPagesz(domain);
+  if (min <= 0x4000_0000 && x >= 0 && x < 2 ** 53) {
+    return Math.floor(x) === x && (x & (min - 1)) === 0;
+  }
+  return x >= 0 && x % min === 0;
 }
 
 /**
@@ -104,8 +116,7 @@ export function iommuMapNosync(
   if (!domain.isPaging) return "EINVAL";
   const mapPages = domain.ops.mapPages;
   if (mapPages === undefined || domain.pgsizeBitmap === 0) return "ENODEV";
-  const min = minPagesz(domain);
-  if (iova % min !== 0 || pa % min !== 0 || size % min !== 0 || size < 0) return "EINVAL";
+  if (!aligned(domain, iova) || !aligned(domain, pa) || !aligned(domain, size)) return "EINVAL";
   let left = size;
   let at = iova;
   let to = pa;
@@ -184,8 +195,7 @@ export function iommuUnmapFast(
   if (!domain.isPaging) return "EINVAL";
   const unmapPages = domain.ops.unmapPages;
   if (unmapPages === undefined || domain.pgsizeBitmap === 0) return "EINVAL";
-  const min = minPagesz(domain);
-  if (iova % min !== 0 || size % min !== 0 || size < 0) return "EINVAL";
+  if (!aligned(domain, iova) || !aligned(domain, size)) return "EINVAL";
   let unmapped = 0;
   let at = iova;
   while (unmapped < size) {
