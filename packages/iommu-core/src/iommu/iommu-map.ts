@@ -3,7 +3,7 @@
 
 import type { Errno } from "../errno.js";
 import { bug } from "../platform/bug.js";
-import { ffs53, fls53 } from "../platform/u64.js";
+import { alignDown, ffs53, fls53, isAligned } from "../platform/u64.js";
 import { IOMMU_DOMAIN_IDENTITY, type IommuDomain } from "./iommu-domain.js";
 import { IommuIotlbGather } from "./iotlb-gather.js";
 
@@ -69,11 +69,8 @@ export function iommuPgsize(bitmap: number, iova: number, pa: number, size: numb
   // switches to the larger page there (only worth it when iova and pa share that offset).
   if (k + 1 < cachedCount) {
     const nextSize = POW2[cachedIdx[k + 1]];
-    // For sizes up to 2^30 the offset is the low bits (ToInt32 keeps them exactly for any
-    // integral double); larger sizes take the slower exact remainder.
-    const small = nextSize <= 0x4000_0000;
-    const iovaOff = small ? iova & (nextSize - 1) : iova % nextSize;
-    if (iovaOff === (small ? pa & (nextSize - 1) : pa % nextSize)) {
+    const iovaOff = iova - alignDown(iova, nextSize);
+    if (iovaOff === pa - alignDown(pa, nextSize)) {
       const offset = nextSize - iovaOff;
       if (offset + nextSize <= size) count = offset / pgsize;
     }
@@ -93,11 +90,7 @@ function minPagesz(domain: IommuDomain): number {
 
 /** Whether `x` is a non-negative integer multiple of the domain's smallest page. */
 function aligned(domain: IommuDomain, x: number): boolean {
-  const min = minPagesz(domain);
-  if (min <= 0x4000_0000 && x >= 0 && x < 2 ** 53) {
-    return Math.floor(x) === x && (x & (min - 1)) === 0;
-  }
-  return x >= 0 && x % min === 0;
+  return x >= 0 && Math.floor(x) === x && isAligned(x, minPagesz(domain));
 }
 
 /**

@@ -25,6 +25,8 @@
 // caches translations only in its IOTLB, tagged (DID, PASID, page): it reads the device and PASID
 // tables on every IOTLB miss.
 
+import { hiOf, join, loOf } from "../platform/u64.js";
+
 /** Register offsets (bytes). */
 export const MOCK_REG = Object.freeze({
   /** RO: bits 0-4 PASID bits supported (0: no PASID), bit 8 ATS, bit 9 PRI, bits 16-31 IOTLB entries. */
@@ -130,7 +132,7 @@ export const MockFault = Object.freeze({
 /** Build qword 0 of a DTE or PASID entry. */
 export function mockEntryLo(mode: number, levels: number, rootPa: number, ats: boolean): number {
   const lvl = mode === MOCK_MODE_TRANSLATE ? levels - 3 : 0;
-  const root = mode === MOCK_MODE_TRANSLATE ? (rootPa % 4294967296) & MOCK_ENTRY_ADDR_LO : 0;
+  const root = mode === MOCK_MODE_TRANSLATE ? loOf(rootPa) & MOCK_ENTRY_ADDR_LO : 0;
   return (
     (MOCK_ENTRY_V |
       (mode << MOCK_ENTRY_MODE_SHIFT) |
@@ -143,10 +145,23 @@ export function mockEntryLo(mode: number, levels: number, rootPa: number, ats: b
 
 /** High half of qword 0 of a DTE or PASID entry. */
 export function mockEntryHi(mode: number, rootPa: number): number {
-  return mode === MOCK_MODE_TRANSLATE ? Math.floor(rootPa / 4294967296) & MOCK_ENTRY_ADDR_HI : 0;
+  return mode === MOCK_MODE_TRANSLATE ? hiOf(rootPa) & MOCK_ENTRY_ADDR_HI : 0;
 }
 
 /** The table address held in qword 0 (`lo`, `hi`). */
 export function mockEntryAddr(lo: number, hi: number): number {
-  return (hi & MOCK_ENTRY_ADDR_HI) * 4294967296 + ((lo & MOCK_ENTRY_ADDR_LO) >>> 0);
+  return join(hi & MOCK_ENTRY_ADDR_HI, lo & MOCK_ENTRY_ADDR_LO);
+}
+
+/** Bit 31 of INV_PASID and RESP_PASID: the PASID in bits 0-19 is valid. */
+export const MOCK_PASID_VALID = 0x80000000;
+
+/** The INV_PASID / RESP_PASID register value for `pasid` (negative: no PASID). */
+export function mockPasidReg(pasid: number): number {
+  return pasid < 0 ? 0 : (MOCK_PASID_VALID | (pasid & 0xfffff)) >>> 0;
+}
+
+/** The PASID an INV_PASID / RESP_PASID value names, or -1 (NO_PASID) when it names none. */
+export function mockPasidFromReg(value: number): number {
+  return (value & MOCK_PASID_VALID) !== 0 ? value & 0xfffff : -1;
 }

@@ -54,6 +54,7 @@ import {
   MOCK_STATUS_PRQ_OVF,
   MockFault,
   mockEntryAddr,
+  mockPasidFromReg,
 } from "./mock-format.js";
 import {
   MOCK_PTE_BAD,
@@ -572,7 +573,7 @@ export class MockIommuHw implements IommuHardware, Mmio {
     if (this.trace?.active) this.traceFlush(cmd);
     const did = this.reg(MOCK_REG.INV_DID) & 0xffff;
     const p = this.reg(MOCK_REG.INV_PASID);
-    const pasid = (p & 0x80000000) !== 0 ? p & 0xfffff : NO_PASID;
+    const pasid = mockPasidFromReg(p);
     const addr = this.reg64(MOCK_REG.INV_ADDR_LO);
     const pages = this.reg(MOCK_REG.INV_PAGES);
     switch (cmd) {
@@ -610,7 +611,8 @@ export class MockIommuHw implements IommuHardware, Mmio {
   private traceFlush(cmd: number): void {
     const scope = ["?", "all", "domain", "pasid", "range", "ats"][cmd] ?? `cmd ${cmd}`;
     const p = this.reg(MOCK_REG.INV_PASID);
-    const pasid = (p & 0x80000000) !== 0 ? `${p & 0xfffff}` : "none";
+    const named = mockPasidFromReg(p);
+    const pasid = named < 0 ? "none" : `${named}`;
     const addr = this.reg64(MOCK_REG.INV_ADDR_LO);
     const detail =
       cmd === MOCK_INV_ATS
@@ -659,7 +661,7 @@ export class MockIommuHw implements IommuHardware, Mmio {
   private sendResponse(code: number): void {
     const rid = this.reg(MOCK_REG.RESP_RID) & 0xffff;
     const p = this.reg(MOCK_REG.RESP_PASID);
-    const pasid = (p & 0x80000000) !== 0 ? p & 0xfffff : NO_PASID;
+    const pasid = mockPasidFromReg(p);
     const prgi = this.reg(MOCK_REG.RESP_PRGI) & 0x1ff;
     this.stats.responses++;
     this.ports.get(rid)?.prgResponse(pasid, prgi, code & 0xf);

@@ -3,7 +3,13 @@
 
 import { Ida } from "@iommu-sim/ioasid";
 import type { Device } from "../device/device.js";
-import { DMA_EXEC, DMA_READ, DMA_WRITE } from "../device/iommu-hardware.js";
+import {
+  DMA_EXEC,
+  DMA_READ,
+  DMA_WRITE,
+  NO_PASID,
+  PRG_RESPONSE_FAILURE,
+} from "../device/iommu-hardware.js";
 import type { Errno } from "../errno.js";
 import {
   CACHE_TAG_DEVTLB,
@@ -50,6 +56,7 @@ import { bug } from "../platform/bug.js";
 import type { FrameAllocator } from "../platform/frame-allocator.js";
 import { type Mmio, mmioWrite64 } from "../platform/mmio.js";
 import type { PhysMemory } from "../platform/phys-memory.js";
+import { hiOf, loOf } from "../platform/u64.js";
 import {
   MOCK_CAP_ATS,
   MOCK_CAP_PRI,
@@ -71,6 +78,7 @@ import {
   MOCK_REG,
   mockEntryHi,
   mockEntryLo,
+  mockPasidReg,
 } from "./mock-format.js";
 import { MOCK_PGSIZE_BITMAP, MockPgtable } from "./mock-pgtable.js";
 
@@ -309,7 +317,7 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
     };
     (dev.iommu as NonNullable<Device["iommu"]>).priv = info;
     const at = this.dte(dev);
-    this.mem.write64(at + 16, pasidTable % 4294967296, Math.floor(pasidTable / 4294967296));
+    this.mem.write64(at + 16, loOf(pasidTable), hiOf(pasidTable));
     this.mem.write64(at + 8, 0, pts);
     this.mem.write64(at, mockEntryLo(MOCK_MODE_BLOCKED, 3, 0, false), 0);
     return this.iommu;
@@ -376,13 +384,18 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
 
   /** The page response goes out through the response registers. @kernel drivers/iommu/intel/prq.c intel_iommu_page_response */
   pageResponse(dev: Device, evt: IopfFault, msg: IommuPageResponse): void {
-    const f = evt.fault;
-    this.mmio.write32(MOCK_REG.RESP_RID, dev.rid);
-    const pasidValid = (f.flags & IOMMU_FAULT_PAGE_REQUEST_PASID_VALID) !== 0;
-    this.mmio.write32(MOCK_REG.RESP_PASID, pasidValid ? (0x80000000 | msg.pasid) >>> 0 : 0);
-    this.mmio.write32(MOCK_REG.RESP_PRGI, msg.grpid);
+    const pasidValid = (evt.fault.flags & IOMMU_FAULT_PAGE_REQUEST_PASID_VALID) !== 0;
     // IOMMU_PAGE_RESP_* to PCIe PRG response codes: success 0, invalid 1, failure 0xf.
-    this.mmio.write32(MOCK_REG.RESP_CODE, msg.code === 0 ? 0 : msg.code === 1 ? 1 : 0xf);
+    const code = msg.code === 0 ? 0 : msg.code === 1 ? 1 : PRG_RESPONSE_FAILURE;
+    this.respond(dev.rid, pasidValid ? msg.pasid : NO_PASID, msg.grpid, code);
+  }
+
+  /** Send one PRG response through the response registers; writing RESP_CODE sends it. */
+  private respond(rid: number, pasid: number, prgi: number, code: number): void {
+    this.mmio.write32(MOCK_REG.RESP_RID, rid);
+    this.mmio.write32(MOCK_REG.RESP_PASID, mockPasidReg(pasid));
+    this.mmio.write32(MOCK_REG.RESP_PRGI, prgi);
+    this.mmio.write32(MOCK_REG.RESP_CODE, code);
   }
 
   /** Put a device into (or out of) the IOPF queue. */
@@ -520,7 +533,7 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
       this.mmio.write32(MOCK_REG.INV_CMD, MOCK_INV_DOMAIN);
       this.invalidations.domain++;
     } else {
-      this.mmio.write32(MOCK_REG.INV_PASID, (0x80000000 | pasid) >>> 0);
+      this.mmio.write32(MOCK_REG.INV_PASID, mockPasidReg(pasid));
       this.mmio.write32(MOCK_REG.INV_CMD, MOCK_INV_PASID);
       this.invalidations.pasid++;
     }
@@ -528,9 +541,8 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
 
   private atsInvalidate(dev: Device, pasid: number, addr: number, pages: number): void {
     this.mmio.write32(MOCK_REG.INV_RID, dev.rid);
-    this.mmio.write32(MOCK_REG.INV_PASID, pasid < 0 ? 0 : (0x80000000 | pasid) >>> 0);
-    this.mmio.write32(MOCK_REG.INV_ADDR_LO, addr % 4294967296);
-    this.mmio.write32(MOCK_REG.INV_ADDR_HI, Math.floor(addr / 4294967296));
+    this.mmio.write32(MOCK_REG.INV_PASID, mockPasidReg(pasid));
+    mmioWrite64(this.mmio, MOCK_REG.INV_ADDR_LO, addr);
     this.mmio.write32(MOCK_REG.INV_PAGES, pages);
     this.mmio.write32(MOCK_REG.INV_CMD, MOCK_INV_ATS);
     this.invalidations.ats++;
@@ -544,9 +556,8 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
     if (tag.kind === CACHE_TAG_IOTLB) {
       if (this.inject.skipIotlbFlush) return;
       this.mmio.write32(MOCK_REG.INV_DID, tag.id);
-      this.mmio.write32(MOCK_REG.INV_PASID, tag.pasid < 0 ? 0 : (0x80000000 | tag.pasid) >>> 0);
-      this.mmio.write32(MOCK_REG.INV_ADDR_LO, (first * 4096) % 4294967296);
-      this.mmio.write32(MOCK_REG.INV_ADDR_HI, Math.floor((first * 4096) / 4294967296));
+      this.mmio.write32(MOCK_REG.INV_PASID, mockPasidReg(tag.pasid));
+      mmioWrite64(this.mmio, MOCK_REG.INV_ADDR_LO, first * 4096);
       this.mmio.write32(MOCK_REG.INV_PAGES, big ? 0 : pages);
       this.mmio.write32(
         MOCK_REG.INV_CMD,
@@ -667,19 +678,10 @@ export class MockIommuDriver implements IommuOps, CacheTagFlusher {
         privateData: [0, 0] as const,
       };
       const evt = { fault };
-      if (dev === undefined || iommuReportDeviceFault(dev, evt) !== 0) {
-        if (last) {
-          const devOrFake = dev;
-          if (devOrFake !== undefined) {
-            this.pageResponse(devOrFake, evt, { pasid: fault.pasid, grpid: prgi, code: 2 });
-          } else {
-            this.mmio.write32(MOCK_REG.RESP_RID, rid);
-            this.mmio.write32(MOCK_REG.RESP_PASID, pasidValid ? (0x80000000 | pasid) >>> 0 : 0);
-            this.mmio.write32(MOCK_REG.RESP_PRGI, prgi);
-            this.mmio.write32(MOCK_REG.RESP_CODE, 0xf);
-          }
-        }
-      }
+      // Nobody to handle it (no such device, or one in no fault queue): the group fails now.
+      const reported = dev !== undefined && iommuReportDeviceFault(dev, evt) === 0;
+      if (!reported && last)
+        this.respond(rid, pasidValid ? pasid : NO_PASID, prgi, PRG_RESPONSE_FAILURE);
     }
     return n;
   }

@@ -1,5 +1,7 @@
 // A register block as a driver sees it: 32-bit loads and stores at offsets, nothing else.
 
+import { hiOf, join, loOf } from "./u64.js";
+
 /**
  * Memory-mapped registers of a device model. A driver holds only this, never the model object, so
  * everything it does to the hardware goes through register accesses (and memory).
@@ -17,11 +19,11 @@ export interface Mmio {
 export function mmioRead64(mmio: Mmio, offset: number): number {
   const lo = mmio.read32(offset) >>> 0;
   const hi = mmio.read32(offset + 4) >>> 0;
-  return hi * 4294967296 + lo;
+  return join(hi, lo);
 }
 
 /** 64-bit register store of a number below 2^53, low half first (as lo_hi_writeq). */
 export function mmioWrite64(mmio: Mmio, offset: number, value: number): void {
-  mmio.write32(offset, value % 4294967296);
-  mmio.write32(offset + 4, Math.floor(value / 4294967296));
+  mmio.write32(offset, loOf(value));
+  mmio.write32(offset + 4, hiOf(value));
 }
