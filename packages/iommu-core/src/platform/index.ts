@@ -3,6 +3,30 @@
 
 export { bug, ModelBug } from "./bug.js";
 export { LogicalClock, type TimerId } from "./clock.js";
+export {
+  decode,
+  defineLayout,
+  encode,
+  encodeInto,
+  type Field,
+  type FieldSpec,
+  type FieldValue,
+  type FieldValues,
+  type FormatOptions,
+  fieldOf,
+  fieldValue,
+  formatFieldValue,
+  formatLayout,
+  getField,
+  getFieldBig,
+  hasReservedBits,
+  type Layout,
+  type LayoutSpec,
+  loadLayout,
+  reservedBitsSet,
+  setField,
+  storeLayout,
+} from "./field-table.js";
 export { FrameAllocator, type FrameAllocatorOptions, MAX_ORDER } from "./frame-allocator.js";
 export {
   ImageError,

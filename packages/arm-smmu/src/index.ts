@@ -1,0 +1,3 @@
+export * from "./format/index.js";
+export * from "./hw/index.js";
+export * from "./pgtable/index.js";
