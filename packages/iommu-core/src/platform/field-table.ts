@@ -142,7 +142,7 @@ export function fieldOf(layout: Layout, name: string): Field {
  * are read exactly by `getFieldBig`; here their bits from 53 up are dropped.
  */
 export function getField(f: Field, w: ArrayLike<number>, base = 0): number {
-  if (f.single) return ((w[base + f.word] as number) >>> f.shift) & f.mask;
+  if (f.single) return (((w[base + f.word] as number) >>> f.shift) & f.mask) >>> 0;
   let value = 0;
   let got = 0;
   let bit = f.lsb;

@@ -1,0 +1,254 @@
+// The VT-d PASID cache: decoded scalable-mode PASID-table entries by (source-id, PASID), true LRU.
+
+import { bug } from "@iommu-sim/iommu-core/platform";
+
+/** One PASID-cache entry as plain data (tests and the oracle). */
+export interface VtdPasidCacheEntry {
+  slot: number;
+  sid: number;
+  pasid: number;
+  did: number;
+  handle: number;
+  stamp: number;
+}
+
+/**
+ * The PASID cache. The PASID table hangs off the context entry, so entries are keyed by
+ * (source-id, PASID); each carries the DID of its PASID entry, which the type-7 descriptor
+ * selects by, and a `handle` (a small integer the unit chooses, e.g. a config-pool index).
+ * `insert` returns the handle that left the cache so the unit can recycle it.
+ *
+ * Lookup hashes the key into a bucket chain (no allocation, O(1)); replacement is true LRU over
+ * the whole cache.
+ *
+ * Context-cache invalidations do not touch this cache: the spec (6.5.2.1, as quoted in QEMU
+ * review threads) makes software follow a context-cache invalidation with a PASID-cache one, and
+ * Linux does (iommu_set_root_entry, device_pasid_table_setup). `invalidateDevice` exists for a
+ * unit that wants the lenient behaviour QEMU adopted "for guests not following the spec"; the
+ * maximal model should not call it.
+ *
+ * @spec VT-d 6.2.3 (PASID cache), 6.5.2.2 (PASID-cache invalidate)
+ * @kernel drivers/iommu/intel/pasid.c pasid_cache_invalidation_with_pasid
+ */
+export class VtdPasidCache {
+  readonly capacity: number;
+  hits = 0;
+  misses = 0;
+  inserts = 0;
+  evictions = 0;
+  invalidated = 0;
+
+  /** -1 = free slot. */
+  private readonly sids: Int32Array;
+  private readonly pasids: Int32Array;
+  private readonly dids: Int32Array;
+  private readonly handles: Int32Array;
+  private readonly stamps: Float64Array;
+  /** Bucket heads (slot + 1, 0 = empty) and the per-slot chain (slot + 1). */
+  private readonly heads: Int32Array;
+  private readonly next: Int32Array;
+  private readonly bucketBits: number;
+  private clock = 0;
+  private live = 0;
+
+  constructor(capacity: number) {
+    if (!Number.isInteger(capacity) || capacity < 0) bug(`VtdPasidCache: capacity ${capacity}`);
+    this.capacity = capacity;
+    this.sids = new Int32Array(capacity).fill(-1);
+    this.pasids = new Int32Array(capacity);
+    this.dids = new Int32Array(capacity);
+    this.handles = new Int32Array(capacity);
+    this.stamps = new Float64Array(capacity);
+    this.bucketBits = Math.max(1, 32 - Math.clz32(Math.max(1, capacity * 2) - 1));
+    this.heads = new Int32Array(1 << this.bucketBits);
+    this.next = new Int32Array(capacity);
+  }
+
+  private bucket(sid: number, pasid: number): number {
+    return Math.imul((sid << 20) ^ pasid ^ (sid >>> 12), 0x9e3779b1) >>> (32 - this.bucketBits);
+  }
+
+  private find(sid: number, pasid: number): number {
+    let s = (this.heads[this.bucket(sid, pasid)] as number) - 1;
+    while (s >= 0) {
+      if (this.sids[s] === sid && this.pasids[s] === pasid) return s;
+      s = (this.next[s] as number) - 1;
+    }
+    return -1;
+  }
+
+  /** The handle cached for (sid, pasid), or -1 (a miss). A hit makes the entry most recent. */
+  lookup(sid: number, pasid: number): number {
+    const s = this.find(sid, pasid);
+    if (s < 0) {
+      this.misses++;
+      return -1;
+    }
+    this.hits++;
+    this.stamps[s] = ++this.clock;
+    return this.handles[s] as number;
+  }
+
+  /** The DID of the entry for (sid, pasid) without counting or touching it, or -1. */
+  didOf(sid: number, pasid: number): number {
+    const s = this.find(sid, pasid);
+    return s < 0 ? -1 : (this.dids[s] as number);
+  }
+
+  /**
+   * Cache `handle` for (sid, pasid) with the PASID entry's DID. Returns the handle that left the
+   * cache (the old one for this key, or the LRU entry's), or -1; with capacity 0, `handle`.
+   */
+  insert(sid: number, pasid: number, did: number, handle: number): number {
+    this.inserts++;
+    if (this.capacity === 0) return handle;
+    let s = this.find(sid, pasid);
+    let out = -1;
+    if (s >= 0) {
+      out = this.handles[s] as number;
+    } else {
+      s = this.victim();
+      if ((this.sids[s] as number) >= 0) {
+        out = this.handles[s] as number;
+        this.unlink(s);
+        this.evictions++;
+      }
+      this.live++;
+      this.sids[s] = sid;
+      this.pasids[s] = pasid;
+      const b = this.bucket(sid, pasid);
+      this.next[s] = this.heads[b] as number;
+      this.heads[b] = s + 1;
+    }
+    this.dids[s] = did;
+    this.handles[s] = handle;
+    this.stamps[s] = ++this.clock;
+    return out;
+  }
+
+  private victim(): number {
+    let best = 0;
+    let oldest = Number.POSITIVE_INFINITY;
+    for (let s = 0; s < this.capacity; s++) {
+      if ((this.sids[s] as number) < 0) return s;
+      if ((this.stamps[s] as number) < oldest) {
+        oldest = this.stamps[s] as number;
+        best = s;
+      }
+    }
+    return best;
+  }
+
+  /** Take slot s out of its chain and free it. */
+  private unlink(s: number): void {
+    const b = this.bucket(this.sids[s] as number, this.pasids[s] as number);
+    let prev = -1;
+    let cur = (this.heads[b] as number) - 1;
+    while (cur >= 0 && cur !== s) {
+      prev = cur;
+      cur = (this.next[cur] as number) - 1;
+    }
+    if (cur !== s) bug("VtdPasidCache: slot missing from its bucket");
+    if (prev < 0) this.heads[b] = this.next[s] as number;
+    else this.next[prev] = this.next[s] as number;
+    this.sids[s] = -1;
+    this.live--;
+  }
+
+  size(): number {
+    return this.live;
+  }
+
+  /**
+   * Global PASID-cache invalidation (type 7, G=11). `onRemove` receives each removed handle.
+   *
+   * @spec VT-d 6.5.2.2
+   */
+  invalidateAll(onRemove?: (handle: number) => void): number {
+    return this.sweep(-1, -1, -1, 0, onRemove);
+  }
+
+  /**
+   * Domain-selective PASID-cache invalidation (type 7, G=00): every entry whose PASID entry had
+   * DID `did`, of every device and PASID.
+   *
+   * @spec VT-d 6.5.2.2
+   */
+  invalidateDomain(did: number, onRemove?: (handle: number) => void): number {
+    return this.sweep(did & 0xffff, -1, -1, 0, onRemove);
+  }
+
+  /**
+   * PASID-selective-within-domain PASID-cache invalidation (type 7, G=01): entries with DID `did`
+   * and PASID `pasid`, of every device (the descriptor carries no source-id).
+   *
+   * @spec VT-d 6.5.2.2
+   */
+  invalidatePasid(did: number, pasid: number, onRemove?: (handle: number) => void): number {
+    return this.sweep(did & 0xffff, pasid, -1, 0, onRemove);
+  }
+
+  /**
+   * Not a spec descriptor: drop the entries of source-id `sid` (function bits masked as FM does
+   * for a device-selective context-cache invalidation). For a lenient unit only; see the class.
+   */
+  invalidateDevice(sid: number, fm: number, onRemove?: (handle: number) => void): number {
+    const mask = FM_MASK[fm & 3] as number;
+    return this.sweep(-1, -1, sid & 0xffff & ~mask, mask, onRemove);
+  }
+
+  private sweep(
+    did: number,
+    pasid: number,
+    sid: number,
+    fnMask: number,
+    onRemove?: (handle: number) => void,
+  ): number {
+    let n = 0;
+    for (let s = 0; s < this.capacity; s++) {
+      const key = this.sids[s] as number;
+      if (key < 0) continue;
+      if (did >= 0 && this.dids[s] !== did) continue;
+      if (pasid >= 0 && this.pasids[s] !== pasid) continue;
+      if (sid >= 0 && (key & ~fnMask) !== sid) continue;
+      this.unlink(s);
+      n++;
+      onRemove?.(this.handles[s] as number);
+    }
+    this.invalidated += n;
+    return n;
+  }
+
+  /** Drop everything without counting invalidations (a reset). */
+  clear(): void {
+    this.sids.fill(-1);
+    this.heads.fill(0);
+    this.live = 0;
+  }
+
+  forEach(cb: (entry: VtdPasidCacheEntry) => void): void {
+    for (let s = 0; s < this.capacity; s++) {
+      const sid = this.sids[s] as number;
+      if (sid < 0) continue;
+      cb({
+        slot: s,
+        sid,
+        pasid: this.pasids[s] as number,
+        did: this.dids[s] as number,
+        handle: this.handles[s] as number,
+        stamp: this.stamps[s] as number,
+      });
+    }
+  }
+
+  entries(): VtdPasidCacheEntry[] {
+    const out: VtdPasidCacheEntry[] = [];
+    this.forEach((e) => {
+      out.push(e);
+    });
+    return out;
+  }
+}
+
+/** Function-number bits ignored for FM = 0..3 (as the context-cache descriptor defines them). */
+const FM_MASK = [0, 4, 6, 7] as const;
