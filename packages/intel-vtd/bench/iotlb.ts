@@ -14,7 +14,6 @@ import {
 
 const SETS = 512;
 const WAYS = 8;
-const NDOM = 16;
 const PAGES_PER_DOM = 65536;
 const V0 = 0x100000; // VPN of IOVA 0x1_0000_0000
 const PA0_FRAME = 0x80_0000_0000 / 4096;

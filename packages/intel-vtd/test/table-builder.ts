@@ -4,8 +4,15 @@
 // format/ field tables, so tests describe mappings instead of hand-writing bytes, and nothing here
 // depends on a driver.
 
-import { DMA_READ, DMA_WRITE, NO_PASID, newTranslationRequest, newTranslationResult } from "@iommu-sim/iommu-core";
 import {
+  DMA_READ,
+  DMA_WRITE,
+  NO_PASID,
+  newTranslationRequest,
+  newTranslationResult,
+} from "@iommu-sim/iommu-core";
+import {
+  decode,
   encode,
   type FieldValues,
   FrameAllocator,
@@ -15,7 +22,6 @@ import {
   mmioRead64,
   PhysMemory,
   storeLayout,
-  decode,
 } from "@iommu-sim/iommu-core/platform";
 import { CONTEXT_ENTRY, SM_CONTEXT_ENTRY } from "../src/format/context-entry.js";
 import { FS_PTE } from "../src/format/first-stage-pte.js";
@@ -24,9 +30,9 @@ import { PASID_DIR_ENTRY, PASID_ENTRY } from "../src/format/pasid-entry.js";
 import { GCMD_QIE, GCMD_SRTP, GCMD_TE, VTD_REG } from "../src/format/registers.js";
 import { ROOT_ENTRY, SM_ROOT_ENTRY } from "../src/format/root-entry.js";
 import { SS_PTE } from "../src/format/second-stage-pte.js";
+import type { VtdCacheConfig } from "../src/hw/cache-policy.js";
 import type { VtdCapabilities } from "../src/hw/vtd-caps.js";
 import { VtdUnit, type VtdUnitOptions } from "../src/hw/vtd-unit.js";
-import type { VtdCacheConfig } from "../src/hw/cache-policy.js";
 
 const PAGE = 4096;
 
@@ -105,7 +111,10 @@ export class VtdTableBuilder {
    */
   setSmContext(rta: number, sid: number, fields: FieldValues = {}): number {
     const at = this.smContextAddr(rta, sid);
-    const dir = fields.PASIDDIRPTR !== undefined ? Number(fields.PASIDDIRPTR) : this.frame(Number(fields.PDTS ?? 0) > 0 ? Number(fields.PDTS) : 0);
+    const dir =
+      fields.PASIDDIRPTR !== undefined
+        ? Number(fields.PASIDDIRPTR)
+        : this.frame(Number(fields.PDTS ?? 0) > 0 ? Number(fields.PDTS) : 0);
     this.write(SM_CONTEXT_ENTRY, at, { P: 1, PASIDE: 1, ...fields, PASIDDIRPTR: dir });
     return dir;
   }
@@ -136,7 +145,14 @@ export class VtdTableBuilder {
    * table `root` of `levels` levels. `leaf` holds the leaf's extra fields (default R and W);
    * intermediate tables get R|W. Returns the leaf entry's address.
    */
-  ssMap(root: number, levels: number, iova: number | bigint, pa: number, level = 1, leaf: FieldValues = { R: 1, W: 1 }): number {
+  ssMap(
+    root: number,
+    levels: number,
+    iova: number | bigint,
+    pa: number,
+    level = 1,
+    leaf: FieldValues = { R: 1, W: 1 },
+  ): number {
     const vpn = toVpn(iova);
     let table = root;
     for (let l = levels; l > level; l--) {
@@ -160,7 +176,14 @@ export class VtdTableBuilder {
    * by default on the leaf and every table entry (table entries keep P|RW|US whatever `leaf`
    * says). Returns the leaf entry's address.
    */
-  fsMap(root: number, levels: number, iova: number | bigint, pa: number, level = 1, leaf: FieldValues = { P: 1, RW: 1, US: 1 }): number {
+  fsMap(
+    root: number,
+    levels: number,
+    iova: number | bigint,
+    pa: number,
+    level = 1,
+    leaf: FieldValues = { P: 1, RW: 1, US: 1 },
+  ): number {
     const vpn = toVpn(iova);
     let table = root;
     for (let l = levels; l > level; l--) {
@@ -180,7 +203,13 @@ export class VtdTableBuilder {
   }
 
   /** The entry address of `iova` at `level` in a table walked from `root` (no allocation). */
-  entryAddr(root: number, levels: number, iova: number | bigint, level: number, present: (lo: number) => boolean): number {
+  entryAddr(
+    root: number,
+    levels: number,
+    iova: number | bigint,
+    level: number,
+    present: (lo: number) => boolean,
+  ): number {
     const vpn = toVpn(iova);
     let table = root;
     for (let l = levels; l > level; l--) {
@@ -277,7 +306,8 @@ export class QiSubmitter {
   putRaw(words: readonly number[]): void {
     const slot = this.wide ? 32 : 16;
     const at = this.base + this.tail;
-    for (let i = 0; i < slot / 4; i += 2) this.mem.write64(at + i * 4, (words[i] ?? 0) >>> 0, (words[i + 1] ?? 0) >>> 0);
+    for (let i = 0; i < slot / 4; i += 2)
+      this.mem.write64(at + i * 4, (words[i] ?? 0) >>> 0, (words[i + 1] ?? 0) >>> 0);
     this.tail = (this.tail + slot) % this.size;
   }
 
@@ -310,7 +340,14 @@ export function xlate(
   unit: { translate: VtdUnit["translate"] },
   rid: number,
   iova: number | bigint,
-  opts: { pasid?: number; write?: boolean; exec?: boolean; priv?: boolean; at?: number; read?: boolean } = {},
+  opts: {
+    pasid?: number;
+    write?: boolean;
+    exec?: boolean;
+    priv?: boolean;
+    at?: number;
+    read?: boolean;
+  } = {},
 ): { status: number; pa: number; perm: number; code: number; kind: number; sizeShift: number } {
   const req = newTranslationRequest();
   const out = newTranslationResult();
@@ -320,9 +357,19 @@ export function xlate(
   const vpn = toVpn(iova);
   req.iovaPfn = vpn;
   req.offset = typeof iova === "bigint" ? Number(iova & 0xfffn) : iova % PAGE;
-  req.access = (opts.write ? DMA_WRITE : 0) | ((opts.read ?? !opts.write) ? DMA_READ : 0) | (opts.exec ? 4 : 0);
+  req.access =
+    (opts.write ? DMA_WRITE : 0) |
+    ((opts.read ?? !opts.write) ? DMA_READ : 0) |
+    (opts.exec ? 4 : 0);
   req.privileged = opts.priv ?? false;
   req.at = opts.at ?? 0;
   unit.translate(req, out);
-  return { status: out.status, pa: out.pa, perm: out.perm, code: out.code, kind: out.fault, sizeShift: out.sizeShift };
+  return {
+    status: out.status,
+    pa: out.pa,
+    perm: out.perm,
+    code: out.code,
+    kind: out.fault,
+    sizeShift: out.sizeShift,
+  };
 }

@@ -9,30 +9,31 @@ import { bug } from "@iommu-sim/iommu-core/platform";
  * intel_context_flush_no_pasid), and QEMU treats a domain-selective context invalidation as
  * global.
  */
-export const VTD_CONTEXT_NO_DID = 0x1_0000;
+export const VTD_CONTEXT_NO_DID = -1;
 
 /** One context-cache entry as plain data (tests and the oracle). */
-export interface VtdContextCacheEntry {
+export interface VtdContextCacheEntry<T> {
   slot: number;
   sid: number;
   did: number;
-  handle: number;
+  value: T;
   stamp: number;
 }
 
 /**
- * The context cache. An entry maps a source-id (bus << 8 | devfn) to a `handle`, a small
- * non-negative integer the unit chooses (e.g. the index of a decoded config object in its pool),
- * plus the DID used for domain-selective invalidation (legacy mode: the context entry's DID;
- * scalable mode: VTD_CONTEXT_NO_DID). `insert` returns the handle it pushed out (evicted or
- * replaced), so the unit can recycle that config object; nothing else allocates.
+ * The context cache. An entry maps a source-id (bus << 8 | devfn) to a value the unit provides
+ * (its decoded context-entry config object; the cache keeps the reference), plus the DID used for
+ * domain-selective invalidation (legacy mode: the context entry's DID; scalable mode:
+ * VTD_CONTEXT_NO_DID). `insert` returns the value it pushed out (evicted or replaced) and the
+ * invalidations hand each removed value to an optional callback, so the unit can recycle config
+ * objects; nothing here allocates.
  *
  * Lookup is one read of a 64K-entry direct map (source-id -> slot), so the per-DMA path is O(1).
  *
  * @spec VT-d 6.2.2 (context cache), 6.5.2.1 (context-cache invalidate)
  * @kernel drivers/iommu/intel/iommu.c iommu_flush_context / qi_flush_context
  */
-export class VtdContextCache {
+export class VtdContextCache<T> {
   readonly capacity: number;
   hits = 0;
   misses = 0;
@@ -42,7 +43,7 @@ export class VtdContextCache {
 
   private readonly sids: Int32Array;
   private readonly dids: Int32Array;
-  private readonly handles: Int32Array;
+  private readonly values: (T | null)[];
   private readonly stamps: Float64Array;
   /** source-id -> slot + 1 (0 = not cached); empty when the capacity is 0. */
   private readonly bySid: Int32Array;
@@ -54,46 +55,40 @@ export class VtdContextCache {
     this.capacity = capacity;
     this.sids = new Int32Array(capacity).fill(-1);
     this.dids = new Int32Array(capacity);
-    this.handles = new Int32Array(capacity);
+    this.values = new Array<T | null>(capacity).fill(null);
     this.stamps = new Float64Array(capacity);
     this.bySid = new Int32Array(capacity === 0 ? 0 : 0x1_0000);
   }
 
-  /** The handle cached for `sid`, or -1 (a miss). A hit makes the entry most recent. */
-  lookup(sid: number): number {
+  /** The value cached for `sid`, or null (a miss). A hit makes the entry most recent. */
+  lookup(sid: number): T | null {
     const s = (this.bySid[sid & 0xffff] ?? 0) - 1;
     if (s < 0) {
       this.misses++;
-      return -1;
+      return null;
     }
     this.hits++;
     this.stamps[s] = ++this.clock;
-    return this.handles[s] as number;
-  }
-
-  /** The DID tag of the entry for `sid` (without counting or touching it), or -1. */
-  didOf(sid: number): number {
-    const s = (this.bySid[sid & 0xffff] ?? 0) - 1;
-    return s < 0 ? -1 : (this.dids[s] as number);
+    return this.values[s] as T;
   }
 
   /**
-   * Cache `handle` for `sid` with DID tag `did`. Returns the handle that left the cache (the old
-   * one for `sid`, or the least recently used entry's), or -1. With capacity 0 nothing is kept
-   * and `handle` itself is returned, so the unit can recycle it at once.
+   * Cache `value` for `sid` with DID tag `did` (a 16-bit DID, or VTD_CONTEXT_NO_DID in scalable
+   * mode). Returns the value that left the cache (the old one for `sid`, or the least recently
+   * used entry's), or null. With capacity 0 nothing is kept and `value` itself is returned.
    */
-  insert(sid: number, did: number, handle: number): number {
+  insert(sid: number, did: number, value: T): T | null {
     this.inserts++;
-    if (this.capacity === 0) return handle;
+    if (this.capacity === 0) return value;
     const key = sid & 0xffff;
     let s = (this.bySid[key] as number) - 1;
-    let out = -1;
+    let out: T | null = null;
     if (s >= 0) {
-      out = this.handles[s] as number;
+      out = this.values[s] as T;
     } else {
       s = this.victim();
       if ((this.sids[s] as number) >= 0) {
-        out = this.handles[s] as number;
+        out = this.values[s] as T;
         this.bySid[this.sids[s] as number] = 0;
         this.evictions++;
       } else {
@@ -102,8 +97,8 @@ export class VtdContextCache {
       this.sids[s] = key;
       this.bySid[key] = s + 1;
     }
-    this.dids[s] = did;
-    this.handles[s] = handle;
+    this.dids[s] = did < 0 ? VTD_CONTEXT_NO_DID : did & 0xffff;
+    this.values[s] = value;
     this.stamps[s] = ++this.clock;
     return out;
   }
@@ -126,12 +121,12 @@ export class VtdContextCache {
   }
 
   /**
-   * Global context-cache invalidation (G=01). `onRemove` (optional) receives each removed handle
+   * Global context-cache invalidation (G=01). `onRemove` (optional) receives each removed value
    * so the unit can recycle it. Returns the number removed.
    *
    * @spec VT-d 6.5.2.1
    */
-  invalidateAll(onRemove?: (handle: number) => void): number {
+  invalidateAll(onRemove?: (value: T) => void): number {
     return this.sweep(-1, -1, 0, onRemove);
   }
 
@@ -141,7 +136,7 @@ export class VtdContextCache {
    *
    * @spec VT-d 6.5.2.1
    */
-  invalidateDomain(did: number, onRemove?: (handle: number) => void): number {
+  invalidateDomain(did: number, onRemove?: (value: T) => void): number {
     return this.sweep(did & 0xffff, -1, 0, onRemove);
   }
 
@@ -154,17 +149,12 @@ export class VtdContextCache {
    *
    * @spec VT-d 6.5.2.1, 10.4.7 (CCMD.FM)
    */
-  invalidateDevice(sid: number, fm: number, onRemove?: (handle: number) => void): number {
+  invalidateDevice(sid: number, fm: number, onRemove?: (value: T) => void): number {
     const mask = FM_MASK[fm & 3] as number;
     return this.sweep(-1, sid & 0xffff & ~mask, mask, onRemove);
   }
 
-  private sweep(
-    did: number,
-    sid: number,
-    fnMask: number,
-    onRemove?: (handle: number) => void,
-  ): number {
+  private sweep(did: number, sid: number, fnMask: number, onRemove?: (value: T) => void): number {
     let n = 0;
     for (let s = 0; s < this.capacity; s++) {
       const key = this.sids[s] as number;
@@ -174,7 +164,9 @@ export class VtdContextCache {
       this.sids[s] = -1;
       this.bySid[key] = 0;
       n++;
-      onRemove?.(this.handles[s] as number);
+      const v = this.values[s] as T;
+      this.values[s] = null;
+      onRemove?.(v);
     }
     this.live -= n;
     this.invalidated += n;
@@ -184,11 +176,12 @@ export class VtdContextCache {
   /** Drop everything without counting invalidations (a reset). */
   clear(): void {
     this.sids.fill(-1);
+    this.values.fill(null);
     this.bySid.fill(0);
     this.live = 0;
   }
 
-  forEach(cb: (entry: VtdContextCacheEntry) => void): void {
+  forEach(cb: (entry: VtdContextCacheEntry<T>) => void): void {
     for (let s = 0; s < this.capacity; s++) {
       const sid = this.sids[s] as number;
       if (sid < 0) continue;
@@ -196,14 +189,14 @@ export class VtdContextCache {
         slot: s,
         sid,
         did: this.dids[s] as number,
-        handle: this.handles[s] as number,
+        value: this.values[s] as T,
         stamp: this.stamps[s] as number,
       });
     }
   }
 
-  entries(): VtdContextCacheEntry[] {
-    const out: VtdContextCacheEntry[] = [];
+  entries(): VtdContextCacheEntry<T>[] {
+    const out: VtdContextCacheEntry<T>[] = [];
     this.forEach((e) => {
       out.push(e);
     });

@@ -137,6 +137,8 @@ export class VtdIotlb {
   private readonly hintBits: number;
   private clock = 0;
   private live = 0;
+  /** Whether a 2-MiB or 1-GiB entry may be cached (set on such an insert, cleared when empty). */
+  private large = false;
 
   /** `sets` must be a power of two (or 0); `ways` >= 0. Either 0 gives a cache that holds nothing. */
   constructor(sets: number, ways: number) {
@@ -184,7 +186,7 @@ export class VtdIotlb {
     let i = this.find((lo & this.setMask) * this.ways, lo, mid4k, pasid);
     if (i >= 0) {
       this.hint[h] = i;
-    } else {
+    } else if (this.large) {
       i = this.find(
         ((lo >>> 9) & this.setMask) * this.ways,
         lo & ~(PAGES_2M - 1),
@@ -199,10 +201,10 @@ export class VtdIotlb {
           pasid,
         );
       }
-      if (i < 0) {
-        this.misses++;
-        return -1;
-      }
+    }
+    if (i < 0) {
+      this.misses++;
+      return -1;
     }
     this.hits++;
     this.stamps[i] = ++this.clock;
@@ -309,6 +311,7 @@ export class VtdIotlb {
     this.frames[victim] = paFrame;
     this.stamps[victim] = ++this.clock;
     if (code === 0) this.hint[hintHash(lo, mid, pasid, this.hintBits)] = victim;
+    else this.large = true;
   }
 
   /** Entries held now. */
@@ -320,6 +323,7 @@ export class VtdIotlb {
   clear(): void {
     this.tags.fill(0);
     this.live = 0;
+    this.large = false;
   }
 
   /** Zero the counters. */
@@ -428,6 +432,7 @@ export class VtdIotlb {
 
   private removed(n: number): number {
     this.live -= n;
+    if (this.live === 0) this.large = false;
     this.invalidated += n;
     return n;
   }

@@ -3,20 +3,21 @@
 import { bug } from "@iommu-sim/iommu-core/platform";
 
 /** One PASID-cache entry as plain data (tests and the oracle). */
-export interface VtdPasidCacheEntry {
+export interface VtdPasidCacheEntry<T> {
   slot: number;
   sid: number;
   pasid: number;
   did: number;
-  handle: number;
+  value: T;
   stamp: number;
 }
 
 /**
  * The PASID cache. The PASID table hangs off the context entry, so entries are keyed by
  * (source-id, PASID); each carries the DID of its PASID entry, which the type-7 descriptor
- * selects by, and a `handle` (a small integer the unit chooses, e.g. a config-pool index).
- * `insert` returns the handle that left the cache so the unit can recycle it.
+ * selects by, and a value the unit provides (its decoded PASID-entry config object; the cache
+ * keeps the reference). `insert` returns the value that left the cache and the invalidations
+ * hand removed values to an optional callback, so the unit can recycle config objects.
  *
  * Lookup hashes the key into a bucket chain (no allocation, O(1)); replacement is true LRU over
  * the whole cache.
@@ -30,7 +31,7 @@ export interface VtdPasidCacheEntry {
  * @spec VT-d 6.2.3 (PASID cache), 6.5.2.2 (PASID-cache invalidate)
  * @kernel drivers/iommu/intel/pasid.c pasid_cache_invalidation_with_pasid
  */
-export class VtdPasidCache {
+export class VtdPasidCache<T> {
   readonly capacity: number;
   hits = 0;
   misses = 0;
@@ -42,7 +43,7 @@ export class VtdPasidCache {
   private readonly sids: Int32Array;
   private readonly pasids: Int32Array;
   private readonly dids: Int32Array;
-  private readonly handles: Int32Array;
+  private readonly values: (T | null)[];
   private readonly stamps: Float64Array;
   /** Bucket heads (slot + 1, 0 = empty) and the per-slot chain (slot + 1). */
   private readonly heads: Int32Array;
@@ -57,7 +58,7 @@ export class VtdPasidCache {
     this.sids = new Int32Array(capacity).fill(-1);
     this.pasids = new Int32Array(capacity);
     this.dids = new Int32Array(capacity);
-    this.handles = new Int32Array(capacity);
+    this.values = new Array<T | null>(capacity).fill(null);
     this.stamps = new Float64Array(capacity);
     this.bucketBits = Math.max(1, 32 - Math.clz32(Math.max(1, capacity * 2) - 1));
     this.heads = new Int32Array(1 << this.bucketBits);
@@ -77,16 +78,16 @@ export class VtdPasidCache {
     return -1;
   }
 
-  /** The handle cached for (sid, pasid), or -1 (a miss). A hit makes the entry most recent. */
-  lookup(sid: number, pasid: number): number {
+  /** The value cached for (sid, pasid), or null (a miss). A hit makes the entry most recent. */
+  lookup(sid: number, pasid: number): T | null {
     const s = this.find(sid, pasid);
     if (s < 0) {
       this.misses++;
-      return -1;
+      return null;
     }
     this.hits++;
     this.stamps[s] = ++this.clock;
-    return this.handles[s] as number;
+    return this.values[s] as T;
   }
 
   /** The DID of the entry for (sid, pasid) without counting or touching it, or -1. */
@@ -96,20 +97,20 @@ export class VtdPasidCache {
   }
 
   /**
-   * Cache `handle` for (sid, pasid) with the PASID entry's DID. Returns the handle that left the
-   * cache (the old one for this key, or the LRU entry's), or -1; with capacity 0, `handle`.
+   * Cache `value` for (sid, pasid) with the PASID entry's DID. Returns the value that left the
+   * cache (the old one for this key, or the LRU entry's), or null; with capacity 0, `value`.
    */
-  insert(sid: number, pasid: number, did: number, handle: number): number {
+  insert(sid: number, pasid: number, did: number, value: T): T | null {
     this.inserts++;
-    if (this.capacity === 0) return handle;
+    if (this.capacity === 0) return value;
     let s = this.find(sid, pasid);
-    let out = -1;
+    let out: T | null = null;
     if (s >= 0) {
-      out = this.handles[s] as number;
+      out = this.values[s] as T;
     } else {
       s = this.victim();
       if ((this.sids[s] as number) >= 0) {
-        out = this.handles[s] as number;
+        out = this.values[s] as T;
         this.unlink(s);
         this.evictions++;
       }
@@ -120,8 +121,8 @@ export class VtdPasidCache {
       this.next[s] = this.heads[b] as number;
       this.heads[b] = s + 1;
     }
-    this.dids[s] = did;
-    this.handles[s] = handle;
+    this.dids[s] = did & 0xffff;
+    this.values[s] = value;
     this.stamps[s] = ++this.clock;
     return out;
   }
@@ -160,11 +161,11 @@ export class VtdPasidCache {
   }
 
   /**
-   * Global PASID-cache invalidation (type 7, G=11). `onRemove` receives each removed handle.
+   * Global PASID-cache invalidation (type 7, G=11). `onRemove` receives each removed value.
    *
    * @spec VT-d 6.5.2.2
    */
-  invalidateAll(onRemove?: (handle: number) => void): number {
+  invalidateAll(onRemove?: (value: T) => void): number {
     return this.sweep(-1, -1, -1, 0, onRemove);
   }
 
@@ -174,7 +175,7 @@ export class VtdPasidCache {
    *
    * @spec VT-d 6.5.2.2
    */
-  invalidateDomain(did: number, onRemove?: (handle: number) => void): number {
+  invalidateDomain(did: number, onRemove?: (value: T) => void): number {
     return this.sweep(did & 0xffff, -1, -1, 0, onRemove);
   }
 
@@ -184,7 +185,7 @@ export class VtdPasidCache {
    *
    * @spec VT-d 6.5.2.2
    */
-  invalidatePasid(did: number, pasid: number, onRemove?: (handle: number) => void): number {
+  invalidatePasid(did: number, pasid: number, onRemove?: (value: T) => void): number {
     return this.sweep(did & 0xffff, pasid, -1, 0, onRemove);
   }
 
@@ -192,7 +193,7 @@ export class VtdPasidCache {
    * Not a spec descriptor: drop the entries of source-id `sid` (function bits masked as FM does
    * for a device-selective context-cache invalidation). For a lenient unit only; see the class.
    */
-  invalidateDevice(sid: number, fm: number, onRemove?: (handle: number) => void): number {
+  invalidateDevice(sid: number, fm: number, onRemove?: (value: T) => void): number {
     const mask = FM_MASK[fm & 3] as number;
     return this.sweep(-1, -1, sid & 0xffff & ~mask, mask, onRemove);
   }
@@ -202,7 +203,7 @@ export class VtdPasidCache {
     pasid: number,
     sid: number,
     fnMask: number,
-    onRemove?: (handle: number) => void,
+    onRemove?: (value: T) => void,
   ): number {
     let n = 0;
     for (let s = 0; s < this.capacity; s++) {
@@ -213,7 +214,9 @@ export class VtdPasidCache {
       if (sid >= 0 && (key & ~fnMask) !== sid) continue;
       this.unlink(s);
       n++;
-      onRemove?.(this.handles[s] as number);
+      const v = this.values[s] as T;
+      this.values[s] = null;
+      onRemove?.(v);
     }
     this.invalidated += n;
     return n;
@@ -222,11 +225,12 @@ export class VtdPasidCache {
   /** Drop everything without counting invalidations (a reset). */
   clear(): void {
     this.sids.fill(-1);
+    this.values.fill(null);
     this.heads.fill(0);
     this.live = 0;
   }
 
-  forEach(cb: (entry: VtdPasidCacheEntry) => void): void {
+  forEach(cb: (entry: VtdPasidCacheEntry<T>) => void): void {
     for (let s = 0; s < this.capacity; s++) {
       const sid = this.sids[s] as number;
       if (sid < 0) continue;
@@ -235,14 +239,14 @@ export class VtdPasidCache {
         sid,
         pasid: this.pasids[s] as number,
         did: this.dids[s] as number,
-        handle: this.handles[s] as number,
+        value: this.values[s] as T,
         stamp: this.stamps[s] as number,
       });
     }
   }
 
-  entries(): VtdPasidCacheEntry[] {
-    const out: VtdPasidCacheEntry[] = [];
+  entries(): VtdPasidCacheEntry<T>[] {
+    const out: VtdPasidCacheEntry<T>[] = [];
     this.forEach((e) => {
       out.push(e);
     });

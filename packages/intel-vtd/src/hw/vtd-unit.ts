@@ -74,9 +74,9 @@ import {
   VTD_REG,
 } from "../format/registers.js";
 import {
-  DEFAULT_VTD_CACHE_CONFIG,
   resolveVtdCacheConfig,
   type VtdCacheConfig,
+  type VtdCacheConfigInput,
 } from "./cache-policy.js";
 import { VtdContextCache } from "./context-cache.js";
 import { FaultRecorder } from "./fault-recorder.js";
@@ -130,8 +130,8 @@ export interface VtdUnitOptions {
   readonly mem: PhysMemory;
   /** Capabilities (CAP/ECAP); missing ones from DEFAULT_VTD_CAPS. */
   readonly caps?: Partial<VtdCapabilities>;
-  /** Cache sizes and policy; missing ones from DEFAULT_VTD_CACHE_CONFIG. */
-  readonly cache?: Partial<VtdCacheConfig>;
+  /** Cache sizes and policy; missing ones from the policy's defaults (maximal unless given). */
+  readonly cache?: VtdCacheConfigInput;
   /** Host address width (the platform's, from the DMAR table): default 46. */
   readonly haw?: number;
   /**
@@ -276,10 +276,10 @@ export class VtdUnit implements IommuHardware, Mmio {
     const problem = validateVtdCaps(caps);
     if (problem !== null) throw new RangeError(`VtdUnit ${this.name}: ${problem}`);
     this.caps = caps;
-    const cache = resolveVtdCacheConfig({ ...DEFAULT_VTD_CACHE_CONFIG, ...options.cache });
+    const cache = resolveVtdCacheConfig({ ...options.cache, cachingMode: caps.cachingMode });
     if (typeof cache === "string") throw new RangeError(`VtdUnit ${this.name}: ${cache}`);
     this.cacheConfig = cache;
-    this.cacheNegative = cache.policy === "maximal" && caps.cachingMode;
+    this.cacheNegative = cache.cacheNotPresent;
     this.haw = options.haw ?? 46;
     if (!Number.isInteger(this.haw) || this.haw < 32 || this.haw > 52) {
       throw new RangeError(`VtdUnit ${this.name}: host address width ${this.haw} outside 32..52`);
