@@ -131,8 +131,8 @@ export class VtdIotlb {
   private readonly setMask: number;
   /** STRIDE words per slot (at least one slot, kept free when the capacity is 0). */
   private readonly tags: Int32Array;
-  private readonly stamps: Float64Array;
-  private readonly frames: Float64Array;
+  /** Per slot: output frame at 2i and LRU stamp at 2i+1, so a hit touches one line for both. */
+  private readonly data: Float64Array;
   private readonly hint: Int32Array;
   private readonly hintBits: number;
   private clock = 0;
@@ -155,8 +155,7 @@ export class VtdIotlb {
     this.setMask = this.sets - 1;
     const n = Math.max(1, this.capacity);
     this.tags = new Int32Array(n * STRIDE);
-    this.stamps = new Float64Array(n);
-    this.frames = new Float64Array(n);
+    this.data = new Float64Array(2 * n);
     this.hintBits = Math.max(1, 32 - Math.clz32(n * HINT_RATIO - 1));
     this.hint = new Int32Array(1 << this.hintBits);
   }
@@ -175,7 +174,7 @@ export class VtdIotlb {
     const tags = this.tags;
     if (tags[t] === lo && tags[t + 1] === mid && tags[t + 2] === pasid) {
       this.hits++;
-      this.stamps[i] = ++this.clock;
+      this.data[2 * i + 1] = ++this.clock;
       return i;
     }
     return this.lookupSlow(mid, pasid, lo, h);
@@ -207,7 +206,7 @@ export class VtdIotlb {
       return -1;
     }
     this.hits++;
-    this.stamps[i] = ++this.clock;
+    this.data[2 * i + 1] = ++this.clock;
     return i;
   }
 
@@ -224,13 +223,13 @@ export class VtdIotlb {
 
   /** Output frame (pa >> 12) of the first 4-KiB page of slot i's page. */
   paFrameOf(i: number): number {
-    return this.frames[i] as number;
+    return this.data[2 * i] as number;
   }
 
   /** Output frame of 4-KiB page `vpn` inside slot i's page (the slot `lookup(.., vpn)` returned). */
   paFrameFor(i: number, vpn: number): number {
     const code = ((this.tags[i * STRIDE + 1] as number) >>> SIZE_SHIFT) & 3;
-    return (this.frames[i] as number) + ((vpn | 0) & ((1 << (9 * code)) - 1));
+    return (this.data[2 * i] as number) + ((vpn | 0) & ((1 << (9 * code)) - 1));
   }
 
   /** VTD_PERM_* bits of slot i. */
@@ -288,8 +287,8 @@ export class VtdIotlb {
       } else if (m === mid && tags[t] === lo && tags[t + 2] === pasid) {
         same = i;
         break;
-      } else if ((this.stamps[i] as number) < oldest) {
-        oldest = this.stamps[i] as number;
+      } else if ((this.data[2 * i + 1] as number) < oldest) {
+        oldest = this.data[2 * i + 1] as number;
         lru = i;
       }
     }
@@ -308,8 +307,8 @@ export class VtdIotlb {
     tags[t + 1] = mid;
     tags[t + 2] = pasid;
     tags[t + 3] = (perm & 0xff) | (kind << KIND_SHIFT);
-    this.frames[victim] = paFrame;
-    this.stamps[victim] = ++this.clock;
+    this.data[2 * victim] = paFrame;
+    this.data[2 * victim + 1] = ++this.clock;
     if (code === 0) this.hint[hintHash(lo, mid, pasid, this.hintBits)] = victim;
     else this.large = true;
   }
@@ -410,6 +409,10 @@ export class VtdIotlb {
     ranged: number,
     whole: number,
   ): number {
+    // A small range touches only the sets its pages (and their 2 MiB/1 GiB blocks) index.
+    if (whole === 0 && span > 0 && span < this.sets && this.ways > 0) {
+      return this.removed(this.sweepSets(did & 0xffff, pasid, start, span, ranged));
+    }
     const want = did & 0xffff;
     const tags = this.tags;
     let n = 0;
@@ -428,6 +431,39 @@ export class VtdIotlb {
       }
     }
     return this.removed(n);
+  }
+
+  /** `sweep` over the sets a range of fewer than `sets` pages maps to, per page size. */
+  private sweepSets(
+    want: number,
+    pasid: number,
+    start: number,
+    span: number,
+    ranged: number,
+  ): number {
+    const tags = this.tags;
+    let n = 0;
+    const maxCode = this.large ? 2 : 0;
+    for (let code = 0; code <= maxCode; code++) {
+      const unit = code === 0 ? 1 : code === 1 ? 512 : 262144;
+      const first = Math.floor(start / unit);
+      const last = Math.floor((start + span - 1) / unit);
+      for (let key = first; key <= last; key++) {
+        const base = (key % this.sets) * this.ways;
+        for (let i = base; i < base + this.ways; i++) {
+          const t = i * STRIDE;
+          const m = tags[t + 1] as number;
+          if (m === 0 || m >>> DID_SHIFT !== want || ((m >>> SIZE_SHIFT) & 3) !== code) continue;
+          if (pasid >= 0 && tags[t + 2] !== pasid) continue;
+          const kindBit = 1 << ((tags[t + 3] as number) >>> KIND_SHIFT);
+          if ((ranged & kindBit) !== 0 && this.overlaps(t, m, start, span)) {
+            tags[t + 1] = 0;
+            n++;
+          }
+        }
+      }
+    }
+    return n;
   }
 
   private removed(n: number): number {
@@ -457,9 +493,9 @@ export class VtdIotlb {
         vpn: (m & VPN_HI_MASK) * TWO32 + ((tags[t] as number) >>> 0),
         sizeShift: this.sizeShiftOf(i),
         kind: this.kindOf(i),
-        paFrame: this.frames[i] as number,
+        paFrame: this.data[2 * i] as number,
         perm: this.permOf(i),
-        stamp: this.stamps[i] as number,
+        stamp: this.data[2 * i + 1] as number,
       });
     }
   }

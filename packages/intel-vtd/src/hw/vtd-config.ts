@@ -3,10 +3,9 @@
 // counterpart of QEMU's VTDContextEntry/VTDPASIDEntry after decoding).
 
 import {
+  type Field,
   fieldOf,
-  getField,
   hasReservedBits,
-  type Layout,
   type PhysMemory,
 } from "@iommu-sim/iommu-core/platform";
 import {
@@ -105,6 +104,7 @@ export class VtdPasidConfig {
   smep = false;
 }
 
+const TWO32 = 4294967296;
 const scratch = new Uint32Array(16);
 
 function load(mem: PhysMemory, pa: number, words: number): boolean {
@@ -116,68 +116,72 @@ function load(mem: PhysMemory, pa: number, words: number): boolean {
   return !mem.busError;
 }
 
-function field(layout: Layout, name: string): (w: Uint32Array) => number {
-  const f = fieldOf(layout, name);
-  return (w) => getField(f, w);
+/** A field of at most 32 bits in one word of the loaded entry. */
+function get(f: Field): number {
+  return ((scratch[f.word] as number) >>> f.shift) & f.mask;
 }
 
-/** An address field's value in place (raw << 12). */
-function addr(layout: Layout, name: string): (w: Uint32Array) => number {
-  const get = field(layout, name);
-  return (w) => get(w) * 4096;
+/** A table pointer (bits 63:12 of its qword) in place; pointers above 2^53 come out inexact, which
+ * the HAW check catches anyway. */
+function ptr(f: Field): number {
+  const w = f.word;
+  return (scratch[w + 1] as number) * TWO32 + (((scratch[w] as number) & 0xfffff000) >>> 0);
 }
 
-const R_P = field(ROOT_ENTRY, "P");
-const R_CTP = addr(ROOT_ENTRY, "CTP");
-const SR_LP = field(SM_ROOT_ENTRY, "LP");
-const SR_LCTP = addr(SM_ROOT_ENTRY, "LCTP");
-const SR_UP = field(SM_ROOT_ENTRY, "UP");
-const SR_UCTP = addr(SM_ROOT_ENTRY, "UCTP");
-const C_P = field(CONTEXT_ENTRY, "P");
-const C_FPD = field(CONTEXT_ENTRY, "FPD");
-const C_TT = field(CONTEXT_ENTRY, "TT");
-const C_SLPTPTR = addr(CONTEXT_ENTRY, "SLPTPTR");
-const C_AW = field(CONTEXT_ENTRY, "AW");
-const C_DID = field(CONTEXT_ENTRY, "DID");
-const SC_P = field(SM_CONTEXT_ENTRY, "P");
-const SC_FPD = field(SM_CONTEXT_ENTRY, "FPD");
-const SC_DTE = field(SM_CONTEXT_ENTRY, "DTE");
-const SC_PASIDE = field(SM_CONTEXT_ENTRY, "PASIDE");
-const SC_PRE = field(SM_CONTEXT_ENTRY, "PRE");
-const SC_PDTS = field(SM_CONTEXT_ENTRY, "PDTS");
-const SC_DIR = addr(SM_CONTEXT_ENTRY, "PASIDDIRPTR");
-const SC_RID_PASID = field(SM_CONTEXT_ENTRY, "RID_PASID");
-const SC_RID_PRIV = field(SM_CONTEXT_ENTRY, "RID_PRIV");
-const D_P = field(PASID_DIR_ENTRY, "P");
-const D_FPD = field(PASID_DIR_ENTRY, "FPD");
-const D_TBL = addr(PASID_DIR_ENTRY, "SMPTBLPTR");
-const E_P = field(PASID_ENTRY, "P");
-const E_FPD = field(PASID_ENTRY, "FPD");
-const E_AW = field(PASID_ENTRY, "AW");
-const E_SLEE = field(PASID_ENTRY, "SLEE");
-const E_PGTT = field(PASID_ENTRY, "PGTT");
-const E_SLADE = field(PASID_ENTRY, "SLADE");
-const E_SLPTPTR = addr(PASID_ENTRY, "SLPTPTR");
-const E_DID = field(PASID_ENTRY, "DID");
-const E_SRE = field(PASID_ENTRY, "SRE");
-const E_ERE = field(PASID_ENTRY, "ERE");
-const E_FLPM = field(PASID_ENTRY, "FLPM");
-const E_WPE = field(PASID_ENTRY, "WPE");
-const E_SMEP = field(PASID_ENTRY, "SMEP");
-const E_FLPTR = addr(PASID_ENTRY, "FLPTR");
+const R_P = fieldOf(ROOT_ENTRY, "P");
+const R_CTP = fieldOf(ROOT_ENTRY, "CTP");
+const SR_LP = fieldOf(SM_ROOT_ENTRY, "LP");
+const SR_LCTP = fieldOf(SM_ROOT_ENTRY, "LCTP");
+const SR_UP = fieldOf(SM_ROOT_ENTRY, "UP");
+const SR_UCTP = fieldOf(SM_ROOT_ENTRY, "UCTP");
+const C_P = fieldOf(CONTEXT_ENTRY, "P");
+const C_FPD = fieldOf(CONTEXT_ENTRY, "FPD");
+const C_TT = fieldOf(CONTEXT_ENTRY, "TT");
+const C_SLPTPTR = fieldOf(CONTEXT_ENTRY, "SLPTPTR");
+const C_AW = fieldOf(CONTEXT_ENTRY, "AW");
+const C_DID = fieldOf(CONTEXT_ENTRY, "DID");
+const SC_P = fieldOf(SM_CONTEXT_ENTRY, "P");
+const SC_FPD = fieldOf(SM_CONTEXT_ENTRY, "FPD");
+const SC_DTE = fieldOf(SM_CONTEXT_ENTRY, "DTE");
+const SC_PASIDE = fieldOf(SM_CONTEXT_ENTRY, "PASIDE");
+const SC_PRE = fieldOf(SM_CONTEXT_ENTRY, "PRE");
+const SC_PDTS = fieldOf(SM_CONTEXT_ENTRY, "PDTS");
+const SC_DIR = fieldOf(SM_CONTEXT_ENTRY, "PASIDDIRPTR");
+const SC_RID_PASID = fieldOf(SM_CONTEXT_ENTRY, "RID_PASID");
+const SC_RID_PRIV = fieldOf(SM_CONTEXT_ENTRY, "RID_PRIV");
+const D_P = fieldOf(PASID_DIR_ENTRY, "P");
+const D_FPD = fieldOf(PASID_DIR_ENTRY, "FPD");
+const D_TBL = fieldOf(PASID_DIR_ENTRY, "SMPTBLPTR");
+const E_P = fieldOf(PASID_ENTRY, "P");
+const E_FPD = fieldOf(PASID_ENTRY, "FPD");
+const E_AW = fieldOf(PASID_ENTRY, "AW");
+const E_SLEE = fieldOf(PASID_ENTRY, "SLEE");
+const E_PGTT = fieldOf(PASID_ENTRY, "PGTT");
+const E_SLADE = fieldOf(PASID_ENTRY, "SLADE");
+const E_SLPTPTR = fieldOf(PASID_ENTRY, "SLPTPTR");
+const E_DID = fieldOf(PASID_ENTRY, "DID");
+const E_SRE = fieldOf(PASID_ENTRY, "SRE");
+const E_ERE = fieldOf(PASID_ENTRY, "ERE");
+const E_FLPM = fieldOf(PASID_ENTRY, "FLPM");
+const E_WPE = fieldOf(PASID_ENTRY, "WPE");
+const E_SMEP = fieldOf(PASID_ENTRY, "SMEP");
+const E_FLPTR = fieldOf(PASID_ENTRY, "FLPTR");
+
+const HAW_LIMIT = new Float64Array(65);
+for (let i = 0; i <= 64; i++) HAW_LIMIT[i] = 2 ** i;
 
 function aboveHaw(pa: number, haw: number): boolean {
-  return pa >= 2 ** haw;
+  return pa >= (HAW_LIMIT[haw] as number);
 }
 
 function widthPagesOf(aw: number, caps: VtdDecodeCaps): number {
   const width = Math.min(agawWidth(aw), caps.mgawWidth);
-  return 2 ** (width - 12);
+  return HAW_LIMIT[width - 12] as number;
 }
 
 /**
- * Decode the root and context entries of `sid` from the root table at `rta` into `out`.
- * `out.status` is 0 or the fault reason (legacy codes 0x1-0xD, scalable 0x38-0x48).
+ * Decode the root and context entries of `sid` from the root table at `rta` into `cfg`.
+ * `cfg.status` is 0 or the fault reason (legacy codes 0x1-0xD, scalable 0x38-0x48).
  *
  * @spec Intel VT-d Architecture Specification 3.4.x (legacy) and 3.4.3 (scalable-mode) address translation
  */
@@ -187,104 +191,104 @@ export function decodeDevConfig(
   scalable: boolean,
   sid: number,
   caps: VtdDecodeCaps,
-  out: VtdDevConfig,
+  cfg: VtdDevConfig,
 ): VtdDevConfig {
-  out.sid = sid;
-  out.scalable = scalable;
-  out.status = 0;
-  out.fpd = false;
+  cfg.sid = sid;
+  cfg.scalable = scalable;
+  cfg.status = 0;
+  cfg.fpd = false;
   const bus = sid >>> 8;
   const devfn = sid & 0xff;
   if (!load(mem, rta + bus * 16, 4)) {
-    out.status = scalable ? VTD_FR.SM_ROOT_ENTRY_ACCESS : VTD_FR.ROOT_TABLE_ACCESS;
-    return out;
+    cfg.status = scalable ? VTD_FR.SM_ROOT_ENTRY_ACCESS : VTD_FR.ROOT_TABLE_ACCESS;
+    return cfg;
   }
   if (!scalable) {
-    if (R_P(scratch) === 0) {
-      out.status = VTD_FR.ROOT_NOT_PRESENT;
-      return out;
+    if (get(R_P) === 0) {
+      cfg.status = VTD_FR.ROOT_NOT_PRESENT;
+      return cfg;
     }
-    const ctp = R_CTP(scratch);
+    const ctp = ptr(R_CTP);
     if (hasReservedBits(ROOT_ENTRY, scratch) || aboveHaw(ctp, caps.haw)) {
-      out.status = VTD_FR.ROOT_ENTRY_RESERVED;
-      return out;
+      cfg.status = VTD_FR.ROOT_ENTRY_RESERVED;
+      return cfg;
     }
     if (!load(mem, ctp + devfn * 16, 4)) {
-      out.status = VTD_FR.CONTEXT_TABLE_ACCESS;
-      return out;
+      cfg.status = VTD_FR.CONTEXT_TABLE_ACCESS;
+      return cfg;
     }
-    if (C_P(scratch) === 0) {
-      out.status = VTD_FR.CONTEXT_NOT_PRESENT;
-      return out;
+    if (get(C_P) === 0) {
+      cfg.status = VTD_FR.CONTEXT_NOT_PRESENT;
+      return cfg;
     }
-    out.fpd = C_FPD(scratch) !== 0;
-    out.tt = C_TT(scratch);
-    out.aw = C_AW(scratch);
-    out.did = C_DID(scratch);
-    out.slptptr = C_SLPTPTR(scratch);
-    if (hasReservedBits(CONTEXT_ENTRY, scratch) || aboveHaw(out.slptptr, caps.haw)) {
-      out.status = VTD_FR.CONTEXT_ENTRY_RESERVED;
-      return out;
+    cfg.fpd = get(C_FPD) !== 0;
+    cfg.tt = get(C_TT);
+    cfg.aw = get(C_AW);
+    cfg.did = get(C_DID);
+    cfg.slptptr = ptr(C_SLPTPTR);
+    if (hasReservedBits(CONTEXT_ENTRY, scratch) || aboveHaw(cfg.slptptr, caps.haw)) {
+      cfg.status = VTD_FR.CONTEXT_ENTRY_RESERVED;
+      return cfg;
     }
-    if (out.tt === TT_PASSTHROUGH) {
-      if (!caps.passThrough) out.status = VTD_FR.CONTEXT_INVALID;
-      return out;
+    if (cfg.tt === TT_PASSTHROUGH) {
+      if (!caps.passThrough) cfg.status = VTD_FR.CONTEXT_INVALID;
+      return cfg;
     }
-    if (out.tt !== TT_UNTRANSLATED && !(out.tt === TT_DEVTLB && caps.deviceTlb)) {
-      out.status = VTD_FR.CONTEXT_INVALID;
-      return out;
+    if (cfg.tt !== TT_UNTRANSLATED && !(cfg.tt === TT_DEVTLB && caps.deviceTlb)) {
+      cfg.status = VTD_FR.CONTEXT_INVALID;
+      return cfg;
     }
-    if ((caps.sagaw & (1 << out.aw)) === 0) {
-      out.status = VTD_FR.CONTEXT_INVALID;
-      return out;
+    if ((caps.sagaw & (1 << cfg.aw)) === 0) {
+      cfg.status = VTD_FR.CONTEXT_INVALID;
+      return cfg;
     }
-    out.levels = agawToLevels(out.aw);
-    out.widthPages = widthPagesOf(out.aw, caps);
-    return out;
+    cfg.levels = agawToLevels(cfg.aw);
+    cfg.widthPages = widthPagesOf(cfg.aw, caps);
+    return cfg;
   }
   const upper = devfn >= 0x80;
-  const present = upper ? SR_UP(scratch) : SR_LP(scratch);
+  const present = upper ? get(SR_UP) : get(SR_LP);
   if (present === 0) {
-    out.status = VTD_FR.SM_ROOT_ENTRY_NOT_PRESENT;
-    return out;
+    cfg.status = VTD_FR.SM_ROOT_ENTRY_NOT_PRESENT;
+    return cfg;
   }
-  const ctp = upper ? SR_UCTP(scratch) : SR_LCTP(scratch);
+  const ctp = upper ? ptr(SR_UCTP) : ptr(SR_LCTP);
   if (hasReservedBits(SM_ROOT_ENTRY, scratch) || aboveHaw(ctp, caps.haw)) {
-    out.status = VTD_FR.SM_ROOT_ENTRY_RESERVED;
-    return out;
+    cfg.status = VTD_FR.SM_ROOT_ENTRY_RESERVED;
+    return cfg;
   }
   if (!load(mem, ctp + (devfn & 0x7f) * 32, 8)) {
-    out.status = VTD_FR.SM_CONTEXT_ENTRY_ACCESS;
-    return out;
+    cfg.status = VTD_FR.SM_CONTEXT_ENTRY_ACCESS;
+    return cfg;
   }
-  if (SC_P(scratch) === 0) {
-    out.status = VTD_FR.SM_CONTEXT_ENTRY_NOT_PRESENT;
-    return out;
+  if (get(SC_P) === 0) {
+    cfg.status = VTD_FR.SM_CONTEXT_ENTRY_NOT_PRESENT;
+    return cfg;
   }
-  out.fpd = SC_FPD(scratch) !== 0;
-  out.dte = SC_DTE(scratch) !== 0 && caps.deviceTlb;
-  out.paside = SC_PASIDE(scratch) !== 0;
-  out.pre = SC_PRE(scratch) !== 0;
-  out.pdts = SC_PDTS(scratch);
-  out.pasidDirPtr = SC_DIR(scratch);
-  out.ridPasid = SC_RID_PASID(scratch);
-  out.ridPriv = SC_RID_PRIV(scratch) !== 0;
-  if (hasReservedBits(SM_CONTEXT_ENTRY, scratch) || aboveHaw(out.pasidDirPtr, caps.haw)) {
-    out.status = VTD_FR.SM_CONTEXT_ENTRY_RESERVED;
-    return out;
+  cfg.fpd = get(SC_FPD) !== 0;
+  cfg.dte = get(SC_DTE) !== 0 && caps.deviceTlb;
+  cfg.paside = get(SC_PASIDE) !== 0;
+  cfg.pre = get(SC_PRE) !== 0;
+  cfg.pdts = get(SC_PDTS);
+  cfg.pasidDirPtr = ptr(SC_DIR);
+  cfg.ridPasid = get(SC_RID_PASID);
+  cfg.ridPriv = get(SC_RID_PRIV) !== 0;
+  if (hasReservedBits(SM_CONTEXT_ENTRY, scratch) || aboveHaw(cfg.pasidDirPtr, caps.haw)) {
+    cfg.status = VTD_FR.SM_CONTEXT_ENTRY_RESERVED;
+    return cfg;
   }
-  if (out.ridPasid !== 0 && !caps.rps) {
-    out.status = VTD_FR.SM_RID_PASID_ERROR;
-    return out;
+  if (cfg.ridPasid !== 0 && !caps.rps) {
+    cfg.status = VTD_FR.SM_RID_PASID_ERROR;
+    return cfg;
   }
   // The directory has 2^(PDTS+7) entries of 64 PASIDs each.
-  const dirBits = out.pdts + 7 + 6;
-  out.pasidLimit = 2 ** Math.min(dirBits, caps.pasidBits);
-  return out;
+  const dirBits = cfg.pdts + 7 + 6;
+  cfg.pasidLimit = HAW_LIMIT[Math.min(dirBits, caps.pasidBits)] as number;
+  return cfg;
 }
 
 /**
- * Decode the PASID directory and table entries of (dev, pasid) into `out`. `out.status` is 0 or
+ * Decode the PASID directory and table entries of (dev, pasid) into `cfg`. `cfg.status` is 0 or
  * the scalable-mode fault reason (0x46, 0x50-0x5B).
  *
  * @spec Intel VT-d Architecture Specification 9.5 and 9.6 (PASID directory and table entries)
@@ -294,66 +298,66 @@ export function decodePasidConfig(
   dev: VtdDevConfig,
   pasid: number,
   caps: VtdDecodeCaps,
-  out: VtdPasidConfig,
+  cfg: VtdPasidConfig,
 ): VtdPasidConfig {
-  out.sid = dev.sid;
-  out.pasid = pasid;
-  out.status = 0;
-  out.fpd = false;
+  cfg.sid = dev.sid;
+  cfg.pasid = pasid;
+  cfg.status = 0;
+  cfg.fpd = false;
   if (pasid >= dev.pasidLimit) {
-    out.status = VTD_FR.SM_PASID_TOO_LARGE;
-    return out;
+    cfg.status = VTD_FR.SM_PASID_TOO_LARGE;
+    return cfg;
   }
   if (!load(mem, dev.pasidDirPtr + Math.floor(pasid / 64) * 8, 2)) {
-    out.status = VTD_FR.SM_PASID_DIR_ENTRY_ACCESS;
-    return out;
+    cfg.status = VTD_FR.SM_PASID_DIR_ENTRY_ACCESS;
+    return cfg;
   }
-  if (D_P(scratch) === 0) {
-    out.status = VTD_FR.SM_PASID_DIR_ENTRY_NOT_PRESENT;
-    out.fpd = D_FPD(scratch) !== 0;
-    return out;
+  if (get(D_P) === 0) {
+    cfg.status = VTD_FR.SM_PASID_DIR_ENTRY_NOT_PRESENT;
+    cfg.fpd = get(D_FPD) !== 0;
+    return cfg;
   }
-  out.fpd = D_FPD(scratch) !== 0;
-  const table = D_TBL(scratch);
+  cfg.fpd = get(D_FPD) !== 0;
+  const table = ptr(D_TBL);
   if (hasReservedBits(PASID_DIR_ENTRY, scratch) || aboveHaw(table, caps.haw)) {
-    out.status = VTD_FR.SM_PASID_DIR_ENTRY_RESERVED;
-    return out;
+    cfg.status = VTD_FR.SM_PASID_DIR_ENTRY_RESERVED;
+    return cfg;
   }
   if (!load(mem, table + (pasid % 64) * 64, 16)) {
-    out.status = VTD_FR.SM_PASID_ENTRY_ACCESS;
-    return out;
+    cfg.status = VTD_FR.SM_PASID_ENTRY_ACCESS;
+    return cfg;
   }
-  if (E_P(scratch) === 0) {
-    out.status = VTD_FR.SM_PASID_ENTRY_NOT_PRESENT;
-    out.fpd = out.fpd || E_FPD(scratch) !== 0;
-    return out;
+  if (get(E_P) === 0) {
+    cfg.status = VTD_FR.SM_PASID_ENTRY_NOT_PRESENT;
+    cfg.fpd = cfg.fpd || get(E_FPD) !== 0;
+    return cfg;
   }
-  out.fpd = out.fpd || E_FPD(scratch) !== 0;
-  out.pgtt = E_PGTT(scratch);
-  out.did = E_DID(scratch);
-  out.aw = E_AW(scratch);
-  out.slptptr = E_SLPTPTR(scratch);
-  out.slee = E_SLEE(scratch) !== 0;
-  out.slade = E_SLADE(scratch) !== 0;
-  out.flptr = E_FLPTR(scratch);
-  out.sre = E_SRE(scratch) !== 0;
-  out.ere = E_ERE(scratch) !== 0;
-  out.wpe = E_WPE(scratch) !== 0;
-  out.smep = E_SMEP(scratch) !== 0;
-  const flpm = E_FLPM(scratch);
-  out.fsLevels = flpm === 1 ? 5 : 4;
+  cfg.fpd = cfg.fpd || get(E_FPD) !== 0;
+  cfg.pgtt = get(E_PGTT);
+  cfg.did = get(E_DID);
+  cfg.aw = get(E_AW);
+  cfg.slptptr = ptr(E_SLPTPTR);
+  cfg.slee = get(E_SLEE) !== 0;
+  cfg.slade = get(E_SLADE) !== 0;
+  cfg.flptr = ptr(E_FLPTR);
+  cfg.sre = get(E_SRE) !== 0;
+  cfg.ere = get(E_ERE) !== 0;
+  cfg.wpe = get(E_WPE) !== 0;
+  cfg.smep = get(E_SMEP) !== 0;
+  const flpm = get(E_FLPM);
+  cfg.fsLevels = flpm === 1 ? 5 : 4;
   if (hasReservedBits(PASID_ENTRY, scratch)) {
-    out.status = VTD_FR.SM_PASID_ENTRY_RESERVED;
-    return out;
+    cfg.status = VTD_FR.SM_PASID_ENTRY_RESERVED;
+    return cfg;
   }
-  const usesFs = out.pgtt === PGTT_FL || out.pgtt === PGTT_NESTED;
-  const usesSs = out.pgtt === PGTT_SL || out.pgtt === PGTT_NESTED;
-  if ((usesFs && aboveHaw(out.flptr, caps.haw)) || (usesSs && aboveHaw(out.slptptr, caps.haw))) {
-    out.status = VTD_FR.SM_PASID_ENTRY_RESERVED;
-    return out;
+  const usesFs = cfg.pgtt === PGTT_FL || cfg.pgtt === PGTT_NESTED;
+  const usesSs = cfg.pgtt === PGTT_SL || cfg.pgtt === PGTT_NESTED;
+  if ((usesFs && aboveHaw(cfg.flptr, caps.haw)) || (usesSs && aboveHaw(cfg.slptptr, caps.haw))) {
+    cfg.status = VTD_FR.SM_PASID_ENTRY_RESERVED;
+    return cfg;
   }
   let valid: boolean;
-  switch (out.pgtt) {
+  switch (cfg.pgtt) {
     case PGTT_FL:
       valid = caps.flts;
       break;
@@ -370,14 +374,14 @@ export function decodePasidConfig(
       valid = false;
   }
   if (usesFs && (flpm > 1 || (flpm === 1 && !caps.fl5lp))) valid = false;
-  if (usesSs && (caps.sagaw & (1 << out.aw)) === 0) valid = false;
+  if (usesSs && (caps.sagaw & (1 << cfg.aw)) === 0) valid = false;
   if (!valid) {
-    out.status = VTD_FR.SM_PASID_ENTRY_INVALID;
-    return out;
+    cfg.status = VTD_FR.SM_PASID_ENTRY_INVALID;
+    return cfg;
   }
   if (usesSs) {
-    out.ssLevels = agawToLevels(out.aw);
-    out.ssWidthPages = widthPagesOf(out.aw, caps);
+    cfg.ssLevels = agawToLevels(cfg.aw);
+    cfg.ssWidthPages = widthPagesOf(cfg.aw, caps);
   }
-  return out;
+  return cfg;
 }

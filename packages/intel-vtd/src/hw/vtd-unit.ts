@@ -69,6 +69,7 @@ import {
   GSTS_QIES,
   GSTS_RTPS,
   GSTS_TES,
+  IVA_REG,
   RTADDR_TTM_LEGACY,
   RTADDR_TTM_SCALABLE,
   VTD_REG,
@@ -89,6 +90,7 @@ import {
   VtdIotlb,
 } from "./iotlb.js";
 import { PageRequestQueue, PRQ_OVERFLOW, PRQ_QUEUED } from "./page-request-queue.js";
+import { VtdPagingStructureCache } from "./paging-structure-cache.js";
 import { VtdPasidCache } from "./pasid-cache.js";
 import {
   DEFAULT_VTD_CAPS,
@@ -177,6 +179,10 @@ const G_CC = fieldOf(CC_INV_DESC, "G");
 const G_IOTLB = fieldOf(IOTLB_INV_DESC, "G");
 const G_PIOTLB = fieldOf(PIOTLB_INV_DESC, "G");
 const G_PC = fieldOf(PC_INV_DESC, "G");
+/** IH of types 2 and 6 (qw1 low word) and of the IVA register. */
+const IOTLB_IH = fieldOf(IOTLB_INV_DESC, "IH").inPlace;
+const PIOTLB_IH = fieldOf(PIOTLB_INV_DESC, "IH").inPlace;
+const IVA_IH = fieldOf(IVA_REG, "IH").inPlace;
 const WAIT_IF = fieldOf(INV_WAIT_DESC, "IF").inPlace;
 const WAIT_SW = fieldOf(INV_WAIT_DESC, "SW").inPlace;
 const WAIT_PD = fieldOf(INV_WAIT_DESC, "PD").inPlace;
@@ -220,6 +226,7 @@ export class VtdUnit implements IommuHardware, Mmio {
   readonly iotlb: VtdIotlb;
   readonly contextCache: VtdContextCache<VtdDevConfig>;
   readonly pasidCache: VtdPasidCache<VtdPasidConfig>;
+  readonly psc: VtdPagingStructureCache;
   readonly faults: FaultRecorder;
   readonly prq: PageRequestQueue;
   readonly walker: VtdWalker;
@@ -311,6 +318,7 @@ export class VtdUnit implements IommuHardware, Mmio {
     this.iotlb = new VtdIotlb(cache.iotlbSets, cache.iotlbWays);
     this.contextCache = new VtdContextCache<VtdDevConfig>(cache.contextEntries);
     this.pasidCache = new VtdPasidCache<VtdPasidConfig>(cache.pasidEntries);
+    this.psc = new VtdPagingStructureCache(cache.pscEntries);
     this.faults = new FaultRecorder(
       vtdNumFaultRecords(caps),
       () => this.interrupt("fault"),
@@ -541,7 +549,7 @@ export class VtdUnit implements IommuHardware, Mmio {
     if (this.caps.esrtps) {
       this.contextCache.invalidateAll();
       this.pasidCache.invalidateAll();
-      this.iotlb.invalidateAll();
+      this.iotlbGlobal();
     }
   }
 
@@ -583,18 +591,20 @@ export class VtdUnit implements IommuHardware, Mmio {
     const ivaHi = this.plain[(this.iroBase + 4) >>> 2] as number;
     let done = iirg;
     if (iirg === IOTLB_G_GLOBAL) this.iotlbGlobal();
-    else if (iirg === IOTLB_G_DOMAIN || (iirg === IOTLB_G_PAGE && !this.caps.psi)) {
+    else if (
+      iirg === IOTLB_G_DOMAIN ||
+      (iirg === IOTLB_G_PAGE && (!this.caps.psi || (ivaLo & 0x3f) > this.caps.mamv))
+    ) {
+      // Without PSI, or beyond MAMV, the unit may do more than asked: a domain-selective flush.
       this.iotlb.invalidateDomain(did);
+      this.psc.invalidateDomain(did);
       done = IOTLB_G_DOMAIN;
     } else if (iirg === IOTLB_G_PAGE) {
       const am = ivaLo & 0x3f;
       const vpn = ivaHi * TWO20 + (ivaLo >>> 12);
-      if (am > this.caps.mamv) {
-        this.iotlb.invalidateDomain(did);
-        done = IOTLB_G_DOMAIN;
-      } else {
-        this.iotlb.invalidatePages(did, vpn - (vpn % (AM_PAGES[am] as number)), am);
-      }
+      const base = vpn - (vpn % (AM_PAGES[am] as number));
+      this.iotlb.invalidatePages(did, base, am);
+      this.psc.invalidatePages(did, base, am, (ivaLo & IVA_IH) !== 0);
     } else {
       done = 0; // reserved granularity: nothing done, IAIG reports 0
     }
@@ -799,24 +809,53 @@ export class VtdUnit implements IommuHardware, Mmio {
     cached: boolean,
     scalable: boolean,
   ): number {
+    if (cached) {
+      const iotlb = this.iotlb;
+      const i = iotlb.lookup(did, pasid, req.iovaPfn);
+      if (i >= 0) {
+        const code = this.fromIotlb(i, req, kind, scalable);
+        if (code >= 0) return code;
+      }
+    }
+    return this.walk(req, did, pasid, kind, root, levels, widthPages, pc, cached, scalable);
+  }
+
+  /**
+   * Answer from IOTLB entry `i`: 0 with the result set, a fault reason for a cached not-present
+   * entry, or -1 when the entry cannot serve (a write through an entry whose leaf is not dirty).
+   */
+  private fromIotlb(i: number, req: TranslationRequest, kind: number, scalable: boolean): number {
+    const iotlb = this.iotlb;
+    const perm = iotlb.permOf(i);
+    const write = (req.access & DMA_WRITE) !== 0;
+    if (perm === 0) return this.notPresentReason(kind, write, scalable);
+    if (write && (perm & P_DIRTY) === 0) return -1;
+    this.rPfn = iotlb.paFrameFor(i, req.iovaPfn);
+    this.rPerm = perm;
+    this.rShift = iotlb.sizeShiftOf(i);
+    return 0;
+  }
+
+  /** Walk the tables for `req` (after an IOTLB miss) and cache the answer. */
+  private walk(
+    req: TranslationRequest,
+    did: number,
+    pasid: number,
+    kind: number,
+    root: number,
+    levels: number,
+    widthPages: number,
+    pc: VtdPasidConfig | null,
+    cached: boolean,
+    scalable: boolean,
+  ): number {
     const vpn = req.iovaPfn;
     const write = (req.access & DMA_WRITE) !== 0;
     const iotlb = this.iotlb;
-    if (cached) {
-      const i = iotlb.lookup(did, pasid, vpn);
-      if (i >= 0) {
-        const perm = iotlb.permOf(i);
-        // A write through an entry cached before the leaf's Dirty flag was set walks again.
-        if (perm === 0 || !write || (perm & P_DIRTY) !== 0) {
-          if (perm === 0) return this.notPresentReason(kind, write, scalable);
-          this.rPfn = iotlb.paFrameFor(i, vpn);
-          this.rPerm = perm;
-          this.rShift = iotlb.sizeShiftOf(i);
-          return 0;
-        }
-      }
-    }
     const walker = this.walker;
+    walker.psc = cached && this.psc.capacity > 0 ? this.psc : null;
+    walker.pscDid = did;
+    walker.pscPasid = pasid;
     let w: number;
     if (kind === VTD_KIND_SECOND_STAGE) {
       w = walker.walkSecondStage(
@@ -1115,12 +1154,16 @@ export class VtdUnit implements IommuHardware, Mmio {
         const did = lo >>> 16;
         if (g === 0) return IQEI_RESERVED;
         if (g === IOTLB_G_GLOBAL) this.iotlbGlobal();
-        else if (g === IOTLB_G_DOMAIN || !caps.psi) this.iotlb.invalidateDomain(did);
-        else {
+        else if (g === IOTLB_G_DOMAIN || !caps.psi) {
+          this.iotlb.invalidateDomain(did);
+          this.psc.invalidateDomain(did);
+        } else {
           const am = (d[2] as number) & 0x3f;
           if (am > caps.mamv) return IQEI_RESERVED;
           const vpn = (d[3] as number) * TWO20 + ((d[2] as number) >>> 12);
-          this.iotlb.invalidatePages(did, vpn - (vpn % (AM_PAGES[am] as number)), am);
+          const base = vpn - (vpn % (AM_PAGES[am] as number));
+          this.iotlb.invalidatePages(did, base, am);
+          this.psc.invalidatePages(did, base, am, ((d[2] as number) & IOTLB_IH) !== 0);
         }
         if (this.trace?.active) this.traceFlush("iotlb", `g=${g} did=${did}`);
         return 0;
@@ -1143,12 +1186,16 @@ export class VtdUnit implements IommuHardware, Mmio {
         const g = (lo >>> G_PIOTLB.shift) & G_PIOTLB.mask;
         const did = lo >>> 16;
         const pasid = hi & 0xfffff;
-        if (g === PIOTLB_G_PASID) this.iotlb.invalidatePasid(did, pasid);
-        else if (g === PIOTLB_G_PAGE) {
+        if (g === PIOTLB_G_PASID) {
+          this.iotlb.invalidatePasid(did, pasid);
+          this.psc.invalidatePasid(did, pasid);
+        } else if (g === PIOTLB_G_PAGE) {
           // Any AM is allowed here, independent of MAMV.
           const am = (d[2] as number) & 0x3f;
           const vpn = (d[3] as number) * TWO20 + ((d[2] as number) >>> 12);
-          this.iotlb.invalidatePasidPages(did, pasid, vpn - (vpn % (AM_PAGES[am] as number)), am);
+          const base = vpn - (vpn % (AM_PAGES[am] as number));
+          this.iotlb.invalidatePasidPages(did, pasid, base, am);
+          this.psc.invalidatePasidPages(did, pasid, base, am, ((d[2] as number) & PIOTLB_IH) !== 0);
         } else return IQEI_RESERVED;
         if (this.trace?.active) this.traceFlush("piotlb", `g=${g} did=${did} pasid=${pasid}`);
         return 0;
@@ -1238,6 +1285,7 @@ export class VtdUnit implements IommuHardware, Mmio {
 
   private iotlbGlobal(): void {
     this.iotlb.invalidateAll();
+    this.psc.invalidateAll();
   }
 
   private traceFlush(scope: string, detail: string): void {

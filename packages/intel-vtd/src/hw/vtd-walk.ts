@@ -26,6 +26,8 @@ import {
   SS_PTE_W,
   SS_PTE_X,
 } from "../format/second-stage-pte.js";
+import { VTD_KIND_FIRST_STAGE, VTD_KIND_SECOND_STAGE, type VtdTranslationKind } from "./iotlb.js";
+import type { VtdPagingStructureCache } from "./paging-structure-cache.js";
 
 /** Walk outcomes. */
 export const W_OK = 0;
@@ -119,6 +121,14 @@ export class VtdWalker {
   reads = 0;
   /** Set Accessed/Dirty flags as the hardware does (off for an oracle's side-effect-free walk). */
   updateFlags = true;
+  /**
+   * The paging-structure cache the next walk reads and fills (null: none), and the tag of that
+   * walk: domain, PASID and kind (first- or second-stage). Nested walks do not use it.
+   */
+  psc: VtdPagingStructureCache | null = null;
+  pscDid = 0;
+  pscPasid = 0;
+  pscKind: VtdTranslationKind = VTD_KIND_SECOND_STAGE;
 
   private readonly mem: PhysMemory;
   /** High-word mask of address bits at or above HAW (bits 51:haw of an entry). */
@@ -158,7 +168,7 @@ export class VtdWalker {
     slade: boolean,
     slee: boolean,
   ): number {
-    const w = this.ssWalk(root, levels, vpn, widthPages, write, slade, slee);
+    const w = this.ssWalk(root, levels, vpn, widthPages, write, slade, slee, this.psc);
     if (w === W_OK) {
       this.pfn = this.sPfn;
       this.perm = this.sPerm;
@@ -179,6 +189,7 @@ export class VtdWalker {
     write: boolean,
     slade: boolean,
     slee: boolean,
+    psc: VtdPagingStructureCache | null,
   ): number {
     const mem = this.mem;
     if (vpn >= widthPages) {
@@ -187,7 +198,16 @@ export class VtdWalker {
     }
     let table = root;
     let perm = P_READ | P_WRITE | P_EXEC | P_USER | P_DIRTY;
-    for (let level = levels; level >= 1; level--) {
+    let start = levels;
+    if (psc !== null) {
+      const i = psc.lookupDeepest(this.pscDid, this.pscPasid, VTD_KIND_SECOND_STAGE, vpn);
+      if (i >= 0) {
+        start = psc.levelOf(i) - 1;
+        table = psc.tableFrameOf(i) * 4096;
+        perm = psc.permOf(i);
+      }
+    }
+    for (let level = start; level >= 1; level--) {
       this.sLevel = level;
       const pages = PAGES[level] as number;
       const index = Math.floor(vpn / pages) % 512;
@@ -228,6 +248,16 @@ export class VtdWalker {
         return W_OK;
       }
       table = addr;
+      if (psc !== null)
+        psc.insert(
+          this.pscDid,
+          this.pscPasid,
+          VTD_KIND_SECOND_STAGE,
+          level,
+          vpn,
+          addr / 4096,
+          perm,
+        );
     }
     return W_RESERVED;
   }
@@ -259,10 +289,29 @@ export class VtdWalker {
     }
     let table = root;
     let perm = P_READ | P_WRITE | P_EXEC | P_USER | P_DIRTY;
-    for (let level = levels; level >= 1; level--) {
+    let start = levels;
+    const psc = nested ? null : this.psc;
+    if (psc !== null) {
+      const i = psc.lookupDeepest(this.pscDid, this.pscPasid, VTD_KIND_FIRST_STAGE, vpn);
+      if (i >= 0) {
+        start = psc.levelOf(i) - 1;
+        table = psc.tableFrameOf(i) * 4096;
+        perm = psc.permOf(i);
+      }
+    }
+    for (let level = start; level >= 1; level--) {
       this.level = level;
       if (nested) {
-        const w = this.ssWalk(ssRoot, ssLevels, table / 4096, ssWidthPages, false, false, false);
+        const w = this.ssWalk(
+          ssRoot,
+          ssLevels,
+          table / 4096,
+          ssWidthPages,
+          false,
+          false,
+          false,
+          null,
+        );
         if (w !== W_OK || (this.sPerm & P_READ) === 0) {
           this.nestedFetch = true;
           this.flLevel = level;
@@ -314,7 +363,7 @@ export class VtdWalker {
           this.sizeShift = shift;
           return W_OK;
         }
-        const w = this.ssWalk(ssRoot, ssLevels, gpfn, ssWidthPages, write, false, false);
+        const w = this.ssWalk(ssRoot, ssLevels, gpfn, ssWidthPages, write, false, false, null);
         if (w !== W_OK) {
           this.stage = STAGE_SECOND;
           this.level = this.sLevel;
@@ -326,6 +375,8 @@ export class VtdWalker {
         return W_OK;
       }
       table = addr;
+      if (psc !== null)
+        psc.insert(this.pscDid, this.pscPasid, VTD_KIND_FIRST_STAGE, level, vpn, addr / 4096, perm);
     }
     return W_RESERVED;
   }
