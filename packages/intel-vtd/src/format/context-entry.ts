@@ -40,7 +40,7 @@ export const AW_VALUES: Readonly<Record<number, string>> = Object.freeze({
  * 0x3); bits of SLPTPTR at or above the host address width are reserved (the walker's check).
  *
  * @spec Intel VT-d Architecture Specification 9.3
- * @kernel drivers/iommu/intel/iommu.h struct context_entry, context_set_*
+ * @kernel drivers/iommu/intel/iommu.h struct context_entry
  */
 export const CONTEXT_ENTRY: Layout = defineLayout({
   name: "context-entry",

@@ -11,8 +11,9 @@ import { defineLayout, type Layout } from "@iommu-sim/iommu-core/platform";
  * update failure). Code 0 is reserved (the kernel prints it as "Software").
  *
  * @spec Intel VT-d Architecture Specification 7.x fault conditions (section unverified)
- * @kernel drivers/iommu/intel/dmar.c dma_remap_fault_reasons, dma_remap_sm_fault_reasons,
- *   irq_remap_fault_reasons
+ * @kernel drivers/iommu/intel/dmar.c dma_remap_fault_reasons
+ * @kernel drivers/iommu/intel/dmar.c dma_remap_sm_fault_reasons
+ * @kernel drivers/iommu/intel/dmar.c irq_remap_fault_reasons
  */
 export const VTD_FR = Object.freeze({
   /** Root entry P = 0. */
@@ -183,7 +184,7 @@ export function vtdFaultReasonName(code: number): string {
  * spec and decoded by neither Linux nor QEMU (positions unverified).
  *
  * @spec Intel VT-d Architecture Specification 10.4.14
- * @kernel drivers/iommu/intel/iommu.h dma_frcd_*; drivers/iommu/intel/dmar.c dmar_fault
+ * @kernel drivers/iommu/intel/dmar.c dmar_fault
  */
 export const FRCD: Layout = defineLayout({
   name: "frcd",

@@ -397,7 +397,8 @@ export interface DevTlbSpan {
  * alignment already made 0); for unaligned input the range is the aligned block holding `pfn`.
  * Writes into `out` when given, so per-flush callers need not allocate.
  *
- * @kernel drivers/iommu/intel/iommu.h qi_desc_dev_iotlb, qi_desc_dev_iotlb_pasid
+ * @kernel drivers/iommu/intel/iommu.h qi_desc_dev_iotlb
+ * @kernel drivers/iommu/intel/iommu.h qi_desc_dev_iotlb_pasid
  */
 export function encodeDevTlbRange(
   pfn: number,

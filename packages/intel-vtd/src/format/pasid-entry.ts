@@ -64,7 +64,7 @@ export const PASID_DIR_ENTRY: Layout = defineLayout({
  * to FS and SS (FSPTPTR, SSPTPTR, ...); the names here are the 3.x ones the kernel uses.
  *
  * @spec Intel VT-d Architecture Specification 9.6
- * @kernel drivers/iommu/intel/pasid.h struct pasid_entry, pasid_set_*
+ * @kernel drivers/iommu/intel/pasid.h struct pasid_entry
  */
 export const PASID_ENTRY: Layout = defineLayout({
   name: "pasid-entry",

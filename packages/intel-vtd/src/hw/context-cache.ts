@@ -31,7 +31,7 @@ export interface VtdContextCacheEntry<T> {
  * Lookup is one read of a 64K-entry direct map (source-id -> slot), so the per-DMA path is O(1).
  *
  * @spec VT-d 6.2.2 (context cache), 6.5.2.1 (context-cache invalidate)
- * @kernel drivers/iommu/intel/iommu.c iommu_flush_context / qi_flush_context
+ * @kernel drivers/iommu/intel/dmar.c qi_flush_context
  */
 export class VtdContextCache<T> {
   readonly capacity: number;

@@ -116,7 +116,7 @@ function hintHash(lo: number, mid: number, pasid: number, bits: number): number 
  * allocates except `entries()` / `forEach`.
  *
  * @spec VT-d 6.2.1 (IOTLB), 6.5.2.3 (IOTLB invalidate), 6.5.2.4 (PASID-based IOTLB invalidate)
- * @kernel drivers/iommu/intel/cache.c cache_tag_flush_range (the descriptors it chooses)
+ * @kernel drivers/iommu/intel/cache.c cache_tag_flush_range
  */
 export class VtdIotlb {
   readonly sets: number;

@@ -13,7 +13,7 @@ export type SecondStageSuperpage = "2M" | "1G";
  * unit places its register blocks itself (`vtdFrcdOffset`, `vtdIotlbRegOffset`).
  *
  * @spec Intel VT-d Architecture Specification 10.4 (VER_REG, CAP_REG, ECAP_REG)
- * @kernel drivers/iommu/intel/iommu.h cap_* ecap_*
+ * @kernel drivers/iommu/intel/iommu.h cap_sagaw
  */
 export interface VtdCapabilities {
   /** VER.MAX / VER.MIN. */
