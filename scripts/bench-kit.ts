@@ -72,3 +72,47 @@ export function fail(message: string): never {
   process.stderr.write(`bench: ${message}\n`);
   process.exit(1);
 }
+
+/**
+ * Workload 3 of ../shared/bench-c/README.md (the IOTLB): 16 domains d with DID d+1 and PASID
+ * 0x10000+d, domain d mapping page V0+k to frame PA0_FRAME + d*65536 + k for k < 65536.
+ */
+export const W3 = Object.freeze({
+  SETS: 512,
+  WAYS: 8,
+  DOMAINS: 16,
+  PAGES_PER_DOM: 65536,
+  /** Page number of IOVA 0x1_0000_0000. */
+  V0: 0x100000,
+  /** Frame of PA 0x80_0000_0000. */
+  PA0_FRAME: 0x80_0000_0000 / 4096,
+  /** Keys per stream; operation t uses entry t & (NKEYS - 1). */
+  NKEYS: 1 << 20,
+  N_HIT: 20_000_000,
+  N_MIX: 10_000_000,
+  /** The hit rate tlb_mixed90 must measure, as C does. */
+  MIXED_HIT_RATE: "0.89786",
+});
+
+/** The workload-3 streams: `hot[i]` for tlb_hit, `(mdom[i], mk[i])` (domain, page) for tlb_mixed90. */
+export function workload3Streams(): { hot: Uint16Array; mdom: Uint8Array; mk: Uint32Array } {
+  const hot = new Uint16Array(W3.NKEYS);
+  const mdom = new Uint8Array(W3.NKEYS);
+  const mk = new Uint32Array(W3.NKEYS);
+  const xs = xorshift32(0x68e31da4);
+  for (let i = 0; i < W3.NKEYS; i++) hot[i] = xs() & 2047;
+  const xm = xorshift32(0xb5297a4d);
+  for (let i = 0; i < W3.NKEYS; i++) {
+    const r1 = xm();
+    const r2 = xm();
+    if (r1 % 10 === 0) {
+      mdom[i] = r2 & 15;
+      mk[i] = 2048 + ((r2 >>> 4) % (W3.PAGES_PER_DOM - 2048));
+    } else {
+      const h = r2 & 2047;
+      mdom[i] = h >> 7;
+      mk[i] = h;
+    }
+  }
+  return { hot, mdom, mk };
+}

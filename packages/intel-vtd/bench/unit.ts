@@ -15,7 +15,17 @@ import {
   XLATE_OK,
 } from "@iommu-sim/iommu-core";
 import { encode, FrameAllocator, PhysMemory, storeLayout } from "@iommu-sim/iommu-core/platform";
-import { emit, fail, median, nowNs, REPS, WARMUP, xorshift32 } from "../../../scripts/bench-kit.js";
+import {
+  emit,
+  fail,
+  median,
+  nowNs,
+  REPS,
+  W3,
+  WARMUP,
+  workload3Streams,
+  xorshift32,
+} from "../../../scripts/bench-kit.js";
 import { SM_CONTEXT_ENTRY } from "../src/format/context-entry.js";
 import {
   INV_DESC_TYPE,
@@ -29,15 +39,15 @@ import { SM_ROOT_ENTRY } from "../src/format/root-entry.js";
 import { SS_PTE } from "../src/format/second-stage-pte.js";
 import { VtdUnit } from "../src/hw/vtd-unit.js";
 
-const PAGES_PER_DOM = 65536;
-const V0 = 0x100000;
-const PA0_FRAME = 0x80_0000_0000 / 4096;
-const NKEYS = 1 << 20;
-const N_HIT = 20_000_000;
-const N_MIX = 10_000_000;
+const PAGES_PER_DOM = W3.PAGES_PER_DOM;
+const V0 = W3.V0;
+const PA0_FRAME = W3.PA0_FRAME;
+const NKEYS = W3.NKEYS;
+const N_HIT = W3.N_HIT;
+const N_MIX = W3.N_MIX;
 const N_NESTED = 1_000_000;
 const RID = 0x0100;
-const MIXED_HIT_RATE = "0.89786";
+const MIXED_HIT_RATE = W3.MIXED_HIT_RATE;
 
 const mem = new PhysMemory();
 const frames = new FrameAllocator(mem, { basePa: 0x100_0000, size: 0x1000_0000 });
@@ -108,26 +118,7 @@ function scalableDevice(entries: Array<[number, Record<string, number>]>): numbe
 
 // --- Workload 3 -------------------------------------------------------------------------------------
 
-const hot = new Uint16Array(NKEYS);
-const mdom = new Uint8Array(NKEYS);
-const mk = new Uint32Array(NKEYS);
-{
-  const xs = xorshift32(0x68e31da4);
-  for (let i = 0; i < NKEYS; i++) hot[i] = xs() & 2047;
-  const xm = xorshift32(0xb5297a4d);
-  for (let i = 0; i < NKEYS; i++) {
-    const r1 = xm();
-    const r2 = xm();
-    if (r1 % 10 === 0) {
-      mdom[i] = r2 & 15;
-      mk[i] = 2048 + ((r2 >>> 4) % (PAGES_PER_DOM - 2048));
-    } else {
-      const h = r2 & 2047;
-      mdom[i] = h >> 7;
-      mk[i] = h;
-    }
-  }
-}
+const { hot, mdom, mk } = workload3Streams();
 
 const entries: Array<[number, Record<string, number>]> = [];
 for (let d = 0; d < 16; d++) {
