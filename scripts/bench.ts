@@ -172,8 +172,9 @@ async function runScript(file: string): Promise<{ results: BenchResult[]; error?
   return code === 0 ? { results } : { results, error: `exited with ${code}` };
 }
 
+/** The C figure of the same work: by name, or by the `c_workload` a result names when it differs. */
 function withBaseline(r: BenchResult, c: Map<string, number>): BenchResult {
-  const cNs = c.get(r.name);
+  const cNs = c.get(typeof r.c_workload === "string" ? r.c_workload : r.name);
   if (cNs === undefined || cNs <= 0) return r;
   return { ...r, c_ns_per_op: cNs, ratio: Math.round((r.ns_per_op / cNs) * 100) / 100 };
 }
