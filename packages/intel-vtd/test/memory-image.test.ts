@@ -4,7 +4,12 @@
 // exactly as the unit that was running.
 
 import { IOMMU_READ, IOMMU_WRITE, XLATE_FAULT, XLATE_OK } from "@iommu-sim/iommu-core";
-import { FrameAllocator, loadElfCore, PhysMemory, saveElfCore } from "@iommu-sim/iommu-core/platform";
+import {
+  FrameAllocator,
+  loadElfCore,
+  PhysMemory,
+  saveElfCore,
+} from "@iommu-sim/iommu-core/platform";
 import { describe, expect, it } from "vitest";
 import { FLPM_5LEVEL, PGTT_FL, PGTT_SL } from "../src/format/pasid-entry.js";
 import { GCMD_SRTP, GCMD_TE, VTD_REG } from "../src/format/registers.js";
@@ -64,9 +69,15 @@ describe("a unit on a memory image", () => {
     for (const [iova, opts] of probes) {
       expect(xlate(fresh, 0x0300, iova, opts)).toEqual(xlate(running, 0x0300, iova, opts));
     }
-    expect(xlate(fresh, 0x0300, 0x7f_0000_f123)).toMatchObject({ status: XLATE_OK, pa: 0x2_0000_f123 });
+    expect(xlate(fresh, 0x0300, 0x7f_0000_f123)).toMatchObject({
+      status: XLATE_OK,
+      pa: 0x2_0000_f123,
+    });
     expect(xlate(fresh, 0x0300, 0x40_1234, { write: true })).toMatchObject({ status: XLATE_FAULT });
-    expect(xlate(fresh, 0x0300, 0x1000_2abc, { pasid: 5 })).toMatchObject({ status: XLATE_OK, pa: 0x4_0000_2abc });
+    expect(xlate(fresh, 0x0300, 0x1000_2abc, { pasid: 5 })).toMatchObject({
+      status: XLATE_OK,
+      pa: 0x4_0000_2abc,
+    });
   });
 
   it("translates a legacy-mode image", () => {
@@ -78,7 +89,10 @@ describe("a unit on a memory image", () => {
     expect(ss.mapPages(0xfff0_0000, 0x5_0000_0000, 0x1000, 1, RW)).toBe(0);
     b.setContext(rta, 0x00f8, { TT: 0, AW: 2, DID: 9, SLPTPTR: ss.rootPa });
     const fresh = unitOn(reload(mem), rta, false, true);
-    expect(xlate(fresh, 0x00f8, 0xfff0_0042, { write: true })).toMatchObject({ status: XLATE_OK, pa: 0x5_0000_0042 });
+    expect(xlate(fresh, 0x00f8, 0xfff0_0042, { write: true })).toMatchObject({
+      status: XLATE_OK,
+      pa: 0x5_0000_0042,
+    });
     expect(xlate(fresh, 0x00f9, 0xfff0_0042)).toMatchObject({ status: XLATE_FAULT, code: 2 });
   });
 });

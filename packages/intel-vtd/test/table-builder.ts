@@ -5,11 +5,14 @@
 // depends on a driver.
 
 import {
+  type DevicePort,
+  DMA_EXEC,
   DMA_READ,
   DMA_WRITE,
   NO_PASID,
   newTranslationRequest,
   newTranslationResult,
+  type PageRequest,
 } from "@iommu-sim/iommu-core";
 import {
   decode,
@@ -24,6 +27,7 @@ import {
   storeLayout,
 } from "@iommu-sim/iommu-core/platform";
 import { CONTEXT_ENTRY, SM_CONTEXT_ENTRY } from "../src/format/context-entry.js";
+import { FRCD } from "../src/format/fault-record.js";
 import { FS_PTE } from "../src/format/first-stage-pte.js";
 import { invDescLayout } from "../src/format/inv-desc.js";
 import { PASID_DIR_ENTRY, PASID_ENTRY } from "../src/format/pasid-entry.js";
@@ -31,7 +35,7 @@ import { GCMD_QIE, GCMD_SRTP, GCMD_TE, VTD_REG } from "../src/format/registers.j
 import { ROOT_ENTRY, SM_ROOT_ENTRY } from "../src/format/root-entry.js";
 import { SS_PTE } from "../src/format/second-stage-pte.js";
 import type { VtdCacheConfig } from "../src/hw/cache-policy.js";
-import type { VtdCapabilities } from "../src/hw/vtd-caps.js";
+import { type VtdCapabilities, vtdFrcdOffset } from "../src/hw/vtd-caps.js";
 import { VtdUnit, type VtdUnitOptions } from "../src/hw/vtd-unit.js";
 
 const PAGE = 4096;
@@ -372,4 +376,81 @@ export function xlate(
     kind: out.fault,
     sizeShift: out.sizeShift,
   };
+}
+
+/** `xlate` through `translateUncached`: what a fresh walk of the tables answers now. */
+export function xlateFresh(
+  unit: VtdUnit,
+  rid: number,
+  iova: number | bigint,
+  opts: Parameters<typeof xlate>[3] = {},
+): ReturnType<typeof xlate> {
+  return xlate({ translate: (req, out) => unit.translateUncached(req, out) }, rid, iova, opts);
+}
+
+/** Send one PRI page request for the page holding `iova`. */
+export function pageRequest(
+  unit: { pageRequest(req: PageRequest): void },
+  rid: number,
+  iova: number | bigint,
+  opts: {
+    pasid?: number;
+    write?: boolean;
+    read?: boolean;
+    exec?: boolean;
+    priv?: boolean;
+    prgIndex?: number;
+    last?: boolean;
+  } = {},
+): void {
+  unit.pageRequest({
+    rid,
+    sid: rid,
+    pasid: opts.pasid ?? NO_PASID,
+    iovaPfn: toVpn(iova),
+    access:
+      ((opts.read ?? true) ? DMA_READ : 0) |
+      (opts.write ? DMA_WRITE : 0) |
+      (opts.exec ? DMA_EXEC : 0),
+    privileged: opts.priv ?? false,
+    prgIndex: opts.prgIndex ?? 0,
+    last: opts.last ?? true,
+  });
+}
+
+/** Fault recording register `index` of `unit`, read through its MMIO registers and decoded. */
+export function readFrcd(unit: VtdUnit, index: number): FieldValues {
+  const at = vtdFrcdOffset(unit.caps) + index * 16;
+  const words = [0, 4, 8, 12].map((o) => unit.read32(at + o));
+  return decode(FRCD, words);
+}
+
+/** One call a device received from the unit. */
+export type PortCall =
+  | { op: "prgResponse"; pasid: number; prgIndex: number; code: number }
+  | { op: "atsInvalidate"; pasid: number; iovaPfn: number; pages: number; global: boolean }
+  | { op: "stallResume"; stallTag: number; retry: boolean };
+
+/** A device end that records every call the unit makes to it (no ATC of its own). */
+export class RecordingPort implements DevicePort {
+  readonly rid: number;
+  readonly sid: number;
+  readonly calls: PortCall[] = [];
+
+  constructor(rid: number) {
+    this.rid = rid;
+    this.sid = rid;
+  }
+
+  prgResponse(pasid: number, prgIndex: number, code: number): void {
+    this.calls.push({ op: "prgResponse", pasid, prgIndex, code });
+  }
+
+  atsInvalidate(pasid: number, iovaPfn: number, pages: number, global: boolean): void {
+    this.calls.push({ op: "atsInvalidate", pasid, iovaPfn, pages, global });
+  }
+
+  stallResume(stallTag: number, retry: boolean): void {
+    this.calls.push({ op: "stallResume", stallTag, retry });
+  }
 }

@@ -5,6 +5,7 @@ import { AT_TRANSLATION_REQUEST, XLATE_FAULT, XLATE_OK } from "@iommu-sim/iommu-
 import { PhysMemory } from "@iommu-sim/iommu-core/platform";
 import { describe, expect, it } from "vitest";
 import {
+  type QiSubmitter,
   readFrcd,
   type VtdTestMachineOptions,
   vtdTestMachine,
@@ -209,7 +210,7 @@ describe("GCMD and GSTS", () => {
 
   it("enabling QIE resets IQH to 0", () => {
     const m = legacy();
-    const qi = m.qi!;
+    const qi = m.qi as QiSubmitter;
     expect(qi.submit([[1, { G: 1 }]])).toBe(true);
     expect(qi.head).toBe(32);
     m.unit.write32(VTD_REG.GCMD, GCMD_TE);
@@ -556,13 +557,13 @@ describe("fault status, fault events and fault recording", () => {
 
   it("IQE in FSTS is write-1-to-clear", () => {
     const m = legacy();
-    m.qi!.putRaw([0xf, 0, 0, 0]); // type 15: invalid
-    m.qi!.commit();
+    (m.qi as QiSubmitter).putRaw([0xf, 0, 0, 0]); // type 15: invalid
+    (m.qi as QiSubmitter).commit();
     expect(fsts(m.unit) & FSTS_IQE).toBe(FSTS_IQE);
     m.unit.write32(VTD_REG.FSTS, 0);
     expect(fsts(m.unit) & FSTS_IQE).toBe(FSTS_IQE);
     // Software repairs the slot (as qi_check_fault does) before clearing IQE.
-    m.mem.write64(m.qi!.base, 5, 0);
+    m.mem.write64((m.qi as QiSubmitter).base, 5, 0);
     m.unit.write32(VTD_REG.FSTS, FSTS_IQE);
     expect(fsts(m.unit) & FSTS_IQE).toBe(0);
   });

@@ -115,6 +115,7 @@ import {
   P_DIRTY,
   P_EXEC,
   P_READ,
+  P_SS_WRITE,
   P_USER,
   P_WRITE,
   VtdWalker,
@@ -275,6 +276,8 @@ export class VtdUnit implements IommuHardware, Mmio {
   private rShift = 12;
   private rCode = 0;
   private rFpd = false;
+  /** The request being resolved is a supervisor write that WPE=0 lets past first-stage R/W. */
+  private supervisorWrite = false;
 
   constructor(options: VtdUnitOptions) {
     this.name = options.name ?? "dmar0";
@@ -575,7 +578,7 @@ export class VtdUnit implements IommuHardware, Mmio {
     const fm = v & 3;
     this.contextCacheInvalidate(cirg, did, sid, fm);
     // Done: ICC clear, CAIG reports the granularity performed.
-    this.plain[(VTD_REG.CCMD + 4) >>> 2] = ((v & 0x9fffffff & ~0x80000000) | (cirg << 27)) >>> 0;
+    this.plain[(VTD_REG.CCMD + 4) >>> 2] = ((v & ~0x98000000) | (cirg << 27)) >>> 0;
   }
 
   /** The high half of the IOTLB register: IVT starts a register-based IOTLB invalidation. */
@@ -728,6 +731,7 @@ export class VtdUnit implements IommuHardware, Mmio {
     if (exec && (!pc.ere || !this.caps.ers)) return VTD_FR.SM_ERE_CLEAR;
     const pgtt = pc.pgtt;
     if (pgtt === PGTT_PT) return this.identity(req);
+    this.supervisorWrite = privileged && !pc.wpe;
     let code: number;
     if (pgtt === PGTT_SL) {
       code = this.lookupOrWalk(
@@ -765,7 +769,7 @@ export class VtdUnit implements IommuHardware, Mmio {
       let granted = perm & (P_READ | P_WRITE | P_EXEC);
       if (pgtt !== PGTT_SL) {
         if (!privileged && (perm & P_USER) === 0) granted = 0;
-        else if (privileged && !pc.wpe && pgtt === PGTT_FL) granted |= P_WRITE;
+        else if (privileged && !pc.wpe && (perm & P_SS_WRITE) !== 0) granted |= P_WRITE;
       }
       if (!exec) granted &= ~P_EXEC;
       this.rPerm = granted;
@@ -773,8 +777,14 @@ export class VtdUnit implements IommuHardware, Mmio {
     }
     if (pgtt !== PGTT_SL) {
       if (!privileged && (perm & P_USER) === 0) return VTD_FR.SM_FS_PRIV_VIOLATION;
-      if (write && (perm & P_WRITE) === 0 && !(privileged && !pc.wpe && pgtt === PGTT_FL))
+      // WPE=0: supervisor writes ignore the first stage's R/W (not the second stage's W).
+      if (
+        write &&
+        (perm & P_WRITE) === 0 &&
+        !(privileged && !pc.wpe && (perm & P_SS_WRITE) !== 0)
+      ) {
         return VTD_FR.SM_NO_WRITE;
+      }
       if (exec && privileged && pc.smep && (perm & P_USER) !== 0) return VTD_FR.SM_NO_EXECUTE;
     } else if (write && (perm & P_WRITE) === 0) {
       return VTD_FR.SM_NO_WRITE;
@@ -809,9 +819,18 @@ export class VtdUnit implements IommuHardware, Mmio {
     cached: boolean,
     scalable: boolean,
   ): number {
+    // Address checks come before the IOTLB, whose tags keep only bits 56:12 of the input.
+    const vpn = req.iovaPfn;
+    if (kind === VTD_KIND_SECOND_STAGE) {
+      if (vpn >= widthPages) return scalable ? VTD_FR.SM_ADDR_BEYOND_MGAW : VTD_FR.ADDR_BEYOND_MGAW;
+    } else {
+      // Canonical: bits 63:47 (4-level) or 63:56 (5-level) all equal.
+      const top = levels === 5 ? Math.floor(vpn / 17592186044416) : Math.floor(vpn / 34359738368);
+      if (top !== 0 && top !== (levels === 5 ? 0xff : 0x1ffff)) return VTD_FR.SM_FS_NON_CANONICAL;
+    }
     if (cached) {
       const iotlb = this.iotlb;
-      const i = iotlb.lookup(did, pasid, req.iovaPfn);
+      const i = iotlb.lookup(did, pasid, vpn);
       if (i >= 0) {
         const code = this.fromIotlb(i, req, kind, scalable);
         if (code >= 0) return code;
@@ -879,6 +898,7 @@ export class VtdUnit implements IommuHardware, Mmio {
         p.slptptr,
         p.ssLevels,
         p.ssWidthPages,
+        this.supervisorWrite,
       );
     }
     if (w !== W_OK) {

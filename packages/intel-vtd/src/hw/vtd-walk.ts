@@ -52,6 +52,11 @@ export const P_EXEC = DMA_EXEC;
 export const P_USER = 8;
 /** The leaf's Dirty flag is set (or the format has none to set): a write needs no re-walk. */
 export const P_DIRTY = 16;
+/**
+ * The second stage allows writes (always set without one). With P_WRITE it lets a nested
+ * supervisor write with WPE=0 skip the first stage's R/W but not the second stage's W.
+ */
+export const P_SS_WRITE = 32;
 
 /** Stages a fault can come from. */
 export const STAGE_FIRST = 1;
@@ -197,7 +202,7 @@ export class VtdWalker {
       return W_ADDR_WIDTH;
     }
     let table = root;
-    let perm = P_READ | P_WRITE | P_EXEC | P_USER | P_DIRTY;
+    let perm = P_READ | P_WRITE | P_EXEC | P_USER | P_DIRTY | P_SS_WRITE;
     let start = levels;
     if (psc !== null) {
       const i = psc.lookupDeepest(this.pscDid, this.pscPasid, VTD_KIND_SECOND_STAGE, vpn);
@@ -235,7 +240,7 @@ export class VtdWalker {
         if ((lo & (LEAF_ALIGN_LO[level] as number)) !== 0) return W_RESERVED;
       }
       if ((lo & SS_R) === 0) perm &= ~P_READ;
-      if ((lo & SS_W) === 0) perm &= ~P_WRITE;
+      if ((lo & SS_W) === 0) perm &= ~(P_WRITE | P_SS_WRITE);
       // Without SLEE execute permission follows read permission.
       if ((lo & (slee ? SS_X : SS_R)) === 0) perm &= ~P_EXEC;
       if (slade) this.setFlags(at, lo, leaf, write, SS_A, SS_D);
@@ -276,6 +281,7 @@ export class VtdWalker {
     ssRoot: number,
     ssLevels: number,
     ssWidthPages: number,
+    supervisorWrite: boolean,
   ): number {
     const mem = this.mem;
     this.nestedFetch = false;
@@ -288,9 +294,12 @@ export class VtdWalker {
       return W_NON_CANONICAL;
     }
     let table = root;
-    let perm = P_READ | P_WRITE | P_EXEC | P_USER | P_DIRTY;
+    let perm = P_READ | P_WRITE | P_EXEC | P_USER | P_DIRTY | P_SS_WRITE;
     let start = levels;
     const psc = nested ? null : this.psc;
+    // Nested first-stage entries hold guest addresses, checked by the second stage instead.
+    const hawHi = nested ? 0 : this.hawHi;
+    const hawLo = nested ? 0 : this.hawLo;
     if (psc !== null) {
       const i = psc.lookupDeepest(this.pscDid, this.pscPasid, VTD_KIND_FIRST_STAGE, vpn);
       if (i >= 0) {
@@ -339,7 +348,7 @@ export class VtdWalker {
       }
       this.reads++;
       if ((lo & FS_P) === 0) return W_NOT_PRESENT;
-      if ((hi & this.hawHi) !== 0 || (lo & this.hawLo) !== 0) return W_RESERVED;
+      if ((hi & hawHi) !== 0 || (lo & hawLo) !== 0) return W_RESERVED;
       const leaf = level === 1 || (lo & FS_PS) !== 0;
       if (leaf && level > 1) {
         if (level > 3 || (level === 3 && !this.fl1gp)) return W_RESERVED;
@@ -349,8 +358,10 @@ export class VtdWalker {
       if ((lo & FS_RW) === 0) perm &= ~P_WRITE;
       if ((lo & FS_US) === 0) perm &= ~P_USER;
       if ((hi & FS_XD_HI) !== 0) perm &= ~P_EXEC;
-      this.setFlags(at, lo, leaf, write, FS_A, FS_D);
-      if (leaf && !write && (lo & FS_D) === 0) perm &= ~P_DIRTY;
+      // A write the first stage refuses does not dirty the leaf.
+      const dirties = write && ((perm & P_WRITE) !== 0 || supervisorWrite);
+      this.setFlags(at, lo, leaf, dirties, FS_A, FS_D);
+      if (leaf && !dirties && (lo & FS_D) === 0) perm &= ~P_DIRTY;
       const addr = (hi & ADDR_HI) * TWO32 + ((lo & ADDR_LO) >>> 0);
       if (leaf) {
         const shift = 12 + 9 * (level - 1);

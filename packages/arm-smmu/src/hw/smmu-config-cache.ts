@@ -1,0 +1,406 @@
+// The SMMUv3 configuration caches: decoded STEs by StreamID and decoded CDs by (StreamID, SubstreamID).
+
+import { bug } from "@iommu-sim/iommu-core/platform";
+
+/** Hit / miss / insert / eviction / invalidation counts of one cache. */
+export interface SmmuCacheCounters {
+  hits: number;
+  misses: number;
+  inserts: number;
+  evictions: number;
+  invalidated: number;
+}
+
+/**
+ * A fully associative, true-LRU table of `capacity` values under a key of two int32 words, with a
+ * chained hash index and a doubly linked recency list in typed arrays: lookup, insert and removal
+ * are O(1) and allocate nothing.
+ */
+class KeyedLru<T> {
+  readonly capacity: number;
+  readonly counters: SmmuCacheCounters = {
+    hits: 0,
+    misses: 0,
+    inserts: 0,
+    evictions: 0,
+    invalidated: 0,
+  };
+  private readonly k1: Int32Array;
+  private readonly k2: Int32Array;
+  private readonly values: (T | undefined)[];
+  /** Hash bucket -> first slot + 1 (0 = empty); `chain[slot]` -> next slot + 1. */
+  private readonly buckets: Int32Array;
+  private readonly chain: Int32Array;
+  private readonly bucketBits: number;
+  /** Recency list: `head` most recent, `tail` least; -1 = none. Free slots form a stack. */
+  private readonly prev: Int32Array;
+  private readonly next: Int32Array;
+  private readonly used: Uint8Array;
+  private readonly freeStack: Int32Array;
+  private freeTop: number;
+  private head = -1;
+  private tail = -1;
+  private live = 0;
+
+  constructor(capacity: number, what: string) {
+    if (!Number.isInteger(capacity) || capacity < 0 || capacity > 1 << 24) {
+      bug(`SmmuConfigCache: ${what} capacity ${capacity}`);
+    }
+    this.capacity = capacity;
+    this.k1 = new Int32Array(capacity);
+    this.k2 = new Int32Array(capacity);
+    this.values = new Array<T | undefined>(capacity).fill(undefined);
+    this.bucketBits = Math.max(1, 32 - Math.clz32(Math.max(1, capacity * 2) - 1));
+    this.buckets = new Int32Array(1 << this.bucketBits);
+    this.chain = new Int32Array(capacity);
+    this.prev = new Int32Array(capacity);
+    this.next = new Int32Array(capacity);
+    this.used = new Uint8Array(capacity);
+    this.freeStack = new Int32Array(capacity);
+    for (let i = 0; i < capacity; i++) this.freeStack[i] = capacity - 1 - i;
+    this.freeTop = capacity;
+  }
+
+  private bucketOf(a: number, b: number): number {
+    return Math.imul(a ^ Math.imul(b, 0x9e3779b1), 0x85ebca6b) >>> (32 - this.bucketBits);
+  }
+
+  /** The slot holding (a, b), or -1; does not count or touch. */
+  find(a: number, b: number): number {
+    let s = (this.buckets[this.bucketOf(a, b)] as number) - 1;
+    while (s >= 0) {
+      if (this.k1[s] === a && this.k2[s] === b) return s;
+      s = (this.chain[s] as number) - 1;
+    }
+    return -1;
+  }
+
+  /** The value for (a, b) or undefined; counts, and a hit becomes most recent. */
+  lookup(a: number, b: number): T | undefined {
+    const s = this.find(a, b);
+    if (s < 0) {
+      this.counters.misses++;
+      return undefined;
+    }
+    this.counters.hits++;
+    this.toFront(s);
+    return this.values[s];
+  }
+
+  /** Cache `value` for (a, b); returns the value that left (replaced or evicted), or undefined. */
+  insert(a: number, b: number, value: T): T | undefined {
+    this.counters.inserts++;
+    if (this.capacity === 0) return undefined;
+    let s = this.find(a, b);
+    let out: T | undefined;
+    if (s >= 0) {
+      out = this.values[s];
+      this.toFront(s);
+    } else {
+      if (this.freeTop > 0) {
+        s = this.freeStack[--this.freeTop] as number;
+        this.live++;
+      } else {
+        s = this.tail;
+        out = this.values[s];
+        this.unlinkHash(s);
+        this.unlinkLru(s);
+        this.counters.evictions++;
+      }
+      this.k1[s] = a;
+      this.k2[s] = b;
+      this.used[s] = 1;
+      const bucket = this.bucketOf(a, b);
+      this.chain[s] = this.buckets[bucket] as number;
+      this.buckets[bucket] = s + 1;
+      this.pushFront(s);
+    }
+    this.values[s] = value;
+    return out;
+  }
+
+  /** Remove the entry for (a, b) if present; returns 1 or 0. Counts an invalidation. */
+  remove(a: number, b: number): number {
+    const s = this.find(a, b);
+    if (s < 0) return 0;
+    this.drop(s);
+    this.counters.invalidated++;
+    return 1;
+  }
+
+  /**
+   * Remove every entry whose first key, as unsigned, is in [lo, hi] and whose second key is `b`
+   * (any when `anyB`). Counts invalidations; returns the number removed.
+   */
+  removeWhere(lo: number, hi: number, b: number, anyB: boolean): number {
+    let n = 0;
+    for (let s = 0; s < this.capacity; s++) {
+      if (this.used[s] === 0) continue;
+      const a = (this.k1[s] as number) >>> 0;
+      if (a < lo || a > hi || (!anyB && this.k2[s] !== b)) continue;
+      this.drop(s);
+      n++;
+    }
+    this.counters.invalidated += n;
+    return n;
+  }
+
+  /** Drop everything without counting (a reset). */
+  clear(): void {
+    for (let s = 0; s < this.capacity; s++) if (this.used[s] !== 0) this.drop(s);
+  }
+
+  size(): number {
+    return this.live;
+  }
+
+  forEach(cb: (a: number, b: number, value: T) => void): void {
+    for (let s = this.head; s >= 0; s = this.next[s] as number) {
+      cb((this.k1[s] as number) >>> 0, this.k2[s] as number, this.values[s] as T);
+    }
+  }
+
+  private drop(s: number): void {
+    this.unlinkHash(s);
+    this.unlinkLru(s);
+    this.used[s] = 0;
+    this.values[s] = undefined;
+    this.freeStack[this.freeTop++] = s;
+    this.live--;
+  }
+
+  private unlinkHash(s: number): void {
+    const bucket = this.bucketOf(this.k1[s] as number, this.k2[s] as number);
+    let p = (this.buckets[bucket] as number) - 1;
+    if (p === s) {
+      this.buckets[bucket] = this.chain[s] as number;
+      return;
+    }
+    while (p >= 0) {
+      const q = (this.chain[p] as number) - 1;
+      if (q === s) {
+        this.chain[p] = this.chain[s] as number;
+        return;
+      }
+      p = q;
+    }
+    bug("SmmuConfigCache: slot missing from its hash chain");
+  }
+
+  private unlinkLru(s: number): void {
+    const p = this.prev[s] as number;
+    const n = this.next[s] as number;
+    if (p >= 0) this.next[p] = n;
+    else this.head = n;
+    if (n >= 0) this.prev[n] = p;
+    else this.tail = p;
+  }
+
+  private pushFront(s: number): void {
+    this.prev[s] = -1;
+    this.next[s] = this.head;
+    if (this.head >= 0) this.prev[this.head] = s;
+    this.head = s;
+    if (this.tail < 0) this.tail = s;
+  }
+
+  private toFront(s: number): void {
+    if (this.head === s) return;
+    this.unlinkLru(s);
+    this.pushFront(s);
+  }
+}
+
+/** The largest StreamID (32 bits). */
+const SID_MAX = 0xffff_ffff;
+
+/**
+ * The configuration caches of one SMMU: `S` is the unit's decoded STE object, `C` its decoded CD
+ * object (the caches never look inside them). Each is fully associative with true LRU and its own
+ * capacity (0 allowed: nothing is kept). CDs are indexed by the StreamID through which they were
+ * fetched and their SubstreamID (the CD-table index), not by address, as 4.3.3 permits: a CD shared
+ * by several STEs is cached once per StreamID, and software must invalidate it through each.
+ *
+ * Intermediate descriptors (L1STD, L1CD) are not cached separately: every STE or CD fetch walks the
+ * level-1 tables again, so the Leaf parameter of CMD_CFGI_STE / CMD_CFGI_CD changes nothing here.
+ * VMS structures are not modelled.
+ *
+ * The invalidation rule across the two caches (4.3.1, 4.3.2, 16.2.2): an STE invalidation also
+ * invalidates every CD cached through that StreamID ("This command invalidates all Context
+ * Descriptors (including L1CD) that were cached using the given StreamID"). A CD invalidation
+ * leaves the STE. None of these commands touches the TLB (4.3.1 note).
+ *
+ * @spec SMMUv3 4.3 (configuration structure invalidation), 16.2 (STE and CD caches)
+ * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_sync_ste_for_sid, arm_smmu_sync_cd
+ */
+export class SmmuConfigCache<S, C> {
+  private readonly ste: KeyedLru<S>;
+  private readonly cd: KeyedLru<C>;
+
+  constructor(steEntries: number, cdEntries: number) {
+    this.ste = new KeyedLru<S>(steEntries, "STE");
+    this.cd = new KeyedLru<C>(cdEntries, "CD");
+  }
+
+  get steCapacity(): number {
+    return this.ste.capacity;
+  }
+
+  get cdCapacity(): number {
+    return this.cd.capacity;
+  }
+
+  /** Counters of the STE cache alone. */
+  get steCounters(): Readonly<SmmuCacheCounters> {
+    return this.ste.counters;
+  }
+
+  /** Counters of the CD cache alone. */
+  get cdCounters(): Readonly<SmmuCacheCounters> {
+    return this.cd.counters;
+  }
+
+  get hits(): number {
+    return this.ste.counters.hits + this.cd.counters.hits;
+  }
+
+  get misses(): number {
+    return this.ste.counters.misses + this.cd.counters.misses;
+  }
+
+  get inserts(): number {
+    return this.ste.counters.inserts + this.cd.counters.inserts;
+  }
+
+  get evictions(): number {
+    return this.ste.counters.evictions + this.cd.counters.evictions;
+  }
+
+  get invalidated(): number {
+    return this.ste.counters.invalidated + this.cd.counters.invalidated;
+  }
+
+  /** The decoded STE cached for `sid`, or undefined (a miss). A hit becomes most recent. */
+  lookupSte(sid: number): S | undefined {
+    return this.ste.lookup(sid | 0, 0);
+  }
+
+  /** Cache `cfg` for `sid`. Returns the object that left the cache (replaced or evicted). */
+  insertSte(sid: number, cfg: S): S | undefined {
+    return this.ste.insert(sid | 0, 0, cfg);
+  }
+
+  /** The decoded CD cached for (sid, ssid), or undefined. */
+  lookupCd(sid: number, ssid: number): C | undefined {
+    return this.cd.lookup(sid | 0, ssid | 0);
+  }
+
+  /** Cache `cfg` for (sid, ssid). Returns the object that left the cache, or undefined. */
+  insertCd(sid: number, ssid: number, cfg: C): C | undefined {
+    return this.cd.insert(sid | 0, ssid | 0, cfg);
+  }
+
+  /**
+   * CMD_CFGI_STE: the STE of `sid` and every CD cached through `sid`. `leaf` only concerns L1STD
+   * caching, which is not modelled. Returns the number of entries removed (STE + CDs).
+   *
+   * @spec SMMUv3 4.3.1
+   */
+  cfgiSte(sid: number, _leaf: boolean): number {
+    const s = sid >>> 0;
+    return this.ste.remove(sid | 0, 0) + this.cd.removeWhere(s, s, 0, true);
+  }
+
+  /**
+   * CMD_CFGI_STE_RANGE: the STEs and CDs of the 2^(range+1) StreamIDs aligned around `sid` (its
+   * low range+1 bits are ignored). `range` is the 5-bit field: 31 covers every StreamID, which is
+   * CMD_CFGI_ALL.
+   *
+   * @spec SMMUv3 4.3.2, 4.3.6
+   */
+  cfgiSteRange(sid: number, range: number): number {
+    if (!Number.isInteger(range) || range < 0 || range > 31) {
+      bug(`SmmuConfigCache.cfgiSteRange: range ${range}`);
+    }
+    const span = 2 ** (range + 1);
+    const lo = Math.floor((sid >>> 0) / span) * span;
+    const hi = Math.min(lo + span - 1, SID_MAX);
+    return this.ste.removeWhere(lo, hi, 0, true) + this.cd.removeWhere(lo, hi, 0, true);
+  }
+
+  /**
+   * CMD_CFGI_CD: the CD fetched from index `ssid` of the CD table located through `sid` (index 0
+   * for an STE with a single CD). The STE stays. `leaf` only concerns L1CD caching (not
+   * modelled).
+   *
+   * @spec SMMUv3 4.3.3
+   */
+  cfgiCd(sid: number, ssid: number, _leaf: boolean): number {
+    return this.cd.remove(sid | 0, ssid | 0);
+  }
+
+  /**
+   * CMD_CFGI_CD_ALL: every CD cached through `sid`. The STE stays.
+   *
+   * @spec SMMUv3 4.3.4
+   */
+  cfgiCdAll(sid: number): number {
+    const s = sid >>> 0;
+    return this.cd.removeWhere(s, s, 0, true);
+  }
+
+  /**
+   * CMD_CFGI_ALL (CFGI_STE_RANGE with Range = 31): every STE and CD.
+   *
+   * @spec SMMUv3 4.3.6
+   */
+  cfgiAll(): number {
+    return this.cfgiSteRange(0, 31);
+  }
+
+  /** STE and CD entries held now. */
+  size(): number {
+    return this.ste.size() + this.cd.size();
+  }
+
+  steSize(): number {
+    return this.ste.size();
+  }
+
+  cdSize(): number {
+    return this.cd.size();
+  }
+
+  /** Drop everything without counting invalidations (a reset). Counters are kept. */
+  clear(): void {
+    this.ste.clear();
+    this.cd.clear();
+  }
+
+  /** Zero the counters of both caches. */
+  resetCounters(): void {
+    for (const c of [this.ste.counters, this.cd.counters]) {
+      c.hits = 0;
+      c.misses = 0;
+      c.inserts = 0;
+      c.evictions = 0;
+      c.invalidated = 0;
+    }
+  }
+
+  /** The cached STEs and CDs, most recent first (allocates; for the oracle and tests). */
+  entries(): {
+    ste: { sid: number; cfg: S }[];
+    cd: { sid: number; ssid: number; cfg: C }[];
+  } {
+    const ste: { sid: number; cfg: S }[] = [];
+    const cd: { sid: number; ssid: number; cfg: C }[] = [];
+    this.ste.forEach((sid, _b, cfg) => {
+      ste.push({ sid, cfg });
+    });
+    this.cd.forEach((sid, ssid, cfg) => {
+      cd.push({ sid, ssid: ssid >>> 0, cfg });
+    });
+    return { ste, cd };
+  }
+}

@@ -1,0 +1,1670 @@
+// One Arm SMMUv3: its register file with the CR0/CR0ACK, GBPA and GERROR handshakes, translation of
+// device requests through the stream table, context descriptors and page tables in memory and the
+// SMMU's caches, the command queue, the event and PRI queues, ATS, the stall model, and a hook that
+// shows every write to a structure the SMMU may have cached (the hitless-update check).
+
+import {
+  AT_TRANSLATED,
+  AT_TRANSLATION_REQUEST,
+  type DevicePort,
+  DMA_EXEC,
+  DMA_READ,
+  DMA_WRITE,
+  FaultKind,
+  type IommuHardware,
+  NO_PASID,
+  type PageRequest,
+  PRG_INVALID_REQUEST,
+  PRG_RESPONSE_FAILURE,
+  PRG_SUCCESS,
+  type TranslationRequest,
+  type TranslationResult,
+  XLATE_FAULT,
+  XLATE_OK,
+  XLATE_STALLED,
+} from "@iommu-sim/iommu-core";
+import {
+  decode,
+  fieldOf,
+  loadLayout,
+  type Mmio,
+  type PhysMemory,
+  type Trace,
+  type WriteObserver,
+} from "@iommu-sim/iommu-core/platform";
+import { CD, CD_SIZE } from "../format/cd.js";
+import {
+  ATC_INV_SIZE_ALL,
+  CFGI_ALL_RANGE,
+  CMD_SYNC_CS_IRQ,
+  CMDQ_OP,
+  type CommandFeatures,
+  commandError,
+} from "../format/commands.js";
+import { EVT_ID, EVT_SIZE } from "../format/events.js";
+import { PRIQ_ENTRY, PRIQ_ENTRY_SIZE } from "../format/pri.js";
+import {
+  CMDQ_CONS_ERR_ABT,
+  CMDQ_CONS_ERR_ILL,
+  CMDQ_CONS_ERR_MASK,
+  CMDQ_CONS_ERR_SHIFT,
+  CR0_ATSCHK,
+  CR0_CMDQEN,
+  CR0_EVTQEN,
+  CR0_PRIQEN,
+  CR0_SMMUEN,
+  CR0_WRITABLE,
+  CR2_E2H,
+  CR2_RECINVSID,
+  GBPA_ABORT,
+  GBPA_UPDATE,
+  GERROR_CMDQ_ERR,
+  GERROR_ERR_MASK,
+  GERROR_EVTQ_ABT_ERR,
+  GERROR_MSI_CMDQ_ABT_ERR,
+  GERROR_PRIQ_ABT_ERR,
+  IRQ_CTRL_EVTQ_IRQEN,
+  IRQ_CTRL_GERROR_IRQEN,
+  IRQ_CTRL_PRIQ_IRQEN,
+  Q_WR_MASK,
+  qEmpty,
+  qInc,
+  SMMU_PAGE1,
+  SMMU_REG,
+} from "../format/registers.js";
+import { EATS_ABT, STE, STE_CFG_BYPASS, STE_SIZE, STRTAB_FMT_2LVL } from "../format/ste.js";
+import { Q_ABORT, Q_WRITTEN, SmmuEventQueue } from "./event-queue.js";
+import { SmmuPriQueue } from "./pri-queue.js";
+import { resolveSmmuCacheConfig, type SmmuCacheConfig } from "./smmu-cache-policy.js";
+import {
+  CFG_OK,
+  decodeCd,
+  decodeSte,
+  NO_SSID,
+  SmmuCdConfig,
+  type SmmuCdFetchPort,
+  SmmuSteConfig,
+  type SmmuStreamTable,
+} from "./smmu-config.js";
+import { SmmuConfigCache } from "./smmu-config-cache.js";
+import { type SmmuEntryView, viewOfCd, viewOfSte } from "./smmu-entry-view.js";
+import {
+  encodeEvent,
+  SMMU_ABORT_SILENT,
+  SmmuEventFields,
+  smmuFaultKind,
+  walkEventId,
+} from "./smmu-event.js";
+import {
+  DEFAULT_SMMU_FEATURES,
+  resolveSmmuFeatures,
+  type SmmuFeatures,
+  smmuCommandFeatures,
+  smmuIdRegs,
+} from "./smmu-features.js";
+import { SMMU_TLB_NESTED, SMMU_TLB_S1, SMMU_TLB_S2, SMMU_VMID_EL2, SmmuTlb } from "./smmu-tlb.js";
+import {
+  CLASS_CD,
+  CLASS_IN,
+  CLASS_TT,
+  P_ALL,
+  P_PX,
+  P_R,
+  P_S2R,
+  P_S2W,
+  P_S2X,
+  P_U,
+  P_W,
+  P_X,
+  SmmuWalker,
+  STAGE_2,
+  W_EABT,
+  W_OK,
+} from "./smmu-walk.js";
+import { SmmuWalkCache } from "./smmu-walk-cache.js";
+
+/** Where an interrupt of the SMMU comes from. */
+export type SmmuInterruptSource = "event" | "pri" | "gerror" | "cmd-sync";
+
+/** How to build an SMMU. */
+export interface SmmuV3Options {
+  /** Instance name ("smmu0"). */
+  readonly name?: string;
+  readonly mem: PhysMemory;
+  /** Feature set (ID registers); missing ones from DEFAULT_SMMU_FEATURES. */
+  readonly features?: Partial<SmmuFeatures>;
+  /** Cache sizes and policy; missing ones from DEFAULT_SMMU_CACHE_CONFIG. */
+  readonly cache?: Partial<SmmuCacheConfig>;
+  /**
+   * Process the command queue as soon as CMDQ_PROD moves (default true). With false, commands
+   * wait for `processCommands`, so a test can interleave driver and hardware steps.
+   */
+  readonly autoProcessQueue?: boolean;
+  readonly trace?: Trace | null;
+  /** Called when the SMMU raises an interrupt (wired or, with an MSI address, after the write). */
+  readonly onInterrupt?: (source: SmmuInterruptSource) => void;
+}
+
+/** Counters of an SMMU. */
+export interface SmmuV3Stats {
+  translations: number;
+  faults: number;
+  /** Event records written to the event queue. */
+  events: number;
+  /** Event records lost (queue full, disabled or aborted). */
+  eventsLost: number;
+  commands: number;
+  commandErrors: number;
+  syncs: number;
+  atsRequests: number;
+  pageRequests: number;
+  pageRequestsDropped: number;
+  pageResponses: number;
+  stalls: number;
+  resumes: number;
+  interrupts: number;
+}
+
+/**
+ * Called for every 64-bit (or narrower) store into an STE or CD the SMMU has fetched: the
+ * StreamID, the SubstreamID (CD index) or -1 for an STE, the qword index inside the entry, and the
+ * entry as the SMMU would see it right after the store.
+ */
+export type SmmuConfigWriteCallback = (
+  sid: number,
+  ssid: number,
+  qword: number,
+  view: SmmuEntryView,
+) => void;
+
+const PAGE = 4096;
+const TWO20 = 1048576;
+const TWO32 = 4294967296;
+
+const PRI_SSID_SHIFT = fieldOf(PRIQ_ENTRY, "SubstreamID").shift;
+const PRI_PRIV = fieldOf(PRIQ_ENTRY, "Priv").inPlace;
+const PRI_X = fieldOf(PRIQ_ENTRY, "X").inPlace;
+const PRI_R = fieldOf(PRIQ_ENTRY, "R").inPlace;
+const PRI_W = fieldOf(PRIQ_ENTRY, "W").inPlace;
+const PRI_LAST = fieldOf(PRIQ_ENTRY, "Last").inPlace;
+const PRI_SSV = fieldOf(PRIQ_ENTRY, "SSV").inPlace;
+
+/** Register offsets handled as plain storage. */
+const PLAIN_REGS = new Set<number>([
+  SMMU_REG.CR1,
+  SMMU_REG.CR2,
+  SMMU_REG.AGBPA,
+  SMMU_REG.GERROR_IRQ_CFG0,
+  SMMU_REG.GERROR_IRQ_CFG0 + 4,
+  SMMU_REG.GERROR_IRQ_CFG1,
+  SMMU_REG.GERROR_IRQ_CFG2,
+  SMMU_REG.EVENTQ_IRQ_CFG0,
+  SMMU_REG.EVENTQ_IRQ_CFG0 + 4,
+  SMMU_REG.EVENTQ_IRQ_CFG1,
+  SMMU_REG.EVENTQ_IRQ_CFG2,
+  SMMU_REG.PRIQ_IRQ_CFG0,
+  SMMU_REG.PRIQ_IRQ_CFG0 + 4,
+  SMMU_REG.PRIQ_IRQ_CFG1,
+  SMMU_REG.PRIQ_IRQ_CFG2,
+]);
+
+/**
+ * An Arm SMMUv3. Drivers reach it only through `read32`/`write32` (its two 64 KiB register pages:
+ * offsets 0..0x1FFFF) and memory; devices through `translate` and `pageRequest`.
+ *
+ * Model choices (each an IMPLEMENTATION DEFINED or CONSTRAINED UNPREDICTABLE point of the spec):
+ * registers take effect at once (CR0ACK, IRQ_CTRLACK mirror the write; GBPA.Update reads 0);
+ * STRTAB_BASE(_CFG) and queue bases are latched when SMMUEN / the queue's enable goes 0 -> 1 and
+ * writes while enabled are ignored; only valid STEs and CDs are cached; a stall that cannot be
+ * recorded (event queue off or full, STALL_MAX reached) terminates with an abort instead; the
+ * CMD_SYNC MSI is one 32-bit write of MSIData; an ATC_INV to a StreamID no device answers is
+ * dropped; CMD_PREFETCH_CONFIG fetches the STE (and CD) into the caches, PREFETCH_ADDR does
+ * nothing; RAZ/WI termination (CD.A = 0) is reported to the device as a fault (`code` F_*) since
+ * the request interface has no "completed with zeros" answer.
+ *
+ * @spec Arm SMMUv3 (IHI 0070) chapters 3-8
+ */
+export class SmmuV3 implements IommuHardware, Mmio {
+  readonly name: string;
+  readonly mem: PhysMemory;
+  readonly features: SmmuFeatures;
+  readonly cacheConfig: SmmuCacheConfig;
+  readonly stats: SmmuV3Stats = {
+    translations: 0,
+    faults: 0,
+    events: 0,
+    eventsLost: 0,
+    commands: 0,
+    commandErrors: 0,
+    syncs: 0,
+    atsRequests: 0,
+    pageRequests: 0,
+    pageRequestsDropped: 0,
+    pageResponses: 0,
+    stalls: 0,
+    resumes: 0,
+    interrupts: 0,
+  };
+  trace: Trace | null;
+  autoProcessQueue: boolean;
+
+  readonly tlb: SmmuTlb;
+  readonly walkCache: SmmuWalkCache;
+  readonly configCache: SmmuConfigCache<SmmuSteConfig, SmmuCdConfig>;
+  readonly walker: SmmuWalker;
+  readonly eventQueue: SmmuEventQueue;
+  readonly priQueue: SmmuPriQueue;
+
+  private readonly onInterrupt: ((source: SmmuInterruptSource) => void) | null;
+  private readonly ports = new Map<number, DevicePort>();
+  private readonly idr: Uint32Array;
+  private readonly cmdFeatures: CommandFeatures;
+  private readonly scratchSte = new SmmuSteConfig();
+  private readonly scratchCd = new SmmuCdConfig();
+  private readonly cmd = new Uint32Array(4);
+  private readonly evt = new SmmuEventFields();
+  private readonly rec = new Uint32Array(EVT_SIZE / 4);
+  private readonly priRec = new Uint32Array(PRIQ_ENTRY_SIZE / 4);
+  private readonly cdPort: SmmuCdFetchPort;
+
+  // Registers.
+  private readonly plain = new Map<number, number>();
+  private cr0 = 0;
+  private cr2 = 0;
+  private gbpa = 0;
+  private irqCtrl = 0;
+  private gerror = 0;
+  private gerrorn = 0;
+  private strtabLo = 0;
+  private strtabHi = 0;
+  private strtabCfg = 0;
+  private cmdqBaseLo = 0;
+  private cmdqBaseHi = 0;
+  private cmdqProd = 0;
+  private cmdqCons = 0;
+  /** Latched at CMDQEN 0 -> 1. */
+  private cmdqBase = 0;
+  private cmdqLog2 = 0;
+  /** Latched at SMMUEN 0 -> 1. */
+  private readonly st: SmmuStreamTable = { base: 0, log2size: 0, fmt: 0, split: 6 };
+
+  // Stalled transactions: StreamID -> stall tags.
+  private readonly stalled = new Map<number, Set<number>>();
+  private stalledCount = 0;
+  private nextStag = 0;
+
+  // Hitless-update hook.
+  private watchers: SmmuConfigWriteCallback[] = [];
+  private prevObserver: WriteObserver | null = null;
+  private readonly observer: WriteObserver;
+  /** Addresses (64-byte aligned) of fetched STEs -> sid, and CDs -> [sid, ssid]. */
+  private readonly seenSte = new Map<number, number>();
+  private readonly seenCd = new Map<number, [number, number]>();
+
+  // The request whose event fields `evt` holds (or will hold, once a fault needs them).
+  private evReq: TranslationRequest | null = null;
+  private evReady = false;
+
+  // The last resolution's answer.
+  private rPfn = 0;
+  private rPerm = 0;
+  private rShift = 12;
+
+  constructor(options: SmmuV3Options) {
+    this.name = options.name ?? "smmu0";
+    this.mem = options.mem;
+    const features = resolveSmmuFeatures({ ...DEFAULT_SMMU_FEATURES, ...options.features });
+    if (typeof features === "string") throw new RangeError(`SmmuV3 ${this.name}: ${features}`);
+    this.features = features;
+    const cache = resolveSmmuCacheConfig(options.cache ?? {});
+    if (typeof cache === "string") throw new RangeError(`SmmuV3 ${this.name}: ${cache}`);
+    this.cacheConfig = cache;
+    this.trace = options.trace ?? null;
+    this.autoProcessQueue = options.autoProcessQueue ?? true;
+    this.onInterrupt = options.onInterrupt ?? null;
+    this.idr = smmuIdRegs(features);
+    this.cmdFeatures = smmuCommandFeatures(features);
+    this.tlb = new SmmuTlb(cache.tlbSets, cache.tlbWays);
+    this.walkCache = new SmmuWalkCache(cache.walkEntries);
+    this.configCache = new SmmuConfigCache<SmmuSteConfig, SmmuCdConfig>(
+      cache.steEntries,
+      cache.cdEntries,
+    );
+    this.walker = new SmmuWalker(this.mem);
+    this.walker.walkCache = cache.walkEntries > 0 ? this.walkCache : null;
+    this.eventQueue = new SmmuEventQueue(this.mem, EVT_SIZE, features.eventqs);
+    this.priQueue = new SmmuPriQueue(this.mem, PRIQ_ENTRY_SIZE, features.pri ? features.priqs : 0);
+    const walker = this.walker;
+    this.cdPort = {
+      s2Fetch(ste: SmmuSteConfig, ipa: number): number {
+        const w = walker.fetchIpa(ste, ipa, false);
+        if (w === W_OK) return 0;
+        return walkEventId(w);
+      },
+      get fetchPa() {
+        return walker.s2FetchPa;
+      },
+      get fetchLevel() {
+        return walker.level;
+      },
+      get fetchAbortAddr() {
+        return walker.fetchAddr;
+      },
+    };
+    this.observer = (pa, bytes) => this.onMemoryWrite(pa, bytes);
+  }
+
+  // --- Registers ---------------------------------------------------------------------------------
+
+  /** A 32-bit register load. Reserved and misaligned offsets read 0. */
+  read32(offset: number): number {
+    if (!Number.isInteger(offset) || offset < 0 || offset >= 2 * SMMU_PAGE1 || (offset & 3) !== 0)
+      return 0;
+    switch (offset) {
+      case SMMU_REG.IDR0:
+      case SMMU_REG.IDR1:
+      case SMMU_REG.IDR2:
+      case SMMU_REG.IDR3:
+      case SMMU_REG.IDR4:
+      case SMMU_REG.IDR5:
+      case SMMU_REG.IIDR:
+      case SMMU_REG.AIDR:
+        return this.idr[offset >>> 2] as number;
+      case SMMU_REG.CR0:
+      case SMMU_REG.CR0ACK:
+        return this.cr0;
+      case SMMU_REG.CR2:
+        return this.cr2;
+      case SMMU_REG.STATUSR:
+        return 0;
+      case SMMU_REG.GBPA:
+        return this.gbpa;
+      case SMMU_REG.IRQ_CTRL:
+      case SMMU_REG.IRQ_CTRLACK:
+        return this.irqCtrl;
+      case SMMU_REG.GERROR:
+        return this.gerror;
+      case SMMU_REG.GERRORN:
+        return this.gerrorn;
+      case SMMU_REG.STRTAB_BASE:
+        return this.strtabLo;
+      case SMMU_REG.STRTAB_BASE + 4:
+        return this.strtabHi;
+      case SMMU_REG.STRTAB_BASE_CFG:
+        return this.strtabCfg;
+      case SMMU_REG.CMDQ_BASE:
+        return this.cmdqBaseLo;
+      case SMMU_REG.CMDQ_BASE + 4:
+        return this.cmdqBaseHi;
+      case SMMU_REG.CMDQ_PROD:
+        return this.cmdqProd;
+      case SMMU_REG.CMDQ_CONS:
+        return this.cmdqCons;
+      case SMMU_REG.EVENTQ_BASE:
+        return this.eventQueue.baseLo;
+      case SMMU_REG.EVENTQ_BASE + 4:
+        return this.eventQueue.baseHi;
+      case SMMU_REG.EVENTQ_PROD:
+        return this.eventQueue.prod;
+      case SMMU_REG.EVENTQ_CONS:
+        return this.eventQueue.cons;
+      case SMMU_REG.PRIQ_BASE:
+        return this.features.pri ? this.priQueue.baseLo : 0;
+      case SMMU_REG.PRIQ_BASE + 4:
+        return this.features.pri ? this.priQueue.baseHi : 0;
+      case SMMU_REG.PRIQ_PROD:
+        return this.features.pri ? this.priQueue.prod : 0;
+      case SMMU_REG.PRIQ_CONS:
+        return this.features.pri ? this.priQueue.cons : 0;
+      default:
+        return this.plain.get(offset) ?? 0;
+    }
+  }
+
+  /** A 32-bit register store. Read-only and reserved registers ignore it. */
+  write32(offset: number, value: number): void {
+    if (!Number.isInteger(offset) || offset < 0 || offset >= 2 * SMMU_PAGE1 || (offset & 3) !== 0)
+      return;
+    const v = value >>> 0;
+    const q = this.eventQueue;
+    const p = this.priQueue;
+    switch (offset) {
+      case SMMU_REG.CR0:
+        this.writeCr0(v);
+        return;
+      case SMMU_REG.CR2:
+        this.cr2 = v & 0xf;
+        return;
+      case SMMU_REG.GBPA:
+        // Only a write with Update set changes GBPA; the update completes at once.
+        if ((v & GBPA_UPDATE) !== 0) this.gbpa = v & 0x1f3f1f;
+        return;
+      case SMMU_REG.IRQ_CTRL:
+        this.irqCtrl = v & 7;
+        return;
+      case SMMU_REG.GERRORN:
+        this.writeGerrorn(v);
+        return;
+      case SMMU_REG.STRTAB_BASE:
+        if (!this.enabled) this.strtabLo = v & ~0x3f;
+        return;
+      case SMMU_REG.STRTAB_BASE + 4:
+        if (!this.enabled) this.strtabHi = v & 0x40ffffff;
+        return;
+      case SMMU_REG.STRTAB_BASE_CFG:
+        if (!this.enabled) this.strtabCfg = v & 0x307ff;
+        return;
+      case SMMU_REG.CMDQ_BASE:
+        if ((this.cr0 & CR0_CMDQEN) === 0) this.cmdqBaseLo = v;
+        return;
+      case SMMU_REG.CMDQ_BASE + 4:
+        if ((this.cr0 & CR0_CMDQEN) === 0) this.cmdqBaseHi = v & 0x40ffffff;
+        return;
+      case SMMU_REG.CMDQ_PROD:
+        this.cmdqProd = v & Q_WR_MASK;
+        if (this.autoProcessQueue) this.processCommands();
+        return;
+      case SMMU_REG.CMDQ_CONS:
+        if ((this.cr0 & CR0_CMDQEN) === 0) this.cmdqCons = v & (Q_WR_MASK | CMDQ_CONS_ERR_MASK);
+        return;
+      case SMMU_REG.EVENTQ_BASE:
+        if (!q.enabled) q.baseLo = v;
+        return;
+      case SMMU_REG.EVENTQ_BASE + 4:
+        if (!q.enabled) q.baseHi = v & 0x40ffffff;
+        return;
+      case SMMU_REG.EVENTQ_PROD:
+        q.writeProd(v);
+        return;
+      case SMMU_REG.EVENTQ_CONS:
+        q.writeCons(v);
+        return;
+      case SMMU_REG.PRIQ_BASE:
+        if (this.features.pri && !p.enabled) p.baseLo = v;
+        return;
+      case SMMU_REG.PRIQ_BASE + 4:
+        if (this.features.pri && !p.enabled) p.baseHi = v & 0x40ffffff;
+        return;
+      case SMMU_REG.PRIQ_PROD:
+        if (this.features.pri) p.writeProd(v);
+        return;
+      case SMMU_REG.PRIQ_CONS:
+        if (this.features.pri) p.writeCons(v);
+        return;
+      default:
+        if (PLAIN_REGS.has(offset)) this.plain.set(offset, v);
+    }
+  }
+
+  /** Whether translation is enabled (CR0.SMMUEN, as acknowledged). */
+  get enabled(): boolean {
+    return (this.cr0 & CR0_SMMUEN) !== 0;
+  }
+
+  /**
+   * CR0: every enable takes effect at once, so CR0ACK equals CR0 on the next read. Enabling
+   * SMMUEN latches the stream table, enabling a queue latches its base; clearing SMMUEN
+   * terminates the stalled transactions.
+   *
+   * @spec Arm SMMUv3 (IHI 0070) 6.3.9, 6.3.10
+   */
+  private writeCr0(v: number): void {
+    let n = v & CR0_WRITABLE;
+    if (!this.features.pri) n &= ~CR0_PRIQEN;
+    if (!this.features.ats) n &= ~CR0_ATSCHK;
+    const up = n & ~this.cr0;
+    const down = this.cr0 & ~n;
+    this.cr0 = n >>> 0;
+    if ((up & CR0_SMMUEN) !== 0) this.latchStreamTable();
+    if ((down & CR0_SMMUEN) !== 0) this.terminateAllStalls();
+    if ((up | down) & CR0_EVTQEN) this.eventQueue.setEnabled((n & CR0_EVTQEN) !== 0);
+    if ((up | down) & CR0_PRIQEN) this.priQueue.setEnabled((n & CR0_PRIQEN) !== 0);
+    if ((up & CR0_CMDQEN) !== 0) {
+      this.cmdqLog2 = Math.min(this.cmdqBaseLo & 31, this.features.cmdqs);
+      const bytes = Math.max(32, 16 * 2 ** this.cmdqLog2);
+      const a = (this.cmdqBaseHi & 0xffffff) * TWO32 + ((this.cmdqBaseLo & ~31) >>> 0);
+      this.cmdqBase = a - (a % bytes);
+      if (this.autoProcessQueue) this.processCommands();
+    }
+  }
+
+  /** @spec Arm SMMUv3 (IHI 0070) 6.3.24, 6.3.25 (STRTAB_BASE alignment, LOG2SIZE and SPLIT) */
+  private latchStreamTable(): void {
+    const st = this.st;
+    const f = this.features;
+    const addr = (this.strtabHi & 0xffffff) * TWO32 + ((this.strtabLo & ~0x3f) >>> 0);
+    st.log2size = Math.min(this.strtabCfg & 0x3f, f.sidBits);
+    const fmt = (this.strtabCfg >>> 16) & 3;
+    st.fmt = fmt === STRTAB_FMT_2LVL && f.twoLevelStreamTable ? STRTAB_FMT_2LVL : 0;
+    const split = (this.strtabCfg >>> 6) & 0x1f;
+    st.split = split === 8 || split === 10 ? split : 6;
+    const bytes =
+      st.fmt === STRTAB_FMT_2LVL
+        ? Math.max(64, 8 * 2 ** Math.max(0, st.log2size - st.split))
+        : STE_SIZE * 2 ** st.log2size;
+    st.base = addr - (addr % bytes);
+  }
+
+  /** GERRORN: acknowledging CMDQ_ERR lets the command queue go on from CONS. */
+  private writeGerrorn(v: number): void {
+    const wasErr = this.cmdqStopped;
+    this.gerrorn = v & GERROR_ERR_MASK;
+    if (wasErr && !this.cmdqStopped) {
+      this.cmdqCons &= ~CMDQ_CONS_ERR_MASK;
+      if (this.autoProcessQueue) this.processCommands();
+    }
+  }
+
+  /** Toggle a GERROR bit unless that error is already active, and interrupt. */
+  private raiseGerror(bit: number): void {
+    if (((this.gerror ^ this.gerrorn) & bit) !== 0) return;
+    this.gerror = (this.gerror ^ bit) >>> 0;
+    if ((this.irqCtrl & IRQ_CTRL_GERROR_IRQEN) !== 0)
+      this.interrupt("gerror", SMMU_REG.GERROR_IRQ_CFG0);
+  }
+
+  /** Whether the command queue is stopped on an unacknowledged CMDQ_ERR. */
+  get cmdqStopped(): boolean {
+    return ((this.gerror ^ this.gerrorn) & GERROR_CMDQ_ERR) !== 0;
+  }
+
+  // --- Devices -----------------------------------------------------------------------------------
+
+  connect(port: DevicePort): void {
+    this.ports.set(port.sid >>> 0, port);
+  }
+
+  disconnect(port: DevicePort): void {
+    if (this.ports.get(port.sid >>> 0) === port) this.ports.delete(port.sid >>> 0);
+  }
+
+  // --- Translation -------------------------------------------------------------------------------
+
+  translate(req: TranslationRequest, out: TranslationResult): void {
+    this.stats.translations++;
+    if (req.at === AT_TRANSLATION_REQUEST) this.stats.atsRequests++;
+    this.resolveInto(req, out, true);
+  }
+
+  /**
+   * What the tables in memory answer right now: no cache is read or filled, no event recorded,
+   * no Access flag or dirty state set, no stall. The oracle compares it with `translate`.
+   */
+  translateUncached(req: TranslationRequest, out: TranslationResult): void {
+    const busError = this.mem.busError;
+    const walker = this.walker;
+    const wc = walker.walkCache;
+    walker.updateFlags = false;
+    walker.walkCache = null;
+    this.resolveInto(req, out, false);
+    walker.updateFlags = true;
+    walker.walkCache = wc;
+    this.mem.busError = busError;
+  }
+
+  private resolveInto(req: TranslationRequest, out: TranslationResult, live: boolean): void {
+    out.stallTag = 0;
+    out.sizeShift = 12;
+    const code = this.resolve(req, out, live);
+    if (code === 0) {
+      out.status = XLATE_OK;
+      out.fault = FaultKind.NONE;
+      out.code = 0;
+      out.pa = this.rPfn * PAGE + req.offset;
+      out.perm = this.rPerm & (DMA_READ | DMA_WRITE | DMA_EXEC);
+      out.sizeShift = this.rShift;
+      return;
+    }
+    if (code < 0) return; // stalled: `out` is filled
+    out.status = XLATE_FAULT;
+    out.pa = 0;
+    out.perm = 0;
+    out.code = code;
+    out.fault = smmuFaultKind(code);
+    if (live) {
+      this.stats.faults++;
+      const trace = this.trace;
+      if (trace?.active) {
+        trace.emit("fault", {
+          iommu: this.name,
+          rid: req.rid,
+          pasid: req.pasid,
+          iova: req.iovaPfn * PAGE + req.offset,
+          kind: out.fault,
+          code,
+        });
+      }
+    }
+  }
+
+  /** Identity: output = input. */
+  private identity(req: TranslationRequest): number {
+    this.rPfn = req.iovaPfn;
+    this.rPerm = P_ALL;
+    this.rShift = 12;
+    return 0;
+  }
+
+  /**
+   * Resolve `req`: 0 with rPfn/rPerm/rShift set, -1 when it stalled (`out` filled), or the code
+   * of the fault (an event number, SMMU_ABORT_SILENT), after recording what the spec records.
+   *
+   * @spec Arm SMMUv3 (IHI 0070) 3.3 (lifecycle of a transaction), 3.9.1 (ATS), 3.12 (faults)
+   */
+  private resolve(req: TranslationRequest, out: TranslationResult, live: boolean): number {
+    const at = req.at;
+    // Event fields are filled only when a fault needs them (eventFor).
+    this.evReq = req;
+    this.evReady = false;
+    if (!this.enabled) {
+      if (at === AT_TRANSLATION_REQUEST) return this.report(EVT_ID.F_BAD_ATS_TREQ, live);
+      if (at === AT_TRANSLATED) return this.report(EVT_ID.F_TRANSL_FORBIDDEN, live);
+      if ((this.gbpa & GBPA_ABORT) !== 0) return SMMU_ABORT_SILENT;
+      return this.identity(req);
+    }
+    const sid = req.sid >>> 0;
+    const ste = this.steConfig(sid, live);
+    const ats = at !== 0;
+    if (at === AT_TRANSLATED && (this.cr0 & CR0_ATSCHK) === 0) return this.translatedPass(req);
+    if (ste.status !== CFG_OK) {
+      const code = ste.status;
+      this.eventFor().addr = ste.fetchAddr;
+      let record = true;
+      if (code === EVT_ID.C_BAD_STREAMID) record = (this.cr2 & CR2_RECINVSID) !== 0 || ats;
+      if (ats) record = record && (this.cr2 & 8) !== 0; // CR2.REC_CFG_ATS
+      return record ? this.report(code, live) : code;
+    }
+    const config = ste.config;
+    if (config < 4) return SMMU_ABORT_SILENT;
+    if (at === AT_TRANSLATED) {
+      if (config === STE_CFG_BYPASS || ste.eats === EATS_ABT)
+        return this.report(EVT_ID.F_TRANSL_FORBIDDEN, live);
+      return this.translatedPass(req);
+    }
+    const ssid = req.pasid === NO_PASID ? NO_SSID : req.pasid >>> 0;
+    if (at === AT_TRANSLATION_REQUEST && (config === STE_CFG_BYPASS || ste.eats === EATS_ABT))
+      return this.report(EVT_ID.F_BAD_ATS_TREQ, live);
+    if (config === STE_CFG_BYPASS) {
+      if (ssid !== NO_SSID) return this.configError(EVT_ID.C_BAD_SUBSTREAMID, ats, live);
+      if (req.iovaPfn >= 2 ** (this.features.oas - 12))
+        return this.report(EVT_ID.F_ADDR_SIZE, live);
+      return this.identity(req);
+    }
+    if (!ste.s1) {
+      if (ssid !== NO_SSID) return this.configError(EVT_ID.C_BAD_SUBSTREAMID, ats, live);
+      return this.stage2Only(req, ste, out, live);
+    }
+    const cd = this.cdConfig(ste, ssid, live);
+    if (cd.status !== CFG_OK) {
+      const code = cd.status;
+      const ev = this.eventFor();
+      ev.addr = cd.fetchAddr;
+      if (code >= EVT_ID.F_TRANSLATION && code <= EVT_ID.F_PERMISSION) {
+        // A stage 2 fault fetching the CD: a translation fault with CLASS CD, IPA the CD's.
+        if (ats) return this.atsNoAccess();
+        ev.s2 = true;
+        ev.cls = CLASS_CD;
+        ev.addr = cd.faultIpa;
+        ev.read = true;
+        return this.translationFault(req, ste, null, code, out, live);
+      }
+      if (code === EVT_ID.F_WALK_EABT) {
+        ev.s2 = true;
+        ev.cls = CLASS_CD;
+      }
+      return this.configError(code, ats, live);
+    }
+    if (cd.bypass) {
+      if (!ste.s2) {
+        if (at === AT_TRANSLATION_REQUEST) {
+          // S1DSS bypass on a stage 1 only STE: identity, read and write, unprivileged off.
+          this.identity(req);
+          this.rPerm = P_R | P_W;
+          return 0;
+        }
+        return this.identity(req);
+      }
+      return this.stage2Only(req, ste, out, live);
+    }
+    return this.stage1(req, ste, cd, out, live);
+  }
+
+  /** An ATS Translated request allowed through: output = input, address checked against OAS. */
+  private translatedPass(req: TranslationRequest): number {
+    if (req.iovaPfn >= 2 ** (this.features.oas - 12)) return SMMU_ABORT_SILENT;
+    return this.identity(req);
+  }
+
+  /** A configuration error: recorded (for ATS requests only with CR2.REC_CFG_ATS), aborted. */
+  private configError(code: number, ats: boolean, live: boolean): number {
+    if (ats && (this.cr2 & 8) === 0) return code;
+    return this.report(code, live);
+  }
+
+  /** An ATS translation request whose translation fails: Success with no permission. */
+  private atsNoAccess(): number {
+    this.rPfn = 0;
+    this.rPerm = 0;
+    this.rShift = 12;
+    return 0;
+  }
+
+  /** The event fields for the request being resolved, filled on first use. */
+  private eventFor(): SmmuEventFields {
+    if (!this.evReady) {
+      this.prepEvent(this.evReq as TranslationRequest);
+      this.evReady = true;
+    }
+    return this.evt;
+  }
+
+  /** Set the request-derived fields of the event record. */
+  private prepEvent(req: TranslationRequest): void {
+    const e = this.evt;
+    e.sid = req.sid >>> 0;
+    e.ssid = req.pasid === NO_PASID ? -1 : req.pasid & 0xfffff;
+    e.stag = 0;
+    e.stall = false;
+    e.privileged = req.privileged;
+    e.instruction = (req.access & DMA_EXEC) !== 0;
+    e.read = (req.access & DMA_WRITE) === 0;
+    e.s2 = false;
+    e.cls = CLASS_IN;
+    e.ttRnW = false;
+    const pfn = req.iovaPfn;
+    e.inLo = ((pfn % TWO20) * PAGE + req.offset) >>> 0;
+    e.inHi = Math.floor(pfn / TWO20) >>> 0;
+    e.addr = 0;
+  }
+
+  /** Record event `id` with the prepared fields (when live) and return it as the fault code. */
+  private report(id: number, live: boolean): number {
+    if (live) {
+      this.eventFor().id = id;
+      this.recordEvent();
+    }
+    return id;
+  }
+
+  /** Write the prepared event record to the event queue. Returns whether it was written. */
+  private recordEvent(): boolean {
+    encodeEvent(this.evt, this.rec);
+    const r = this.eventQueue.push(this.rec);
+    if (r === Q_WRITTEN) {
+      this.stats.events++;
+      if ((this.irqCtrl & IRQ_CTRL_EVTQ_IRQEN) !== 0)
+        this.interrupt("event", SMMU_REG.EVENTQ_IRQ_CFG0);
+      return true;
+    }
+    this.stats.eventsLost++;
+    if (r === Q_ABORT) this.raiseGerror(GERROR_EVTQ_ABT_ERR);
+    return false;
+  }
+
+  /** Stage 2 only (Config S2, or S1DSS bypass on a nested STE): the input is an IPA. */
+  private stage2Only(
+    req: TranslationRequest,
+    ste: SmmuSteConfig,
+    out: TranslationResult,
+    live: boolean,
+  ): number {
+    const ipn = req.iovaPfn;
+    const f = this.features;
+    const ias = Math.max(f.oas, f.ttf === 3 ? 40 : 0);
+    if (ipn >= 2 ** (ias - 12)) {
+      if (req.at === AT_TRANSLATION_REQUEST) return this.atsNoAccess();
+      return this.report(EVT_ID.F_ADDR_SIZE, live);
+    }
+    const write = (req.access & DMA_WRITE) !== 0;
+    const tlb = this.tlb;
+    let found = false;
+    if (live) {
+      const i = tlb.lookupS2(ste.vmid, ipn);
+      if (i >= 0) {
+        const perm = tlb.permOf(i);
+        // A write through a clean-but-writable (DBM) entry walks again to set the dirty state.
+        if (!(write && (perm & P_W) === 0 && ste.s2Hd)) {
+          this.rPfn = tlb.oaFrameFor(i, ipn);
+          this.rPerm = perm;
+          this.rShift = tlb.sizeShiftOf(i);
+          found = true;
+        }
+      }
+    }
+    if (!found) {
+      const walker = this.walker;
+      walker.vmid = ste.vmid;
+      const w = walker.walkStage2(ste, ipn, write);
+      if (w !== W_OK) {
+        if (req.at === AT_TRANSLATION_REQUEST && w !== W_EABT) return this.atsNoAccess();
+        return this.walkFault(req, ste, null, w, out, live);
+      }
+      this.rPfn = walker.pfn;
+      this.rPerm = walker.perm;
+      this.rShift = walker.sizeShift;
+      if (live) {
+        const shift = walker.sizeShift;
+        tlb.insert(
+          ste.vmid,
+          0,
+          ipn,
+          shift,
+          false,
+          SMMU_TLB_S2,
+          walker.pfn,
+          walker.perm,
+          ste.s2Range.pgShift,
+          walker.level,
+        );
+      }
+    }
+    return this.checkAccess(req, ste, null, out, live);
+  }
+
+  /** Stage 1 (and nested) translation through `cd`. */
+  private stage1(
+    req: TranslationRequest,
+    ste: SmmuSteConfig,
+    cd: SmmuCdConfig,
+    out: TranslationResult,
+    live: boolean,
+  ): number {
+    const vpn = req.iovaPfn;
+    const write = (req.access & DMA_WRITE) !== 0;
+    const el2 = ste.el2;
+    const e2h = (this.cr2 & CR2_E2H) !== 0;
+    const vmid = el2 ? SMMU_VMID_EL2 : ste.vmid;
+    const asid = el2 && !e2h ? 0 : cd.asid;
+    const tlb = this.tlb;
+    let found = false;
+    if (live) {
+      const i = tlb.lookup(vmid, asid, vpn);
+      if (i >= 0) {
+        const perm = tlb.permOf(i);
+        if (!(write && (perm & P_W) === 0 && (cd.hd || ste.s2Hd))) {
+          this.rPfn = tlb.oaFrameFor(i, vpn);
+          this.rPerm = perm;
+          this.rShift = tlb.sizeShiftOf(i);
+          found = true;
+        }
+      }
+    }
+    if (!found) {
+      const walker = this.walker;
+      walker.vmid = vmid;
+      walker.asid = asid;
+      const w = walker.walkStage1(ste, cd, vpn, write);
+      if (w !== W_OK) {
+        if (req.at === AT_TRANSLATION_REQUEST && w !== W_EABT) return this.atsNoAccess();
+        return this.walkFault(req, ste, cd, w, out, live);
+      }
+      this.rPfn = walker.pfn;
+      this.rPerm = walker.perm;
+      this.rShift = walker.sizeShift;
+      if (live) {
+        const global = walker.global || (el2 && !e2h);
+        const r = cd.t0.disabled ? cd.t1 : cd.t0;
+        tlb.insert(
+          vmid,
+          asid,
+          vpn,
+          walker.sizeShift,
+          global,
+          ste.s2 ? SMMU_TLB_NESTED : SMMU_TLB_S1,
+          walker.pfn,
+          walker.perm,
+          ste.s2 ? 0 : r.pgShift,
+          ste.s2 ? -2 : walker.level,
+        );
+      }
+    }
+    return this.checkAccess(req, ste, cd, out, live);
+  }
+
+  /**
+   * The permission check of the resolved translation for `req` (or, for an ATS translation
+   * request, the permissions to grant): 0 or the permission fault's outcome.
+   *
+   * @spec Arm SMMUv3 (IHI 0070) 13.7 (PCIe permission attributes), Arm ARM D8.4 (permissions)
+   */
+  private checkAccess(
+    req: TranslationRequest,
+    ste: SmmuSteConfig,
+    cd: SmmuCdConfig | null,
+    out: TranslationResult,
+    live: boolean,
+  ): number {
+    const perm = this.rPerm;
+    let priv = req.privileged;
+    let exec = (req.access & DMA_EXEC) !== 0;
+    if (ste.privCfg === 2) priv = false;
+    else if (ste.privCfg === 3) priv = true;
+    if (ste.instCfg === 2) exec = false;
+    else if (ste.instCfg === 3) exec = true;
+    if (req.at === AT_TRANSLATION_REQUEST) {
+      let g = 0;
+      if (priv) {
+        if (!(cd?.pan && (perm & P_U) !== 0)) g = perm & (P_R | P_W);
+        if ((perm & P_PX) !== 0) g |= P_X;
+      } else if ((perm & P_U) !== 0) {
+        g = perm & (P_R | P_W | P_X);
+      }
+      if (!exec) g &= ~P_X;
+      this.rPerm = g;
+      return 0;
+    }
+    const write = (req.access & DMA_WRITE) !== 0;
+    const read = (req.access & DMA_READ) !== 0 || exec;
+    // Stage 2 first: its bits say whether the missing right is stage 2's.
+    let s2 = false;
+    let ok = true;
+    if (
+      (read && (perm & P_S2R) === 0) ||
+      (write && (perm & P_S2W) === 0) ||
+      (exec && (perm & P_S2X) === 0)
+    ) {
+      s2 = true;
+      ok = false;
+    } else if (priv) {
+      if ((write && (perm & P_W) === 0) || (exec && (perm & P_PX) === 0)) ok = false;
+      else if (cd?.pan && !exec && (perm & P_U) !== 0) ok = false;
+    } else if (
+      (perm & P_U) === 0 ||
+      (write && (perm & P_W) === 0) ||
+      (exec && (perm & P_X) === 0)
+    ) {
+      ok = false;
+    }
+    if (ok) return 0;
+    const ev = this.eventFor();
+    ev.s2 = s2;
+    ev.cls = CLASS_IN;
+    if (s2) ev.addr = this.ipaOfFault(req, ste, cd);
+    return this.translationFault(req, ste, s2 ? null : cd, EVT_ID.F_PERMISSION, out, live);
+  }
+
+  /** The IPA a stage 2 permission fault reports: the stage 1 output (or the input for S2 only). */
+  private ipaOfFault(req: TranslationRequest, ste: SmmuSteConfig, cd: SmmuCdConfig | null): number {
+    if (cd === null || !ste.s1 || cd.bypass) return req.iovaPfn * PAGE;
+    // A combined TLB entry does not keep the stage 1 output: walk stage 1 again, side-effect free.
+    const walker = this.walker;
+    const flags = walker.updateFlags;
+    const wc = walker.walkCache;
+    walker.updateFlags = false;
+    walker.walkCache = null;
+    const w = walker.walkStage1(ste, cd, req.iovaPfn, false, true);
+    walker.updateFlags = flags;
+    walker.walkCache = wc;
+    return w === W_OK ? walker.pfn * PAGE : 0;
+  }
+
+  /** A walk fault `w` of the walker, as its event. */
+  private walkFault(
+    req: TranslationRequest,
+    ste: SmmuSteConfig,
+    cd: SmmuCdConfig | null,
+    w: number,
+    out: TranslationResult,
+    live: boolean,
+  ): number {
+    const walker = this.walker;
+    const ev = this.eventFor();
+    const id = walkEventId(w);
+    const s2 = walker.stage === STAGE_2;
+    ev.s2 = s2;
+    ev.cls = s2
+      ? walker.cls
+      : cd === null
+        ? CLASS_IN
+        : walker.cls === CLASS_TT
+          ? CLASS_TT
+          : CLASS_IN;
+    if (id === EVT_ID.F_WALK_EABT) {
+      ev.cls = s2 ? walker.cls : CLASS_TT;
+      ev.addr = walker.fetchAddr;
+      return this.report(id, live);
+    }
+    ev.addr = s2 ? walker.ipa : 0;
+    if (id === EVT_ID.F_PERMISSION && walker.cls === CLASS_TT) ev.ttRnW = !walker.ttWrite;
+    return this.translationFault(req, ste, s2 ? null : cd, id, out, live);
+  }
+
+  /**
+   * A translation-related fault (F_TRANSLATION, F_ADDR_SIZE, F_ACCESS, F_PERMISSION) at stage 1
+   * (`cd` given: CD.{A,R,S}) or stage 2 (STE.{S2R,S2S}): stalled, or terminated and recorded as
+   * configured.
+   *
+   * @spec Arm SMMUv3 (IHI 0070) 3.12, 5.5
+   */
+  private translationFault(
+    req: TranslationRequest,
+    ste: SmmuSteConfig,
+    cd: SmmuCdConfig | null,
+    id: number,
+    out: TranslationResult,
+    live: boolean,
+  ): number {
+    if (!live) return id;
+    const ev = this.eventFor();
+    ev.id = id;
+    const stall = cd !== null ? cd.s : ste.s2S;
+    const record = cd !== null ? cd.r : ste.s2R;
+    if (stall && this.features.stallModel !== 1) {
+      const port = this.ports.get(req.sid >>> 0);
+      const q = this.eventQueue;
+      if (
+        port !== undefined &&
+        this.stalledCount < this.features.stallMax &&
+        q.enabled &&
+        !q.full
+      ) {
+        const stag = this.allocStag(req.sid >>> 0);
+        ev.stall = true;
+        ev.stag = stag;
+        if (this.recordEvent()) {
+          this.stats.stalls++;
+          out.status = XLATE_STALLED;
+          out.stallTag = stag;
+          out.pa = 0;
+          out.perm = 0;
+          out.code = id;
+          out.fault = smmuFaultKind(id);
+          return -1;
+        }
+        this.releaseStag(req.sid >>> 0, stag);
+        return id;
+      }
+      ev.stall = false;
+    }
+    if (record || stall) this.recordEvent();
+    return id;
+  }
+
+  private allocStag(sid: number): number {
+    let set = this.stalled.get(sid);
+    if (set === undefined) {
+      set = new Set();
+      this.stalled.set(sid, set);
+    }
+    let stag = this.nextStag;
+    while (set.has(stag)) stag = (stag + 1) & 0xffff;
+    this.nextStag = (stag + 1) & 0xffff;
+    set.add(stag);
+    this.stalledCount++;
+    return stag;
+  }
+
+  private releaseStag(sid: number, stag: number): boolean {
+    const set = this.stalled.get(sid);
+    if (set === undefined || !set.delete(stag)) return false;
+    this.stalledCount--;
+    if (set.size === 0) this.stalled.delete(sid);
+    return true;
+  }
+
+  /** Stalled transactions waiting for a RESUME or STALL_TERM, per StreamID (for tests). */
+  stalledTags(sid: number): number[] {
+    return [...(this.stalled.get(sid >>> 0) ?? [])];
+  }
+
+  private terminateAllStalls(): void {
+    for (const [sid, set] of [...this.stalled]) {
+      for (const stag of [...set]) this.resumeStalled(sid, stag, false);
+    }
+  }
+
+  private resumeStalled(sid: number, stag: number, retry: boolean): void {
+    if (!this.releaseStag(sid, stag)) return;
+    this.stats.resumes++;
+    this.ports.get(sid)?.stallResume(stag, retry);
+  }
+
+  // --- Configuration structures ------------------------------------------------------------------
+
+  /** The decoded STE of `sid`, from the STE cache or memory. */
+  private steConfig(sid: number, live: boolean): SmmuSteConfig {
+    const cache = this.configCache;
+    const useCache = live && cache.steCapacity > 0;
+    if (useCache) {
+      const hit = cache.lookupSte(sid);
+      if (hit !== undefined) return hit;
+    }
+    const out = useCache ? new SmmuSteConfig() : this.scratchSte;
+    decodeSte(this.mem, this.st, sid, this.features, out);
+    if (this.watchers.length > 0) this.noteSte(sid);
+    if (useCache && out.status === CFG_OK) cache.insertSte(sid, out);
+    return out;
+  }
+
+  /** The decoded CD for (ste, ssid), from the CD cache or memory. */
+  private cdConfig(ste: SmmuSteConfig, ssid: number, live: boolean): SmmuCdConfig {
+    const cache = this.configCache;
+    const useCache = live && cache.cdCapacity > 0;
+    // Requests without a SubstreamID use CD 0 unless S1DSS decides otherwise (decodeCd says).
+    const key = ssid === NO_SSID ? 0 : ssid;
+    // Only a request that selects a CD by itself may use the cache: the S1DSS and S1CDMax checks
+    // come first (SubstreamID 0 under S1DSS = SSID0 must not find CD 0).
+    const direct =
+      ssid === NO_SSID
+        ? ste.s1CdMax === 0 || ste.s1Dss === 2
+        : ste.s1CdMax > 0 && ssid < ste.cdLimit && !(ssid === 0 && ste.s1Dss === 2);
+    if (useCache && direct) {
+      const hit = cache.lookupCd(ste.sid, key);
+      if (hit !== undefined) return hit;
+    }
+    const walker = this.walker;
+    walker.vmid = ste.vmid;
+    const out = useCache && direct ? new SmmuCdConfig() : this.scratchCd;
+    decodeCd(this.mem, ste, ssid, this.features, this.cdPort, out);
+    if (this.watchers.length > 0 && out.status !== EVT_ID.F_STREAM_DISABLED && !out.bypass)
+      this.noteCd(ste.sid, out.ssid);
+    if (useCache && direct && out.status === CFG_OK && !out.bypass)
+      cache.insertCd(ste.sid, out.ssid, out);
+    return out;
+  }
+
+  // --- Commands ----------------------------------------------------------------------------------
+
+  /**
+   * Consume commands from CMDQ_CONS towards CMDQ_PROD, at most `budget` of them. Stops at an
+   * illegal command (CERROR_ILL in CONS.ERR, GERROR.CMDQ_ERR toggled, CONS left on it) or a fetch
+   * abort (CERROR_ABT), and while that error is active. Returns the number consumed.
+   *
+   * @spec Arm SMMUv3 (IHI 0070) 3.5.1 (command queue), 4.1.3 (errors), 7.1 (CMDQ errors)
+   */
+  processCommands(budget = Number.POSITIVE_INFINITY): number {
+    if ((this.cr0 & CR0_CMDQEN) === 0 || this.cmdqStopped) return 0;
+    const log2 = this.cmdqLog2;
+    const mem = this.mem;
+    const w = this.cmd;
+    let done = 0;
+    while (done < budget && !qEmpty(this.cmdqProd, this.cmdqCons, log2)) {
+      const idx = this.cmdqCons & (2 ** log2 - 1);
+      const at = this.cmdqBase + idx * 16;
+      mem.busError = false;
+      w[0] = mem.read64(at);
+      w[1] = mem.hi;
+      w[2] = mem.read64(at + 8);
+      w[3] = mem.hi;
+      if (mem.busError) {
+        mem.busError = false;
+        this.commandFailed(CMDQ_CONS_ERR_ABT);
+        break;
+      }
+      const err = commandError(w, 0, this.cmdFeatures);
+      if (err !== 0) {
+        this.commandFailed(CMDQ_CONS_ERR_ILL);
+        break;
+      }
+      this.execute(w);
+      this.stats.commands++;
+      done++;
+      this.cmdqCons = qInc(this.cmdqCons & Q_WR_MASK, log2);
+    }
+    return done;
+  }
+
+  private commandFailed(code: number): void {
+    this.stats.commandErrors++;
+    this.cmdqCons = ((this.cmdqCons & Q_WR_MASK) | (code << CMDQ_CONS_ERR_SHIFT)) >>> 0;
+    this.raiseGerror(GERROR_CMDQ_ERR);
+  }
+
+  /** Carry out one legal command (already checked by `commandError`). */
+  private execute(w: Uint32Array): void {
+    const w0 = w[0] as number;
+    const w1 = w[1] as number;
+    const w2 = w[2] as number;
+    const w3 = w[3] as number;
+    const op = w0 & 0xff;
+    const ssid = (w0 >>> 12) & 0xfffff;
+    const ssv = (w0 & 0x800) !== 0;
+    const vmid = w1 & 0xffff;
+    const asid = w1 >>> 16;
+    const leaf = (w2 & 1) !== 0;
+    const cache = this.configCache;
+    const tlb = this.tlb;
+    const wc = this.walkCache;
+    switch (op) {
+      case CMDQ_OP.PREFETCH_CONFIG:
+        this.prefetch(w1, ssv ? ssid : NO_SSID);
+        return;
+      case CMDQ_OP.PREFETCH_ADDR:
+        return;
+      case CMDQ_OP.CFGI_STE:
+        cache.cfgiSte(w1, leaf);
+        this.traceFlush("cfgi-ste", `sid=0x${w1.toString(16)} leaf=${leaf}`);
+        return;
+      case CMDQ_OP.CFGI_STE_RANGE: {
+        const range = w2 & 31;
+        if (range === CFGI_ALL_RANGE) cache.cfgiAll();
+        else cache.cfgiSteRange(w1, range);
+        this.traceFlush("cfgi-ste-range", `sid=0x${w1.toString(16)} range=${range}`);
+        return;
+      }
+      case CMDQ_OP.CFGI_CD:
+        cache.cfgiCd(w1, ssid, leaf);
+        this.traceFlush("cfgi-cd", `sid=0x${w1.toString(16)} ssid=${ssid} leaf=${leaf}`);
+        return;
+      case CMDQ_OP.CFGI_CD_ALL:
+        cache.cfgiCdAll(w1);
+        this.traceFlush("cfgi-cd-all", `sid=0x${w1.toString(16)}`);
+        return;
+      case CMDQ_OP.TLBI_NH_ALL:
+        tlb.invalidateNhAll(vmid);
+        wc.invalidateNhAll(vmid);
+        this.traceFlush("tlbi-nh-all", `vmid=${vmid}`);
+        return;
+      case CMDQ_OP.TLBI_NH_ASID:
+        tlb.invalidateAsid(vmid, asid);
+        wc.invalidateAsid(vmid, asid);
+        this.traceFlush("tlbi-nh-asid", `vmid=${vmid} asid=${asid}`);
+        return;
+      case CMDQ_OP.TLBI_NH_VA:
+      case CMDQ_OP.TLBI_NH_VAA:
+      case CMDQ_OP.TLBI_EL2_VA:
+      case CMDQ_OP.TLBI_EL2_VAA:
+      case CMDQ_OP.TLBI_S2_IPA:
+        this.rangeInvalidate(op, w0, vmid, asid, w2, w3);
+        return;
+      case CMDQ_OP.TLBI_EL2_ALL:
+        tlb.invalidateEl2All();
+        wc.invalidateEl2All();
+        this.traceFlush("tlbi-el2-all", "");
+        return;
+      case CMDQ_OP.TLBI_EL2_ASID:
+        tlb.invalidateEl2Asid(asid);
+        wc.invalidateEl2Asid(asid);
+        this.traceFlush("tlbi-el2-asid", `asid=${asid}`);
+        return;
+      case CMDQ_OP.TLBI_S12_VMALL:
+        tlb.invalidateVmid(vmid);
+        wc.invalidateVmid(vmid);
+        this.traceFlush("tlbi-s12-vmall", `vmid=${vmid}`);
+        return;
+      case CMDQ_OP.TLBI_NSNH_ALL:
+        tlb.invalidateAll();
+        wc.invalidateAll();
+        this.traceFlush("tlbi-nsnh-all", "");
+        return;
+      case CMDQ_OP.ATC_INV: {
+        const size = w2 & 0x3f;
+        const pfn = w3 * TWO20 + (w2 >>> 12);
+        const pages = size >= ATC_INV_SIZE_ALL ? 0 : 2 ** size;
+        const base = pages === 0 ? 0 : pfn - (pfn % pages);
+        const global = ssv && (w0 & 0x200) !== 0;
+        this.traceFlush("atc-inv", `sid=0x${w1.toString(16)} ssid=${ssv ? ssid : -1} size=${size}`);
+        this.ports.get(w1 >>> 0)?.atsInvalidate(ssv ? ssid : NO_PASID, base, pages, global);
+        return;
+      }
+      case CMDQ_OP.PRI_RESP: {
+        const prgi = w2 & 0x1ff;
+        const resp = (w2 >>> 12) & 3;
+        const code =
+          resp === 2 ? PRG_SUCCESS : resp === 1 ? PRG_INVALID_REQUEST : PRG_RESPONSE_FAILURE;
+        this.respond(w1 >>> 0, ssv ? ssid : NO_PASID, prgi, code);
+        return;
+      }
+      case CMDQ_OP.RESUME:
+        this.resumeStalled(w1 >>> 0, w2 & 0xffff, (w0 & 0x1000) !== 0);
+        return;
+      case CMDQ_OP.STALL_TERM: {
+        const set = this.stalled.get(w1 >>> 0);
+        if (set !== undefined)
+          for (const stag of [...set]) this.resumeStalled(w1 >>> 0, stag, false);
+        return;
+      }
+      case CMDQ_OP.CMD_SYNC:
+        this.sync(w0, w1, w2, w3);
+        return;
+    }
+  }
+
+  /**
+   * CMD_TLBI_{NH_VA, NH_VAA, EL2_VA, EL2_VAA, S2_IPA}: the address range, from TG/NUM/SCALE with
+   * IDR3.RIL ((NUM+1) * 2^SCALE granules) or one page otherwise, to the TLB and walk cache.
+   *
+   * @spec Arm SMMUv3 (IHI 0070) 4.4.1.1 (range invalidation), 4.4.2, 4.4.3.1
+   */
+  private rangeInvalidate(
+    op: number,
+    w0: number,
+    vmid: number,
+    asid: number,
+    w2: number,
+    w3: number,
+  ): void {
+    const leaf = (w2 & 1) !== 0;
+    let tg = 0;
+    let ttl = 0;
+    let pages = 1;
+    if (this.features.ril) {
+      tg = (w2 >>> 10) & 3;
+      ttl = (w2 >>> 8) & 3;
+      if (tg !== 0) {
+        const num = (w0 >>> 12) & 0x1f;
+        const scale = (w0 >>> 20) & 0x1f;
+        const tgShift = 10 + 2 * tg;
+        pages = (num + 1) * 2 ** scale * 2 ** (tgShift - 12);
+      }
+    }
+    const tgShift = tg === 0 ? 0 : 10 + 2 * tg;
+    // VA[63:12] (IPA[55:12] for S2_IPA): bits [31:12] of dword 1's low half and its high half.
+    const hi = op === CMDQ_OP.TLBI_S2_IPA ? w3 & 0xffffff : w3;
+    const vpn = hi * TWO20 + (w2 >>> 12);
+    const tlb = this.tlb;
+    const wc = this.walkCache;
+    switch (op) {
+      case CMDQ_OP.TLBI_NH_VA:
+        tlb.invalidateVa(vmid, asid, vpn, pages, leaf, ttl, tgShift);
+        wc.invalidateVa(vmid, asid, vpn, pages, leaf, ttl, tgShift);
+        break;
+      case CMDQ_OP.TLBI_NH_VAA:
+        tlb.invalidateVaa(vmid, vpn, pages, leaf, ttl, tgShift);
+        wc.invalidateVaa(vmid, vpn, pages, leaf, ttl, tgShift);
+        break;
+      case CMDQ_OP.TLBI_EL2_VA:
+        tlb.invalidateEl2Va(asid, vpn, pages, leaf, ttl, tgShift);
+        wc.invalidateEl2Va(asid, vpn, pages, leaf, ttl, tgShift);
+        break;
+      case CMDQ_OP.TLBI_EL2_VAA:
+        tlb.invalidateEl2Vaa(vpn, pages, leaf, ttl, tgShift);
+        wc.invalidateEl2Vaa(vpn, pages, leaf, ttl, tgShift);
+        break;
+      default:
+        tlb.invalidateS2Ipa(vmid, vpn, pages, leaf, ttl, tgShift);
+        wc.invalidateS2Ipa(vmid, vpn, pages, leaf, ttl, tgShift);
+    }
+    if (this.trace?.active)
+      this.traceFlush(
+        "tlbi-range",
+        `op=0x${op.toString(16)} vmid=${vmid} asid=${asid} vpn=0x${vpn.toString(16)} pages=${pages} leaf=${leaf} ttl=${ttl} tg=${tg}`,
+      );
+  }
+
+  /**
+   * CMD_SYNC: every earlier command has completed (commands complete as they are consumed);
+   * CS = SIG_IRQ writes MSIData to MSIAddress (or raises the wired CMD_SYNC interrupt when the
+   * address is 0 or MSIs are not implemented).
+   *
+   * @spec Arm SMMUv3 (IHI 0070) 4.7.3
+   */
+  private sync(w0: number, w1: number, w2: number, w3: number): void {
+    this.stats.syncs++;
+    const cs = (w0 >>> 12) & 3;
+    if (cs !== CMD_SYNC_CS_IRQ) return;
+    const addr = (w3 & 0xffffff) * TWO32 + ((w2 & ~3) >>> 0);
+    if (addr !== 0 && this.features.msi) {
+      this.mem.busError = false;
+      this.mem.write32(addr, w1);
+      if (this.mem.busError) {
+        this.mem.busError = false;
+        this.raiseGerror(GERROR_MSI_CMDQ_ABT_ERR);
+      }
+      return;
+    }
+    this.stats.interrupts++;
+    this.onInterrupt?.("cmd-sync");
+  }
+
+  /** CMD_PREFETCH_CONFIG: fetch the STE (and the CD of `ssid`) into the configuration caches. */
+  private prefetch(sid: number, ssid: number): void {
+    if (!this.enabled) return;
+    const ste = this.steConfig(sid >>> 0, true);
+    if (ste.status === CFG_OK && ste.s1 && ste.config >= 4 && ssid !== NO_SSID)
+      this.cdConfig(ste, ssid, true);
+  }
+
+  private respond(sid: number, pasid: number, prgi: number, code: number): void {
+    const port = this.ports.get(sid);
+    if (port === undefined) return;
+    this.stats.pageResponses++;
+    port.prgResponse(pasid, prgi, code);
+  }
+
+  private traceFlush(scope: string, detail: string): void {
+    const trace = this.trace;
+    if (trace?.active) trace.emit("flush", { iommu: this.name, scope, detail });
+  }
+
+  /** Raise an interrupt: the MSI write when its CFG0 address is set, and the wired notice. */
+  private interrupt(source: SmmuInterruptSource, cfg0: number): void {
+    this.stats.interrupts++;
+    const lo = this.plain.get(cfg0) ?? 0;
+    const hi = this.plain.get(cfg0 + 4) ?? 0;
+    const addr = (hi & 0xffffff) * TWO32 + ((lo & ~3) >>> 0);
+    if (addr !== 0 && this.features.msi) {
+      this.mem.busError = false;
+      this.mem.write32(addr, this.plain.get(cfg0 + 8) ?? 0);
+      this.mem.busError = false;
+    }
+    this.onInterrupt?.(source);
+  }
+
+  // --- Page requests -----------------------------------------------------------------------------
+
+  /**
+   * A PRI page request: written to the PRI queue. A request the SMMU cannot queue is lost; the
+   * last request of a group is then answered by the SMMU itself: Success when the queue
+   * overflowed (the device retries), Response Failure when PRI is off.
+   *
+   * @spec Arm SMMUv3 (IHI 0070) 8, 8.1, 3.9.1
+   */
+  pageRequest(req: PageRequest): void {
+    this.stats.pageRequests++;
+    const sid = req.sid >>> 0;
+    if (!this.features.pri || !this.enabled || !this.priQueue.enabled) {
+      this.stats.pageRequestsDropped++;
+      if (req.last) this.respond(sid, req.pasid, req.prgIndex, PRG_RESPONSE_FAILURE);
+      return;
+    }
+    const r = this.priRec;
+    const withPasid = req.pasid !== NO_PASID && this.features.ssidBits > 0;
+    let w1 = 0;
+    if (withPasid) {
+      w1 |= ((req.pasid & 0xfffff) << PRI_SSID_SHIFT) | PRI_SSV;
+      if (req.privileged) w1 |= PRI_PRIV;
+      if ((req.access & DMA_EXEC) !== 0) w1 |= PRI_X;
+    }
+    if ((req.access & (DMA_READ | DMA_EXEC)) !== 0) w1 |= PRI_R;
+    if ((req.access & DMA_WRITE) !== 0) w1 |= PRI_W;
+    if (req.last) w1 |= PRI_LAST;
+    r[0] = sid;
+    r[1] = w1 >>> 0;
+    const pfn = req.iovaPfn;
+    r[2] = (((pfn % TWO20) * PAGE) | (req.prgIndex & 0x1ff)) >>> 0;
+    r[3] = Math.floor(pfn / TWO20) >>> 0;
+    const res = this.priQueue.push(r);
+    if (res === Q_WRITTEN) {
+      if ((this.irqCtrl & IRQ_CTRL_PRIQ_IRQEN) !== 0) this.interrupt("pri", SMMU_REG.PRIQ_IRQ_CFG0);
+      return;
+    }
+    this.stats.pageRequestsDropped++;
+    if (res === Q_ABORT) this.raiseGerror(GERROR_PRIQ_ABT_ERR);
+    if (req.last) this.respond(sid, req.pasid, req.prgIndex, PRG_SUCCESS);
+  }
+
+  // --- Hitless-update hook -----------------------------------------------------------------------
+
+  /**
+   * Watch every store into an STE or CD this SMMU has fetched (since the first watcher was
+   * installed; STEs of a linear stream table always): `cb` gets the entry as the SMMU would now
+   * see it. Returns a function that removes the watcher. Uses PhysMemory's write observer (and
+   * chains to one already installed).
+   */
+  watchConfigWrites(cb: SmmuConfigWriteCallback): () => void {
+    if (this.watchers.length === 0) {
+      this.prevObserver = this.mem.onWrite;
+      this.mem.onWrite = this.observer;
+    }
+    this.watchers.push(cb);
+    return () => {
+      const i = this.watchers.indexOf(cb);
+      if (i < 0) return;
+      this.watchers.splice(i, 1);
+      if (this.watchers.length === 0 && this.mem.onWrite === this.observer) {
+        this.mem.onWrite = this.prevObserver;
+        this.prevObserver = null;
+      }
+    };
+  }
+
+  private noteSte(sid: number): void {
+    const pa = this.steAddress(sid);
+    if (pa >= 0) this.seenSte.set(pa, sid);
+  }
+
+  private noteCd(sid: number, ssid: number): void {
+    const pa = this.cdAddress(sid, ssid);
+    if (pa >= 0) this.seenCd.set(pa, [sid, ssid]);
+  }
+
+  private onMemoryWrite(pa: number, bytes: number): void {
+    this.prevObserver?.(pa, bytes);
+    const first = pa - (pa % 64);
+    for (let a = first; a < pa + bytes; a += 64) {
+      let sid = this.seenSte.get(a);
+      if (sid === undefined && this.st.fmt !== STRTAB_FMT_2LVL && this.enabled) {
+        const off = a - this.st.base;
+        if (off >= 0 && off < STE_SIZE * 2 ** this.st.log2size) sid = off / STE_SIZE;
+      }
+      const qword = Math.floor((Math.max(pa, a) % 64) / 8);
+      if (sid !== undefined) {
+        const view = this.steAsSeen(sid);
+        for (const cb of this.watchers) cb(sid, -1, qword, view);
+      }
+      const cd = this.seenCd.get(a);
+      if (cd !== undefined) {
+        const view = this.cdAsSeen(cd[0], cd[1]);
+        for (const cb of this.watchers) cb(cd[0], cd[1], qword, view);
+      }
+    }
+  }
+
+  /** PA of the STE of `sid` by the latched stream table, or -1 (invalid StreamID / L1). */
+  steAddress(sid: number): number {
+    const st = this.st;
+    if (sid >= 2 ** st.log2size) return -1;
+    if (st.fmt !== STRTAB_FMT_2LVL) return st.base + sid * STE_SIZE;
+    const mem = this.mem;
+    const busError = mem.busError;
+    const lo = mem.read64(st.base + Math.floor(sid / 2 ** st.split) * 8);
+    const hi = mem.hi;
+    mem.busError = busError;
+    const span = lo & 0x1f;
+    const l2idx = sid % 2 ** st.split;
+    if (span === 0 || span > st.split + 1 || l2idx >= 2 ** (span - 1)) return -1;
+    const l2 = (hi & 0xffffff) * TWO32 + ((lo & ~0x3f) >>> 0);
+    const size = STE_SIZE * 2 ** (span - 1);
+    return l2 - (l2 % size) + l2idx * STE_SIZE;
+  }
+
+  /** PA of the CD (sid, ssid) as the SMMU would locate it now, or -1. */
+  cdAddress(sid: number, ssid: number): number {
+    const ste = decodeSte(this.mem, this.st, sid, this.features, new SmmuSteConfig());
+    if (ste.status !== CFG_OK || !ste.s1) return -1;
+    const busError = this.mem.busError;
+    const flags = this.walker.updateFlags;
+    const wc = this.walker.walkCache;
+    this.walker.updateFlags = false;
+    this.walker.walkCache = null;
+    const pa = locateCd(this.mem, ste, requestSsid(ste, ssid), this.cdPort);
+    this.walker.updateFlags = flags;
+    this.walker.walkCache = wc;
+    this.mem.busError = busError;
+    return pa;
+  }
+
+  /**
+   * The STE of `sid` as the SMMU would see it if it fetched it now: its outcome and the bits it
+   * uses for its Config (the kernel's arm_smmu_get_ste_used list). No cache is touched.
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_get_ste_used
+   */
+  steAsSeen(sid: number): SmmuEntryView {
+    const busError = this.mem.busError;
+    const cfg = decodeSte(this.mem, this.st, sid, this.features, new SmmuSteConfig());
+    const pa = cfg.status === EVT_ID.C_BAD_STREAMID ? -1 : this.steAddress(sid);
+    const words = pa >= 0 ? loadLayout(this.mem, STE, pa) : new Uint32Array(16);
+    this.mem.busError = busError;
+    return viewOfSte(sid, cfg.status, words);
+  }
+
+  /**
+   * The CD (sid, ssid) as the SMMU would see it now: its outcome (C_BAD_* or a fetch fault) and
+   * the bits it uses (arm_smmu_get_cd_used: all when V = 1, less the TTB0 walk fields when EPD0).
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_get_cd_used
+   */
+  cdAsSeen(sid: number, ssid: number): SmmuEntryView {
+    const mem = this.mem;
+    const busError = mem.busError;
+    const ste = decodeSte(mem, this.st, sid, this.features, new SmmuSteConfig());
+    let status = ste.status;
+    let words: Uint32Array = new Uint32Array(16);
+    if (status === CFG_OK && !ste.s1) status = EVT_ID.C_BAD_SUBSTREAMID;
+    if (status === CFG_OK) {
+      const flags = this.walker.updateFlags;
+      const wc = this.walker.walkCache;
+      this.walker.updateFlags = false;
+      this.walker.walkCache = null;
+      const req = requestSsid(ste, ssid);
+      const cd = decodeCd(mem, ste, req, this.features, this.cdPort, new SmmuCdConfig());
+      status = cd.status;
+      if (status === CFG_OK || status === EVT_ID.C_BAD_CD) {
+        const pa = locateCd(mem, ste, req, this.cdPort);
+        if (pa >= 0) words = loadLayout(mem, CD, pa);
+      }
+      this.walker.updateFlags = flags;
+      this.walker.walkCache = wc;
+    }
+    mem.busError = busError;
+    return viewOfCd(sid, ssid, status, words);
+  }
+
+  /** Decode the latched stream table's view of `sid` (for debugging and the oracle). */
+  decodeSteOf(sid: number): Record<string, unknown> {
+    const pa = this.steAddress(sid);
+    return pa < 0 ? {} : decode(STE, loadLayout(this.mem, STE, pa));
+  }
+}
+
+/**
+ * The SubstreamID a request would carry to use CD index `index`: none for CD 0 of a single-CD
+ * STE or under S1DSS = SSID0 (which refuses SubstreamID 0 itself).
+ */
+function requestSsid(ste: SmmuSteConfig, index: number): number {
+  return index === 0 && (ste.s1CdMax === 0 || ste.s1Dss === 2) ? NO_SSID : index;
+}
+
+/** PA of the CD `decodeCd` would read for (ste, ssid), or -1 (no CD, or a fetch fault). */
+function locateCd(
+  mem: PhysMemory,
+  ste: SmmuSteConfig,
+  ssid: number,
+  port: SmmuCdFetchPort,
+): number {
+  let index = ssid === NO_SSID ? 0 : ssid;
+  if (ssid === NO_SSID && ste.s1CdMax > 0 && ste.s1Dss !== 2) return -1;
+  if (ssid !== NO_SSID && (ste.s1CdMax === 0 || ssid >= 2 ** ste.s1CdMax)) return -1;
+  let at = ste.s1ContextPtr + index * CD_SIZE;
+  if (ste.s1Fmt === 1 || ste.s1Fmt === 2) {
+    const leaf = ste.s1Fmt === 1 ? 64 : 1024;
+    let l1 = ste.s1ContextPtr + Math.floor(index / leaf) * 8;
+    if (ste.s2) {
+      if (port.s2Fetch(ste, l1) !== 0) return -1;
+      l1 = port.fetchPa;
+    }
+    const lo = mem.read64(l1);
+    const hi = mem.hi;
+    if ((lo & 1) === 0) return -1;
+    const l2 = (hi & 0xffffff) * TWO32 + ((lo & ~0xfff) >>> 0);
+    at = l2 - (l2 % (leaf * CD_SIZE)) + (index % leaf) * CD_SIZE;
+    index = 0;
+  }
+  if (ste.s2) {
+    if (port.s2Fetch(ste, at) !== 0) return -1;
+    return port.fetchPa;
+  }
+  return at;
+}
