@@ -12,7 +12,6 @@ import {
   W3,
   WARMUP,
   workload3Streams,
-  xorshift32,
 } from "../../../scripts/bench-kit.js";
 import {
   VTD_KIND_SECOND_STAGE,

@@ -84,7 +84,6 @@ import { FaultRecorder } from "./fault-recorder.js";
 import {
   VTD_KIND_FIRST_STAGE,
   VTD_KIND_NESTED,
-  VTD_KIND_PASS_THROUGH,
   VTD_KIND_SECOND_STAGE,
   VTD_PASID_NONE,
   VtdIotlb,
@@ -274,7 +273,6 @@ export class VtdUnit implements IommuHardware, Mmio {
   private rPfn = 0;
   private rPerm = 0;
   private rShift = 12;
-  private rCode = 0;
   private rFpd = false;
   /** The request being resolved is a supervisor write that WPE=0 lets past first-stage R/W. */
   private supervisorWrite = false;
@@ -1097,8 +1095,10 @@ export class VtdUnit implements IommuHardware, Mmio {
     const dw = (this.iqaLo >>> 11) & 1;
     const size = 4096 * 2 ** (this.iqaLo & 7);
     const descSize = dw ? 32 : 16;
-    if (this.iqt >= size) return (this.queueError(IQEI_ILLEGAL_TAIL), 0);
-    if (dw && (this.iqt & 0x10) !== 0) return (this.queueError(IQEI_TAIL_MISALIGNED), 0);
+    if (this.iqt >= size || (dw && (this.iqt & 0x10) !== 0)) {
+      this.queueError(this.iqt >= size ? IQEI_ILLEGAL_TAIL : IQEI_TAIL_MISALIGNED);
+      return 0;
+    }
     if (this.scalable && !dw) {
       if (this.iqh !== this.iqt) this.queueError(IQEI_WIDTH);
       return 0;

@@ -382,7 +382,7 @@ export class VtdWalker {
         }
         this.pfn = this.sPfn;
         this.perm = perm & this.sPerm;
-        this.sizeShift = shift < this.sShift ? shift : this.sShift;
+        this.sizeShift = Math.min(shift, this.sShift);
         return W_OK;
       }
       table = addr;

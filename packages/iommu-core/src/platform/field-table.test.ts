@@ -125,7 +125,9 @@ describe("encode and decode", () => {
       if (width <= 53) expect(getField(f, w)).toBe(Number(value));
       for (let b = 0; b < 128; b++) {
         if (b >= lsb && b < lsb + width) continue;
-        expect((w[b >>> 5]! >>> (b & 31)) & 1).toBe((before[b >>> 5]! >>> (b & 31)) & 1);
+        expect(((w[b >>> 5] as number) >>> (b & 31)) & 1).toBe(
+          ((before[b >>> 5] as number) >>> (b & 31)) & 1,
+        );
       }
     },
   );
