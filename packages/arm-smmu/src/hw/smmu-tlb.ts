@@ -113,6 +113,10 @@ const ASID_ANY = 0;
 const ASID_NON_GLOBAL = 1;
 const ASID_OR_GLOBAL = 2;
 
+/** 2^i for i in [0, 64]: a table load instead of `2 **`. */
+const POW2 = new Float64Array(65);
+for (let i = 0; i <= 64; i++) POW2[i] = 2 ** i;
+
 /** The hint-table index of a key (a multiplicative hash). */
 function hintHash(lo: number, mid: number, w2: number, bits: number): number {
   return (
@@ -154,7 +158,7 @@ function tgCodeOf(tgShift: number): number {
  * (SMMU_CR0.VMW) are not modelled. Nothing here allocates except `entries()` / `forEach`.
  *
  * @spec SMMUv3 3.17 (tagging), 3.17.1 (global), 4.4 (TLB invalidation), 16.2 (caches)
- * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_tlb_inv_range_domain (its commands)
+ * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_tlb_inv_range_domain
  */
 export class SmmuTlb {
   readonly sets: number;
@@ -647,9 +651,51 @@ export class SmmuTlb {
     if (tg < 0) bug(`SmmuTlb: granule shift ${tgShift}`);
     // TTL is RES0 and unused when TG = 0 (4.4.1.1).
     const level = tg === 0 ? 0 : ttl;
+    let n = 0;
+    if (pages >= 0 && pages < this.sets && this.ways > 0) {
+      // A small range touches only the sets its pages index at each size in use: an entry of
+      // 2^code pages lives in set floor(base / 2^code) mod sets (see `insert`).
+      let bits = this.sizeBits | this.globalBits;
+      while (bits !== 0) {
+        const low = bits & -bits;
+        bits ^= low;
+        const unit = POW2[31 - Math.clz32(low)] as number;
+        const first = Math.floor(start / unit);
+        const last = Math.floor((start + Math.max(pages, 1) - 1) / unit);
+        if (last - first >= this.sets) {
+          n += this.sweepSlots(0, this.capacity, el2, vmid, kinds, asidMode, asid, start, pages, tg, level);
+          break;
+        }
+        for (let key = first; key <= last; key++) {
+          const base = (key % this.sets) * this.ways;
+          n += this.sweepSlots(base, base + this.ways, el2, vmid, kinds, asidMode, asid, start, pages, tg, level);
+        }
+      }
+    } else {
+      n = this.sweepSlots(0, this.capacity, el2, vmid, kinds, asidMode, asid, start, pages, tg, level);
+    }
+    this.live -= n;
+    this.invalidated += n;
+    return n;
+  }
+
+  /** The `sweep` filter over slots [from, to); returns the number removed. */
+  private sweepSlots(
+    from: number,
+    to: number,
+    el2: boolean,
+    vmid: number,
+    kinds: number,
+    asidMode: number,
+    asid: number,
+    start: number,
+    pages: number,
+    tg: number,
+    level: number,
+  ): number {
     const tags = this.tags;
     let n = 0;
-    for (let i = 0; i < this.capacity; i++) {
+    for (let i = from; i < to; i++) {
       const t = i * STRIDE;
       const m = tags[t + 1] as number;
       if (m === 0 || ((m & EL2) !== 0) !== el2) continue;
@@ -663,7 +709,7 @@ export class SmmuTlb {
       }
       if (pages >= 0) {
         const first = (m & VPN_HI_MASK) * TWO32 + ((tags[t] as number) >>> 0);
-        const span = 2 ** ((m >>> CODE_SHIFT) & CODE_MASK);
+        const span = POW2[(m >>> CODE_SHIFT) & CODE_MASK] as number;
         if (!(first < start + pages && start < first + span)) continue;
         const entryTg = (d >>> TG_SHIFT) & 3;
         if (tg !== 0 && entryTg !== 0 && entryTg !== tg) continue;
@@ -674,8 +720,6 @@ export class SmmuTlb {
       this.uncount(m);
       n++;
     }
-    this.live -= n;
-    this.invalidated += n;
     return n;
   }
 
