@@ -12,43 +12,33 @@ import {
   newTranslationResult,
   XLATE_OK,
 } from "@iommu-sim/iommu-core";
-import { emit, fail, median, nowNs, REPS, WARMUP, xorshift32 } from "../../../scripts/bench-kit.js";
+import {
+  emit,
+  fail,
+  median,
+  nowNs,
+  REPS,
+  W3,
+  WARMUP,
+  workload3Streams,
+  xorshift32,
+} from "../../../scripts/bench-kit.js";
 import { CMDQ_OP } from "../src/format/commands.js";
 import { SMMU_REG } from "../src/format/registers.js";
 import { SmmuTestMachine, smmuTestMachine } from "../test/table-builder.js";
 
-const NDOM = 16;
-const PAGES_PER_DOM = 65536;
-const V0 = 0x100000; // VPN of IOVA 0x1_0000_0000
-const PA0_FRAME = 0x80_0000_0000 / 4096;
-const NKEYS = 1 << 20;
+const NDOM = W3.DOMAINS;
+const PAGES_PER_DOM = W3.PAGES_PER_DOM;
+const V0 = W3.V0;
+const PA0_FRAME = W3.PA0_FRAME;
+const NKEYS = W3.NKEYS;
 const N_HIT = 5_000_000;
 const N_MIX = 3_000_000;
 const N_NESTED = 200_000;
-const MIXED_HIT_RATE = "0.89786";
+const MIXED_HIT_RATE = W3.MIXED_HIT_RATE;
 const SID = 0;
 const ssidOf = (d: number) => 0x10000 + d;
-
-const hot = new Uint16Array(NKEYS);
-const mdom = new Uint8Array(NKEYS);
-const mk = new Uint32Array(NKEYS);
-{
-  const xs = xorshift32(0x68e31da4);
-  for (let i = 0; i < NKEYS; i++) hot[i] = xs() & 2047;
-  const xm = xorshift32(0xb5297a4d);
-  for (let i = 0; i < NKEYS; i++) {
-    const r1 = xm();
-    const r2 = xm();
-    if (r1 % 10 === 0) {
-      mdom[i] = r2 & 15;
-      mk[i] = 2048 + ((r2 >>> 4) % (PAGES_PER_DOM - 2048));
-    } else {
-      const h = r2 & 2047;
-      mdom[i] = h >> 7;
-      mk[i] = h;
-    }
-  }
-}
+const { hot, mdom, mk } = workload3Streams();
 
 /** The workload-3 machine: SID 0, S1CDMax 17 with 64K leaf CD tables, 16 CDs with full tables. */
 function workload3(): SmmuTestMachine {
@@ -204,6 +194,9 @@ function runCmdq(): number {
   return (t1 - t0) / (BATCHES * PER_BATCH);
 }
 
+// Workload names on the command line run only those (for profiling one of them).
+const only = new Set(process.argv.slice(2));
+const wanted = (name: string) => only.size === 0 || only.has(name);
 const m3 = workload3();
 const mn = nestedMachine();
 const hit: number[] = [];
@@ -211,10 +204,10 @@ const mix: number[] = [];
 const nest: number[] = [];
 const cq: number[] = [];
 for (let r = -WARMUP; r < REPS; r++) {
-  const a = runHit(m3);
-  const b = runMixed(m3);
-  const c = runNested(mn);
-  const d = runCmdq();
+  const a = wanted("tlb_hit") ? runHit(m3) : 0;
+  const b = wanted("tlb_mixed90") ? runMixed(m3) : 0;
+  const c = wanted("nested_walk") ? runNested(mn) : 0;
+  const d = wanted("cmdq_commands") ? runCmdq() : 0;
   if (r >= 0) {
     hit.push(a);
     mix.push(b);
@@ -227,39 +220,42 @@ const stat = (v: number[]) => ({
   min_ns: Math.min(...v),
   max_ns: Math.max(...v),
 });
-emit({
-  bench: "arm-smmu",
-  name: "tlb_hit",
-  ops: N_HIT,
-  ...stat(hit),
-  hit_rate: hitRate,
-  c_workload: "tlb_hit",
-  unit: "SmmuV3.translate, 16 SSIDs of SID 0",
-});
-emit({
-  bench: "arm-smmu",
-  name: "tlb_mixed90",
-  ops: N_MIX,
-  ...stat(mix),
-  hit_rate: Number(mixedRate.toFixed(5)),
-  c_workload: "tlb_mixed90",
-  unit: "SmmuV3.translate, misses walk 4 levels",
-});
-emit({
-  bench: "arm-smmu",
-  name: "nested_walk",
-  ops: N_NESTED,
-  ...stat(nest),
-  reads_per_op: nestedReads,
-  unit: "SmmuV3.translate, minimal policy, 4K S1 (4 levels) over 4K S2 (3 levels)",
-});
-const cmdNs = median(cq);
-emit({
-  bench: "arm-smmu",
-  name: "cmdq_commands",
-  ops: BATCHES * PER_BATCH,
-  ...stat(cq),
-  commands_per_s: Math.round(1e9 / cmdNs),
-  unit: "16 TLBI_NH_VA + 1 CMD_SYNC per CMDQ_PROD write (command writes included), default caches",
-});
+if (wanted("tlb_hit"))
+  emit({
+    bench: "arm-smmu",
+    name: "tlb_hit",
+    ops: N_HIT,
+    ...stat(hit),
+    hit_rate: hitRate,
+    c_workload: "tlb_hit",
+    unit: "SmmuV3.translate, 16 SSIDs of SID 0",
+  });
+if (wanted("tlb_mixed90"))
+  emit({
+    bench: "arm-smmu",
+    name: "tlb_mixed90",
+    ops: N_MIX,
+    ...stat(mix),
+    hit_rate: Number(mixedRate.toFixed(5)),
+    c_workload: "tlb_mixed90",
+    unit: "SmmuV3.translate, misses walk 4 levels",
+  });
+if (wanted("nested_walk"))
+  emit({
+    bench: "arm-smmu",
+    name: "nested_walk",
+    ops: N_NESTED,
+    ...stat(nest),
+    reads_per_op: nestedReads,
+    unit: "SmmuV3.translate, minimal policy, 4K S1 (4 levels) over 4K S2 (3 levels)",
+  });
+if (wanted("cmdq_commands"))
+  emit({
+    bench: "arm-smmu",
+    name: "cmdq_commands",
+    ops: BATCHES * PER_BATCH,
+    ...stat(cq),
+    commands_per_s: Math.round(1e9 / median(cq)),
+    unit: "16 TLBI_NH_VA + 1 CMD_SYNC per CMDQ_PROD write (command writes included), default caches",
+  });
 if (sink === 0.5) process.stderr.write("");

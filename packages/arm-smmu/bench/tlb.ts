@@ -5,43 +5,33 @@
 // real table walk). The C key (DID, PASID, VPN) maps to (VMID, ASID, VPN): domain d has
 // VMID d+1 and ASID 0x1000+d, stage-1 4-KiB entries.
 
-import { emit, fail, median, nowNs, REPS, WARMUP, xorshift32 } from "../../../scripts/bench-kit.js";
+import {
+  emit,
+  fail,
+  median,
+  nowNs,
+  REPS,
+  W3,
+  WARMUP,
+  workload3Streams,
+} from "../../../scripts/bench-kit.js";
 import { SMMU_PERM_R, SMMU_PERM_W, SMMU_TLB_S1, SmmuTlb } from "../src/hw/smmu-tlb.js";
 
-const SETS = 512;
-const WAYS = 8;
-const PAGES_PER_DOM = 65536;
-const V0 = 0x100000; // VPN of IOVA 0x1_0000_0000
-const PA0_FRAME = 0x80_0000_0000 / 4096;
-const NKEYS = 1 << 20;
-const N_HIT = 20_000_000;
-const N_MIX = 10_000_000;
+const SETS = W3.SETS;
+const WAYS = W3.WAYS;
+const PAGES_PER_DOM = W3.PAGES_PER_DOM;
+const V0 = W3.V0;
+const PA0_FRAME = W3.PA0_FRAME;
+const NKEYS = W3.NKEYS;
+const N_HIT = W3.N_HIT;
+const N_MIX = W3.N_MIX;
 const RW = SMMU_PERM_R | SMMU_PERM_W;
-const MIXED_HIT_RATE = "0.89786";
+const MIXED_HIT_RATE = W3.MIXED_HIT_RATE;
 
 const vmid = (d: number) => d + 1;
 const asid = (d: number) => 0x1000 + d;
 
-const hot = new Uint16Array(NKEYS);
-const mdom = new Uint8Array(NKEYS);
-const mk = new Uint32Array(NKEYS);
-{
-  const xs = xorshift32(0x68e31da4);
-  for (let i = 0; i < NKEYS; i++) hot[i] = xs() & 2047;
-  const xm = xorshift32(0xb5297a4d);
-  for (let i = 0; i < NKEYS; i++) {
-    const r1 = xm();
-    const r2 = xm();
-    if (r1 % 10 === 0) {
-      mdom[i] = r2 & 15;
-      mk[i] = 2048 + ((r2 >>> 4) % (PAGES_PER_DOM - 2048));
-    } else {
-      const h = r2 & 2047;
-      mdom[i] = h >> 7;
-      mk[i] = h;
-    }
-  }
-}
+const { hot, mdom, mk } = workload3Streams();
 
 /** The miss path: "walk" domain d's table (a stub: PA arithmetic), insert, return the frame. */
 function refill(t: SmmuTlb, d: number, k: number): number {

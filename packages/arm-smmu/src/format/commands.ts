@@ -383,7 +383,8 @@ const ATC_SIZE = fieldOf(CMD_ATC_INV, "Size");
  * - SSec == 1 (any command that has SSec, on the Non-secure queue);
  * - a parameter is ILLEGAL: CMD_SYNC.CS == 0b11; PRI_RESP.Resp == 0b11; ATC_INV.Size > 52 (the
  *   spec permits either an error or an UNKNOWN span; this model raises the error); a range TLBI
- *   (TG != 0) with NUM == 0, SCALE == 0 and TTL == 0; TG == 16K with TTL == 1 when IDR5.DS == 0;
+ *   (TG != 0) with NUM == 0, SCALE == 0 and TTL == 0 (TTL 1 with TG == 16K counts as 0 when
+ *   IDR5.DS == 0);
  * - optionally (`checkReserved`), any RES0 bit is non-zero: the bits no field of the command's
  *   table covers, plus NUM/SCALE/TG/TTL/TTL128 when IDR3.RIL == 0, SCALE[5] when IDR5.DS == 0,
  *   and TTL128 (VMSAv9-128 is not modelled).
@@ -460,12 +461,13 @@ export function commandError(w: ArrayLike<number>, base: number, feat: CommandFe
   const w2 = w[base + 2] as number;
   if (rangeOp && feat.ril) {
     const tg = (w2 >>> W2_TG.shift) & W2_TG.mask;
-    const ttl = (w2 >>> W2_TTL.shift) & W2_TTL.mask;
+    let ttl = (w2 >>> W2_TTL.shift) & W2_TTL.mask;
+    // Without DS, TTL 1 with the 16K granule means TTL 0 (4.4.1.1).
+    if (tg === 2 && ttl === 1 && !feat.ds) ttl = 0;
     if (tg !== 0) {
       const num = (w0 >>> W0_NUM.shift) & W0_NUM.mask;
       const scale = (w0 >>> W0_SCALE.shift) & W0_SCALE.mask;
       if (num === 0 && scale === 0 && ttl === 0) return CMDQ_CONS_ERR_ILL;
-      if (tg === 2 && ttl === 1 && !feat.ds) return CMDQ_CONS_ERR_ILL;
     }
   }
   if (!feat.checkReserved) return CMDQ_CONS_ERR_NONE;

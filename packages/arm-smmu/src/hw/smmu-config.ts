@@ -3,9 +3,10 @@
 // walker reads, with the C_BAD_* / F_*_FETCH outcome of locating and checking each structure.
 
 import {
+  bug,
   fieldOf,
-  getField,
   hasReservedBits,
+  type Layout,
   type PhysMemory,
 } from "@iommu-sim/iommu-core/platform";
 import {
@@ -46,6 +47,8 @@ export interface SmmuStreamTable {
   fmt: number;
   /** Effective SPLIT: 6, 8 or 10 (other values behave as 6). */
   split: number;
+  /** CR2.E2H: EL2 streams use the EL2-E2H regime (ASIDs, two VA ranges). */
+  e2h: boolean;
 }
 
 /**
@@ -89,6 +92,8 @@ export class SmmuSteConfig {
   s1StallD = false;
   /** Stage 1 translations tagged as EL2 (STRW = EL2 with stage 2 bypassed). */
   el2 = false;
+  /** EL2 with CR2.E2H: translations keep the CD's ASID and both VA ranges. */
+  e2h = false;
   /** Effective EATS (0 when ATS is not implemented). */
   eats = EATS_ABT;
   /** STE.PRIVCFG / INSTCFG (0 = use incoming) when IDR1.ATTR_PERMS_OVR. */
@@ -146,8 +151,21 @@ export class SmmuCdConfig {
 }
 
 const scratch = new Uint32Array(16);
+const TWO32 = 4294967296;
+/** 2^i for i in [0, 64]: a table load instead of `2 **`. */
+const POW2 = new Float64Array(65);
+for (let i = 0; i <= 64; i++) POW2[i] = 2 ** i;
 
+/** Fetch `words` 32-bit words at `pa` into `scratch`; false on an external abort. */
 function load(mem: PhysMemory, pa: number, words: number): boolean {
+  const fast = mem.wordsOf(pa);
+  if (fast !== undefined) {
+    const i = mem.wordIndex(pa);
+    if ((i & 1) === 0 && i + words <= fast.length) {
+      for (let k = 0; k < words; k++) scratch[k] = fast[i + k] as number;
+      return true;
+    }
+  }
   mem.busError = false;
   for (let i = 0; i < words; i += 2) {
     scratch[i] = mem.read64(pa + 4 * i);
@@ -156,21 +174,61 @@ function load(mem: PhysMemory, pa: number, words: number): boolean {
   return !mem.busError;
 }
 
-function field(layout: typeof STE, name: string): (w: Uint32Array) => number {
-  const f = fieldOf(layout, name);
-  return (w) => getField(f, w);
+/**
+ * A field of at most 31 bits inside one 32-bit word, as its word, shift and mask (checked once, at
+ * module load). Copied into objects of one shape: the layout's Field objects differ in their
+ * optional keys, which would make every read site polymorphic.
+ */
+interface NarrowField {
+  readonly word: number;
+  readonly shift: number;
+  readonly mask: number;
 }
 
-function addr(layout: typeof STE, name: string): (w: Uint32Array) => number {
-  const get = field(layout, name);
-  const unit = 2 ** (fieldOf(layout, name).lsb & 63);
-  return (w) => get(w) * unit;
+function field(layout: Layout, name: string): NarrowField {
+  const f = fieldOf(layout, name);
+  if (!f.single || f.width > 31) bug(`smmu-config: ${layout.name}.${name} is not a narrow field`);
+  return Object.freeze({ word: f.word, shift: f.shift, mask: f.mask });
+}
+
+/** Its value in `w`: one shift and one mask, no per-access field lookup. */
+function get(w: Uint32Array, f: NarrowField): number {
+  return ((w[f.word] as number) >>> f.shift) & f.mask;
+}
+
+/** An address field inside one 64-bit word: the word pair and the masks of its bits in each. */
+interface AddrField {
+  readonly word: number;
+  readonly loMask: number;
+  readonly hiMask: number;
+}
+
+function addrField(layout: Layout, name: string): AddrField {
+  const f = fieldOf(layout, name);
+  const at = f.lsb & 63;
+  const top = at + f.width;
+  if (!f.addr || at >= 32 || top > 64) bug(`smmu-config: ${layout.name}.${name} layout`);
+  const bits = (from: number, to: number) =>
+    to <= from ? 0 : ((to - from >= 32 ? -1 : (1 << (to - from)) - 1) << from) | 0;
+  return Object.freeze({
+    word: (f.lsb >>> 6) * 2,
+    loMask: bits(at, Math.min(top, 32)),
+    hiMask: top > 32 ? bits(0, top - 32) : 0,
+  });
+}
+
+/** The address in place (the field's bits of its 64-bit word, the bits below it zero). */
+function addr(w: Uint32Array, a: AddrField): number {
+  return (
+    (((w[a.word + 1] as number) & a.hiMask) >>> 0) * TWO32 +
+    (((w[a.word] as number) & a.loMask) >>> 0)
+  );
 }
 
 const S_V = field(STE, "V");
 const S_CONFIG = field(STE, "Config");
 const S_S1FMT = field(STE, "S1Fmt");
-const S_S1CTX = addr(STE, "S1ContextPtr");
+const S_S1CTX = addrField(STE, "S1ContextPtr");
 const S_S1CDMAX = field(STE, "S1CDMax");
 const S_S1DSS = field(STE, "S1DSS");
 const S_S1STALLD = field(STE, "S1STALLD");
@@ -191,11 +249,11 @@ const S_HD = field(STE, "S2HD");
 const S_HA = field(STE, "S2HA");
 const S_S2S = field(STE, "S2S");
 const S_S2R = field(STE, "S2R");
-const S_TTB = addr(STE, "S2TTB");
+const S_TTB = addrField(STE, "S2TTB");
 const L1S_SPAN = field(L1_STD, "Span");
-const L1S_PTR = addr(L1_STD, "L2Ptr");
+const L1S_PTR = addrField(L1_STD, "L2Ptr");
 const L1C_V = field(L1_CD, "V");
-const L1C_PTR = addr(L1_CD, "L2Ptr");
+const L1C_PTR = addrField(L1_CD, "L2Ptr");
 const C_T0SZ = field(CD, "T0SZ");
 const C_TG0 = field(CD, "TG0");
 const C_EPD0 = field(CD, "EPD0");
@@ -220,8 +278,8 @@ const C_ASET = field(CD, "ASET");
 const C_ASID = field(CD, "ASID");
 const C_HAD0 = field(CD, "HAD0");
 const C_HAD1 = field(CD, "HAD1");
-const C_TTB0 = addr(CD, "TTB0");
-const C_TTB1 = addr(CD, "TTB1");
+const C_TTB0 = addrField(CD, "TTB0");
+const C_TTB1 = addrField(CD, "TTB1");
 
 /** IA bit where `level`'s index starts, for granule shift `g`. */
 export function levelShift(g: number, level: number): number {
@@ -230,12 +288,19 @@ export function levelShift(g: number, level: number): number {
 
 /** Whether `g` (12/14/16) is a granule the SMMU implements. */
 function granuleOk(f: SmmuFeatures, g: number): boolean {
-  return (
-    (g === 12 && f.granules.includes("4K")) ||
-    (g === 14 && f.granules.includes("16K")) ||
-    (g === 16 && f.granules.includes("64K"))
-  );
+  if (f.granules !== granuleList) {
+    granuleList = f.granules;
+    granuleMask =
+      (f.granules.includes("4K") ? 1 << 12 : 0) |
+      (f.granules.includes("16K") ? 1 << 14 : 0) |
+      (f.granules.includes("64K") ? 1 << 16 : 0);
+  }
+  return (g === 12 || g === 14 || g === 16) && (granuleMask & (1 << g)) !== 0;
 }
+
+/** The granule list last asked about (resolved features freeze it) and its bitmap. */
+let granuleList: SmmuFeatures["granules"] | null = null;
+let granuleMask = 0;
 
 /** Smallest and largest valid TxSZ for granule shift `g` (SMMUv3.1+ rule: outside is ILLEGAL). */
 function txszOk(f: SmmuFeatures, g: number, tsz: number): boolean {
@@ -255,10 +320,13 @@ function s1Range(r: SmmuWalkRange, g: number, tsz: number, ttb: number, outBits:
   r.ia = 64 - tsz;
   const levels = Math.ceil((r.ia - g) / (g - 3));
   r.startLevel = 4 - levels;
-  const bytes = Math.max(8 * 2 ** (r.ia - levelShift(g, r.startLevel)), outBits === 52 ? 64 : 8);
+  const bytes = Math.max(
+    8 * (POW2[r.ia - levelShift(g, r.startLevel)] as number),
+    outBits === 52 ? 64 : 8,
+  );
   r.ttb = ttb - (ttb % bytes);
-  if (ttb >= 2 ** outBits) return false;
-  return !(g !== 16 && ttb >= 2 ** 48);
+  if (ttb >= (POW2[outBits] as number)) return false;
+  return !(g !== 16 && ttb >= (POW2[48] as number));
 }
 
 /**
@@ -279,32 +347,32 @@ export function decodeSte(
   out.s1 = false;
   out.s2 = false;
   out.config = 0;
-  if (sid >= 2 ** st.log2size) {
+  if (sid >= (POW2[st.log2size] as number)) {
     out.status = EVT_ID.C_BAD_STREAMID;
     return out;
   }
   let at: number;
   if (st.fmt === STRTAB_FMT_2LVL) {
-    const l1at = st.base + Math.floor(sid / 2 ** st.split) * 8;
+    const l1at = st.base + Math.floor(sid / (POW2[st.split] as number)) * 8;
     if (!load(mem, l1at, 2)) {
       out.status = EVT_ID.F_STE_FETCH;
       out.fetchAddr = l1at;
       return out;
     }
-    const span = L1S_SPAN(scratch);
-    const l2idx = sid % 2 ** st.split;
+    const span = get(scratch, L1S_SPAN);
+    const l2idx = sid % (POW2[st.split] as number);
     if (
       span === 0 ||
       span > 12 ||
       span > st.split + 1 ||
-      l2idx >= 2 ** (span - 1) ||
+      l2idx >= (POW2[span - 1] as number) ||
       (f.checkReserved && hasReservedBits(L1_STD, scratch))
     ) {
       out.status = EVT_ID.C_BAD_STREAMID;
       return out;
     }
-    const l2 = L1S_PTR(scratch);
-    const size = STE_SIZE * 2 ** (span - 1);
+    const l2 = addr(scratch, L1S_PTR);
+    const size = STE_SIZE * (POW2[span - 1] as number);
     at = l2 - (l2 % size) + l2idx * STE_SIZE;
   } else {
     at = st.base + sid * STE_SIZE;
@@ -314,7 +382,9 @@ export function decodeSte(
     out.fetchAddr = at;
     return out;
   }
-  return decodeSteWords(scratch, f, out);
+  decodeSteWords(scratch, f, out);
+  out.e2h = out.el2 && st.e2h;
+  return out;
 }
 
 /** Decode the 16 words of an STE (already fetched) into `out` (sid kept). */
@@ -322,11 +392,11 @@ export function decodeSteWords(w: Uint32Array, f: SmmuFeatures, out: SmmuSteConf
   out.status = CFG_OK;
   out.s1 = false;
   out.s2 = false;
-  if (S_V(w) === 0) {
+  if (get(w, S_V) === 0) {
     out.status = EVT_ID.C_BAD_STE;
     return out;
   }
-  const config = S_CONFIG(w);
+  const config = get(w, S_CONFIG);
   out.config = config;
   if (config < 4) return out; // abort, no event
   if (f.checkReserved && hasReservedBits(STE, w)) return bad(out);
@@ -336,23 +406,24 @@ export function decodeSteWords(w: Uint32Array, f: SmmuFeatures, out: SmmuSteConf
   if ((s1 && !f.s1p) || (s2 && !f.s2p)) return bad(out);
   out.s1 = s1;
   out.s2 = s2;
-  const eats = S_EATS(w);
+  const eats = get(w, S_EATS);
   if (!f.ats && eats !== 0 && f.checkReserved) return bad(out);
   out.eats = f.ats ? eats : EATS_ABT;
   // Split-stage ATS is not implemented (IDR0.NS1ATS = 1) and DPT is absent.
   if (out.eats !== EATS_ABT && out.eats !== EATS_TRANS) return bad(out);
-  out.privCfg = f.attrPermsOvr ? S_PRIVCFG(w) : 0;
-  out.instCfg = f.attrPermsOvr ? S_INSTCFG(w) : 0;
-  out.vmid = S_VMID(w);
+  out.privCfg = f.attrPermsOvr ? get(w, S_PRIVCFG) : 0;
+  out.instCfg = f.attrPermsOvr ? get(w, S_INSTCFG) : 0;
+  out.vmid = get(w, S_VMID);
   if (f.vmidBits === 8 && out.vmid > 0xff) return bad(out);
   out.el2 = false;
+  out.e2h = false;
   if (s1) {
-    out.s1Fmt = S_S1FMT(w);
-    out.s1ContextPtr = S_S1CTX(w);
-    out.s1CdMax = S_S1CDMAX(w);
-    out.cdLimit = 2 ** out.s1CdMax;
-    out.s1Dss = S_S1DSS(w);
-    out.s1StallD = S_S1STALLD(w) !== 0;
+    out.s1Fmt = get(w, S_S1FMT);
+    out.s1ContextPtr = addr(w, S_S1CTX);
+    out.s1CdMax = get(w, S_S1CDMAX);
+    out.cdLimit = POW2[out.s1CdMax] as number;
+    out.s1Dss = get(w, S_S1DSS);
+    out.s1StallD = get(w, S_S1STALLD) !== 0;
     if (out.s1CdMax > f.ssidBits) return bad(out);
     if (out.s1CdMax > 0) {
       if (out.s1Dss === 3) return bad(out);
@@ -363,24 +434,24 @@ export function decodeSteWords(w: Uint32Array, f: SmmuFeatures, out: SmmuSteConf
     }
     if (out.s1StallD && f.stallModel !== 0) return bad(out);
     if (!s2) {
-      const strw = S_STRW(w);
+      const strw = get(w, S_STRW);
       if ((strw & 1) !== 0 || (strw === STRW_EL2 && !f.hyp)) return bad(out);
       out.el2 = strw === STRW_EL2;
-      if (out.s1ContextPtr >= 2 ** f.oas) return bad(out);
+      if (out.s1ContextPtr >= (POW2[f.oas] as number)) return bad(out);
     }
   }
   if (s2) {
     const r = out.s2Range;
-    const g = tg0PageShift(S_TG(w));
+    const g = tg0PageShift(get(w, S_TG));
     if (g === 0 || !granuleOk(f, g)) return bad(out);
-    if (S_AA64(w) === 0 || S_ENDI(w) !== 0) return bad(out);
-    const tsz = S_T0SZ(w);
+    if (get(w, S_AA64) === 0 || get(w, S_ENDI) !== 0) return bad(out);
+    const tsz = get(w, S_T0SZ);
     if (!txszOk(f, g, tsz)) return bad(out);
-    const psBits = ADDR_SIZE_BITS[S_PS(w)] as number;
+    const psBits = ADDR_SIZE_BITS[get(w, S_PS)] as number;
     out.s2OutBits = Math.min(psBits === 56 ? 52 : psBits, f.oas);
     // 4K and 16K tables hold 48-bit addresses (no DS).
     if (g !== 16 && out.s2OutBits > 48) out.s2OutBits = 48;
-    const sl0 = S_SL0(w);
+    const sl0 = get(w, S_SL0);
     // SL0 2/1/0 start at level 0/1/2 with 4K, 1/2/3 with 16K and 64K; 3 is reserved here.
     if (sl0 === 3) return bad(out);
     const start = (g === 12 ? 2 : 3) - sl0;
@@ -394,18 +465,18 @@ export function decodeSteWords(w: Uint32Array, f: SmmuFeatures, out: SmmuSteConf
     r.ia = ia;
     r.startLevel = start;
     r.had = false;
-    const ttb = S_TTB(w);
-    if (ttb >= 2 ** out.s2OutBits) return bad(out);
-    const bytes = Math.max(8 * 2 ** idxBits, out.s2OutBits === 52 ? 64 : 8);
+    const ttb = addr(w, S_TTB);
+    if (ttb >= (POW2[out.s2OutBits] as number)) return bad(out);
+    const bytes = Math.max(8 * (POW2[idxBits] as number), out.s2OutBits === 52 ? 64 : 8);
     r.ttb = ttb - (ttb % bytes);
-    out.s2Affd = S_AFFD(w) !== 0;
-    out.s2Ha = S_HA(w) !== 0;
-    out.s2Hd = S_HD(w) !== 0;
+    out.s2Affd = get(w, S_AFFD) !== 0;
+    out.s2Ha = get(w, S_HA) !== 0;
+    out.s2Hd = get(w, S_HD) !== 0;
     if ((out.s2Ha && f.httu < 1) || (out.s2Hd && f.httu < 2)) return bad(out);
     if (out.s2Hd && !out.s2Ha) out.s2Hd = false;
-    out.s2Ptw = S_PTW(w) !== 0;
-    out.s2S = S_S2S(w) !== 0;
-    out.s2R = S_S2R(w) !== 0;
+    out.s2Ptw = get(w, S_PTW) !== 0;
+    out.s2S = get(w, S_S2S) !== 0;
+    out.s2R = get(w, S_S2R) !== 0;
     if ((out.s2S && f.stallModel === 1) || (!out.s2S && f.stallModel === 2)) return bad(out);
   }
   return out;
@@ -477,8 +548,8 @@ export function decodeCd(
       out.fetchAddr = l1pa;
       return status(out, EVT_ID.F_CD_FETCH);
     }
-    if (L1C_V(scratch) === 0) return status(out, EVT_ID.C_BAD_SUBSTREAMID);
-    const l2 = L1C_PTR(scratch);
+    if (get(scratch, L1C_V) === 0) return status(out, EVT_ID.C_BAD_SUBSTREAMID);
+    const l2 = addr(scratch, L1C_PTR);
     if (
       f.checkReserved &&
       (hasReservedBits(L1_CD, scratch) || (leaf === CD_L2_ENTRIES_64K && l2 % 65536 !== 0))
@@ -525,53 +596,54 @@ export function decodeCdWords(
   out: SmmuCdConfig,
 ): SmmuCdConfig {
   out.status = CFG_OK;
-  if (C_V(w) === 0) return status(out, EVT_ID.C_BAD_CD);
+  if (get(w, C_V) === 0) return status(out, EVT_ID.C_BAD_CD);
   if (f.checkReserved && hasReservedBits(CD, w)) return status(out, EVT_ID.C_BAD_CD);
   // VMSAv8-32 LPAE tables are not walked by this model; with TTF = AArch64 only they are ILLEGAL.
-  if (C_AA64(w) === 0) return status(out, EVT_ID.C_BAD_CD);
-  const el2 = ste.el2;
-  const epd0 = el2 ? false : C_EPD0(w) !== 0;
-  const epd1 = el2 ? true : C_EPD1(w) !== 0;
-  if (!(epd0 && epd1) && C_ENDI(w) !== 0) return status(out, EVT_ID.C_BAD_CD);
-  const ips = ADDR_SIZE_BITS[C_IPS(w)] as number;
+  if (get(w, C_AA64) === 0) return status(out, EVT_ID.C_BAD_CD);
+  // Plain EL2 (no E2H) has one VA range and no ASID; EL2-E2H keeps both, as EL1 does.
+  const el2 = ste.el2 && !ste.e2h;
+  const epd0 = el2 ? false : get(w, C_EPD0) !== 0;
+  const epd1 = el2 ? true : get(w, C_EPD1) !== 0;
+  if (!(epd0 && epd1) && get(w, C_ENDI) !== 0) return status(out, EVT_ID.C_BAD_CD);
+  const ips = ADDR_SIZE_BITS[get(w, C_IPS)] as number;
   out.outBits = Math.min(ips === 56 ? 52 : ips, f.oas);
-  out.ha = C_HA(w) !== 0;
-  out.hd = C_HD(w) !== 0;
+  out.ha = get(w, C_HA) !== 0;
+  out.hd = get(w, C_HD) !== 0;
   if ((out.ha && f.httu < 1) || (out.hd && f.httu < 2)) return status(out, EVT_ID.C_BAD_CD);
   if (out.hd && !out.ha) out.hd = false;
-  out.s = C_S(w) !== 0;
-  out.r = C_R(w) !== 0;
-  out.a = C_A(w) !== 0;
+  out.s = get(w, C_S) !== 0;
+  out.r = get(w, C_R) !== 0;
+  out.a = get(w, C_A) !== 0;
   if (out.s && (f.stallModel === 1 || (f.stallModel === 0 && ste.s1StallD)))
     return status(out, EVT_ID.C_BAD_CD);
   if (!out.s && f.stallModel === 2) return status(out, EVT_ID.C_BAD_CD);
   if (!out.a && f.termModel === 1) return status(out, EVT_ID.C_BAD_CD);
-  out.asid = el2 ? 0 : C_ASID(w);
+  out.asid = el2 ? 0 : get(w, C_ASID);
   if (f.asidBits === 8 && out.asid > 0xff) return status(out, EVT_ID.C_BAD_CD);
-  out.aset = C_ASET(w) !== 0;
-  out.affd = C_AFFD(w) !== 0;
-  out.wxn = C_WXN(w) !== 0;
-  out.pan = C_PAN(w) !== 0;
-  out.tbi0 = C_TBI0(w) !== 0;
-  out.tbi1 = !el2 && C_TBI1(w) !== 0;
+  out.aset = get(w, C_ASET) !== 0;
+  out.affd = get(w, C_AFFD) !== 0;
+  out.wxn = get(w, C_WXN) !== 0;
+  out.pan = get(w, C_PAN) !== 0;
+  out.tbi0 = get(w, C_TBI0) !== 0;
+  out.tbi1 = !el2 && get(w, C_TBI1) !== 0;
   out.oneRange = el2;
   const t0 = out.t0;
   t0.disabled = true;
   if (!epd0) {
-    const g = tg0PageShift(C_TG0(w));
-    const tsz = C_T0SZ(w);
+    const g = tg0PageShift(get(w, C_TG0));
+    const tsz = get(w, C_T0SZ);
     if (g === 0 || !granuleOk(f, g) || !txszOk(f, g, tsz)) return status(out, EVT_ID.C_BAD_CD);
-    if (!s1Range(t0, g, tsz, C_TTB0(w), out.outBits)) return status(out, EVT_ID.C_BAD_CD);
-    t0.had = f.had && C_HAD0(w) !== 0;
+    if (!s1Range(t0, g, tsz, addr(w, C_TTB0), out.outBits)) return status(out, EVT_ID.C_BAD_CD);
+    t0.had = f.had && get(w, C_HAD0) !== 0;
   }
   const t1 = out.t1;
   t1.disabled = true;
   if (!epd1) {
-    const g = tg1PageShift(C_TG1(w));
-    const tsz = C_T1SZ(w);
+    const g = tg1PageShift(get(w, C_TG1));
+    const tsz = get(w, C_T1SZ);
     if (g === 0 || !granuleOk(f, g) || !txszOk(f, g, tsz)) return status(out, EVT_ID.C_BAD_CD);
-    if (!s1Range(t1, g, tsz, C_TTB1(w), out.outBits)) return status(out, EVT_ID.C_BAD_CD);
-    t1.had = f.had && C_HAD1(w) !== 0;
+    if (!s1Range(t1, g, tsz, addr(w, C_TTB1), out.outBits)) return status(out, EVT_ID.C_BAD_CD);
+    t1.had = f.had && get(w, C_HAD1) !== 0;
   }
   return out;
 }

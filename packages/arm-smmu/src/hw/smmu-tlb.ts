@@ -663,16 +663,52 @@ export class SmmuTlb {
         const first = Math.floor(start / unit);
         const last = Math.floor((start + Math.max(pages, 1) - 1) / unit);
         if (last - first >= this.sets) {
-          n += this.sweepSlots(0, this.capacity, el2, vmid, kinds, asidMode, asid, start, pages, tg, level);
+          n += this.sweepSlots(
+            0,
+            this.capacity,
+            el2,
+            vmid,
+            kinds,
+            asidMode,
+            asid,
+            start,
+            pages,
+            tg,
+            level,
+          );
           break;
         }
         for (let key = first; key <= last; key++) {
           const base = (key % this.sets) * this.ways;
-          n += this.sweepSlots(base, base + this.ways, el2, vmid, kinds, asidMode, asid, start, pages, tg, level);
+          n += this.sweepSlots(
+            base,
+            base + this.ways,
+            el2,
+            vmid,
+            kinds,
+            asidMode,
+            asid,
+            start,
+            pages,
+            tg,
+            level,
+          );
         }
       }
     } else {
-      n = this.sweepSlots(0, this.capacity, el2, vmid, kinds, asidMode, asid, start, pages, tg, level);
+      n = this.sweepSlots(
+        0,
+        this.capacity,
+        el2,
+        vmid,
+        kinds,
+        asidMode,
+        asid,
+        start,
+        pages,
+        tg,
+        level,
+      );
     }
     this.live -= n;
     this.invalidated += n;

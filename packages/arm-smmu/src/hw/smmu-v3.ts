@@ -286,7 +286,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
   private cmdqBase = 0;
   private cmdqLog2 = 0;
   /** Latched at SMMUEN 0 -> 1. */
-  private readonly st: SmmuStreamTable = { base: 0, log2size: 0, fmt: 0, split: 6 };
+  private readonly st: SmmuStreamTable = { base: 0, log2size: 0, fmt: 0, split: 6, e2h: false };
 
   // Stalled transactions: StreamID -> stall tags.
   private readonly stalled = new Map<number, Set<number>>();
@@ -434,6 +434,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
         return;
       case SMMU_REG.CR2:
         this.cr2 = v & 0xf;
+        this.st.e2h = (v & CR2_E2H) !== 0;
         return;
       case SMMU_REG.GBPA:
         // Only a write with Update set changes GBPA; the update completes at once.
@@ -861,7 +862,10 @@ export class SmmuV3 implements IommuHardware, Mmio {
     return this.checkAccess(req, ste, null, out, live);
   }
 
-  /** Stage 1 (and nested) translation through `cd`. */
+  /**
+   * Stage 1 (and nested) translation through `cd`: the TLB probe here, the walk out of line, so a
+   * hit runs through a small function.
+   */
   private stage1(
     req: TranslationRequest,
     ste: SmmuSteConfig,
@@ -869,54 +873,69 @@ export class SmmuV3 implements IommuHardware, Mmio {
     out: TranslationResult,
     live: boolean,
   ): number {
-    const vpn = req.iovaPfn;
-    const write = (req.access & DMA_WRITE) !== 0;
-    const el2 = ste.el2;
-    const e2h = (this.cr2 & CR2_E2H) !== 0;
-    const vmid = el2 ? SMMU_VMID_EL2 : ste.vmid;
-    const asid = el2 && !e2h ? 0 : cd.asid;
-    const tlb = this.tlb;
-    let found = false;
+    let vmid = ste.vmid;
+    let asid = cd.asid;
+    if (ste.el2) {
+      vmid = SMMU_VMID_EL2;
+      if ((this.cr2 & CR2_E2H) === 0) asid = 0;
+    }
     if (live) {
+      const tlb = this.tlb;
+      const vpn = req.iovaPfn;
       const i = tlb.lookup(vmid, asid, vpn);
       if (i >= 0) {
         const perm = tlb.permOf(i);
-        if (!(write && (perm & P_W) === 0 && (cd.hd || ste.s2Hd))) {
+        // A write through a clean-but-writable (DBM) entry walks again to set the dirty state.
+        if ((perm & P_W) !== 0 || (req.access & DMA_WRITE) === 0 || !(cd.hd || ste.s2Hd)) {
           this.rPfn = tlb.oaFrameFor(i, vpn);
           this.rPerm = perm;
           this.rShift = tlb.sizeShiftOf(i);
-          found = true;
+          return this.checkAccess(req, ste, cd, out, live);
         }
       }
     }
-    if (!found) {
-      const walker = this.walker;
-      walker.vmid = vmid;
-      walker.asid = asid;
-      const w = walker.walkStage1(ste, cd, vpn, write);
-      if (w !== W_OK) {
-        if (req.at === AT_TRANSLATION_REQUEST && w !== W_EABT) return this.atsNoAccess();
-        return this.walkFault(req, ste, cd, w, out, live);
-      }
-      this.rPfn = walker.pfn;
-      this.rPerm = walker.perm;
-      this.rShift = walker.sizeShift;
-      if (live) {
-        const global = walker.global || (el2 && !e2h);
-        const r = cd.t0.disabled ? cd.t1 : cd.t0;
-        tlb.insert(
-          vmid,
-          asid,
-          vpn,
-          walker.sizeShift,
-          global,
-          ste.s2 ? SMMU_TLB_NESTED : SMMU_TLB_S1,
-          walker.pfn,
-          walker.perm,
-          ste.s2 ? 0 : r.pgShift,
-          ste.s2 ? -2 : walker.level,
-        );
-      }
+    return this.stage1Walk(req, ste, cd, vmid, asid, out, live);
+  }
+
+  /** The stage 1 walk after a TLB miss (or without the TLB), its TLB fill and access check. */
+  private stage1Walk(
+    req: TranslationRequest,
+    ste: SmmuSteConfig,
+    cd: SmmuCdConfig,
+    vmid: number,
+    asid: number,
+    out: TranslationResult,
+    live: boolean,
+  ): number {
+    const vpn = req.iovaPfn;
+    const write = (req.access & DMA_WRITE) !== 0;
+    const walker = this.walker;
+    walker.vmid = vmid;
+    walker.asid = asid;
+    const w = walker.walkStage1(ste, cd, vpn, write);
+    if (w !== W_OK) {
+      if (req.at === AT_TRANSLATION_REQUEST && w !== W_EABT) return this.atsNoAccess();
+      return this.walkFault(req, ste, cd, w, out, live);
+    }
+    this.rPfn = walker.pfn;
+    this.rPerm = walker.perm;
+    this.rShift = walker.sizeShift;
+    if (live) {
+      const el2 = ste.el2;
+      const global = walker.global || (el2 && (this.cr2 & CR2_E2H) === 0);
+      const r = cd.t0.disabled ? cd.t1 : cd.t0;
+      this.tlb.insert(
+        vmid,
+        asid,
+        vpn,
+        walker.sizeShift,
+        global,
+        ste.s2 ? SMMU_TLB_NESTED : SMMU_TLB_S1,
+        walker.pfn,
+        walker.perm,
+        ste.s2 ? 0 : r.pgShift,
+        ste.s2 ? -2 : walker.level,
+      );
     }
     return this.checkAccess(req, ste, cd, out, live);
   }
@@ -1288,6 +1307,8 @@ export class SmmuV3 implements IommuHardware, Mmio {
         this.traceFlush("tlbi-nsnh-all", "");
         return;
       case CMDQ_OP.ATC_INV: {
+        // With SMMUEN = 0 the command is ignored (4.5.1).
+        if (!this.enabled) return;
         const size = w2 & 0x3f;
         const pfn = w3 * TWO20 + (w2 >>> 12);
         const pages = size >= ATC_INV_SIZE_ALL ? 0 : 2 ** size;
@@ -1341,6 +1362,8 @@ export class SmmuV3 implements IommuHardware, Mmio {
     if (this.features.ril) {
       tg = (w2 >>> 10) & 3;
       ttl = (w2 >>> 8) & 3;
+      // Without DS (not modelled), TTL 1 with the 16K granule means "no level hint".
+      if (tg === 2 && ttl === 1) ttl = 0;
       if (tg !== 0) {
         const num = (w0 >>> 12) & 0x1f;
         const scale = (w0 >>> 20) & 0x1f;
@@ -1401,8 +1424,8 @@ export class SmmuV3 implements IommuHardware, Mmio {
         this.mem.busError = false;
         this.raiseGerror(GERROR_MSI_CMDQ_ABT_ERR);
       }
-      return;
     }
+    // A wired CMD_SYNC interrupt output is asserted whatever MSIAddress says (4.7.3).
     this.stats.interrupts++;
     this.onInterrupt?.("cmd-sync");
   }

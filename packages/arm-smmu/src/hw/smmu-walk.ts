@@ -103,8 +103,22 @@ const A_RO = 2;
 const A_UXNT = 4;
 const A_PXNT = 8;
 
+/** 2^i and 2^-i for i in [0, 64]: table loads instead of `2 **` (multiplying by 2^-i is exact). */
 const POW2 = new Float64Array(65);
-for (let i = 0; i <= 64; i++) POW2[i] = 2 ** i;
+const INV2 = new Float64Array(65);
+for (let i = 0; i <= 64; i++) {
+  POW2[i] = 2 ** i;
+  INV2[i] = 2 ** -i;
+}
+const TWO44 = 2 ** 44;
+
+/**
+ * The low `bits` (< 32) bits of the non-negative integer `x` (< 2^53): ToInt32 keeps x mod 2^32
+ * exactly, without the floating-point remainder `%` would cost.
+ */
+function lowBits(x: number, bits: number): number {
+  return (x | 0) & ((1 << bits) - 1);
+}
 
 /** Extra size bits of a contiguous group: [granule shift 12/14/16][level]. */
 function contBits(g: number, level: number): number {
@@ -196,6 +210,8 @@ export class SmmuWalker {
       this.perm = this.sPerm;
       this.sizeShift = this.sShift;
       this.global = false;
+      // The leaf's level tags the TLB entry (TLBI_S2_IPA's TTL selects on it).
+      this.level = this.sLevel;
       return W_OK;
     }
     this.s2Fault(ipaPfn * 4096, CLASS_IN);
@@ -209,11 +225,11 @@ export class SmmuWalker {
    */
   s2FetchPa = 0;
   fetchIpa(ste: SmmuSteConfig, ipa: number, write: boolean): number {
-    const w = this.s2(ste, Math.floor(ipa / 4096), write);
+    const w = this.s2(ste, Math.floor(ipa * (INV2[12] as number)), write);
     if (w !== W_OK) return w;
     const needed = write ? P_S2W : P_S2R;
     if ((this.sPerm & needed) === 0 || (ste.s2Ptw && this.sDevice)) return W_PERMISSION;
-    this.s2FetchPa = this.sPfn * 4096 + (ipa % 4096);
+    this.s2FetchPa = this.sPfn * 4096 + ((ipa | 0) & 4095);
     return W_OK;
   }
 
@@ -246,8 +262,10 @@ export class SmmuWalker {
     }
     for (;;) {
       this.sLevel = level;
-      const div = POW2[levelShift(g, level) - 12] as number;
-      const index = Math.floor(ipaPfn / div) % (POW2[idxBits] as number);
+      const index = lowBits(
+        Math.floor(ipaPfn * (INV2[levelShift(g, level) - 12] as number)),
+        idxBits,
+      );
       const at = table + index * 8;
       if (!this.read(at)) {
         this.sFetch = at;
@@ -284,8 +302,7 @@ export class SmmuWalker {
       if ((l & S2_W) === 0) perm &= ~(P_W | P_S2W);
       if ((hi & S2_XN_HI) !== 0) perm &= ~(P_X | P_PX | P_S2X);
       const shift = levelShift(g, level);
-      const pages = POW2[shift - 12] as number;
-      this.sPfn = oa / 4096 + (ipaPfn % pages);
+      this.sPfn = oa / 4096 + lowBits(ipaPfn, shift - 12);
       this.sPerm = perm;
       this.sShift = shift + ((hi & CONT_HI) !== 0 ? contBits(g, level) : 0);
       // MemAttr[3:2] == 0b00 is Device memory.
@@ -315,21 +332,21 @@ export class SmmuWalker {
     let r: SmmuWalkRange = cd.t0;
     // VA[55] selects TTB1 in a two-range regime; the bits above the range must all equal it
     // (bits [63:56] excepted with TBIx).
-    const top = Math.floor(vpn / 2 ** 43) % 2 === 1 && !cd.oneRange;
+    const top = (Math.floor(vpn * (INV2[43] as number)) & 1) === 1 && !cd.oneRange;
     if (top) r = cd.t1;
     const tbi = top ? cd.tbi1 : cd.tbi0;
     this.level = r.startLevel;
     if (r.disabled) return W_TRANSLATION;
     const inBits = r.ia - 12;
     const aboveBits = (tbi ? 44 : 52) - inBits;
-    const masked = tbi ? vpn % 2 ** 44 : vpn;
-    const above = Math.floor(masked / (POW2[inBits] as number));
+    const masked = tbi ? vpn - Math.floor(vpn * (INV2[44] as number)) * TWO44 : vpn;
+    const above = Math.floor(masked * (INV2[inBits] as number));
     if (above !== (top ? (POW2[aboveBits] as number) - 1 : 0)) return W_TRANSLATION;
     const nested = ste.s2;
     const g = r.pgShift;
     const granule = POW2[g] as number;
     const outLimit = POW2[cd.outBits] as number;
-    const vin = masked % (POW2[inBits] as number);
+    const vin = masked - above * (POW2[inBits] as number);
     let table = r.ttb;
     let level = r.startLevel;
     let idxBits = r.ia - levelShift(g, level);
@@ -355,8 +372,7 @@ export class SmmuWalker {
     }
     for (;;) {
       this.level = level;
-      const div = POW2[levelShift(g, level) - 12] as number;
-      const index = Math.floor(vin / div) % (POW2[idxBits] as number);
+      const index = lowBits(Math.floor(vin * (INV2[levelShift(g, level) - 12] as number)), idxBits);
       let at = table + index * 8;
       if (nested) {
         const e = this.fetchIpa(ste, at, false);
@@ -427,8 +443,7 @@ export class SmmuWalker {
       if ((hi & PXN_HI) === 0 && !pxnT && !(user && writable) && !(cd.wxn && writable))
         perm |= P_PX;
       const shift = levelShift(g, level);
-      const pages = POW2[shift - 12] as number;
-      const gpfn = oa / 4096 + (vin % pages);
+      const gpfn = oa / 4096 + lowBits(vin, shift - 12);
       const size = shift + ((hi & CONT_HI) !== 0 ? contBits(g, level) : 0);
       this.global = (l & NG) === 0;
       this.ipaPfn = gpfn;
