@@ -45,6 +45,7 @@ import { EVT_ID, EVT_SIZE } from "../format/events.js";
 import { PRIQ_ENTRY, PRIQ_ENTRY_SIZE } from "../format/pri.js";
 import {
   CMDQ_CONS_ERR_ABT,
+  CMDQ_CONS_ERR_ATC_INV_SYNC,
   CMDQ_CONS_ERR_ILL,
   CMDQ_CONS_ERR_MASK,
   CMDQ_CONS_ERR_SHIFT,
@@ -217,8 +218,8 @@ const PLAIN_REGS = new Set<number>([
  * STRTAB_BASE(_CFG) and queue bases are latched when SMMUEN / the queue's enable goes 0 -> 1 and
  * writes while enabled are ignored; only valid STEs and CDs are cached; a stall that cannot be
  * recorded (event queue off or full, STALL_MAX reached) terminates with an abort instead; the
- * CMD_SYNC MSI is one 32-bit write of MSIData; an ATC_INV to a StreamID no device answers is
- * dropped; CMD_PREFETCH_CONFIG fetches the STE (and CD) into the caches, PREFETCH_ADDR does
+ * CMD_SYNC MSI is one 32-bit write of MSIData; an ATC_INV to a StreamID no device answers times
+ * out, and the next CMD_SYNC fails with CERROR_ATC_INV_SYNC; CMD_PREFETCH_CONFIG fetches the STE (and CD) into the caches, PREFETCH_ADDR does
  * nothing; RAZ/WI termination (CD.A = 0) is reported to the device as a fault (`code` F_*) since
  * the request interface has no "completed with zeros" answer.
  *
@@ -1215,6 +1216,13 @@ export class SmmuV3 implements IommuHardware, Mmio {
         this.commandFailed(CMDQ_CONS_ERR_ILL);
         break;
       }
+      // An ATC invalidation nobody completed fails the next CMD_SYNC, which CONS stays on
+      // (3.9.1.4); software acknowledges and the CMD_SYNC runs again.
+      if (this.atcInvFailed && ((w[0] as number) & 0xff) === CMDQ_OP.CMD_SYNC) {
+        this.atcInvFailed = false;
+        this.commandFailed(CMDQ_CONS_ERR_ATC_INV_SYNC);
+        break;
+      }
       this.execute(w);
       this.stats.commands++;
       done++;
@@ -1222,6 +1230,9 @@ export class SmmuV3 implements IommuHardware, Mmio {
     }
     return done;
   }
+
+  /** An ATC_INV went to a StreamID no device answers: the next CMD_SYNC reports it. */
+  private atcInvFailed = false;
 
   private commandFailed(code: number): void {
     this.stats.commandErrors++;
@@ -1315,7 +1326,9 @@ export class SmmuV3 implements IommuHardware, Mmio {
         const base = pages === 0 ? 0 : pfn - (pfn % pages);
         const global = ssv && (w0 & 0x200) !== 0;
         this.traceFlush("atc-inv", `sid=0x${w1.toString(16)} ssid=${ssv ? ssid : -1} size=${size}`);
-        this.ports.get(w1 >>> 0)?.atsInvalidate(ssv ? ssid : NO_PASID, base, pages, global);
+        const port = this.ports.get(w1 >>> 0);
+        if (port === undefined) this.atcInvFailed = true;
+        else port.atsInvalidate(ssv ? ssid : NO_PASID, base, pages, global);
         return;
       }
       case CMDQ_OP.PRI_RESP: {
