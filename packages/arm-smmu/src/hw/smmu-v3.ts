@@ -36,7 +36,17 @@ import { CD, CD_SIZE } from "../format/cd.js";
 import {
   ATC_INV_SIZE_ALL,
   CFGI_ALL_RANGE,
+  CMD_ATC_INV,
+  CMD_CFGI_CD,
+  CMD_CFGI_STE,
+  CMD_CFGI_STE_RANGE,
+  CMD_PRI_RESP,
+  CMD_RESUME,
+  CMD_SYNC,
   CMD_SYNC_CS_IRQ,
+  CMD_TLBI_NH_ASID,
+  CMD_TLBI_NH_VA,
+  CMD_TLBI_S2_IPA,
   CMDQ_OP,
   type CommandFeatures,
   commandError,
@@ -182,6 +192,33 @@ const PAGE = 4096;
 const TWO20 = 1048576;
 const TWO32 = 4294967296;
 
+// Command fields, from the command layouts: dword 0 is words 0-1, dword 1 words 2-3.
+const C_OP = fieldOf(CMD_CFGI_STE, "Opcode");
+const C_SSV = fieldOf(CMD_ATC_INV, "SSV");
+const C_SSID = fieldOf(CMD_CFGI_CD, "SubstreamID");
+const C_VMID = fieldOf(CMD_TLBI_NH_ASID, "VMID");
+const C_ASID = fieldOf(CMD_TLBI_NH_ASID, "ASID");
+const C_LEAF = fieldOf(CMD_CFGI_STE, "Leaf");
+const C_RANGE = fieldOf(CMD_CFGI_STE_RANGE, "Range");
+const C_NUM = fieldOf(CMD_TLBI_NH_VA, "NUM");
+const C_SCALE = fieldOf(CMD_TLBI_NH_VA, "SCALE");
+const C_TTL = fieldOf(CMD_TLBI_NH_VA, "TTL");
+const C_TG = fieldOf(CMD_TLBI_NH_VA, "TG");
+const C_IPA = fieldOf(CMD_TLBI_S2_IPA, "IPA");
+const C_ATC_GLOBAL = fieldOf(CMD_ATC_INV, "Global");
+const C_ATC_SIZE = fieldOf(CMD_ATC_INV, "Size");
+const C_PRGI = fieldOf(CMD_PRI_RESP, "PRGIndex");
+const C_RESP = fieldOf(CMD_PRI_RESP, "Resp");
+const C_AC = fieldOf(CMD_RESUME, "Ac");
+const C_STAG = fieldOf(CMD_RESUME, "STAG");
+const C_CS = fieldOf(CMD_SYNC, "CS");
+/** Bits of dword 1's high word that hold IPA[55:32]. */
+const IPA_HI_MASK = (2 ** (C_IPA.lsb + C_IPA.width - 96) - 1) >>> 0;
+/** The field of `w` (a word of the command) at `f`. */
+function cf(w: number, f: { shift: number; mask: number }): number {
+  return (w >>> f.shift) & f.mask;
+}
+
 const PRI_SSID_SHIFT = fieldOf(PRIQ_ENTRY, "SubstreamID").shift;
 const PRI_PRIV = fieldOf(PRIQ_ENTRY, "Priv").inPlace;
 const PRI_X = fieldOf(PRIQ_ENTRY, "X").inPlace;
@@ -229,6 +266,9 @@ export class SmmuV3 implements IommuHardware, Mmio {
   readonly name: string;
   readonly mem: PhysMemory;
   readonly features: SmmuFeatures;
+  /** Pages below 2^OAS, and below the widest stage-2 input (the checks on every request). */
+  private readonly oasPages: number;
+  private readonly s2InputPages: number;
   readonly cacheConfig: SmmuCacheConfig;
   readonly stats: SmmuV3Stats = {
     translations: 0,
@@ -317,6 +357,8 @@ export class SmmuV3 implements IommuHardware, Mmio {
     const features = resolveSmmuFeatures({ ...DEFAULT_SMMU_FEATURES, ...options.features });
     if (typeof features === "string") throw new RangeError(`SmmuV3 ${this.name}: ${features}`);
     this.features = features;
+    this.oasPages = 2 ** (features.oas - 12);
+    this.s2InputPages = 2 ** (Math.max(features.oas, features.ttf === 3 ? 40 : 0) - 12);
     const cache = resolveSmmuCacheConfig(options.cache ?? {});
     if (typeof cache === "string") throw new RangeError(`SmmuV3 ${this.name}: ${cache}`);
     this.cacheConfig = cache;
@@ -688,8 +730,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
       return this.report(EVT_ID.F_BAD_ATS_TREQ, live);
     if (config === STE_CFG_BYPASS) {
       if (ssid !== NO_SSID) return this.configError(EVT_ID.C_BAD_SUBSTREAMID, ats, live);
-      if (req.iovaPfn >= 2 ** (this.features.oas - 12))
-        return this.report(EVT_ID.F_ADDR_SIZE, live);
+      if (req.iovaPfn >= this.oasPages) return this.report(EVT_ID.F_ADDR_SIZE, live);
       return this.identity(req);
     }
     if (!ste.s1) {
@@ -733,7 +774,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
 
   /** An ATS Translated request allowed through: output = input, address checked against OAS. */
   private translatedPass(req: TranslationRequest): number {
-    if (req.iovaPfn >= 2 ** (this.features.oas - 12)) return SMMU_ABORT_SILENT;
+    if (req.iovaPfn >= this.oasPages) return SMMU_ABORT_SILENT;
     return this.identity(req);
   }
 
@@ -811,9 +852,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
     live: boolean,
   ): number {
     const ipn = req.iovaPfn;
-    const f = this.features;
-    const ias = Math.max(f.oas, f.ttf === 3 ? 40 : 0);
-    if (ipn >= 2 ** (ias - 12)) {
+    if (ipn >= this.s2InputPages) {
       if (req.at === AT_TRANSLATION_REQUEST) return this.atsNoAccess();
       return this.report(EVT_ID.F_ADDR_SIZE, live);
     }
@@ -1199,7 +1238,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
     const w = this.cmd;
     let done = 0;
     while (done < budget && !qEmpty(this.cmdqProd, this.cmdqCons, log2)) {
-      const idx = this.cmdqCons & (2 ** log2 - 1);
+      const idx = this.cmdqCons & ((1 << log2) - 1);
       const at = this.cmdqBase + idx * 16;
       mem.busError = false;
       w[0] = mem.read64(at);
@@ -1246,12 +1285,12 @@ export class SmmuV3 implements IommuHardware, Mmio {
     const w1 = w[1] as number;
     const w2 = w[2] as number;
     const w3 = w[3] as number;
-    const op = w0 & 0xff;
-    const ssid = (w0 >>> 12) & 0xfffff;
-    const ssv = (w0 & 0x800) !== 0;
-    const vmid = w1 & 0xffff;
-    const asid = w1 >>> 16;
-    const leaf = (w2 & 1) !== 0;
+    const op = cf(w0, C_OP);
+    const ssid = cf(w0, C_SSID);
+    const ssv = (w0 & C_SSV.inPlace) !== 0;
+    const vmid = cf(w1, C_VMID);
+    const asid = cf(w1, C_ASID);
+    const leaf = (w2 & C_LEAF.inPlace) !== 0;
     const cache = this.configCache;
     const tlb = this.tlb;
     const wc = this.walkCache;
@@ -1263,32 +1302,35 @@ export class SmmuV3 implements IommuHardware, Mmio {
         return;
       case CMDQ_OP.CFGI_STE:
         cache.cfgiSte(w1, leaf);
-        this.traceFlush("cfgi-ste", `sid=0x${w1.toString(16)} leaf=${leaf}`);
+        if (this.trace?.active)
+          this.traceFlush("cfgi-ste", `sid=0x${w1.toString(16)} leaf=${leaf}`);
         return;
       case CMDQ_OP.CFGI_STE_RANGE: {
-        const range = w2 & 31;
+        const range = cf(w2, C_RANGE);
         if (range === CFGI_ALL_RANGE) cache.cfgiAll();
         else cache.cfgiSteRange(w1, range);
-        this.traceFlush("cfgi-ste-range", `sid=0x${w1.toString(16)} range=${range}`);
+        if (this.trace?.active)
+          this.traceFlush("cfgi-ste-range", `sid=0x${w1.toString(16)} range=${range}`);
         return;
       }
       case CMDQ_OP.CFGI_CD:
         cache.cfgiCd(w1, ssid, leaf);
-        this.traceFlush("cfgi-cd", `sid=0x${w1.toString(16)} ssid=${ssid} leaf=${leaf}`);
+        if (this.trace?.active)
+          this.traceFlush("cfgi-cd", `sid=0x${w1.toString(16)} ssid=${ssid} leaf=${leaf}`);
         return;
       case CMDQ_OP.CFGI_CD_ALL:
         cache.cfgiCdAll(w1);
-        this.traceFlush("cfgi-cd-all", `sid=0x${w1.toString(16)}`);
+        if (this.trace?.active) this.traceFlush("cfgi-cd-all", `sid=0x${w1.toString(16)}`);
         return;
       case CMDQ_OP.TLBI_NH_ALL:
         tlb.invalidateNhAll(vmid);
         wc.invalidateNhAll(vmid);
-        this.traceFlush("tlbi-nh-all", `vmid=${vmid}`);
+        if (this.trace?.active) this.traceFlush("tlbi-nh-all", `vmid=${vmid}`);
         return;
       case CMDQ_OP.TLBI_NH_ASID:
         tlb.invalidateAsid(vmid, asid);
         wc.invalidateAsid(vmid, asid);
-        this.traceFlush("tlbi-nh-asid", `vmid=${vmid} asid=${asid}`);
+        if (this.trace?.active) this.traceFlush("tlbi-nh-asid", `vmid=${vmid} asid=${asid}`);
         return;
       case CMDQ_OP.TLBI_NH_VA:
       case CMDQ_OP.TLBI_NH_VAA:
@@ -1300,47 +1342,51 @@ export class SmmuV3 implements IommuHardware, Mmio {
       case CMDQ_OP.TLBI_EL2_ALL:
         tlb.invalidateEl2All();
         wc.invalidateEl2All();
-        this.traceFlush("tlbi-el2-all", "");
+        if (this.trace?.active) this.traceFlush("tlbi-el2-all", "");
         return;
       case CMDQ_OP.TLBI_EL2_ASID:
         tlb.invalidateEl2Asid(asid);
         wc.invalidateEl2Asid(asid);
-        this.traceFlush("tlbi-el2-asid", `asid=${asid}`);
+        if (this.trace?.active) this.traceFlush("tlbi-el2-asid", `asid=${asid}`);
         return;
       case CMDQ_OP.TLBI_S12_VMALL:
         tlb.invalidateVmid(vmid);
         wc.invalidateVmid(vmid);
-        this.traceFlush("tlbi-s12-vmall", `vmid=${vmid}`);
+        if (this.trace?.active) this.traceFlush("tlbi-s12-vmall", `vmid=${vmid}`);
         return;
       case CMDQ_OP.TLBI_NSNH_ALL:
         tlb.invalidateAll();
         wc.invalidateAll();
-        this.traceFlush("tlbi-nsnh-all", "");
+        if (this.trace?.active) this.traceFlush("tlbi-nsnh-all", "");
         return;
       case CMDQ_OP.ATC_INV: {
         // With SMMUEN = 0 the command is ignored (4.5.1).
         if (!this.enabled) return;
-        const size = w2 & 0x3f;
+        const size = cf(w2, C_ATC_SIZE);
         const pfn = w3 * TWO20 + (w2 >>> 12);
         const pages = size >= ATC_INV_SIZE_ALL ? 0 : 2 ** size;
         const base = pages === 0 ? 0 : pfn - (pfn % pages);
-        const global = ssv && (w0 & 0x200) !== 0;
-        this.traceFlush("atc-inv", `sid=0x${w1.toString(16)} ssid=${ssv ? ssid : -1} size=${size}`);
+        const global = ssv && (w0 & C_ATC_GLOBAL.inPlace) !== 0;
+        if (this.trace?.active)
+          this.traceFlush(
+            "atc-inv",
+            `sid=0x${w1.toString(16)} ssid=${ssv ? ssid : -1} size=${size}`,
+          );
         const port = this.ports.get(w1 >>> 0);
         if (port === undefined) this.atcInvFailed = true;
         else port.atsInvalidate(ssv ? ssid : NO_PASID, base, pages, global);
         return;
       }
       case CMDQ_OP.PRI_RESP: {
-        const prgi = w2 & 0x1ff;
-        const resp = (w2 >>> 12) & 3;
+        const prgi = cf(w2, C_PRGI);
+        const resp = cf(w2, C_RESP);
         const code =
           resp === 2 ? PRG_SUCCESS : resp === 1 ? PRG_INVALID_REQUEST : PRG_RESPONSE_FAILURE;
         this.respond(w1 >>> 0, ssv ? ssid : NO_PASID, prgi, code);
         return;
       }
       case CMDQ_OP.RESUME:
-        this.resumeStalled(w1 >>> 0, w2 & 0xffff, (w0 & 0x1000) !== 0);
+        this.resumeStalled(w1 >>> 0, cf(w2, C_STAG), (w0 & C_AC.inPlace) !== 0);
         return;
       case CMDQ_OP.STALL_TERM: {
         const set = this.stalled.get(w1 >>> 0);
@@ -1368,25 +1414,26 @@ export class SmmuV3 implements IommuHardware, Mmio {
     w2: number,
     w3: number,
   ): void {
-    const leaf = (w2 & 1) !== 0;
+    const leaf = (w2 & C_LEAF.inPlace) !== 0;
     let tg = 0;
     let ttl = 0;
     let pages = 1;
     if (this.features.ril) {
-      tg = (w2 >>> 10) & 3;
-      ttl = (w2 >>> 8) & 3;
+      tg = cf(w2, C_TG);
+      ttl = cf(w2, C_TTL);
       // Without DS (not modelled), TTL 1 with the 16K granule means "no level hint".
       if (tg === 2 && ttl === 1) ttl = 0;
       if (tg !== 0) {
-        const num = (w0 >>> 12) & 0x1f;
-        const scale = (w0 >>> 20) & 0x1f;
+        const num = cf(w0, C_NUM);
+        // SCALE[5] exists only with IDR5.DS.
+        const scale = cf(w0, C_SCALE) & 0x1f;
         const tgShift = 10 + 2 * tg;
         pages = (num + 1) * 2 ** scale * 2 ** (tgShift - 12);
       }
     }
     const tgShift = tg === 0 ? 0 : 10 + 2 * tg;
     // VA[63:12] (IPA[55:12] for S2_IPA): bits [31:12] of dword 1's low half and its high half.
-    const hi = op === CMDQ_OP.TLBI_S2_IPA ? w3 & 0xffffff : w3;
+    const hi = op === CMDQ_OP.TLBI_S2_IPA ? w3 & IPA_HI_MASK : w3;
     const vpn = hi * TWO20 + (w2 >>> 12);
     const tlb = this.tlb;
     const wc = this.walkCache;
@@ -1427,7 +1474,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
    */
   private sync(w0: number, w1: number, w2: number, w3: number): void {
     this.stats.syncs++;
-    const cs = (w0 >>> 12) & 3;
+    const cs = cf(w0, C_CS);
     if (cs !== CMD_SYNC_CS_IRQ) return;
     const addr = (w3 & 0xffffff) * TWO32 + ((w2 & ~3) >>> 0);
     if (addr !== 0 && this.features.msi) {
