@@ -1,14 +1,5 @@
-import { fc, test } from "@fast-check/vitest";
-import {
-  decode,
-  encode,
-  type Field,
-  getFieldBig,
-  hasReservedBits,
-  type Layout,
-  reservedBitsSet,
-  setField,
-} from "@iommu-sim/iommu-core/platform";
+import { decode, encode, hasReservedBits, type Layout } from "@iommu-sim/iommu-core/platform";
+import { describeLayouts } from "@iommu-sim/iommu-core/testing/layout";
 import { describe, expect, it } from "vitest";
 import {
   ATC_INV_SIZE_ALL,
@@ -36,38 +27,12 @@ import {
 } from "./commands.js";
 import { CMDQ_CONS_ERR_ILL, CMDQ_CONS_ERR_NONE } from "./registers.js";
 
-// Every layout round-trips random field values and flags each bit no field covers.
-function checkLayouts(layouts: readonly Layout[]): void {
-  for (const l of layouts) {
-    describe(l.name, () => {
-      const max = (f: Field) => (1n << BigInt(f.width)) - 1n;
-      const arb = fc.tuple(...l.fields.map((f) => fc.bigInt({ min: 0n, max: max(f) })));
-      test.prop([arb], { seed: 0x5eed, numRuns: 40 })("every field round-trips", (vals) => {
-        const w = new Uint32Array(l.words);
-        for (const [i, f] of l.fields.entries()) setField(f, w, vals[i] as bigint);
-        for (const [i, f] of l.fields.entries()) expect(getFieldBig(f, w)).toBe(vals[i]);
-        expect(hasReservedBits(l, w)).toBe(false);
-        expect([...encode(l, decode(l, w))]).toEqual([...w]);
-      });
-      it("flags exactly the bits no field covers as reserved", () => {
-        for (let b = 0; b < l.bits; b++) {
-          const w = new Uint32Array(l.words);
-          w[b >>> 5] = (1 << (b & 31)) >>> 0;
-          const covered = l.fields.some((f) => b >= f.lsb && b < f.lsb + f.width);
-          expect(hasReservedBits(l, w)).toBe(!covered);
-          expect(reservedBitsSet(l, w)).toEqual(covered ? [] : [b]);
-        }
-      });
-    });
-  }
-}
-
 const ALL_LAYOUTS: Layout[] = [];
 for (let op = 0; op < 256; op++) {
   const l = cmdLayout(op);
   if (l !== null && !ALL_LAYOUTS.includes(l)) ALL_LAYOUTS.push(l);
 }
-checkLayouts(ALL_LAYOUTS);
+describeLayouts(ALL_LAYOUTS);
 
 const FULL: CommandFeatures = {
   s1p: true,

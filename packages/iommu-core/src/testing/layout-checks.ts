@@ -2,7 +2,7 @@
 // field at random values (also at an offset inside a larger array), and the reserved-bit mask.
 
 import { fc } from "@fast-check/vitest";
-import { expect } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   decode,
   encode,
@@ -74,4 +74,18 @@ export function wordsOfQwords(...qw: bigint[]): Uint32Array {
     w[2 * i + 1] = Number((q >> 32n) & 0xffffffffn);
   });
   return w;
+}
+
+/**
+ * One `describe` per layout with the two checks every layout passes: a round trip of every field
+ * at random values (fixed seed) and the reserved-bit mask.
+ */
+export function describeLayouts(layouts: readonly Layout[], seed = 0x5eed, numRuns = 40): void {
+  for (const l of layouts) {
+    describe(l.name, () => {
+      it("round-trips every field, also at an offset", () =>
+        checkLayoutRoundTrip(l, seed, numRuns));
+      it("flags exactly the bits no field covers as reserved", () => checkLayoutReservedBits(l));
+    });
+  }
 }
