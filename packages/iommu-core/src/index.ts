@@ -178,5 +178,15 @@ export {
   iommuGetDomainForDevPasid,
   iommuReplaceDevicePasid,
 } from "./iommu/pasid.js";
+export {
+  RADIX_PGSIZE_BITMAP,
+  RADIX_PTE_ADDR_HI,
+  RADIX_PTE_ADDR_LO,
+  RADIX_PTE_PS,
+  type RadixFormat,
+  type RadixMapErrno,
+  RadixPgtable,
+  radixLevelIndex,
+} from "./iommu/radix-pgtable.js";
 export * from "./platform/index.js";
 export { type Mmio, mmioRead64, mmioWrite64 } from "./platform/mmio.js";

@@ -1,6 +1,7 @@
 // The VT-d second-stage paging entry (SS-PML5E, SS-PML4E, SS-PDPE, SS-PDE, SS-PTE): one 64-bit
 // layout for every level, with the walk arithmetic both VT-d table formats share.
 
+import { radixLevelIndex } from "@iommu-sim/iommu-core";
 import { defineLayout, type Field, fieldOf, type Layout } from "@iommu-sim/iommu-core/platform";
 
 /**
@@ -147,16 +148,11 @@ export function vtdLevelShift(level: number): number {
 }
 
 /**
- * Index of `iova` in a table at `level` (1..5): IOVA bits [shift + 8 : shift]. Exact for any
- * IOVA below 2^57 (the low three levels come from bits 12..38, the top two from 39..56, each an
- * int32), so a 5-level walk needs no BigInt.
+ * The table index of `iova` (exact below 2^57) at `level`: core's radix engine's.
  *
  * @kernel drivers/iommu/intel/iommu.h pfn_level_offset
  */
-export function vtdLevelIndex(iova: number, level: number): number {
-  if (level <= 3) return (((iova / 0x1000) & 0x7ff_ffff) >>> (9 * (level - 1))) & 511;
-  return (((iova / 549755813888) & 0x3ffff) >>> (9 * (level - 4))) & 511;
-}
+export const vtdLevelIndex = radixLevelIndex;
 
 /** Bytes a leaf at `level` maps (4 KiB, 2 MiB, 1 GiB), 0 above level 3. */
 export function vtdLeafSize(level: number): number {

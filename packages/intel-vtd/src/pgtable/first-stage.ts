@@ -1,7 +1,13 @@
 // The VT-d first-stage page table: x86-64 4-level (48-bit) or 5-level (57-bit) paging structures
 // as Linux's intel driver writes them for first-stage domains.
 
-import type { IommuFlushOps } from "@iommu-sim/iommu-core";
+import {
+  type IommuFlushOps,
+  RADIX_PTE_ADDR_HI,
+  RADIX_PTE_ADDR_LO,
+  RADIX_PTE_PS,
+  RadixPgtable,
+} from "@iommu-sim/iommu-core";
 import { bug, type FrameAllocator, type PhysMemory } from "@iommu-sim/iommu-core/platform";
 import {
   FS_PTE_A,
@@ -13,17 +19,15 @@ import {
   FS_PTE_RW,
   FS_PTE_US,
 } from "../format/first-stage-pte.js";
-import { SS_PTE_ADDR_HI, SS_PTE_ADDR_LO, SS_PTE_PS } from "../format/second-stage-pte.js";
-import { VTD_SUPERPAGES, VtdRadixPgtable } from "./second-stage.js";
+import { VTD_SUPERPAGES } from "./second-stage.js";
 
-// The engine takes PS and ADDR from the second-stage layout; the x86-64 entry has them at the
-// same bits, which this checks once at load.
+// The engine's PS and ADDR bits are the x86-64 entry's, which this checks once at load.
 if (
-  FS_PTE_PS !== SS_PTE_PS ||
-  FS_PTE_ADDR_LO !== SS_PTE_ADDR_LO ||
-  FS_PTE_ADDR_HI !== SS_PTE_ADDR_HI
+  FS_PTE_PS !== RADIX_PTE_PS ||
+  FS_PTE_ADDR_LO >>> 0 !== RADIX_PTE_ADDR_LO >>> 0 ||
+  FS_PTE_ADDR_HI !== RADIX_PTE_ADDR_HI
 ) {
-  bug("first-stage PS/ADDR differ from second-stage: VtdRadixPgtable cannot walk them");
+  bug("first-stage PS/ADDR differ from the radix engine's");
 }
 
 const P = FS_PTE_P | 0;
@@ -76,7 +80,7 @@ export interface VtdFsPgtableOptions {
  * @kernel drivers/iommu/generic_pt/fmt/x86_64.h
  * @kernel drivers/iommu/intel/iommu.c __domain_mapping
  */
-export class VtdFsPgtable extends VtdRadixPgtable {
+export class VtdFsPgtable extends RadixPgtable {
   /** Build an empty table; allocates the root frame (see `VtdFsPgtable.alloc` for ENOMEM). */
   constructor(options: VtdFsPgtableOptions) {
     const { mem, frames, levels, superpages, tlb } = options;

@@ -14,8 +14,6 @@ export {
   VTD_PGSIZE_BITMAP,
   VTD_SUPERPAGES,
   type VtdMapErrno,
-  type VtdRadixFormat,
-  VtdRadixPgtable,
   VtdSsPgtable,
   type VtdSsPgtableOptions,
 } from "./second-stage.js";
