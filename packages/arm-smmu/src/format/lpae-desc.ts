@@ -7,7 +7,7 @@
 // [49:48] are reserved (their LPA2 meaning, OA[51:50] with DS=1, is not modelled), so a walker
 // that finds them set reports an Address Size fault as the Arm ARM requires without DS.
 
-import { defineLayout, fieldOf, type Layout } from "@iommu-sim/iommu-core/platform";
+import { defineLayout, fieldOf, type Layout, wordMask } from "@iommu-sim/iommu-core/platform";
 
 const SPEC = "Arm ARM DDI0487 D8.3 (VMSAv8-64 descriptor formats); IHI0070 3.4";
 
@@ -141,12 +141,7 @@ export const LPAE_S2_BLOCK_DESC: Layout = defineLayout({
 
 /** Bits of `layout.field` in the word starting at bit `base` (0: low word, 32: high word). */
 function maskOf(layout: Layout, name: string, base: 0 | 32): number {
-  const f = fieldOf(layout, name);
-  let m = 0;
-  for (let b = Math.max(f.lsb, base); b < Math.min(f.lsb + f.width, base + 32); b++) {
-    m |= 1 << (b - base);
-  }
-  return m >>> 0;
+  return wordMask(fieldOf(layout, name), base / 32);
 }
 
 const S1B = LPAE_S1_BLOCK_DESC;

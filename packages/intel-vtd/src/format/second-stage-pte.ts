@@ -2,7 +2,7 @@
 // layout for every level, with the walk arithmetic both VT-d table formats share.
 
 import { radixLevelIndex } from "@iommu-sim/iommu-core";
-import { defineLayout, type Field, fieldOf, type Layout } from "@iommu-sim/iommu-core/platform";
+import { defineLayout, type Field, fieldOf, type Layout, wordMask } from "@iommu-sim/iommu-core/platform";
 
 /**
  * Second-stage paging entry. The layout is the union over the levels: which fields mean something
@@ -48,18 +48,8 @@ export const SS_PTE: Layout = defineLayout({
   ],
 });
 
-/**
- * The bits of `f` that fall in one 32-bit half of a 64-bit entry (`half` 0: bits 0-31, 1: bits
- * 32-63), in place, as a uint32.
- */
-export function pteHalfMask(f: Field, half: 0 | 1): number {
-  const base = 32 * half;
-  let m = 0;
-  for (let b = Math.max(f.lsb, base); b < Math.min(f.lsb + f.width, base + 32); b++) {
-    m |= 1 << (b - base);
-  }
-  return m >>> 0;
-}
+/** The bits of `f` in one 32-bit half of a 64-bit entry: core's `wordMask`. */
+export const pteHalfMask: (f: Field, half: 0 | 1) => number = wordMask;
 
 const R = pteHalfMask(fieldOf(SS_PTE, "R"), 0);
 const W = pteHalfMask(fieldOf(SS_PTE, "W"), 0);

@@ -16,10 +16,10 @@ import { PhysMemory } from "../platform/phys-memory.js";
 import { RecordingFlushOps } from "../testing/io-pgtable-conformance.js";
 import {
   MOCK_PGSIZE_BITMAP,
+  MOCK_PTE,
   MOCK_PTE_ADDR_HI,
   MOCK_PTE_ADDR_LO,
   MOCK_PTE_BAD,
-  MOCK_PTE_LAYOUT,
   MOCK_PTE_LEAF,
   MOCK_PTE_NONE,
   MOCK_PTE_NX,
@@ -96,10 +96,11 @@ describe("mock format layout", () => {
   it("reserves exactly the bits the field table leaves out", () => {
     expect(MOCK_PTE_RES_LO >>> 0).toBe(0x0000_0f60);
     expect(MOCK_PTE_RES_HI >>> 0).toBe(0xfff0_0000);
-    expect(Object.isFrozen(MOCK_PTE_LAYOUT)).toBe(true);
+    expect(Object.isFrozen(MOCK_PTE)).toBe(true);
     let bits = 0;
-    for (const f of MOCK_PTE_LAYOUT) bits += f.width;
+    for (const f of MOCK_PTE.fields) bits += f.width;
     expect(bits).toBe(46);
+    expect([...MOCK_PTE.reserved]).toEqual([MOCK_PTE_RES_LO >>> 0, MOCK_PTE_RES_HI >>> 0]);
   });
 
   it("decodes empty, table, leaf and malformed entries by level", () => {

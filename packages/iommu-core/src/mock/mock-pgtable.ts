@@ -36,65 +36,38 @@ import {
   radixLevelIndex,
 } from "../iommu/radix-pgtable.js";
 import { bug } from "../platform/bug.js";
+import { defineLayout, fieldOf, type Layout, wordMask } from "../platform/field-table.js";
 import type { FrameAllocator } from "../platform/frame-allocator.js";
 import type { PhysMemory } from "../platform/phys-memory.js";
 
-/** One field of the mock PTE: bits [lsb, lsb + width) of the 64-bit entry. */
-export interface MockPteField {
-  readonly name: "P" | "R" | "W" | "NX" | "PRIV" | "PS" | "ADDR";
-  readonly lsb: number;
-  readonly width: number;
-  readonly doc: string;
-}
-
 /** The mock PTE layout, declared once; every constant below is derived from it. */
-export const MOCK_PTE_LAYOUT: readonly MockPteField[] = Object.freeze([
-  Object.freeze({ name: "P", lsb: 0, width: 1, doc: "present" } as const),
-  Object.freeze({
-    name: "R",
-    lsb: 1,
-    width: 1,
-    doc: "reads allowed; set in table entries",
-  } as const),
-  Object.freeze({
-    name: "W",
-    lsb: 2,
-    width: 1,
-    doc: "writes allowed; set in table entries",
-  } as const),
-  Object.freeze({ name: "NX", lsb: 3, width: 1, doc: "instruction fetches forbidden" } as const),
-  Object.freeze({ name: "PRIV", lsb: 4, width: 1, doc: "privileged requests only" } as const),
-  Object.freeze({ name: "PS", lsb: 7, width: 1, doc: "leaf at level 2 or 3" } as const),
-  Object.freeze({ name: "ADDR", lsb: 12, width: 40, doc: "next table or page address" } as const),
-]);
-
-function field(name: MockPteField["name"]): MockPteField {
-  const f = MOCK_PTE_LAYOUT.find((x) => x.name === name);
-  if (f === undefined) bug(`mock PTE layout has no field ${name}`);
-  return f;
-}
-
-/** Mask of the bits of `f` that fall in the half starting at bit `base` (0: low, 32: high). */
-function halfMask(f: MockPteField, base: number): number {
-  let m = 0;
-  for (let b = Math.max(f.lsb, base); b < Math.min(f.lsb + f.width, base + 32); b++) {
-    m |= 1 << (b - base);
-  }
-  return m;
-}
+export const MOCK_PTE: Layout = defineLayout({
+  name: "mock-pte",
+  bits: 64,
+  spec: "iommu-sim mock IOMMU (mock-pgtable.ts)",
+  fields: [
+    { name: "P", lsb: 0, width: 1, doc: "present" },
+    { name: "R", lsb: 1, width: 1, doc: "reads allowed; set in table entries" },
+    { name: "W", lsb: 2, width: 1, doc: "writes allowed; set in table entries" },
+    { name: "NX", lsb: 3, width: 1, doc: "instruction fetches forbidden" },
+    { name: "PRIV", lsb: 4, width: 1, doc: "privileged requests only" },
+    { name: "PS", lsb: 7, width: 1, doc: "leaf at level 2 or 3" },
+    { name: "ADDR", lsb: 12, width: 40, addr: true, doc: "next table or page address" },
+  ],
+});
 
 // Code below uses the module-private names: optimised code reads an exported binding through its
 // cell, with a not-yet-initialised check, at every use, while a private const becomes an immediate.
-const PTE_P = halfMask(field("P"), 0);
-const PTE_R = halfMask(field("R"), 0);
-const PTE_W = halfMask(field("W"), 0);
-const PTE_NX = halfMask(field("NX"), 0);
-const PTE_PRIV = halfMask(field("PRIV"), 0);
-const PTE_PS = halfMask(field("PS"), 0);
-const PTE_ADDR_LO = halfMask(field("ADDR"), 0);
-const PTE_ADDR_HI = halfMask(field("ADDR"), 32);
-const PTE_RES_LO = ~layoutMask(0);
-const PTE_RES_HI = ~layoutMask(32);
+const PTE_P = wordMask(fieldOf(MOCK_PTE, "P"), 0);
+const PTE_R = wordMask(fieldOf(MOCK_PTE, "R"), 0);
+const PTE_W = wordMask(fieldOf(MOCK_PTE, "W"), 0);
+const PTE_NX = wordMask(fieldOf(MOCK_PTE, "NX"), 0);
+const PTE_PRIV = wordMask(fieldOf(MOCK_PTE, "PRIV"), 0);
+const PTE_PS = wordMask(fieldOf(MOCK_PTE, "PS"), 0);
+const PTE_ADDR_LO = wordMask(fieldOf(MOCK_PTE, "ADDR"), 0) | 0;
+const PTE_ADDR_HI = wordMask(fieldOf(MOCK_PTE, "ADDR"), 1);
+const PTE_RES_LO = (MOCK_PTE.reserved[0] as number) | 0;
+const PTE_RES_HI = (MOCK_PTE.reserved[1] as number) | 0;
 
 export const MOCK_PTE_P = PTE_P;
 export const MOCK_PTE_R = PTE_R;
@@ -110,12 +83,6 @@ export const MOCK_PTE_ADDR_HI = PTE_ADDR_HI;
 export const MOCK_PTE_RES_LO = PTE_RES_LO;
 /** Reserved bits of the high half (entry bits 52..63). */
 export const MOCK_PTE_RES_HI = PTE_RES_HI;
-
-function layoutMask(base: number): number {
-  let m = 0;
-  for (const f of MOCK_PTE_LAYOUT) m |= halfMask(f, base);
-  return m;
-}
 
 /** What a walker makes of an entry (`mockPteDecode`). */
 export const MOCK_PTE_NONE = 0;

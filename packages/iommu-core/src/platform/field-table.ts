@@ -130,6 +130,19 @@ export function defineLayout(spec: LayoutSpec): Layout {
   });
 }
 
+/**
+ * The bits of `f` that fall in 32-bit word `word` of its layout (for a 64-bit entry: 0 the low
+ * half, 1 the high half), in place, as a uint32: the mask hot paths test entry halves with.
+ */
+export function wordMask(f: Field, word: number): number {
+  const base = 32 * word;
+  let m = 0;
+  for (let b = Math.max(f.lsb, base); b < Math.min(f.lsb + f.width, base + 32); b++) {
+    m |= 1 << (b - base);
+  }
+  return m >>> 0;
+}
+
 /** The field `name` of `layout`; a missing name is a model bug. */
 export function fieldOf(layout: Layout, name: string): Field {
   const f = layout.field[name];

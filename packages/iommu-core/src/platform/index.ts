@@ -26,6 +26,7 @@ export {
   reservedBitsSet,
   setField,
   storeLayout,
+  wordMask,
 } from "./field-table.js";
 export { FrameAllocator, type FrameAllocatorOptions, MAX_ORDER } from "./frame-allocator.js";
 export {
