@@ -2,7 +2,13 @@
 // layout for every level, with the walk arithmetic both VT-d table formats share.
 
 import { radixLevelIndex } from "@iommu-sim/iommu-core";
-import { defineLayout, type Field, fieldOf, type Layout, wordMask } from "@iommu-sim/iommu-core/platform";
+import {
+  defineLayout,
+  type Field,
+  fieldOf,
+  type Layout,
+  wordMask,
+} from "@iommu-sim/iommu-core/platform";
 
 /**
  * Second-stage paging entry. The layout is the union over the levels: which fields mean something
