@@ -463,8 +463,8 @@ describe("device-TLB invalidation", () => {
     expect(fsts & (FSTS_ITE | FSTS_IQE)).toBe(FSTS_ITE);
     expect(m.unit.read32(VTD_REG.IQER + 4) & 0xffff).toBe(SID + 1);
     expect(events).toEqual(["fault"]);
-    // The wait after it has not run; IQH is past the timed-out descriptor.
-    expect(m.qi.head).toBe(32);
+    // The wait behind it was fetched and aborted: IQH is past it, its status was not written.
+    expect(m.qi.head).toBe(m.qi.tailOffset);
     expect(m.unit.queueStopped).toBe(true);
     m.unit.write32(VTD_REG.FSTS, FSTS_ITE);
     expect(m.unit.queueStopped).toBe(false);
@@ -472,6 +472,60 @@ describe("device-TLB invalidation", () => {
     // Still delivered to the connected port.
     expect(m.qi.submit([[T.DEV_TLB, { SID, ADDR: 0 }]])).toBe(true);
     expect(m.port.calls).toHaveLength(1);
+  });
+
+  // Spec 6.5.2.11 (quoted in the Linux ITE fix 20260306101516): "When a Device-TLB invalidation
+  // or PASID-based-Device-TLB invalidation time-out is detected, hardware must not complete any
+  // pending inv_wait_dsc commands." Linux's qi_check_fault marks every slot below IQH aborted and
+  // resubmits; a wait that completed after ITE was cleared would report a failed flush as done.
+  it("ITE aborts the pending wait: no status write, and clearing ITE does not complete it", () => {
+    const events: VtdInterruptSource[] = [];
+    const m = withPorts({ unit: { onInterrupt: (s) => events.push(s) } });
+    m.unit.write32(VTD_REG.IECTL, 0);
+    m.unit.disconnect(m.other);
+    const status = m.b.frame();
+    m.qi.put(T.DEV_TLB, { SID: SID + 1, ADDR: 0 });
+    m.qi.put(T.IOTLB, { G: 1 });
+    m.qi.put(T.WAIT, { SW: 1, IF: 1, SDATA: 2, SADDR: status });
+    const afterWait = m.qi.tailOffset;
+    m.qi.put(T.WAIT, { SW: 1, SDATA: 3, SADDR: status + 4 });
+    m.qi.commit();
+    expect(m.unit.read32(VTD_REG.FSTS) & FSTS_ITE).toBe(FSTS_ITE);
+    expect(m.qi.head).toBe(afterWait);
+    expect(m.mem.read32(status)).toBe(0);
+    expect(m.unit.read32(VTD_REG.ICS)).toBe(0);
+    m.unit.write32(VTD_REG.FSTS, FSTS_ITE);
+    // The aborted wait stays aborted; the queue resumes with the descriptor after it.
+    expect(m.mem.read32(status)).toBe(0);
+    expect(m.mem.read32(status + 4)).toBe(3);
+    expect(events).not.toContain("invalidation");
+  });
+
+  it("the abort reaches the pending wait even when a step budget ends at the timed-out descriptor", () => {
+    const m = withPorts({ unit: { autoProcessQueue: false } });
+    m.unit.disconnect(m.other);
+    const status = m.b.frame();
+    m.qi.put(T.DEV_TLB, { SID: SID + 1, ADDR: 0 });
+    m.qi.put(T.WAIT, { SW: 1, SDATA: 2, SADDR: status });
+    m.qi.commit();
+    expect(m.unit.processInvalidations(1)).toBe(2);
+    m.unit.write32(VTD_REG.FSTS, FSTS_ITE);
+    m.unit.processInvalidations();
+    expect(m.mem.read32(status)).toBe(0);
+    expect(m.qi.head).toBe(m.qi.tailOffset);
+  });
+
+  // IQERCD_REG.ITESID (Intel SoC register manuals): "If ITE field is Clear at the time of
+  // Invalidation Time-out error detection, hardware copies the Requester-id ... into this field."
+  it("ITESID keeps the requester of the first time-out while ITE is set", () => {
+    const m = withPorts();
+    m.unit.disconnect(m.other);
+    m.unit.disconnect(m.port);
+    m.qi.put(T.DEV_TLB, { SID: SID + 1, ADDR: 0 });
+    m.qi.put(T.DEV_TLB, { SID, ADDR: 0 });
+    m.qi.put(T.WAIT, { SW: 1, SDATA: 2, SADDR: m.b.frame() });
+    m.qi.commit();
+    expect(m.unit.read32(VTD_REG.IQER + 4) & 0xffff).toBe(SID + 1);
   });
 
   it("device-TLB descriptors on a unit without ECAP.DT are invalid types", () => {
@@ -560,6 +614,27 @@ describe("invalidation wait (type 5)", () => {
     m.unit.write32(VTD_REG.IECTL, 0);
     expect(m.qi.submit([[T.WAIT, { IF: 1 }]])).toBe(true);
     expect(m.events).toEqual(["invalidation"]);
+  });
+
+  // IECTL_REG.IP (VT-d register definition, e.g. Intel Core datasheet vol. 2 IECTL_REG): "If the
+  // IWC field in the Invalidation Completion Status register was already Set at the time of
+  // setting this field, it is not treated as a new interrupt condition." QEMU
+  // vtd_generate_completion_event skips the event the same way.
+  it("a wait with IF while ICS.IWC is still set raises no new completion event", () => {
+    const m = machine();
+    m.unit.write32(VTD_REG.IECTL, 0);
+    expect(m.qi.submit([[T.WAIT, { IF: 1 }]])).toBe(true);
+    expect(m.events).toEqual(["invalidation"]);
+    expect(m.qi.submit([[T.WAIT, { IF: 1 }]])).toBe(true);
+    expect(m.events).toEqual(["invalidation"]);
+    m.unit.write32(VTD_REG.IECTL, ECTL_IM);
+    expect(m.qi.submit([[T.WAIT, { IF: 1 }]])).toBe(true);
+    expect(m.unit.read32(VTD_REG.IECTL) >>> 0).toBe(ECTL_IM);
+    // Once software clears IWC, the next completion is a new condition again.
+    m.unit.write32(VTD_REG.ICS, 1);
+    m.unit.write32(VTD_REG.IECTL, 0);
+    expect(m.qi.submit([[T.WAIT, { IF: 1 }]])).toBe(true);
+    expect(m.events).toEqual(["invalidation", "invalidation"]);
   });
 
   it("clearing ICS.IWC while masked clears IP: unmasking later sends nothing", () => {

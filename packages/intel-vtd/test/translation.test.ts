@@ -563,6 +563,37 @@ describe("scalable mode", () => {
       expectFault(m, xlate(m.unit, SID, 0x1000, { pasid: 9, write: true }), VTD_FR.SM_NO_WRITE);
     });
 
+    // In nested translation the first-stage tables are guest-physical: setting an Accessed or
+    // Dirty flag is a write through the second stage. Linux's reason text for 0x77 is "Write
+    // permission error in first-level paging entry in Nested translation" (dmar.c
+    // dma_remap_sm_fault_reasons); the A/D update is the only write the unit makes to such an entry.
+    it("an A/D update of a first-stage entry the second stage maps read-only faults 0x77", () => {
+      const m = nested();
+      const iova = 0x1000;
+      m.b.fsMap(m.gfl, 4, iova, GPA);
+      m.b.ssMap(m.s2, 4, GPA, PA);
+      entry(m);
+      for (let gpa = 0x100_0000; gpa < 0x500_0000; gpa += 0x20_0000)
+        m.b.ssMap(m.s2, 4, gpa, gpa, 2, { R: 1 });
+      // A is clear in the root entry: the first update already needs a write.
+      expectFault(m, xlate(m.unit, SID, iova, { pasid: 9 }), VTD_FR.SM_FS_ENTRY_WRITE);
+      // With A set at every level a read needs no update; a write must still set D in the leaf.
+      const A = 0x20;
+      const D = 0x40;
+      for (let level = 4; level >= 1; level--) {
+        const at = m.b.entryAddr(m.gfl, 4, iova, level, (lo) => (lo & 1) !== 0);
+        m.mem.write32(at, (m.mem.read32(at) | A) >>> 0);
+      }
+      expect(xlate(m.unit, SID, iova, { pasid: 9 })).toMatchObject({ status: XLATE_OK, pa: PA });
+      expectFault(m, xlate(m.unit, SID, iova, { pasid: 9, write: true }), VTD_FR.SM_FS_ENTRY_WRITE);
+      const leaf = m.b.entryAddr(m.gfl, 4, iova, 1, (lo) => (lo & 1) !== 0);
+      m.mem.write32(leaf, (m.mem.read32(leaf) | D) >>> 0);
+      expect(xlate(m.unit, SID, iova, { pasid: 9, write: true })).toMatchObject({
+        status: XLATE_OK,
+        pa: PA,
+      });
+    });
+
     it("nested without ECAP.NEST is an invalid PASID entry (0x5B)", () => {
       const m = nested({ nest: false });
       entry(m);

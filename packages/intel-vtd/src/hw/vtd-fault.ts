@@ -9,6 +9,7 @@ import {
   W_ADDR_WIDTH,
   W_FETCH,
   W_HAW,
+  W_NESTED_WRITE,
   W_NON_CANONICAL,
   W_NOT_PRESENT,
   W_RESERVED,
@@ -40,6 +41,9 @@ export function walkFaultReason(
     }
   }
   if (w === W_NON_CANONICAL) return VTD_FR.SM_FS_NON_CANONICAL;
+  // A/D update of a first-stage entry the second stage maps read-only (the kernel's reason text
+  // for 0x77; no other write to a first-stage entry exists).
+  if (w === W_NESTED_WRITE) return VTD_FR.SM_FS_ENTRY_WRITE;
   if (w === W_ADDR_WIDTH) {
     // A first-stage table address (nested) beyond the second stage's reach.
     return walker.nestedFetch ? VTD_FR.SM_FS_ENTRY_ADDR_BEYOND_MGAW : VTD_FR.SM_ADDR_BEYOND_MGAW;

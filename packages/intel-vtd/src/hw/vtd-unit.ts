@@ -517,6 +517,9 @@ export class VtdUnit implements IommuHardware, Mmio {
         this.gsts |= GSTS_QIES;
         if (this.autoProcessQueue) this.processInvalidations();
       } else {
+        // IQH reads 0 whenever QIES is clear (IQH_REG: "Hardware resets this field to 0 whenever
+        // the queued invalidation is disabled"); QEMU and VirtualBox zero it on disable too.
+        this.iqh = 0;
         this.gsts &= ~GSTS_QIES;
       }
     }
@@ -1088,7 +1091,15 @@ export class VtdUnit implements IommuHardware, Mmio {
    * invalid descriptor (IQE set, IQH left on it) and while IQE or ITE is set. Returns the number of
    * descriptors processed.
    *
-   * @spec Intel VT-d Architecture Specification 6.5.2 (queued invalidation)
+   * A device-TLB invalidation that times out sets ITE, and "hardware must not complete any pending
+   * inv_wait_dsc" (spec 6.5.2.11, as quoted with Linux's qi_check_fault). Real hardware has fetched
+   * the wait behind the invalidation by the time the completion times out, so the model keeps
+   * fetching (past `budget` if need be) up to the next wait descriptor, consumes it without its
+   * status write or interrupt, and stops there with IQH past it: Linux then finds that wait's slot
+   * below IQH, marks it aborted and resubmits. Descriptors between the two are carried out.
+   *
+   * @spec Intel VT-d Architecture Specification 6.5.2 (queued invalidation), 6.5.2.11
+   * @kernel drivers/iommu/intel/dmar.c qi_check_fault
    */
   processInvalidations(budget = Number.POSITIVE_INFINITY): number {
     if ((this.gsts & GSTS_QIES) === 0 || (this.fstsIqe & (FSTS_IQE | FSTS_ITE)) !== 0) return 0;
@@ -1105,7 +1116,7 @@ export class VtdUnit implements IommuHardware, Mmio {
     }
     const base = this.iqaHi * TWO32 + ((this.iqaLo & 0xfffff000) >>> 0);
     let done = 0;
-    while (this.iqh !== this.iqt && done < budget) {
+    while (this.iqh !== this.iqt && (done < budget || (this.fstsIqe & FSTS_ITE) !== 0)) {
       if (this.iqh >= size) {
         this.iqh = 0;
         continue;
@@ -1123,6 +1134,15 @@ export class VtdUnit implements IommuHardware, Mmio {
         this.queueError(IQEI_FETCH);
         break;
       }
+      const timedOut = (this.fstsIqe & FSTS_ITE) !== 0;
+      if (timedOut && invDescType(d[0] as number) === INV_DESC_TYPE.WAIT) {
+        // The wait was pending behind the timed-out device-TLB invalidation: it is fetched
+        // (IQH moves past it) and aborted, with no status write and no interrupt.
+        this.stats.descriptors++;
+        done++;
+        this.iqh = (this.iqh + descSize) % size;
+        break;
+      }
       const err = this.execute(d, dw === 1);
       if (err !== 0) {
         this.queueError(err);
@@ -1131,7 +1151,6 @@ export class VtdUnit implements IommuHardware, Mmio {
       this.stats.descriptors++;
       done++;
       this.iqh = (this.iqh + descSize) % size;
-      if ((this.fstsIqe & FSTS_ITE) !== 0) break;
     }
     return done;
   }
@@ -1267,9 +1286,12 @@ export class VtdUnit implements IommuHardware, Mmio {
       this.mem.write32(addr, d[1] as number);
     }
     if ((lo & WAIT_IF) !== 0) {
-      this.ics = 1;
-      if ((this.iectl & ECTL_IM) !== 0) this.iectl |= ECTL_IP;
-      else this.interrupt("invalidation");
+      // A completion while ICS.IWC is still set is not a new interrupt condition (IECTL_REG.IP).
+      if (this.ics === 0) {
+        this.ics = 1;
+        if ((this.iectl & ECTL_IM) !== 0) this.iectl |= ECTL_IP;
+        else this.interrupt("invalidation");
+      }
     }
     return 0;
   }
@@ -1284,10 +1306,10 @@ export class VtdUnit implements IommuHardware, Mmio {
         `sid=0x${sid.toString(16)} pasid=${pasid} pfn=0x${this.span.pfn.toString(16)} pages=${pages}`,
       );
     if (port === undefined) {
-      // Nobody answers: the invalidation times out (ITE), and the queue stops.
+      // Nobody answers: the invalidation times out (ITE). ITESID keeps the first requester.
       const before = this.faults.fsts() | this.fstsIqe;
+      if ((this.fstsIqe & FSTS_ITE) === 0) this.iqerHi = (this.iqerHi & 0xffff0000) | sid;
       this.fstsIqe |= FSTS_ITE;
-      this.iqerHi = (this.iqerHi & 0xffff0000) | sid;
       this.faults.raiseEvent(before);
       return;
     }

@@ -43,6 +43,11 @@ export const W_ADDR_WIDTH = 4;
 export const W_NON_CANONICAL = 5;
 /** A table pointer or output address lies above the host address width. */
 export const W_HAW = 6;
+/**
+ * Nested: the first-stage entry needs its Accessed/Dirty flag set, but the second stage does not
+ * let the unit write the page that holds it.
+ */
+export const W_NESTED_WRITE = 7;
 
 /** Permission bits of a translation, as the IOTLB stores them. */
 export const P_READ = DMA_READ;
@@ -308,6 +313,8 @@ export class VtdWalker {
         perm = psc.permOf(i);
       }
     }
+    /** Nested: the second stage allows writes to the page of the current first-stage table. */
+    let tableWritable = true;
     for (let level = start; level >= 1; level--) {
       this.level = level;
       if (nested) {
@@ -329,6 +336,7 @@ export class VtdWalker {
           return w === W_OK ? W_NOT_PRESENT : w;
         }
         table = this.sPfn * 4096;
+        tableWritable = (this.sPerm & P_WRITE) !== 0;
       }
       const pages = PAGES[level] as number;
       const index = Math.floor(vpn / pages) % 512;
@@ -360,6 +368,15 @@ export class VtdWalker {
       if ((hi & FS_XD_HI) !== 0) perm &= ~P_EXEC;
       // A write the first stage refuses does not dirty the leaf.
       const dirties = write && ((perm & P_WRITE) !== 0 || supervisorWrite);
+      // Nested: setting A (or D) writes a guest-physical page, which the second stage must allow
+      // ("write permission error in first-level paging entry in Nested translation", 0x77).
+      if (!tableWritable && ((lo & FS_A) === 0 || (leaf && dirties && (lo & FS_D) === 0))) {
+        this.nestedFetch = true;
+        this.flLevel = level;
+        this.flRoot = level === levels;
+        this.stage = STAGE_SECOND;
+        return W_NESTED_WRITE;
+      }
       this.setFlags(at, lo, leaf, dirties, FS_A, FS_D);
       if (leaf && !dirties && (lo & FS_D) === 0) perm &= ~P_DIRTY;
       const addr = (hi & ADDR_HI) * TWO32 + ((lo & ADDR_LO) >>> 0);
