@@ -86,8 +86,8 @@ const EVENT_STATUS = FSTS_PFO | FSTS_PPF | FSTS_AFO | FSTS_APF | FSTS_IQE | FSTS
  * The unit owns the other FSTS bits (IQE, ICE, ITE): pass `otherStatus` so the "already set" rule
  * sees them, call `raiseEvent` when it sets one, and `updatePending` after software clears one.
  *
- * The index is reset to 0 when translation and interrupt remapping are both disabled; the unit
- * calls `resetIndex` then.
+ * The unit calls `resetIndex` when software disables translation (as QEMU does; interrupt
+ * remapping, which the spec also names, is not modelled).
  *
  * @spec Intel VT-d Architecture Specification 7.2.1 (primary fault logging), 7.3 (fault events), 10.4 FSTS_REG / FECTL_REG / FRCD
  * @kernel drivers/iommu/intel/dmar.c dmar_fault
@@ -267,7 +267,7 @@ export class FaultRecorder {
     return this.next;
   }
 
-  /** Reset the internal index to 0 (translation and interrupt remapping both disabled). */
+  /** Reset the internal index to 0 (translation disabled). */
   resetIndex(): void {
     this.next = 0;
   }

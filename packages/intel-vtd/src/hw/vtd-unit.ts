@@ -459,6 +459,8 @@ export class VtdUnit implements IommuHardware, Mmio {
       case VTD_REG.IQT + 4:
         return;
       case VTD_REG.IQA:
+        // Software must not move the queue while QI is on; this unit reads IQA afresh for every
+        // fetch (QEMU latches it at enable): both are within the spec.
         this.iqaLo = v & 0xfffff807;
         return;
       case VTD_REG.IQA + 4:
