@@ -78,7 +78,8 @@ describe("STE decode", () => {
     ["stage 2 on an SMMU without stage 2", S2, { s2p: false }],
     ["stage 1 on an SMMU without stage 1", S1, { s1p: false }],
     ["S1CDMax above SSIDSIZE", { ...S1, S1CDMax: 11 }, { ssidBits: 10 }],
-    ["S1DSS = 0b11", { ...S1, S1CDMax: 4, S1DSS: 3 }],
+    ["EATS = Full ATS with S2S = 1 on a stage 2 STE", { ...S2, EATS: 1, S2S: 1 }],
+    ["S2T0SZ below 64 - IAS (OAS 40: IAS 40)", { ...S2, S2T0SZ: 23 }, { oas: 40 }],
     ["2-level CD table without CD2L", { ...S1, S1CDMax: 4, S1Fmt: 2 }, { cd2l: false }],
     ["S1STALLD with a stall model other than 0b00", { ...S1, S1STALLD: 1 }, { stallModel: 1 }],
     ["STRW = 0b01", { ...S1, STRW: 1 }],
@@ -148,5 +149,64 @@ describe("CD decode", () => {
 
   it("IPS above OAS is capped to OAS", () => {
     expect(cd({ ...CD_OK, IPS: 6 }, { ...F, oas: 44 }).outBits).toBe(44);
+  });
+});
+
+// Rules from the spec review of the STE/CD validity checks: each names the section it follows.
+describe("STE validity: IGNORED and Reserved values are not ILLEGAL (IHI 0070 5.2, 5.2.2)", () => {
+  it("S1DSS = 0b11 is Reserved and behaves as 0b00 (terminate), not C_BAD_STE (5.2 S1DSS)", () => {
+    const s = ste({ ...S1, S1CDMax: 4, S1DSS: 3 });
+    expect(s.status).toBe(CFG_OK);
+    expect(s.s1Dss).toBe(0);
+  });
+
+  it("EATS = 0b11 without IDR3.DPT is Reserved and behaves as 0b00 (5.2 EATS)", () => {
+    const s = ste({ ...S1, EATS: 3 });
+    expect(s.status).toBe(CFG_OK);
+    expect(s.eats).toBe(0);
+  });
+
+  it("EATS is IGNORED without IDR0.ATS, even with checkReserved (5.2 EATS, 5.2.2)", () => {
+    const s = ste({ ...S1, EATS: 1 }, { ...F, ats: false, pri: false });
+    expect(s.status).toBe(CFG_OK);
+    expect(s.eats).toBe(0);
+  });
+
+  it("Full ATS with S2S = 1 is legal when stage 2 bypasses (5.2 EATS, SMMUv3.1)", () => {
+    expect(ste({ ...S1, EATS: 1, S2S: 1 }).status).toBe(CFG_OK);
+  });
+
+  it("S1CDMax is IGNORED with IDR1.SSIDSIZE = 0: one CD, no C_BAD_STE (5.2.2)", () => {
+    const s = ste({ ...S1, S1CDMax: 5, S1DSS: 0 }, { ...F, ssidBits: 0 });
+    expect(s.status).toBe(CFG_OK);
+    expect(s.s1CdMax).toBe(0);
+    expect(s.cdLimit).toBe(1);
+  });
+
+  it("S2VMID is IGNORED for an EL2 StreamWorld: a 16-bit value on an 8-bit-VMID SMMU is legal (5.2.2 IgnoreSTES2VMID)", () => {
+    const s = ste({ ...S1, STRW: 2, S2VMID: 0x1234 }, { ...F, vmidBits: 8 });
+    expect(s.status).toBe(CFG_OK);
+    expect(s.el2).toBe(true);
+    expect(ste({ ...S1, S2VMID: 0x1234 }, { ...F, vmidBits: 8 }).status).toBe(EVT_ID.C_BAD_STE);
+  });
+
+  it("STRW is unused without IDR0.Hyp: ILLEGAL only under the checkReserved choice (5.2.2 IgnoreSTESTRW)", () => {
+    const s = ste({ ...S1, STRW: 2 }, { ...F, hyp: false, checkReserved: false });
+    expect(s.status).toBe(CFG_OK);
+    expect(s.el2).toBe(false);
+  });
+
+  it("S2T0SZ 12 with the 64K granule is legal when IAS is 52, without IDR5.VAX (5.2 S2T0SZ)", () => {
+    const s = ste({ ...S2, S2TG: 1, S2T0SZ: 12, S2SL0: 2, S2PS: 6 }, { ...F, oas: 52, vax: false });
+    expect(s.status).toBe(CFG_OK);
+    expect(s.s2Range).toMatchObject({ ia: 52, pgShift: 16, startLevel: 1 });
+  });
+});
+
+describe("CD validity and the any-EL2 StreamWorld (IHI 0070 5.4)", () => {
+  it("PAN is IGNORED (effectively 0) for the any-EL2 StreamWorld (5.4 PAN)", () => {
+    const el2 = ste({ ...S1, STRW: 2 });
+    expect(cd({ ...CD_OK, PAN: 1 }, F, el2).pan).toBe(false);
+    expect(cd({ ...CD_OK, PAN: 1 }).pan).toBe(true);
   });
 });

@@ -22,9 +22,12 @@ import { EVT_ID } from "../format/events.js";
 import { ADDR_SIZE_BITS } from "../format/registers.js";
 import {
   EATS_ABT,
+  EATS_DPT,
+  EATS_S1CHK,
   EATS_TRANS,
   L1_STD,
   S1DSS_SSID0,
+  S1DSS_TERMINATE,
   S1FMT_4K_L2,
   S1FMT_64K_L2,
   STE,
@@ -302,9 +305,28 @@ function granuleOk(f: SmmuFeatures, g: number): boolean {
 let granuleList: SmmuFeatures["granules"] | null = null;
 let granuleMask = 0;
 
-/** Smallest and largest valid TxSZ for granule shift `g` (SMMUv3.1+ rule: outside is ILLEGAL). */
+/**
+ * Whether CD.TxSZ is in the valid range for granule shift `g` (SMMUv3.1+ rule: outside is
+ * ILLEGAL): at least 12 with IDR5.VAX and the 64K granule, else 16; at most 39, or 48/47 with STT.
+ *
+ * @spec Arm SMMUv3 (IHI 0070) 5.4 (T0SZ), 5.4.2 CDTxSZInvalid
+ */
 function txszOk(f: SmmuFeatures, g: number, tsz: number): boolean {
   const min = f.vax && g === 16 ? 12 : 16;
+  const max = f.stt ? (g === 16 ? 47 : 48) : 39;
+  return tsz >= min && tsz <= max;
+}
+
+/**
+ * Whether STE.S2T0SZ is in the valid range: the minimum is MAX(16, 64 - IAS) for 4K/16K and
+ * MAX(12, 64 - IAS) for 64K (IDR5.VAX plays no part at stage 2, IAS does), the maximum as for CDs.
+ * IAS is OAS, or MAX(40, OAS) when AArch32 tables are implemented (IDR0.TTF[0]).
+ *
+ * @spec Arm SMMUv3 (IHI 0070) 5.2 (S2T0SZ), 5.2.2 STES2T0SZInvalid, 3.4 (IAS)
+ */
+function s2TxszOk(f: SmmuFeatures, g: number, tsz: number): boolean {
+  const ias = f.ttf === 3 ? Math.max(40, f.oas) : f.oas;
+  const min = Math.max(g === 16 ? 12 : 16, 64 - ias);
   const max = f.stt ? (g === 16 ? 47 : 48) : 39;
   return tsz >= min && tsz <= max;
 }
@@ -406,27 +428,29 @@ export function decodeSteWords(w: Uint32Array, f: SmmuFeatures, out: SmmuSteConf
   if ((s1 && !f.s1p) || (s2 && !f.s2p)) return bad(out);
   out.s1 = s1;
   out.s2 = s2;
-  const eats = get(w, S_EATS);
-  if (!f.ats && eats !== 0 && f.checkReserved) return bad(out);
-  out.eats = f.ats ? eats : EATS_ABT;
-  // Split-stage ATS is not implemented (IDR0.NS1ATS = 1) and DPT is absent.
-  if (out.eats !== EATS_ABT && out.eats !== EATS_TRANS) return bad(out);
+  // EATS is IGNORED without IDR0.ATS (5.2.2 checks it only when ATS is implemented).
+  const eats = f.ats ? get(w, S_EATS) : EATS_ABT;
+  // Split-stage ATS is ILLEGAL with IDR0.NS1ATS = 1 (this model); 0b11 (DPT checks) is Reserved
+  // without IDR3.DPT and behaves as 0b00.
+  if (eats === EATS_S1CHK) return bad(out);
+  out.eats = eats === EATS_DPT ? EATS_ABT : eats;
   out.privCfg = f.attrPermsOvr ? get(w, S_PRIVCFG) : 0;
   out.instCfg = f.attrPermsOvr ? get(w, S_INSTCFG) : 0;
-  out.vmid = get(w, S_VMID);
-  if (f.vmidBits === 8 && out.vmid > 0xff) return bad(out);
+  out.vmid = f.s2p ? get(w, S_VMID) : 0;
   out.el2 = false;
   out.e2h = false;
   if (s1) {
     out.s1Fmt = get(w, S_S1FMT);
     out.s1ContextPtr = addr(w, S_S1CTX);
-    out.s1CdMax = get(w, S_S1CDMAX);
+    // With IDR1.SSIDSIZE = 0, S1CDMax (and so S1Fmt, S1DSS) is IGNORED: one CD, no substreams.
+    out.s1CdMax = f.ssidBits === 0 ? 0 : get(w, S_S1CDMAX);
     out.cdLimit = POW2[out.s1CdMax] as number;
-    out.s1Dss = get(w, S_S1DSS);
+    // S1DSS 0b11 is Reserved and behaves as 0b00 (terminate); it is not an ILLEGAL value.
+    const dss = get(w, S_S1DSS);
+    out.s1Dss = dss === 3 ? S1DSS_TERMINATE : dss;
     out.s1StallD = get(w, S_S1STALLD) !== 0;
     if (out.s1CdMax > f.ssidBits) return bad(out);
     if (out.s1CdMax > 0) {
-      if (out.s1Dss === 3) return bad(out);
       if ((out.s1Fmt === S1FMT_4K_L2 || out.s1Fmt === S1FMT_64K_L2) && !f.cd2l) return bad(out);
       if (out.s1Fmt === 3) out.s1Fmt = 0;
     } else {
@@ -435,18 +459,26 @@ export function decodeSteWords(w: Uint32Array, f: SmmuFeatures, out: SmmuSteConf
     if (out.s1StallD && f.stallModel !== 0) return bad(out);
     if (!s2) {
       const strw = get(w, S_STRW);
-      if ((strw & 1) !== 0 || (strw === STRW_EL2 && !f.hyp)) return bad(out);
-      out.el2 = strw === STRW_EL2;
+      if (f.hyp) {
+        if ((strw & 1) !== 0) return bad(out);
+        out.el2 = strw === STRW_EL2;
+      } else if (strw !== 0 && f.checkReserved) {
+        // STRW is RES0 without IDR0.Hyp (5.2.2 IgnoreSTESTRW): ILLEGAL only by our RES0 choice.
+        return bad(out);
+      }
       if (out.s1ContextPtr >= (POW2[f.oas] as number)) return bad(out);
     }
   }
+  // S2VMID is IGNORED for a StreamWorld other than NS-EL1 (5.2.2 IgnoreSTES2VMID).
+  if (out.el2) out.vmid = 0;
+  else if (f.vmidBits === 8 && out.vmid > 0xff) return bad(out);
   if (s2) {
     const r = out.s2Range;
     const g = tg0PageShift(get(w, S_TG));
     if (g === 0 || !granuleOk(f, g)) return bad(out);
     if (get(w, S_AA64) === 0 || get(w, S_ENDI) !== 0) return bad(out);
     const tsz = get(w, S_T0SZ);
-    if (!txszOk(f, g, tsz)) return bad(out);
+    if (!s2TxszOk(f, g, tsz)) return bad(out);
     const psBits = ADDR_SIZE_BITS[get(w, S_PS)] as number;
     out.s2OutBits = Math.min(psBits === 56 ? 52 : psBits, f.oas);
     // 4K and 16K tables hold 48-bit addresses (no DS).
@@ -478,6 +510,9 @@ export function decodeSteWords(w: Uint32Array, f: SmmuFeatures, out: SmmuSteConf
     out.s2S = get(w, S_S2S) !== 0;
     out.s2R = get(w, S_S2R) !== 0;
     if ((out.s2S && f.stallModel === 1) || (!out.s2S && f.stallModel === 2)) return bad(out);
+    // Full ATS through a stalling stage 2 is ILLEGAL (SMMUv3.1 and later; SMMUv3.0 may also
+    // check it with stage 2 bypassed, which this model does not).
+    if (out.eats === EATS_TRANS && out.s2S) return bad(out);
   }
   return out;
 }
@@ -507,7 +542,8 @@ export const NO_SSID = -1;
  * Select, locate and decode the CD a request with `ssid` (or NO_SSID) uses under the stage 1 STE
  * `ste`, into `out`. For nested STEs the L1CD and CD addresses are IPAs fetched through `port`.
  *
- * @spec Arm SMMUv3 (IHI 0070) 5.2 (S1DSS, S1CDMax, S1Fmt), 5.3 (L1CD), 5.4 (CD ILLEGAL), 5.5
+ * @spec Arm SMMUv3 (IHI 0070) 5.2 (S1DSS, S1CDMax, S1Fmt), 5.3 (L1CD), 5.4 (CD ILLEGAL), 5.5,
+ *   3.4.3 (out-of-range L1CD.L2Ptr)
  */
 export function decodeCd(
   mem: PhysMemory,
@@ -550,6 +586,9 @@ export function decodeCd(
     }
     if (get(scratch, L1C_V) === 0) return status(out, EVT_ID.C_BAD_SUBSTREAMID);
     const l2 = addr(scratch, L1C_PTR);
+    // An L2Ptr PA beyond the OAS is C_BAD_SUBSTREAMID (3.4.3, SMMUv3.1 and later); an IPA one goes
+    // to stage 2 untruncated and faults there (one of the permitted behaviours).
+    if (!ste.s2 && l2 >= (POW2[f.oas] as number)) return status(out, EVT_ID.C_BAD_SUBSTREAMID);
     if (
       f.checkReserved &&
       (hasReservedBits(L1_CD, scratch) || (leaf === CD_L2_ENTRIES_64K && l2 % 65536 !== 0))
@@ -623,7 +662,8 @@ export function decodeCdWords(
   out.aset = get(w, C_ASET) !== 0;
   out.affd = get(w, C_AFFD) !== 0;
   out.wxn = get(w, C_WXN) !== 0;
-  out.pan = get(w, C_PAN) !== 0;
+  // PAN is IGNORED (effectively 0) for the any-EL2 StreamWorld.
+  out.pan = !el2 && get(w, C_PAN) !== 0;
   out.tbi0 = get(w, C_TBI0) !== 0;
   out.tbi1 = !el2 && get(w, C_TBI1) !== 0;
   out.oneRange = el2;

@@ -14,6 +14,7 @@ import {
 import { decode } from "@iommu-sim/iommu-core/platform";
 import { describe, expect, it } from "vitest";
 import { SmmuTestMachine, smmuTestMachine } from "../../test/table-builder.js";
+import { L1_CD } from "../format/cd.js";
 import { CMDQ_OP } from "../format/commands.js";
 import { EVT_ID } from "../format/events.js";
 import {
@@ -1046,5 +1047,119 @@ describe("fuzz", () => {
       if (i % 97 === 0) m.events();
     }
     expect(m.smmu.stats.translations).toBeGreaterThan(0);
+  });
+});
+
+// Rules from the spec review of address-size checks and the any-EL2 permission model.
+describe("address sizes outside translation (IHI 0070 3.4, 3.4.3)", () => {
+  it("SMMUEN = 0 bypass: an input beyond the OAS aborts and records nothing (3.4)", () => {
+    const m = smmuTestMachine({ noEnable: true, features: { oas: 40 } });
+    ok(m.dma(3, -1, 2 ** 40 - 4096), 2 ** 40 - 4096);
+    const r = m.dma(3, -1, 2 ** 40);
+    expect(r.status).toBe(XLATE_FAULT);
+    expect(r.code).toBe(SMMU_ABORT_SILENT);
+    expect(m.events()).toEqual([]);
+  });
+
+  it("S1DSS = bypass on a stage 1 only STE: an input beyond the IAS is a stage 1 F_ADDR_SIZE (3.4)", () => {
+    const m = smmuTestMachine({ features: { oas: 40 } });
+    const cdt = m.b.cdTable(4);
+    m.b.setSte(m.st, 4, { Config: 5, S1ContextPtr: cdt.ptr, S1CDMax: 4, S1DSS: 1 });
+    ok(m.dma(4, -1, 0x1234_5000), 0x1234_5000);
+    const r = m.dma(4, -1, 2 ** 41);
+    expect(r.code).toBe(EVT_ID.F_ADDR_SIZE);
+    expect(m.events()[0]?.fields).toMatchObject({
+      EventType: EVT_ID.F_ADDR_SIZE,
+      S2: 0,
+      InputAddr: 2n ** 41n,
+    });
+  });
+
+  it("an L1CD.L2Ptr beyond the OAS (stage 1 only) is C_BAD_SUBSTREAMID (3.4.3, SMMUv3.1)", () => {
+    const m = smmuTestMachine({ features: { oas: 40 } });
+    const cdt = m.b.cdTable(12, 1);
+    m.b.write(L1_CD, cdt.ptr, { V: 1, L2Ptr: 2 ** 41 });
+    m.b.setSte(m.st, 4, { Config: 5, S1ContextPtr: cdt.ptr, S1CDMax: 12, S1Fmt: 1 });
+    expect(m.dma(4, 5, VA).code).toBe(EVT_ID.C_BAD_SUBSTREAMID);
+    expect(m.events()[0]?.fields.EventType).toBe(EVT_ID.C_BAD_SUBSTREAMID);
+  });
+});
+
+describe("the any-EL2 StreamWorld permission model (IHI 0070 5.4 UWXN/PAN/HAD0; Arm ARM one-EL regimes)", () => {
+  function el2(m: SmmuTestMachine) {
+    const pt = m.b.lpae(1, 12, 48);
+    const cdt = m.b.cdTable(0);
+    m.b.setCd(cdt, 0, m.b.s1CdFields(pt, 0, { PAN: 1 }));
+    m.b.setSte(m.st, 4, { Config: 5, S1ContextPtr: cdt.ptr, STRW: 2 });
+    return pt;
+  }
+
+  it("every access is privileged: AP[1] = 0 does not refuse an unprivileged request, PAN is ignored", () => {
+    const m = smmuTestMachine();
+    const pt = el2(m);
+    pt.map(VA, PA, 3, { ap: 0 });
+    pt.map(VA + 4096, PA, 3, { ap: 1 });
+    ok(m.dma(4, -1, VA, DMA_READ), PA);
+    ok(m.dma(4, -1, VA, DMA_WRITE), PA);
+    ok(m.dma(4, -1, VA + 4096, DMA_READ, { priv: true }), PA);
+    expect(m.events()).toEqual([]);
+  });
+
+  it("bit 54 is XN for every access and writable pages have no implicit PXN", () => {
+    const m = smmuTestMachine();
+    const pt = el2(m);
+    pt.map(VA, PA, 3, { ap: 1 });
+    pt.map(VA + 4096, PA, 3, { ap: 0, uxn: true });
+    ok(m.dma(4, -1, VA, DMA_READ | DMA_EXEC, { priv: true }), PA);
+    ok(m.dma(4, -1, VA, DMA_READ | DMA_EXEC), PA);
+    expect(m.dma(4, -1, VA + 4096, DMA_READ | DMA_EXEC, { priv: true }).code).toBe(
+      EVT_ID.F_PERMISSION,
+    );
+    expect(m.dma(4, -1, VA + 4096, DMA_READ | DMA_EXEC).code).toBe(EVT_ID.F_PERMISSION);
+  });
+});
+
+describe("dirty state is set only for a write nothing else refuses (IHI 0070 3.13.3.1)", () => {
+  it("an unprivileged write to a privileged-only writable-clean page faults and leaves it clean", () => {
+    const m = smmuTestMachine();
+    const { pt } = s1(m, 1, { cd: { HA: 1, HD: 1 } });
+    const at = pt.map(VA, PA, 3, { ap: 2, dbm: true });
+    expect(m.dma(1, -1, VA, DMA_WRITE).code).toBe(EVT_ID.F_PERMISSION);
+    expect(m.mem.read32(at) & 0x80).toBe(0x80);
+    ok(m.dma(1, -1, VA, DMA_WRITE, { priv: true }), PA);
+    expect(m.mem.read32(at) & 0x80).toBe(0);
+  });
+
+  it("a privileged write refused by PAN leaves the page clean", () => {
+    const m = smmuTestMachine();
+    const { pt } = s1(m, 1, { cd: { HA: 1, HD: 1, PAN: 1 } });
+    const at = pt.map(VA, PA, 3, { ap: 3, dbm: true });
+    expect(m.dma(1, -1, VA, DMA_WRITE, { priv: true }).code).toBe(EVT_ID.F_PERMISSION);
+    expect(m.mem.read32(at) & 0x80).toBe(0x80);
+  });
+
+  it("nested: a write stage 1 refuses does not dirty the stage 2 descriptor", () => {
+    const m = smmuTestMachine();
+    const { s1pt, s2pt } = nested(m, 7, 9, 5);
+    m.b.setSte(m.st, 7, { ...m.b.read(STE_LAYOUT, m.b.steAddr(m.st, 7)), S2HA: 1, S2HD: 1 });
+    const s2at = s2pt.map(0x2000_0000, PA, 3, { s2ap: 1, dbm: true });
+    s1pt.map(VA, 0x2000_0000, 3, { ap: 3 });
+    expect(m.dma(7, -1, VA, DMA_WRITE).code).toBe(EVT_ID.F_PERMISSION);
+    expect(m.events()[0]?.fields).toMatchObject({ S2: 0 });
+    expect(m.mem.read32(s2at) & 0x80).toBe(0);
+  });
+});
+
+describe("which stage a permission fault reports (Arm ARM: stage 1 checks before stage 2 translates the output)", () => {
+  it("a write both stages refuse is a stage 1 F_PERMISSION (S2 = 0); one only stage 2 refuses is S2 = 1", () => {
+    const m = smmuTestMachine();
+    const { s1pt, s2pt } = nested(m, 7, 9, 5);
+    s2pt.map(0x2000_0000, PA, 3, { s2ap: 1 });
+    s1pt.map(VA, 0x2000_0000, 3, { ap: 3 });
+    s1pt.map(VA + 4096, 0x2000_0000, 3, { ap: 1 });
+    expect(m.dma(7, -1, VA, DMA_WRITE).code).toBe(EVT_ID.F_PERMISSION);
+    expect(m.events()[0]?.fields).toMatchObject({ S2: 0, CLASS: 2 });
+    expect(m.dma(7, -1, VA + 4096, DMA_WRITE).code).toBe(EVT_ID.F_PERMISSION);
+    expect(m.events()[0]?.fields).toMatchObject({ S2: 1, CLASS: 2, IPA: 0x2000_0000 });
   });
 });

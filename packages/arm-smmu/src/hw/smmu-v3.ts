@@ -121,6 +121,9 @@ import {
   P_ALL,
   P_PX,
   P_R,
+  P_S1PX,
+  P_S1W,
+  P_S1X,
   P_S2R,
   P_S2W,
   P_S2X,
@@ -704,6 +707,8 @@ export class SmmuV3 implements IommuHardware, Mmio {
       if (at === AT_TRANSLATION_REQUEST) return this.report(EVT_ID.F_BAD_ATS_TREQ, live);
       if (at === AT_TRANSLATED) return this.report(EVT_ID.F_TRANSL_FORBIDDEN, live);
       if ((this.gbpa & GBPA_ABORT) !== 0) return SMMU_ABORT_SILENT;
+      // Bypass with SMMUEN = 0: an address beyond the OAS aborts, and no event is recorded (3.4).
+      if (req.iovaPfn >= this.oasPages) return SMMU_ABORT_SILENT;
       return this.identity(req);
     }
     const sid = req.sid >>> 0;
@@ -759,13 +764,17 @@ export class SmmuV3 implements IommuHardware, Mmio {
     }
     if (cd.bypass) {
       if (!ste.s2) {
-        if (at === AT_TRANSLATION_REQUEST) {
-          // S1DSS bypass on a stage 1 only STE: identity, read and write, unprivileged off.
-          this.identity(req);
-          this.rPerm = P_R | P_W;
-          return 0;
+        // Stage 1 bypassed as with Config 0b1x0 (3.4): an input beyond the IAS is a stage 1
+        // F_ADDR_SIZE, then the IPA goes out as the PA, truncated to the OAS.
+        if (req.iovaPfn >= this.s2InputPages) {
+          if (at === AT_TRANSLATION_REQUEST) return this.atsNoAccess();
+          return this.report(EVT_ID.F_ADDR_SIZE, live);
         }
-        return this.identity(req);
+        this.identity(req);
+        this.rPfn = req.iovaPfn % this.oasPages;
+        // An ATS translation request: read and write, unprivileged off.
+        if (at === AT_TRANSLATION_REQUEST) this.rPerm = P_R | P_W;
+        return 0;
       }
       return this.stage2Only(req, ste, out, live);
     }
@@ -952,6 +961,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
     const walker = this.walker;
     walker.vmid = vmid;
     walker.asid = asid;
+    walker.priv = ste.privCfg === 2 ? false : ste.privCfg === 3 ? true : req.privileged;
     const w = walker.walkStage1(ste, cd, vpn, write);
     if (w !== W_OK) {
       if (req.at === AT_TRANSLATION_REQUEST && w !== W_EABT) return this.atsNoAccess();
@@ -1014,24 +1024,27 @@ export class SmmuV3 implements IommuHardware, Mmio {
     }
     const write = (req.access & DMA_WRITE) !== 0;
     const read = (req.access & DMA_READ) !== 0 || exec;
-    // Stage 2 first: its bits say whether the missing right is stage 2's.
+    // Stage 1 first: its permission fault is raised before stage 2 translates the output address
+    // (Arm ARM stage 1 then stage 2), so a right both stages refuse is a stage 1 fault.
     let s2 = false;
     let ok = true;
-    if (
-      (read && (perm & P_S2R) === 0) ||
-      (write && (perm & P_S2W) === 0) ||
-      (exec && (perm & P_S2X) === 0)
-    ) {
-      s2 = true;
-      ok = false;
-    } else if (priv) {
-      if ((write && (perm & P_W) === 0) || (exec && (perm & P_PX) === 0)) ok = false;
+    if (priv) {
+      if ((write && (perm & P_S1W) === 0) || (exec && (perm & P_S1PX) === 0)) ok = false;
       else if (cd?.pan && !exec && (perm & P_U) !== 0) ok = false;
     } else if (
       (perm & P_U) === 0 ||
-      (write && (perm & P_W) === 0) ||
-      (exec && (perm & P_X) === 0)
+      (write && (perm & P_S1W) === 0) ||
+      (exec && (perm & P_S1X) === 0)
     ) {
+      ok = false;
+    }
+    if (
+      ok &&
+      ((read && (perm & P_S2R) === 0) ||
+        (write && (perm & P_S2W) === 0) ||
+        (exec && (perm & P_S2X) === 0))
+    ) {
+      s2 = true;
       ok = false;
     }
     if (ok) return 0;

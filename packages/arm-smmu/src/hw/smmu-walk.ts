@@ -62,8 +62,16 @@ export const P_PX = 0x10000;
 export const P_S2R = 0x200;
 export const P_S2W = 0x400;
 export const P_S2X = 0x800;
+/**
+ * What stage 1 alone grants (all set for stage 2 only): write, unprivileged execute, privileged
+ * execute. A stage 1 permission fault is found before stage 2 translates the output address, so
+ * it wins over a stage 2 one, and telling them apart needs stage 1's own rights.
+ */
+export const P_S1W = 0x1000;
+export const P_S1X = 0x2000;
+export const P_S1PX = 0x4000;
 /** Every permission of a bypassed stage. */
-export const P_ALL = P_R | P_W | P_X | P_U | P_PX | P_S2R | P_S2W | P_S2X;
+export const P_ALL = P_R | P_W | P_X | P_U | P_PX | P_S2R | P_S2W | P_S2X | P_S1W | P_S1X | P_S1PX;
 
 /** Stages. */
 export const STAGE_1 = 1;
@@ -156,6 +164,11 @@ export class SmmuWalker {
   /** Walk-cache tags of the current translation: VMID (or SMMU_VMID_EL2) and ASID. */
   vmid = 0;
   asid = 0;
+  /**
+   * The request's effective privilege (after STE.PRIVCFG), set before a stage 1 walk: a write may
+   * set the dirty state only where nothing but AP[2] / S2AP[1] refuses it (3.13.3.1).
+   */
+  priv = false;
 
   private readonly mem: PhysMemory;
   // Stage 2 results, kept apart for nested walks.
@@ -297,7 +310,7 @@ export class SmmuWalker {
         this.sFetch = at;
         return W_EABT;
       }
-      let perm = P_U | P_S2R | P_S2W | P_S2X | P_R | P_W | P_X | P_PX;
+      let perm = P_ALL;
       if ((l & S2_R) === 0) perm &= ~(P_R | P_S2R);
       if ((l & S2_W) === 0) perm &= ~(P_W | P_S2W);
       if ((hi & S2_XN_HI) !== 0) perm &= ~(P_X | P_PX | P_S2X);
@@ -316,7 +329,8 @@ export class SmmuWalker {
    * `cd`. W_OK with `pfn`, `perm`, `sizeShift`, `global`; else the fault and where it happened.
    * With `s1Only` a nested walk stops at the stage 1 output (in `pfn`, stage 1 permissions).
    *
-   * @spec Arm SMMUv3 (IHI 0070) 3.4 (address sizes), 3.13 (HTTU), 5.4 (TTBx selection)
+   * @spec Arm SMMUv3 (IHI 0070) 3.4 (address sizes), 3.13 (HTTU), 5.4 (TTBx selection; UWXN, PAN
+   *   and HAD0 on the any-EL2 StreamWorld, where all accesses are privileged)
    */
   walkStage1(
     ste: SmmuSteConfig,
@@ -416,8 +430,12 @@ export class SmmuWalker {
         if (cd.ha) l |= AF;
         else if (!cd.affd) return W_ACCESS;
       }
-      // Dirty state: a writable-clean (DBM, AP[2] = 1) page becomes dirty on a write.
-      if (write && cd.hd && (hi & DBM_HI) !== 0 && (l & AP_RO) !== 0 && !ro) l &= ~AP_RO;
+      // Dirty state: a writable-clean (DBM, AP[2] = 1) page becomes dirty on a write that only
+      // AP[2] refuses: not when AP[1]/APTable[0] deny an unprivileged request or PAN a privileged
+      // one (3.13.3.1; the any-EL2 regime has neither check).
+      const user = (lo & AP_U) !== 0 && !noU;
+      const writeOk = write && (cd.oneRange || (this.priv ? !(cd.pan && user) : user));
+      if (writeOk && cd.hd && (hi & DBM_HI) !== 0 && (l & AP_RO) !== 0 && !ro) l &= ~AP_RO;
       if (l !== lo) {
         if (nested && this.updateFlags) {
           // The update is a stage 1 table write through stage 2 (TTRnW = 0 if refused).
@@ -435,13 +453,21 @@ export class SmmuWalker {
       }
       let perm = P_R | P_S2R | P_S2W | P_S2X;
       const writable = (l & AP_RO) === 0 && !ro;
-      const user = (l & AP_U) !== 0 && !noU;
-      if (writable) perm |= P_W;
-      if (user) perm |= P_U;
-      if ((hi & UXN_HI) === 0 && !uxnT && !(cd.wxn && writable)) perm |= P_X;
-      // EL0-writable memory is never privileged-executable in VMSAv8-64.
-      if ((hi & PXN_HI) === 0 && !pxnT && !(user && writable) && !(cd.wxn && writable))
-        perm |= P_PX;
+      if (writable) perm |= P_W | P_S1W;
+      if (cd.oneRange) {
+        // EL2 without E2H, a one-Exception-level regime: every access counts as privileged, so
+        // AP[1] and APTable[0] grant nothing; bit 54 is XN (and XNTable bit 60) for every access;
+        // PXN, PXNTable and the implicit PXN of EL0-writable pages do not exist.
+        perm |= P_U;
+        if ((hi & UXN_HI) === 0 && !uxnT && !(cd.wxn && writable))
+          perm |= P_X | P_PX | P_S1X | P_S1PX;
+      } else {
+        if (user) perm |= P_U;
+        if ((hi & UXN_HI) === 0 && !uxnT && !(cd.wxn && writable)) perm |= P_X | P_S1X;
+        // EL0-writable memory is never privileged-executable in VMSAv8-64.
+        if ((hi & PXN_HI) === 0 && !pxnT && !(user && writable) && !(cd.wxn && writable))
+          perm |= P_PX | P_S1PX;
+      }
       const shift = levelShift(g, level);
       const gpfn = oa / 4096 + lowBits(vin, shift - 12);
       const size = shift + ((hi & CONT_HI) !== 0 ? contBits(g, level) : 0);
@@ -453,7 +479,9 @@ export class SmmuWalker {
         this.sizeShift = size;
         return W_OK;
       }
-      const e = this.s2(ste, gpfn, write);
+      // Stage 2 dirties its descriptor only for a write stage 1 permits (a stage 1 permission fault
+      // comes first).
+      const e = this.s2(ste, gpfn, writeOk && writable);
       if (e !== W_OK) {
         this.s2Fault(gpfn * 4096, CLASS_IN);
         return e;
@@ -468,7 +496,7 @@ export class SmmuWalker {
 
 /** Stage 1 permissions narrowed by stage 2's. */
 function combine(p1: number, p2: number): number {
-  let p = p1 & (P_U | P_S2R | P_S2W | P_S2X | P_R | P_W | P_X | P_PX);
+  let p = p1 & P_ALL;
   if ((p2 & P_S2R) === 0) p &= ~(P_R | P_S2R);
   if ((p2 & P_S2W) === 0) p &= ~(P_W | P_S2W);
   if ((p2 & P_S2X) === 0) p &= ~(P_X | P_PX | P_S2X);
