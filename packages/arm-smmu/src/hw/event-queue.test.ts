@@ -45,6 +45,19 @@ describe("event queue", () => {
     expect(q.log2size).toBe(3);
   });
 
+  it("an active EVENTQ_ABT_ERR makes the queue unwritable: records are lost without an overflow (IHI 0070 7.2.1)", () => {
+    const q = queue(new SmmuEventQueue(new PhysMemory(), 32, 19), 1);
+    q.aborted = true;
+    expect(q.writable).toBe(false);
+    expect(q.push(rec)).toBe(Q_DISABLED);
+    expect(q.prod).toBe(0);
+    q.aborted = false;
+    expect(q.writable).toBe(true);
+    q.push(rec);
+    q.push(rec);
+    expect(q.writable).toBe(false);
+  });
+
   it("software writes PROD only while the queue is disabled", () => {
     const q = queue(new SmmuEventQueue(new PhysMemory(), 32, 19), 2);
     q.writeProd(3);
@@ -63,5 +76,12 @@ describe("PRI queue", () => {
     expect(q.push(e)).toBe(Q_FULL);
     q.writeCons((2 | 0x80000000) >>> 0);
     expect(q.push(e)).toBe(Q_WRITTEN);
+  });
+
+  it("an active PRIQ_ABT_ERR writes nothing and signals no overflow (IHI 0070 8.2)", () => {
+    const q = queue(new SmmuPriQueue(new PhysMemory(), 16, 19), 1);
+    q.aborted = true;
+    expect(q.push(new Uint32Array(4))).toBe(Q_DISABLED);
+    expect(q.prod).toBe(0);
   });
 });

@@ -8,7 +8,10 @@ import { Q_OVERFLOW_FLAG, Q_WR_MASK, qFull, qInc } from "../format/registers.js"
 export const Q_WRITTEN = 0;
 /** The queue was full (or, for the PRI queue, in overflow): the entry is lost, OVFLG toggled. */
 export const Q_FULL = 1;
-/** The queue is disabled (CR0.xQEN = 0): nothing is recorded. */
+/**
+ * The queue is disabled (CR0.xQEN = 0) or has an unacknowledged GERROR.xQ_ABT_ERR: nothing is
+ * recorded and no overflow is signalled (7.2.1, 8.2).
+ */
 export const Q_DISABLED = 2;
 /** Writing the entry hit an external abort: GERROR.xQ_ABT_ERR. */
 export const Q_ABORT = 3;
@@ -29,6 +32,11 @@ export class SmmuOutputQueue {
   prod = 0;
   cons = 0;
   enabled = false;
+  /**
+   * An unacknowledged GERROR.EVENTQ_ABT_ERR / PRIQ_ABT_ERR: the queue is not writable until
+   * software acknowledges it (7.2.1, 8.2). The SMMU keeps this in step with GERROR ^ GERRORN.
+   */
+  aborted = false;
   /** Entries written since construction. */
   written = 0;
   /** Entries lost to a full queue (or an active PRI overflow). */
@@ -80,6 +88,11 @@ export class SmmuOutputQueue {
     return qFull(this.prod, this.cons, this.log2);
   }
 
+  /** Enabled, not full and without an active abort error: a record can be written now (7.2.1). */
+  get writable(): boolean {
+    return this.enabled && !this.aborted && !qFull(this.prod, this.cons, this.log2);
+  }
+
   /** Entries waiting for software. */
   get pending(): number {
     const m = 2 ** (this.log2 + 1);
@@ -112,16 +125,18 @@ export class SmmuOutputQueue {
 }
 
 /**
- * The event queue: a record is written when there is space; a full queue loses the record and
- * toggles PROD.OVFLG if no overflow is active. An active overflow does not stop later records
- * once space exists.
+ * The event queue: a record is written when the queue is writable; a full queue loses the record
+ * and toggles PROD.OVFLG if no overflow is active; a disabled queue, or one with an active
+ * EVENTQ_ABT_ERR, loses it without an overflow. An active overflow does not stop later records
+ * once space exists. (Stall records are never lost: the SMMU holds them until the queue is
+ * writable and only then calls `push`.)
  *
- * @spec Arm SMMUv3 (IHI 0070) 7.4 (event queue overflow)
+ * @spec Arm SMMUv3 (IHI 0070) 7.2.1 (writable queue), 7.4 (event queue overflow)
  */
 export class SmmuEventQueue extends SmmuOutputQueue {
   /** Record `words` (8 words); Q_WRITTEN, Q_FULL, Q_DISABLED or Q_ABORT. */
   push(words: Uint32Array): number {
-    if (!this.enabled) return Q_DISABLED;
+    if (!this.enabled || this.aborted) return Q_DISABLED;
     if (this.full) {
       this.overflow();
       return Q_FULL;

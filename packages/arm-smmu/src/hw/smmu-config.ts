@@ -114,6 +114,8 @@ export class SmmuSteConfig {
   s2Ptw = false;
   s2S = false;
   s2R = false;
+  /** STE.PPAR: an automatic PRG response to a PASID-tagged request carries the PASID (8.1). */
+  ppar = false;
 }
 
 /**
@@ -239,6 +241,7 @@ const S_EATS = field(STE, "EATS");
 const S_STRW = field(STE, "STRW");
 const S_PRIVCFG = field(STE, "PRIVCFG");
 const S_INSTCFG = field(STE, "INSTCFG");
+const S_PPAR = field(STE, "PPAR");
 const S_VMID = field(STE, "S2VMID");
 const S_T0SZ = field(STE, "S2T0SZ");
 const S_SL0 = field(STE, "S2SL0");
@@ -420,6 +423,12 @@ export function decodeSteWords(w: Uint32Array, f: SmmuFeatures, out: SmmuSteConf
   }
   const config = get(w, S_CONFIG);
   out.config = config;
+  // Fields every valid STE has, whatever its Config: PPAR (8.1) and the attribute overrides, which
+  // also apply to bypassed traffic and give the PnU/InD of events (7.3).
+  out.ppar = get(w, S_PPAR) !== 0;
+  out.privCfg = f.attrPermsOvr ? get(w, S_PRIVCFG) : 0;
+  out.instCfg = f.attrPermsOvr ? get(w, S_INSTCFG) : 0;
+  out.eats = EATS_ABT;
   if (config < 4) return out; // abort, no event
   if (f.checkReserved && hasReservedBits(STE, w)) return bad(out);
   if (config === 4) return out; // bypass
@@ -434,8 +443,6 @@ export function decodeSteWords(w: Uint32Array, f: SmmuFeatures, out: SmmuSteConf
   // without IDR3.DPT and behaves as 0b00.
   if (eats === EATS_S1CHK) return bad(out);
   out.eats = eats === EATS_DPT ? EATS_ABT : eats;
-  out.privCfg = f.attrPermsOvr ? get(w, S_PRIVCFG) : 0;
-  out.instCfg = f.attrPermsOvr ? get(w, S_INSTCFG) : 0;
   out.vmid = f.s2p ? get(w, S_VMID) : 0;
   out.el2 = false;
   out.e2h = false;

@@ -44,6 +44,12 @@ export interface SmmuFeatures {
   readonly ats: boolean;
   /** IDR0.PRI (needs ATS). */
   readonly pri: boolean;
+  /**
+   * IDR0.ATSRECERR: CR2.REC_CFG_ATS exists, so configuration errors met by ATS Translation
+   * Requests, ATS Translated transactions and PRI auto-responses may be recorded (3.9.1.2,
+   * 3.9.1.3, 8.1). Without it REC_CFG_ATS is RES0 and those errors are never recorded.
+   */
+  readonly atsRecErr: boolean;
   /** IDR0.ASID16: 16-bit ASIDs, else 8. */
   readonly asidBits: 8 | 16;
   /** IDR0.VMID16: 16-bit VMIDs, else 8. */
@@ -112,6 +118,7 @@ export const DEFAULT_SMMU_FEATURES: SmmuFeatures = Object.freeze({
   hyp: true,
   ats: true,
   pri: true,
+  atsRecErr: true,
   asidBits: 16,
   vmidBits: 16,
   msi: true,
@@ -153,6 +160,7 @@ export function validateSmmuFeatures(f: SmmuFeatures): string | null {
     "hyp",
     "ats",
     "pri",
+    "atsRecErr",
     "msi",
     "sev",
     "cd2l",
@@ -221,6 +229,7 @@ export function smmuIdRegs(f: SmmuFeatures): Uint32Array {
     HTTU: f.httu,
     Hyp: bool(f.hyp),
     ATS: bool(f.ats),
+    ATSRECERR: bool(f.ats && f.atsRecErr),
     NS1ATS: 1,
     ASID16: bool(f.asidBits === 16),
     MSI: bool(f.msi),

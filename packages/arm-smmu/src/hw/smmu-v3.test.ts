@@ -21,10 +21,17 @@ import {
   CMDQ_CONS_ERR_ILL,
   CR0_CMDQEN,
   CR0_EVTQEN,
+  CR0_PRIQEN,
   CR0_SMMUEN,
+  CR2_E2H,
+  CR2_PTM,
+  CR2_RECINVSID,
   GBPA_ABORT,
   GBPA_UPDATE,
   GERROR_CMDQ_ERR,
+  GERROR_EVTQ_ABT_ERR,
+  GERROR_MSI_EVTQ_ABT_ERR,
+  GERROR_PRIQ_ABT_ERR,
   IDR0_REG,
   IDR1_REG,
   IDR3_REG,
@@ -945,12 +952,21 @@ describe("stall model", () => {
     expect(m.dma(4, -1, VA).code).toBe(EVT_ID.C_BAD_CD);
   });
 
-  it("without a writable event queue a stalling fault terminates", () => {
+  it("a stall record is never discarded: with EVENTQEN = 0 the transaction stalls and its record is written once the queue is enabled (IHI 0070 7.2.1)", () => {
     const m = smmuTestMachine();
     stallSetup(m);
-    m.smmu.write32(SMMU_REG.CR0, CR0_SMMUEN | CR0_CMDQEN);
-    expect(m.dma(4, -1, VA).status).toBe(XLATE_FAULT);
+    m.smmu.write32(SMMU_REG.CR0, CR0_SMMUEN | CR0_CMDQEN | CR0_PRIQEN);
+    const r = m.dma(4, -1, VA);
+    expect(r.status).toBe(XLATE_STALLED);
     expect(m.smmu.read32(SMMU_REG.CR0ACK) & CR0_EVTQEN).toBe(0);
+    expect(m.events()).toEqual([]);
+    m.smmu.write32(SMMU_REG.CR0, CR0_SMMUEN | CR0_CMDQEN | CR0_PRIQEN | CR0_EVTQEN);
+    const [e] = m.events();
+    expect(e?.fields).toMatchObject({
+      EventType: EVT_ID.F_TRANSLATION,
+      Stall: 1,
+      STAG: r.stallTag,
+    });
   });
 });
 
@@ -1161,5 +1177,244 @@ describe("which stage a permission fault reports (Arm ARM: stage 1 checks before
     expect(m.events()[0]?.fields).toMatchObject({ S2: 0, CLASS: 2 });
     expect(m.dma(7, -1, VA + 4096, DMA_WRITE).code).toBe(EVT_ID.F_PERMISSION);
     expect(m.events()[0]?.fields).toMatchObject({ S2: 1, CLASS: 2, IPA: 0x2000_0000 });
+  });
+});
+
+/** CR2.REC_CFG_ATS (bit 3). */
+const REC_CFG_ATS = 8;
+
+describe("event record fields (IHI 0070 7.3)", () => {
+  it("PnU and InD are the values after STE.PRIVCFG/INSTCFG, and InD is 0 for a write (7.3, 7.3.13)", () => {
+    const m = smmuTestMachine();
+    const { cdt } = s1(m, 4);
+    m.b.setSte(m.st, 4, { Config: 5, S1ContextPtr: cdt.ptr, PRIVCFG: 3, INSTCFG: 3 });
+    m.dma(4, -1, VA, DMA_READ);
+    m.dma(4, -1, VA, DMA_WRITE);
+    const [rd, wr] = m.events();
+    expect(rd?.fields).toMatchObject({ EventType: EVT_ID.F_TRANSLATION, PnU: 1, InD: 1, RnW: 1 });
+    expect(wr?.fields).toMatchObject({ EventType: EVT_ID.F_TRANSLATION, PnU: 1, InD: 0, RnW: 0 });
+    m.b.setSte(m.st, 5, { Config: 5, S1ContextPtr: cdt.ptr, PRIVCFG: 2, INSTCFG: 2 });
+    m.dma(5, -1, VA, DMA_READ | DMA_EXEC, { priv: true });
+    expect(m.events()[0]?.fields).toMatchObject({ PnU: 0, InD: 0 });
+  });
+
+  it("a stage 2 fault fetching the CD keeps the input transaction's RnW (7.3.13, 7.3.16)", () => {
+    const m = smmuTestMachine();
+    const { cdIpa, s2pt } = nested(m, 7, 9, 5);
+    s2pt.raw(cdIpa - (cdIpa % 0x20_0000), 2, 0, 0);
+    m.dma(7, -1, VA, DMA_WRITE);
+    expect(m.events()[0]?.fields).toMatchObject({ S2: 1, CLASS: 0, RnW: 0 });
+  });
+});
+
+describe("which ATS-related errors are recorded (IHI 0070 3.9.1.2, 3.9.1.3, 6.3.12)", () => {
+  it("a translation request records C_BAD_STREAMID only with REC_CFG_ATS and RECINVSID both set (3.9.1.2)", () => {
+    const only = smmuTestMachine({ log2size: 4, cr2: REC_CFG_ATS });
+    const tr = only.dma(0x20, -1, VA, DMA_READ, { at: AT_TRANSLATION_REQUEST });
+    expect(tr).toMatchObject({ status: XLATE_FAULT, code: EVT_ID.C_BAD_STREAMID });
+    expect(only.events()).toEqual([]);
+    const both = smmuTestMachine({ log2size: 4, cr2: REC_CFG_ATS | CR2_RECINVSID });
+    both.dma(0x20, -1, VA, DMA_READ, { at: AT_TRANSLATION_REQUEST });
+    expect(both.events()[0]?.fields).toMatchObject({ EventType: EVT_ID.C_BAD_STREAMID });
+  });
+
+  it("a translation request records C_BAD_STE with REC_CFG_ATS (3.9.1.2)", () => {
+    const m = smmuTestMachine({ cr2: REC_CFG_ATS });
+    expect(m.dma(9, -1, VA, DMA_READ, { at: AT_TRANSLATION_REQUEST }).code).toBe(EVT_ID.C_BAD_STE);
+    expect(m.events()[0]?.fields).toMatchObject({ EventType: EVT_ID.C_BAD_STE, StreamID: 9 });
+  });
+
+  it("a translated transaction with ATSCHK records C_BAD_STREAMID with REC_CFG_ATS whatever RECINVSID says (3.9.1.3)", () => {
+    const m = smmuTestMachine({ log2size: 4, cr0: 1 << 4, cr2: REC_CFG_ATS });
+    expect(m.dma(0x20, -1, PA, DMA_READ, { at: AT_TRANSLATED }).status).toBe(XLATE_FAULT);
+    expect(m.events()[0]?.fields).toMatchObject({ EventType: EVT_ID.C_BAD_STREAMID });
+  });
+
+  it("an external abort walking for a translation request is a CA response, recorded only with REC_CFG_ATS (3.9.1.2)", () => {
+    for (const cr2 of [CR2_RECINVSID, CR2_RECINVSID | REC_CFG_ATS]) {
+      const m = smmuTestMachine({ cr2 });
+      const { cdt, pt } = s1(m, 4);
+      m.b.setSte(m.st, 4, { Config: 5, S1ContextPtr: cdt.ptr, EATS: 1 });
+      const at = pt.map(VA, PA);
+      m.mem.faultHook = (pa, _n, w) => !w && pa === at;
+      const r = m.dma(4, -1, VA, DMA_READ, { at: AT_TRANSLATION_REQUEST });
+      m.mem.faultHook = null;
+      expect(r).toMatchObject({ status: XLATE_FAULT, code: EVT_ID.F_WALK_EABT });
+      expect(m.events().length).toBe(cr2 & REC_CFG_ATS ? 1 : 0);
+    }
+  });
+
+  it("REC_CFG_ATS is RES0 without IDR0.ATSRECERR (6.3.12)", () => {
+    const m = smmuTestMachine({ features: { atsRecErr: false }, cr2: CR2_RECINVSID | REC_CFG_ATS });
+    expect(m.smmu.read32(SMMU_REG.CR2)).toBe(CR2_RECINVSID);
+    expect(m.dma(9, -1, VA, DMA_READ, { at: AT_TRANSLATION_REQUEST }).code).toBe(EVT_ID.C_BAD_STE);
+    expect(m.events()).toEqual([]);
+  });
+});
+
+describe("registers (IHI 0070 6.3)", () => {
+  it("CR2 is read-only while SMMUEN is set, and PTM / E2H are RES0 without BTM / Hyp (6.3.12)", () => {
+    const m = smmuTestMachine({ cr2: CR2_RECINVSID | CR2_E2H | CR2_PTM });
+    expect(m.smmu.read32(SMMU_REG.CR2)).toBe(CR2_RECINVSID | CR2_E2H);
+    m.smmu.write32(SMMU_REG.CR2, 0);
+    expect(m.smmu.read32(SMMU_REG.CR2)).toBe(CR2_RECINVSID | CR2_E2H);
+    const n = smmuTestMachine({ features: { hyp: false, btm: true }, cr2: 7, noEnable: true });
+    expect(n.smmu.read32(SMMU_REG.CR2)).toBe(CR2_RECINVSID | CR2_PTM);
+    n.smmu.write32(SMMU_REG.CR2, 0);
+    expect(n.smmu.read32(SMMU_REG.CR2)).toBe(0);
+  });
+
+  it("an aborted event queue MSI raises GERROR.MSI_EVENTQ_ABT_ERR (6.3.17)", () => {
+    const m = smmuTestMachine();
+    m.smmu.write32(SMMU_REG.IRQ_CTRL, 0);
+    m.smmu.write32(SMMU_REG.EVENTQ_IRQ_CFG0, 0x1000);
+    m.smmu.write32(SMMU_REG.IRQ_CTRL, 7);
+    m.mem.faultHook = (pa, _n, w) => w && pa === 0x1000;
+    m.dma(9, -1, VA);
+    m.mem.faultHook = null;
+    const active = m.smmu.read32(SMMU_REG.GERROR) ^ m.smmu.read32(SMMU_REG.GERRORN);
+    expect(active).toBe(GERROR_MSI_EVTQ_ABT_ERR);
+  });
+});
+
+describe("event queue writability and held stall records (IHI 0070 7.2.1, 7.2.2, 7.4)", () => {
+  function stalling(m: SmmuTestMachine) {
+    const x = s1(m, 4, { cd: { S: 1 } });
+    return { ...x, port: m.port(4) };
+  }
+
+  it("a stall record meeting a full queue is held without an overflow and written when CONS frees space (7.4)", () => {
+    const m = smmuTestMachine({ queueLog2: 1 });
+    stalling(m);
+    m.dma(9, -1, VA);
+    m.dma(9, -1, VA);
+    const r = m.dma(4, -1, VA);
+    expect(r.status).toBe(XLATE_STALLED);
+    expect(m.smmu.read32(SMMU_REG.EVENTQ_PROD) >>> 31).toBe(0);
+    expect(m.smmu.stats.eventsLost).toBe(0);
+    const first = m.events();
+    expect(first.map((e) => e.id)).toEqual([EVT_ID.C_BAD_STE, EVT_ID.C_BAD_STE]);
+    const [held] = m.events();
+    expect(held?.fields).toMatchObject({
+      EventType: EVT_ID.F_TRANSLATION,
+      Stall: 1,
+      STAG: r.stallTag,
+    });
+  });
+
+  it("a non-stall record meeting a full queue with a held stall record is lost and signals overflow (7.4)", () => {
+    const m = smmuTestMachine({ queueLog2: 1 });
+    stalling(m);
+    m.dma(9, -1, VA);
+    m.dma(9, -1, VA);
+    m.dma(4, -1, VA);
+    m.dma(9, -1, VA);
+    expect(m.smmu.read32(SMMU_REG.EVENTQ_PROD) >>> 31).toBe(1);
+    expect(m.smmu.stats.eventsLost).toBe(1);
+  });
+
+  it("a held stalled transaction reached by an invalidation and CMD_SYNC is retried, not reported, when the queue is writable (7.2.1)", () => {
+    const m = smmuTestMachine();
+    const { port, pt } = stalling(m);
+    m.smmu.write32(SMMU_REG.CR0, CR0_SMMUEN | CR0_CMDQEN | CR0_PRIQEN);
+    const r = m.dma(4, -1, VA);
+    pt.map(VA, PA);
+    m.submit(cmd(CMDQ_OP.TLBI_NH_ASID, { ASID: 1 }));
+    m.smmu.write32(SMMU_REG.CR0, CR0_SMMUEN | CR0_CMDQEN | CR0_PRIQEN | CR0_EVTQEN);
+    expect(port.resumes).toEqual([{ stag: r.stallTag, retry: true }]);
+    expect(m.events()).toEqual([]);
+    expect(m.smmu.stalledTags(4)).toEqual([]);
+  });
+
+  it("STALL_TERM terminates a held stalled transaction and drops its record (7.2.1, 4.7.2)", () => {
+    const m = smmuTestMachine();
+    const { port } = stalling(m);
+    m.smmu.write32(SMMU_REG.CR0, CR0_SMMUEN | CR0_CMDQEN | CR0_PRIQEN);
+    const r = m.dma(4, -1, VA);
+    m.submitRaw([cmd(CMDQ_OP.STALL_TERM, { StreamID: 4 })]);
+    expect(port.resumes).toEqual([{ stag: r.stallTag, retry: false }]);
+    m.smmu.write32(SMMU_REG.CR0, CR0_SMMUEN | CR0_CMDQEN | CR0_PRIQEN | CR0_EVTQEN);
+    expect(m.events()).toEqual([]);
+  });
+
+  it("an active EVENTQ_ABT_ERR makes the queue unwritable until GERRORN acknowledges it, without an overflow (7.2.1, 7.2.2)", () => {
+    const m = smmuTestMachine();
+    const { port } = stalling(m);
+    m.mem.faultHook = (pa, _n, w) => w && pa >= m.evtq && pa < m.evtq + 32 * 64;
+    m.dma(9, -1, VA);
+    m.mem.faultHook = null;
+    const gerror = m.smmu.read32(SMMU_REG.GERROR);
+    expect(gerror ^ m.smmu.read32(SMMU_REG.GERRORN)).toBe(GERROR_EVTQ_ABT_ERR);
+    m.dma(9, -1, VA);
+    const r = m.dma(4, -1, VA);
+    expect(r.status).toBe(XLATE_STALLED);
+    expect(m.events()).toEqual([]);
+    expect(m.smmu.read32(SMMU_REG.EVENTQ_PROD) >>> 31).toBe(0);
+    m.smmu.write32(SMMU_REG.GERRORN, gerror);
+    const [e] = m.events();
+    expect(e?.fields).toMatchObject({
+      EventType: EVT_ID.F_TRANSLATION,
+      Stall: 1,
+      STAG: r.stallTag,
+    });
+    expect(port.resumes).toEqual([]);
+  });
+});
+
+describe("PRI automatic responses (IHI 0070 8.1, 8.2)", () => {
+  function pr(sid: number, pasid: number, last: boolean, access = DMA_READ, prg = 1) {
+    return { rid: sid, sid, pasid, iovaPfn: 5, access, privileged: false, prgIndex: prg, last };
+  }
+
+  it("with PRIQEN = 0 a Last request is answered Response Failure without its PASID, a Stop Marker not at all (8.2)", () => {
+    const m = smmuTestMachine();
+    const p = m.port(6);
+    m.smmu.write32(SMMU_REG.CR0, CR0_SMMUEN | CR0_CMDQEN | CR0_EVTQEN);
+    m.smmu.pageRequest(pr(6, 0x42, true, DMA_READ, 3));
+    m.smmu.pageRequest(pr(6, 0x42, true, 0, 4));
+    expect(p.responses).toEqual([{ pasid: -1, prgIndex: 3, code: PRG_RESPONSE_FAILURE }]);
+  });
+
+  it("an active PRIQ_ABT_ERR stops the queue; the aborted Last request and later ones get Response Failure (8.2)", () => {
+    const m = smmuTestMachine();
+    const p = m.port(6);
+    m.mem.faultHook = (pa, _n, w) => w && pa >= m.priq && pa < m.priq + 16 * 64;
+    m.smmu.pageRequest(pr(6, 0x42, true, DMA_READ, 3));
+    m.mem.faultHook = null;
+    const gerror = m.smmu.read32(SMMU_REG.GERROR);
+    expect(gerror ^ m.smmu.read32(SMMU_REG.GERRORN)).toBe(GERROR_PRIQ_ABT_ERR);
+    m.smmu.pageRequest(pr(6, 0x42, true, DMA_READ, 4));
+    expect(m.priEntries()).toEqual([]);
+    expect(p.responses).toEqual([
+      { pasid: -1, prgIndex: 3, code: PRG_RESPONSE_FAILURE },
+      { pasid: -1, prgIndex: 4, code: PRG_RESPONSE_FAILURE },
+    ]);
+    m.smmu.write32(SMMU_REG.GERRORN, gerror);
+    m.smmu.pageRequest(pr(6, 0x42, true, DMA_READ, 5));
+    expect(m.priEntries().length).toBe(1);
+  });
+
+  it("on overflow a PASID-tagged Last request is answered Success with its PASID only when STE.PPAR = 1 (8.1)", () => {
+    for (const ppar of [0, 1]) {
+      const m = smmuTestMachine({ queueLog2: 1 });
+      const p = m.port(6);
+      m.b.setSte(m.st, 6, { Config: 4, PPAR: ppar });
+      for (let i = 0; i < 2; i++) m.smmu.pageRequest(pr(6, 0x42, false));
+      m.smmu.pageRequest(pr(6, 0x42, true, DMA_READ, 7));
+      m.smmu.pageRequest(pr(6, 0x42, true, 0, 8));
+      expect(p.responses).toEqual([{ pasid: ppar ? 0x42 : -1, prgIndex: 7, code: PRG_SUCCESS }]);
+    }
+  });
+
+  it("on overflow a PASID-tagged Last request of a StreamID without a usable STE gets Response Failure, recorded with REC_CFG_ATS (8.1)", () => {
+    for (const cr2 of [CR2_RECINVSID, CR2_RECINVSID | REC_CFG_ATS]) {
+      const m = smmuTestMachine({ queueLog2: 1, cr2 });
+      const p = m.port(9);
+      for (let i = 0; i < 2; i++) m.smmu.pageRequest(pr(9, 0x42, false));
+      m.smmu.pageRequest(pr(9, 0x42, true, DMA_READ, 7));
+      expect(p.responses).toEqual([{ pasid: -1, prgIndex: 7, code: PRG_RESPONSE_FAILURE }]);
+      const ev = m.events();
+      expect(ev.map((e) => e.id)).toEqual(cr2 & REC_CFG_ATS ? [EVT_ID.C_BAD_STE] : []);
+    }
   });
 });

@@ -66,13 +66,18 @@ import {
   CR0_SMMUEN,
   CR0_WRITABLE,
   CR2_E2H,
+  CR2_PTM,
   CR2_RECINVSID,
+  CR2_REG,
   GBPA_ABORT,
   GBPA_UPDATE,
   GERROR_CMDQ_ERR,
   GERROR_ERR_MASK,
   GERROR_EVTQ_ABT_ERR,
   GERROR_MSI_CMDQ_ABT_ERR,
+  GERROR_MSI_EVTQ_ABT_ERR,
+  GERROR_MSI_GERROR_ABT_ERR,
+  GERROR_MSI_PRIQ_ABT_ERR,
   GERROR_PRIQ_ABT_ERR,
   IRQ_CTRL_EVTQ_IRQEN,
   IRQ_CTRL_GERROR_IRQEN,
@@ -230,6 +235,17 @@ const PRI_W = fieldOf(PRIQ_ENTRY, "W").inPlace;
 const PRI_LAST = fieldOf(PRIQ_ENTRY, "Last").inPlace;
 const PRI_SSV = fieldOf(PRIQ_ENTRY, "SSV").inPlace;
 
+/** CR2.REC_CFG_ATS (present with IDR0.ATSRECERR). @spec Arm SMMUv3 (IHI 0070) 6.3.12 */
+const CR2_REC_CFG_ATS = fieldOf(CR2_REG, "REC_CFG_ATS").inPlace;
+
+// States of a stall record the event queue could not take yet (7.2.1).
+/** Waiting for the queue to become writable. */
+const HELD_WAITING = 0;
+/** A configuration or TLB invalidation was executed since it was held. */
+const HELD_INVALIDATED = 1;
+/** ... and a CMD_SYNC completed after it: the transaction must be retried, not reported. */
+const HELD_RETRY = 2;
+
 /** Register offsets handled as plain storage. */
 const PLAIN_REGS = new Set<number>([
   SMMU_REG.CR1,
@@ -256,9 +272,17 @@ const PLAIN_REGS = new Set<number>([
  * Model choices (each an IMPLEMENTATION DEFINED or CONSTRAINED UNPREDICTABLE point of the spec):
  * registers take effect at once (CR0ACK, IRQ_CTRLACK mirror the write; GBPA.Update reads 0);
  * STRTAB_BASE(_CFG) and queue bases are latched when SMMUEN / the queue's enable goes 0 -> 1 and
- * writes while enabled are ignored; only valid STEs and CDs are cached; a stall that cannot be
- * recorded (event queue off or full, STALL_MAX reached) terminates with an abort instead; the
- * CMD_SYNC MSI is one 32-bit write of MSIData; an ATC_INV to a StreamID no device answers times
+ * writes while enabled are ignored; only valid STEs and CDs are cached; a stalling fault beyond
+ * STALL_MAX, or from a StreamID no device port answers, terminates instead; a stall record the
+ * event queue cannot take (disabled, full, EVENTQ_ABT_ERR active) is held, the transaction stays
+ * stalled, and the record is written when the queue becomes writable, unless an invalidation and
+ * a CMD_SYNC came in between, in which case the SMMU retries the transaction (`stallResume(stag,
+ * true)`) instead (7.2.1 permits retrying every held transaction; the model retries only those);
+ * a stall record whose write aborts is lost and its transaction terminated; queue write aborts
+ * are synchronous (PROD does not move); an automatic PRG response is sent only for a lost
+ * request with Last = 1 (8.1, 8.2), never for a Stop Marker; with PASIDs, IDR3.PPS = 0 (the
+ * automatic response to a PASID-tagged request checks STE.PPAR); the CMD_SYNC MSI is one 32-bit
+ * write of MSIData; an ATC_INV to a StreamID no device answers times
  * out, and the next CMD_SYNC fails with CERROR_ATC_INV_SYNC; CMD_PREFETCH_CONFIG fetches the STE (and CD) into the caches, PREFETCH_ADDR does
  * nothing; RAZ/WI termination (CD.A = 0) is reported to the device as a fault (`code` F_*) since
  * the request interface has no "completed with zeros" answer.
@@ -310,6 +334,8 @@ export class SmmuV3 implements IommuHardware, Mmio {
   private readonly rec = new Uint32Array(EVT_SIZE / 4);
   private readonly priRec = new Uint32Array(PRIQ_ENTRY_SIZE / 4);
   private readonly cdPort: SmmuCdFetchPort;
+  /** CR2 bits that exist in this feature set (the others are RES0). */
+  private readonly cr2Mask: number;
 
   // Registers.
   private readonly plain = new Map<number, number>();
@@ -336,6 +362,11 @@ export class SmmuV3 implements IommuHardware, Mmio {
   private readonly stalled = new Map<number, Set<number>>();
   private stalledCount = 0;
   private nextStag = 0;
+  // Stall records held until the event queue is writable (7.2.1, 7.4), oldest first.
+  private readonly heldSid: number[] = [];
+  private readonly heldStag: number[] = [];
+  private readonly heldState: number[] = [];
+  private heldWords = new Uint32Array(8 * 8);
 
   // Hitless-update hook.
   private watchers: SmmuConfigWriteCallback[] = [];
@@ -348,6 +379,8 @@ export class SmmuV3 implements IommuHardware, Mmio {
   // The request whose event fields `evt` holds (or will hold, once a fault needs them).
   private evReq: TranslationRequest | null = null;
   private evReady = false;
+  /** The request's valid STE once known: its PRIVCFG/INSTCFG give the events' PnU/InD. */
+  private evSte: SmmuSteConfig | null = null;
 
   // The last resolution's answer.
   private rPfn = 0;
@@ -370,6 +403,11 @@ export class SmmuV3 implements IommuHardware, Mmio {
     this.onInterrupt = options.onInterrupt ?? null;
     this.idr = smmuIdRegs(features);
     this.cmdFeatures = smmuCommandFeatures(features);
+    this.cr2Mask =
+      CR2_RECINVSID |
+      (features.hyp ? CR2_E2H : 0) |
+      (features.btm ? CR2_PTM : 0) |
+      (features.ats && features.atsRecErr ? CR2_REC_CFG_ATS : 0);
     this.tlb = new SmmuTlb(cache.tlbSets, cache.tlbWays);
     this.walkCache = new SmmuWalkCache(cache.walkEntries);
     this.configCache = new SmmuConfigCache<SmmuSteConfig, SmmuCdConfig>(
@@ -479,8 +517,10 @@ export class SmmuV3 implements IommuHardware, Mmio {
         this.writeCr0(v);
         return;
       case SMMU_REG.CR2:
-        this.cr2 = v & 0xf;
-        this.st.e2h = (v & CR2_E2H) !== 0;
+        // Read-only while SMMUEN is set (6.3.12); fields of absent features are RES0.
+        if (this.enabled) return;
+        this.cr2 = v & this.cr2Mask;
+        this.st.e2h = (this.cr2 & CR2_E2H) !== 0;
         return;
       case SMMU_REG.GBPA:
         // Only a write with Update set changes GBPA; the update completes at once.
@@ -525,6 +565,8 @@ export class SmmuV3 implements IommuHardware, Mmio {
         return;
       case SMMU_REG.EVENTQ_CONS:
         q.writeCons(v);
+        // Space freed: held stall records go out first (7.2.1).
+        if (this.heldSid.length > 0) this.flushHeldStalls();
         return;
       case SMMU_REG.PRIQ_BASE:
         if (this.features.pri && !p.enabled) p.baseLo = v;
@@ -565,6 +607,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
     if ((up & CR0_SMMUEN) !== 0) this.latchStreamTable();
     if ((down & CR0_SMMUEN) !== 0) this.terminateAllStalls();
     if ((up | down) & CR0_EVTQEN) this.eventQueue.setEnabled((n & CR0_EVTQEN) !== 0);
+    if ((up & CR0_EVTQEN) !== 0 && this.heldSid.length > 0) this.flushHeldStalls();
     if ((up | down) & CR0_PRIQEN) this.priQueue.setEnabled((n & CR0_PRIQEN) !== 0);
     if ((up & CR0_CMDQEN) !== 0) {
       this.cmdqLog2 = Math.min(this.cmdqBaseLo & 31, this.features.cmdqs);
@@ -592,22 +635,37 @@ export class SmmuV3 implements IommuHardware, Mmio {
     st.base = addr - (addr % bytes);
   }
 
-  /** GERRORN: acknowledging CMDQ_ERR lets the command queue go on from CONS. */
+  /**
+   * GERRORN: acknowledging CMDQ_ERR lets the command queue go on from CONS; acknowledging
+   * EVENTQ_ABT_ERR / PRIQ_ABT_ERR makes that queue writable again (7.2.1, 8.2).
+   *
+   * @spec Arm SMMUv3 (IHI 0070) 6.3.17, 6.3.18
+   */
   private writeGerrorn(v: number): void {
     const wasErr = this.cmdqStopped;
     this.gerrorn = v & GERROR_ERR_MASK;
+    this.syncQueueAborts();
     if (wasErr && !this.cmdqStopped) {
       this.cmdqCons &= ~CMDQ_CONS_ERR_MASK;
       if (this.autoProcessQueue) this.processCommands();
     }
+    if (this.heldSid.length > 0) this.flushHeldStalls();
   }
 
   /** Toggle a GERROR bit unless that error is already active, and interrupt. */
   private raiseGerror(bit: number): void {
     if (((this.gerror ^ this.gerrorn) & bit) !== 0) return;
     this.gerror = (this.gerror ^ bit) >>> 0;
+    this.syncQueueAborts();
     if ((this.irqCtrl & IRQ_CTRL_GERROR_IRQEN) !== 0)
       this.interrupt("gerror", SMMU_REG.GERROR_IRQ_CFG0);
+  }
+
+  /** An active EVENTQ_ABT_ERR / PRIQ_ABT_ERR makes its queue unwritable (7.2.1, 8.2). */
+  private syncQueueAborts(): void {
+    const active = this.gerror ^ this.gerrorn;
+    this.eventQueue.aborted = (active & GERROR_EVTQ_ABT_ERR) !== 0;
+    this.priQueue.aborted = (active & GERROR_PRIQ_ABT_ERR) !== 0;
   }
 
   /** Whether the command queue is stopped on an unacknowledged CMDQ_ERR. */
@@ -703,6 +761,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
     // Event fields are filled only when a fault needs them (eventFor).
     this.evReq = req;
     this.evReady = false;
+    this.evSte = null;
     if (!this.enabled) {
       if (at === AT_TRANSLATION_REQUEST) return this.report(EVT_ID.F_BAD_ATS_TREQ, live);
       if (at === AT_TRANSLATED) return this.report(EVT_ID.F_TRANSL_FORBIDDEN, live);
@@ -718,11 +777,9 @@ export class SmmuV3 implements IommuHardware, Mmio {
     if (ste.status !== CFG_OK) {
       const code = ste.status;
       this.eventFor().addr = ste.fetchAddr;
-      let record = true;
-      if (code === EVT_ID.C_BAD_STREAMID) record = (this.cr2 & CR2_RECINVSID) !== 0 || ats;
-      if (ats) record = record && (this.cr2 & 8) !== 0; // CR2.REC_CFG_ATS
-      return record ? this.report(code, live) : code;
+      return this.configError(code, live);
     }
+    this.evSte = ste;
     const config = ste.config;
     if (config < 4) return SMMU_ABORT_SILENT;
     if (at === AT_TRANSLATED) {
@@ -734,12 +791,12 @@ export class SmmuV3 implements IommuHardware, Mmio {
     if (at === AT_TRANSLATION_REQUEST && (config === STE_CFG_BYPASS || ste.eats === EATS_ABT))
       return this.report(EVT_ID.F_BAD_ATS_TREQ, live);
     if (config === STE_CFG_BYPASS) {
-      if (ssid !== NO_SSID) return this.configError(EVT_ID.C_BAD_SUBSTREAMID, ats, live);
+      if (ssid !== NO_SSID) return this.configError(EVT_ID.C_BAD_SUBSTREAMID, live);
       if (req.iovaPfn >= this.oasPages) return this.report(EVT_ID.F_ADDR_SIZE, live);
       return this.identity(req);
     }
     if (!ste.s1) {
-      if (ssid !== NO_SSID) return this.configError(EVT_ID.C_BAD_SUBSTREAMID, ats, live);
+      if (ssid !== NO_SSID) return this.configError(EVT_ID.C_BAD_SUBSTREAMID, live);
       return this.stage2Only(req, ste, out, live);
     }
     const cd = this.cdConfig(ste, ssid, live);
@@ -750,17 +807,17 @@ export class SmmuV3 implements IommuHardware, Mmio {
       if (code >= EVT_ID.F_TRANSLATION && code <= EVT_ID.F_PERMISSION) {
         // A stage 2 fault fetching the CD: a translation fault with CLASS CD, IPA the CD's.
         if (ats) return this.atsNoAccess();
+        // RnW/InD/PnU stay those of the input transaction; CLASS CD says the access was a read.
         ev.s2 = true;
         ev.cls = CLASS_CD;
         ev.addr = cd.faultIpa;
-        ev.read = true;
         return this.translationFault(req, ste, null, code, out, live);
       }
       if (code === EVT_ID.F_WALK_EABT) {
         ev.s2 = true;
         ev.cls = CLASS_CD;
       }
-      return this.configError(code, ats, live);
+      return this.configError(code, live);
     }
     if (cd.bypass) {
       if (!ste.s2) {
@@ -787,10 +844,25 @@ export class SmmuV3 implements IommuHardware, Mmio {
     return this.identity(req);
   }
 
-  /** A configuration error: recorded (for ATS requests only with CR2.REC_CFG_ATS), aborted. */
-  private configError(code: number, ats: boolean, live: boolean): number {
-    if (ats && (this.cr2 & 8) === 0) return code;
-    return this.report(code, live);
+  /**
+   * A configuration error (or F_WALK_EABT) of the request being resolved: aborted, and recorded
+   * as the request's kind allows. An ordinary transaction records everything but C_BAD_STREAMID,
+   * which needs CR2.RECINVSID. An ATS Translation Request or an ATS Translated transaction
+   * (reaching here only with ATSCHK) records only with CR2.REC_CFG_ATS; then C_BAD_STREAMID also
+   * needs RECINVSID for a Translation Request, but not for a Translated transaction.
+   *
+   * @spec Arm SMMUv3 (IHI 0070) 7.3.3, 3.9.1.2, 3.9.1.3, 6.3.12
+   */
+  private configError(code: number, live: boolean): number {
+    const at = (this.evReq as TranslationRequest).at;
+    const cr2 = this.cr2;
+    let record: boolean;
+    if (at === 0) record = code !== EVT_ID.C_BAD_STREAMID || (cr2 & CR2_RECINVSID) !== 0;
+    else
+      record =
+        (cr2 & CR2_REC_CFG_ATS) !== 0 &&
+        (code !== EVT_ID.C_BAD_STREAMID || at === AT_TRANSLATED || (cr2 & CR2_RECINVSID) !== 0);
+    return record ? this.report(code, live) : code;
   }
 
   /** An ATS translation request whose translation fails: Success with no permission. */
@@ -810,16 +882,31 @@ export class SmmuV3 implements IommuHardware, Mmio {
     return this.evt;
   }
 
-  /** Set the request-derived fields of the event record. */
+  /**
+   * Set the request-derived fields of the event record. PnU and InD are the values after the
+   * STE's PRIVCFG/INSTCFG overrides, and InD is 0 for a write.
+   *
+   * @spec Arm SMMUv3 (IHI 0070) 7.3 (PnU, InD), 7.3.12-7.3.16, 13.1.2
+   */
   private prepEvent(req: TranslationRequest): void {
     const e = this.evt;
+    const ste = this.evSte;
+    let priv = req.privileged;
+    let exec = (req.access & DMA_EXEC) !== 0;
+    if (ste !== null) {
+      if (ste.privCfg === 2) priv = false;
+      else if (ste.privCfg === 3) priv = true;
+      if (ste.instCfg === 2) exec = false;
+      else if (ste.instCfg === 3) exec = true;
+    }
+    const read = (req.access & DMA_WRITE) === 0;
     e.sid = req.sid >>> 0;
     e.ssid = req.pasid === NO_PASID ? -1 : req.pasid & 0xfffff;
     e.stag = 0;
     e.stall = false;
-    e.privileged = req.privileged;
-    e.instruction = (req.access & DMA_EXEC) !== 0;
-    e.read = (req.access & DMA_WRITE) === 0;
+    e.privileged = priv;
+    e.instruction = exec && read;
+    e.read = read;
     e.s2 = false;
     e.cls = CLASS_IN;
     e.ttRnW = false;
@@ -841,6 +928,11 @@ export class SmmuV3 implements IommuHardware, Mmio {
   /** Write the prepared event record to the event queue. Returns whether it was written. */
   private recordEvent(): boolean {
     encodeEvent(this.evt, this.rec);
+    return this.writeRecord();
+  }
+
+  /** Push the encoded record `rec`: written, or lost (full: overflow; abort: GERROR). */
+  private writeRecord(): boolean {
     const r = this.eventQueue.push(this.rec);
     if (r === Q_WRITTEN) {
       this.stats.events++;
@@ -1094,7 +1186,8 @@ export class SmmuV3 implements IommuHardware, Mmio {
     if (id === EVT_ID.F_WALK_EABT) {
       ev.cls = s2 ? walker.cls : CLASS_TT;
       ev.addr = walker.fetchAddr;
-      return this.report(id, live);
+      // For an ATS Translation Request this is a configuration error (CA, REC_CFG_ATS: 3.9.1.2).
+      return this.configError(id, live);
     }
     ev.addr = s2 ? walker.ipa : 0;
     if (id === EVT_ID.F_PERMISSION && walker.cls === CLASS_TT) ev.ttRnW = !walker.ttWrite;
@@ -1122,18 +1215,22 @@ export class SmmuV3 implements IommuHardware, Mmio {
     const stall = cd !== null ? cd.s : ste.s2S;
     const record = cd !== null ? cd.r : ste.s2R;
     if (stall && this.features.stallModel !== 1) {
-      const port = this.ports.get(req.sid >>> 0);
-      const q = this.eventQueue;
-      if (
-        port !== undefined &&
-        this.stalledCount < this.features.stallMax &&
-        q.enabled &&
-        !q.full
-      ) {
-        const stag = this.allocStag(req.sid >>> 0);
+      const sid = req.sid >>> 0;
+      const port = this.ports.get(sid);
+      if (port !== undefined && this.stalledCount < this.features.stallMax) {
+        const stag = this.allocStag(sid);
         ev.stall = true;
         ev.stag = stag;
-        if (this.recordEvent()) {
+        let stalled: boolean;
+        if (this.heldSid.length === 0 && this.eventQueue.writable) {
+          stalled = this.recordEvent();
+        } else {
+          // A stall record is never discarded (7.2.1, 7.4): held until the queue is writable.
+          encodeEvent(ev, this.rec);
+          this.holdStallRecord(sid, stag);
+          stalled = true;
+        }
+        if (stalled) {
           this.stats.stalls++;
           out.status = XLATE_STALLED;
           out.stallTag = stag;
@@ -1143,7 +1240,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
           out.fault = smmuFaultKind(id);
           return -1;
         }
-        this.releaseStag(req.sid >>> 0, stag);
+        this.releaseStag(sid, stag);
         return id;
       }
       ev.stall = false;
@@ -1187,8 +1284,70 @@ export class SmmuV3 implements IommuHardware, Mmio {
 
   private resumeStalled(sid: number, stag: number, retry: boolean): void {
     if (!this.releaseStag(sid, stag)) return;
+    // A resumed or terminated transaction's held record is no longer reported.
+    if (this.heldSid.length > 0) {
+      for (let i = 0; i < this.heldSid.length; i++) {
+        if (this.heldSid[i] === sid && this.heldStag[i] === stag) {
+          this.dropHeld(i);
+          break;
+        }
+      }
+    }
     this.stats.resumes++;
     this.ports.get(sid)?.stallResume(stag, retry);
+  }
+
+  /** Keep the stall record in `rec` of (sid, stag) until the event queue is writable. */
+  private holdStallRecord(sid: number, stag: number): void {
+    const n = this.heldSid.length;
+    if (this.heldWords.length < (n + 1) * 8) {
+      const grown = new Uint32Array(this.heldWords.length * 2);
+      grown.set(this.heldWords);
+      this.heldWords = grown;
+    }
+    this.heldWords.set(this.rec, n * 8);
+    this.heldSid.push(sid);
+    this.heldStag.push(stag);
+    this.heldState.push(HELD_WAITING);
+  }
+
+  private dropHeld(i: number): void {
+    const n = this.heldSid.length;
+    this.heldWords.copyWithin(i * 8, (i + 1) * 8, n * 8);
+    this.heldSid.splice(i, 1);
+    this.heldStag.splice(i, 1);
+    this.heldState.splice(i, 1);
+  }
+
+  /**
+   * The event queue may have become writable: write the held stall records, oldest first, while
+   * it stays writable. A transaction an invalidation and CMD_SYNC reached while it was held is
+   * retried instead (the device gets `stallResume(stag, true)`); if it faults again, the new
+   * fault is recorded then (7.2.1).
+   *
+   * @spec Arm SMMUv3 (IHI 0070) 7.2.1, 7.4, 4.7.3
+   */
+  private flushHeldStalls(): void {
+    const rec = this.rec;
+    while (this.heldSid.length > 0 && this.eventQueue.writable) {
+      const sid = this.heldSid[0] as number;
+      const stag = this.heldStag[0] as number;
+      const state = this.heldState[0] as number;
+      for (let k = 0; k < 8; k++) rec[k] = this.heldWords[k] as number;
+      this.dropHeld(0);
+      if (state === HELD_RETRY) this.resumeStalled(sid, stag, true);
+      else if (!this.writeRecord()) this.resumeStalled(sid, stag, false);
+    }
+  }
+
+  /** Advance the held records on an invalidation command (`sync` false) or a CMD_SYNC. */
+  private noteHeldInvalidation(sync: boolean): void {
+    const st = this.heldState;
+    for (let i = 0; i < st.length; i++) {
+      if (!sync) {
+        if (st[i] === HELD_WAITING) st[i] = HELD_INVALIDATED;
+      } else if (st[i] === HELD_INVALIDATED) st[i] = HELD_RETRY;
+    }
   }
 
   // --- Configuration structures ------------------------------------------------------------------
@@ -1307,6 +1466,9 @@ export class SmmuV3 implements IommuHardware, Mmio {
     const cache = this.configCache;
     const tlb = this.tlb;
     const wc = this.walkCache;
+    // CFGI_* and TLBI_* may change what a held stalled transaction would see (7.2.1).
+    if (this.heldSid.length > 0 && op >= CMDQ_OP.CFGI_STE && op <= CMDQ_OP.TLBI_NSNH_ALL)
+      this.noteHeldInvalidation(false);
     switch (op) {
       case CMDQ_OP.PREFETCH_CONFIG:
         this.prefetch(w1, ssv ? ssid : NO_SSID);
@@ -1487,6 +1649,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
    */
   private sync(w0: number, w1: number, w2: number, w3: number): void {
     this.stats.syncs++;
+    if (this.heldSid.length > 0) this.noteHeldInvalidation(true);
     const cs = cf(w0, C_CS);
     if (cs !== CMD_SYNC_CS_IRQ) return;
     const addr = (w3 & 0xffffff) * TWO32 + ((w2 & ~3) >>> 0);
@@ -1529,55 +1692,122 @@ export class SmmuV3 implements IommuHardware, Mmio {
     const lo = this.plain.get(cfg0) ?? 0;
     const hi = this.plain.get(cfg0 + 4) ?? 0;
     const addr = (hi & 0xffffff) * TWO32 + ((lo & ~3) >>> 0);
+    let aborted = false;
     if (addr !== 0 && this.features.msi) {
       this.mem.busError = false;
       this.mem.write32(addr, this.plain.get(cfg0 + 8) ?? 0);
+      aborted = this.mem.busError;
       this.mem.busError = false;
     }
     this.onInterrupt?.(source);
+    // An aborted MSI write is a global error of its own (6.3.17 MSI_*_ABT_ERR); an active one
+    // is not raised again, so an aborting GERROR MSI does not loop.
+    if (aborted)
+      this.raiseGerror(
+        source === "event"
+          ? GERROR_MSI_EVTQ_ABT_ERR
+          : source === "pri"
+            ? GERROR_MSI_PRIQ_ABT_ERR
+            : GERROR_MSI_GERROR_ABT_ERR,
+      );
   }
 
   // --- Page requests -----------------------------------------------------------------------------
 
   /**
-   * A PRI page request: written to the PRI queue. A request the SMMU cannot queue is lost; the
-   * last request of a group is then answered by the SMMU itself: Success when the queue
-   * overflowed (the device retries), Response Failure when PRI is off.
+   * A PRI page request: written to the PRI queue. A request the SMMU cannot queue is lost, and a
+   * lost request with Last = 1 (not a Stop Marker: SSV = 1, L/W/R = 1/0/0) is answered by the SMMU
+   * itself: Response Failure without a PASID when PRI is off, the queue is disabled or a
+   * PRIQ_ABT_ERR is active (8.2), or when the write of this very entry aborted (synchronous
+   * abort, 8.2); on overflow (8.1) Success, carrying the PASID when STE.PPAR asks for it, or
+   * Response Failure without a PASID when the STE cannot be used.
    *
-   * @spec Arm SMMUv3 (IHI 0070) 8, 8.1, 3.9.1
+   * @spec Arm SMMUv3 (IHI 0070) 8, 8.1, 8.2, 3.9.1
    */
   pageRequest(req: PageRequest): void {
     this.stats.pageRequests++;
     const sid = req.sid >>> 0;
-    if (!this.features.pri || !this.enabled || !this.priQueue.enabled) {
+    const withPasid = req.pasid !== NO_PASID && this.features.ssidBits > 0;
+    const read = (req.access & (DMA_READ | DMA_EXEC)) !== 0;
+    const write = (req.access & DMA_WRITE) !== 0;
+    // A Stop Marker is never answered (8.1, 8.2).
+    const answer = req.last && !(withPasid && !read && !write);
+    const q = this.priQueue;
+    if (!this.features.pri || !this.enabled || !q.enabled || q.aborted) {
       this.stats.pageRequestsDropped++;
-      if (req.last) this.respond(sid, req.pasid, req.prgIndex, PRG_RESPONSE_FAILURE);
+      if (answer) this.respond(sid, NO_PASID, req.prgIndex, PRG_RESPONSE_FAILURE);
       return;
     }
     const r = this.priRec;
-    const withPasid = req.pasid !== NO_PASID && this.features.ssidBits > 0;
     let w1 = 0;
     if (withPasid) {
       w1 |= ((req.pasid & 0xfffff) << PRI_SSID_SHIFT) | PRI_SSV;
       if (req.privileged) w1 |= PRI_PRIV;
       if ((req.access & DMA_EXEC) !== 0) w1 |= PRI_X;
     }
-    if ((req.access & (DMA_READ | DMA_EXEC)) !== 0) w1 |= PRI_R;
-    if ((req.access & DMA_WRITE) !== 0) w1 |= PRI_W;
+    if (read) w1 |= PRI_R;
+    if (write) w1 |= PRI_W;
     if (req.last) w1 |= PRI_LAST;
     r[0] = sid;
     r[1] = w1 >>> 0;
     const pfn = req.iovaPfn;
     r[2] = (((pfn % TWO20) * PAGE) | (req.prgIndex & 0x1ff)) >>> 0;
     r[3] = Math.floor(pfn / TWO20) >>> 0;
-    const res = this.priQueue.push(r);
+    const res = q.push(r);
     if (res === Q_WRITTEN) {
       if ((this.irqCtrl & IRQ_CTRL_PRIQ_IRQEN) !== 0) this.interrupt("pri", SMMU_REG.PRIQ_IRQ_CFG0);
       return;
     }
     this.stats.pageRequestsDropped++;
-    if (res === Q_ABORT) this.raiseGerror(GERROR_PRIQ_ABT_ERR);
-    if (req.last) this.respond(sid, req.pasid, req.prgIndex, PRG_SUCCESS);
+    if (res === Q_ABORT) {
+      this.raiseGerror(GERROR_PRIQ_ABT_ERR);
+      if (answer) this.respond(sid, NO_PASID, req.prgIndex, PRG_RESPONSE_FAILURE);
+      return;
+    }
+    if (answer) this.overflowResponse(req, withPasid);
+  }
+
+  /**
+   * The automatic PRG response to a Last request lost to a PRI queue overflow. Without a PASID:
+   * Success. With one (IDR3.PPS = 0 here): the StreamID's STE is looked up; a valid STE gives
+   * Success, with the PASID when STE.PPAR = 1; an STE that cannot be used gives Response Failure
+   * without a PASID, and its C_BAD_STREAMID (with RECINVSID), F_STE_FETCH or C_BAD_STE is recorded
+   * only with CR2.REC_CFG_ATS.
+   *
+   * @spec Arm SMMUv3 (IHI 0070) 8.1
+   */
+  private overflowResponse(req: PageRequest, withPasid: boolean): void {
+    const sid = req.sid >>> 0;
+    if (!withPasid) {
+      this.respond(sid, NO_PASID, req.prgIndex, PRG_SUCCESS);
+      return;
+    }
+    const ste = this.steConfig(sid, true);
+    if (ste.status === CFG_OK) {
+      this.respond(sid, ste.ppar ? req.pasid : NO_PASID, req.prgIndex, PRG_SUCCESS);
+      return;
+    }
+    const code = ste.status;
+    const cr2 = this.cr2;
+    if (
+      (cr2 & CR2_REC_CFG_ATS) !== 0 &&
+      (code !== EVT_ID.C_BAD_STREAMID || (cr2 & CR2_RECINVSID) !== 0)
+    ) {
+      const e = this.evt;
+      this.evReady = false; // the fields below are not a translation's
+      e.id = code;
+      e.sid = sid;
+      e.ssid = req.pasid & 0xfffff;
+      e.stag = 0;
+      e.stall = false;
+      e.s2 = false;
+      e.cls = CLASS_IN;
+      e.inLo = 0;
+      e.inHi = 0;
+      e.addr = ste.fetchAddr;
+      this.recordEvent();
+    }
+    this.respond(sid, NO_PASID, req.prgIndex, PRG_RESPONSE_FAILURE);
   }
 
   // --- Hitless-update hook -----------------------------------------------------------------------
