@@ -72,6 +72,17 @@ const STE_S2 = mask(STE, [
   "S2TTB",
 ]);
 const CD_V = mask(CD, ["V"]);
+// The fields the view itself branches on.
+const F_STE_V = fieldOf(STE, "V");
+const F_STE_CONFIG = fieldOf(STE, "Config");
+const F_STE_S1DSS = fieldOf(STE, "S1DSS");
+const F_CD_V = fieldOf(CD, "V");
+const F_CD_EPD0 = fieldOf(CD, "EPD0");
+
+/** A field of at most 32 bits from `words`. */
+function get(words: Uint32Array, f: { word: number; shift: number; mask: number }): number {
+  return ((words[f.word] as number) >>> f.shift) & f.mask;
+}
 const CD_TTB0_WALK = mask(CD, ["T0SZ", "TG0", "IR0", "OR0", "SH0", "TTB0"]);
 
 function or(into: Uint32Array, m: Uint32Array): void {
@@ -95,13 +106,13 @@ function masked(words: Uint32Array, used: Uint32Array): Uint32Array {
 export function viewOfSte(sid: number, status: number, words: Uint32Array): SmmuEntryView {
   const used = new Uint32Array(16);
   or(used, STE_V);
-  if ((words[0] as number) & 1) {
+  if (get(words, F_STE_V) !== 0) {
     or(used, STE_CFG);
-    const cfg = ((words[0] as number) >>> 1) & 7;
+    const cfg = get(words, F_STE_CONFIG);
     if (cfg >= 4) {
       if (cfg & 1) {
         or(used, STE_S1);
-        if (((words[2] as number) & 3) === S1DSS_BYPASS) or(used, STE_SHCFG);
+        if (get(words, F_STE_S1DSS) === S1DSS_BYPASS) or(used, STE_SHCFG);
       }
       if (cfg & 2) or(used, STE_S2);
       if (cfg === STE_CFG_BYPASS) or(used, STE_SHCFG);
@@ -123,9 +134,9 @@ export function viewOfCd(
   words: Uint32Array,
 ): SmmuEntryView {
   const used = new Uint32Array(16);
-  if (((words[0] as number) >>> 31) & 1) {
+  if (get(words, F_CD_V) !== 0) {
     used.fill(0xffffffff);
-    if (((words[0] as number) >>> 14) & 1) {
+    if (get(words, F_CD_EPD0) !== 0) {
       for (let i = 0; i < 16; i++)
         used[i] = ((used[i] as number) & ~(CD_TTB0_WALK[i] as number)) >>> 0;
     }

@@ -1198,6 +1198,18 @@ describe("event record fields (IHI 0070 7.3)", () => {
     expect(m.events()[0]?.fields).toMatchObject({ PnU: 0, InD: 0 });
   });
 
+  it("a write is a data access under INSTCFG = instruction: execute-never pages take it (13.1.2)", () => {
+    const m = smmuTestMachine();
+    const { pt, cdt } = s1(m, 6);
+    pt.map(VA, PA, 3, { uxn: true, pxn: true });
+    m.b.setSte(m.st, 6, { Config: 5, S1ContextPtr: cdt.ptr, INSTCFG: 3 });
+    expect(m.dma(6, -1, VA, DMA_WRITE)).toMatchObject({ status: XLATE_OK, pa: PA });
+    expect(m.dma(6, -1, VA, DMA_READ)).toMatchObject({
+      status: XLATE_FAULT,
+      code: EVT_ID.F_PERMISSION,
+    });
+  });
+
   it("a stage 2 fault fetching the CD keeps the input transaction's RnW (7.3.13, 7.3.16)", () => {
     const m = smmuTestMachine();
     const { cdIpa, s2pt } = nested(m, 7, 9, 5);

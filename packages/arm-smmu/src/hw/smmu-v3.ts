@@ -1102,6 +1102,8 @@ export class SmmuV3 implements IommuHardware, Mmio {
     else if (ste.privCfg === 3) priv = true;
     if (ste.instCfg === 2) exec = false;
     else if (ste.instCfg === 3) exec = true;
+    // A write is a data access whatever INSTCFG says (13.1.2: InD is 0 when RnW is 0).
+    if ((req.access & DMA_WRITE) !== 0) exec = false;
     if (req.at === AT_TRANSLATION_REQUEST) {
       let g = 0;
       if (priv) {
