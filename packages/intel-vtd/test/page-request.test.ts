@@ -122,6 +122,45 @@ describe("queued page requests", () => {
     expect(m.unit.read32(VTD_REG.PQT)).toBe(96);
   });
 
+  it("only a group's last request sets PPR and raises the event (PECTL_REG interrupt condition)", () => {
+    // 12th-gen Core datasheet vol. 2, PECTL_REG.IP: the interrupt condition is a page group
+    // request with LPG set being added to the queue, which sets PRS.PPR.
+    const m = prqMachine();
+    m.unit.write32(VTD_REG.PECTL, 0);
+    pageRequest(m.unit, SID, 0x1000, { last: false });
+    pageRequest(m.unit, SID, 0x2000, { last: false });
+    expect(m.unit.read32(VTD_REG.PQT)).toBe(64);
+    expect(prs(m)).toBe(0);
+    expect(m.events).toEqual([]);
+    pageRequest(m.unit, SID, 0x3000, { last: true });
+    expect(prs(m)).toBe(PRS_PPR);
+    expect(m.events).toEqual(["page-request"]);
+  });
+
+  it("a stop marker is queued, sets PPR, and is never answered by the unit", () => {
+    // A stop marker (LPIG with neither read nor write) wants no PRG response (PCIe PRI; Linux's
+    // prq_event_thread drops it silently), so neither a refusal nor an overflow answers it.
+    const m = prqMachine();
+    pageRequest(m.unit, SID, 0x1000, { read: false, last: true, prgIndex: 3 });
+    expect(m.desc(0)).toMatchObject({ RD: 0, WR: 0, LPIG: 1, PRGI: 3 });
+    expect(prs(m)).toBe(PRS_PPR);
+    const refused = prqMachine({ PRE: 0 });
+    pageRequest(refused.unit, SID, 0x1000, { read: false, last: true, prgIndex: 3 });
+    expect(refused.port.calls).toEqual([]);
+    expect(readFrcd(refused.unit, 0).FR).toBe(VTD_FR.SM_PRE_CLEAR);
+    const full = prqMachine();
+    for (let i = 0; i < 127; i++) pageRequest(full.unit, SID, 0, { last: false });
+    pageRequest(full.unit, SID, 0, { read: false, last: true });
+    expect(prs(full)).toBe(PRS_PRO);
+    expect(full.port.calls).toEqual([]);
+  });
+
+  it("a refused page request's fault record has AT 0 (a message carries no address type)", () => {
+    const m = prqMachine({ PRE: 0 });
+    pageRequest(m.unit, SID, 0x1000, { pasid: 3, write: true });
+    expect(readFrcd(m.unit, 0)).toMatchObject({ FR: VTD_FR.SM_PRE_CLEAR, AT: 0, PP: 1, PV: 3 });
+  });
+
   it("software's page group response (type 9) reaches the device", () => {
     const m = prqMachine();
     pageRequest(m.unit, SID, 0x7000, { pasid: 5, prgIndex: 17 });
@@ -233,9 +272,10 @@ describe("page request queue overflow", () => {
     // One 4 KiB page: 128 slots, one kept empty.
     for (let i = 0; i < 127; i++) pageRequest(m.unit, SID, i * 0x1000, { last: false });
     expect(m.unit.read32(VTD_REG.PQT)).toBe(127 * 32);
-    expect(prs(m)).toBe(PRS_PPR);
+    // No request ended a group, so PPR is still clear (PECTL_REG: only LPIG sets it).
+    expect(prs(m)).toBe(0);
     pageRequest(m.unit, SID, 0x100_0000, { last: false });
-    expect(prs(m)).toBe(PRS_PPR | PRS_PRO);
+    expect(prs(m)).toBe(PRS_PRO);
     expect(m.port.calls).toEqual([]);
     pageRequest(m.unit, SID, 0x100_1000, { pasid: 2, prgIndex: 7, last: true });
     expect(m.port.calls).toEqual([{ op: "prgResponse", pasid: 2, prgIndex: 7, code: PRG_SUCCESS }]);

@@ -17,8 +17,10 @@ import {
   FSTS_PPF,
 } from "../format/registers.js";
 
-// T2 (bit 92) is always written 0: the requests recorded here are reads and writes, never page
-// requests. Record word 2 (bits 95:64) and word 3 (bits 127:96), from the FRCD table.
+// T2 (bit 92) is always written 0, page-request faults included: the datasheets reprinting FRCD
+// (2nd- to 7th-gen Core vol. 2) define only T (bit 126: 0 write, 1 read/AtomicOp) and leave bit 92
+// reserved, and no stored source gives T2's encoding, so T keeps the read/write meaning for every
+// fault. Record word 2 (bits 95:64) and word 3 (bits 127:96), from the FRCD table.
 const SID = fieldOf(FRCD, "SID");
 const T2 = fieldOf(FRCD, "T2");
 const PRIV = fieldOf(FRCD, "PRIV");

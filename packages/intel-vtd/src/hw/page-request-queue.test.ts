@@ -237,6 +237,17 @@ describe("PageRequestQueue: PRS and the page request event", () => {
     expect(events()).toBe(2);
   });
 
+  it("a descriptor without LPIG is queued but sets no PPR and sends no event (PECTL_REG.IP)", () => {
+    const { q, events } = rig();
+    expect(req(q, 0x1234, 1, false)).toBe(PRQ_QUEUED);
+    expect(q.read32(VTD_REG.PQT)).toBe(32);
+    expect(q.read32(VTD_REG.PRS)).toBe(0);
+    expect(events()).toBe(0);
+    req(q, 0x1235, 1, true);
+    expect(q.read32(VTD_REG.PRS)).toBe(PRS_PPR);
+    expect(events()).toBe(1);
+  });
+
   it("PRS is RW1C: writing 0 clears nothing", () => {
     const { q } = rig();
     req(q);

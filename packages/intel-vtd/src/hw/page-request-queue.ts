@@ -98,8 +98,14 @@ const R_PEUADDR = VTD_REG.PEUADDR;
  * 1. while PRS.PRO is set the request is dropped with no status change and no event;
  * 2. the queue is full when (PQT + 32) mod size == PQH (one slot stays empty): PRO is set, the
  *    request dropped, and a page request event raised if PRS was clear before;
- * 3. else the descriptor is written at PQA + PQT, PQT advances by 32 modulo the size, and PPR is
- *    set; setting PPR from clear is an event (an event is owed already while PPR or PRO is set).
+ * 3. else the descriptor is written at PQA + PQT and PQT advances by 32 modulo the size. A request
+ *    with LPIG set (a group's last, stop markers included) also sets PPR; setting PPR from clear is
+ *    an event (an event is owed already while PPR or PRO is set). A request without LPIG sets
+ *    nothing: PECTL_REG defines the interrupt condition as "a page group request with LPG Set was
+ *    added to the queue, resulting in hardware setting PPR" (12th-gen Core datasheet vol. 2,
+ *    PECTL_REG), so PPR must stay clear until the group ends, or the group's last request would find
+ *    PPR set and raise no event. (QEMU's PRQ series sets PPR for every descriptor; the register
+ *    text is followed here.)
  * An event sets PECTL.IP; with IM clear the message is sent (`onEvent`) and IP cleared at once.
  *
  * The caller answers dropped requests: for an overflow the spec has hardware itself send a
@@ -227,7 +233,9 @@ export class PageRequestQueue {
 
     this.pqt = nextTail;
     this.queued++;
-    if ((this.prs & PRS_PPR) === 0) {
+    // Only the last request of a group sets PPR (and so is an interrupt condition): the earlier
+    // ones wait in the queue until their group is complete.
+    if (lpig && (this.prs & PRS_PPR) === 0) {
       const before = this.prs;
       this.prs |= PRS_PPR;
       if (before === 0) this.signal();

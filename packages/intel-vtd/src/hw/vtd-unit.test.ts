@@ -1,7 +1,13 @@
 // Tests of the VT-d unit's register file and handshakes: VER/CAP/ECAP, GCMD/GSTS, RTADDR latching,
 // register-based invalidation (CCMD, IOTLB), fault status, fault events and fault recording.
 
-import { AT_TRANSLATION_REQUEST, XLATE_FAULT, XLATE_OK } from "@iommu-sim/iommu-core";
+import {
+  AT_TRANSLATED,
+  AT_TRANSLATION_REQUEST,
+  FaultKind,
+  XLATE_FAULT,
+  XLATE_OK,
+} from "@iommu-sim/iommu-core";
 import { PhysMemory } from "@iommu-sim/iommu-core/platform";
 import { describe, expect, it } from "vitest";
 import {
@@ -29,6 +35,7 @@ import {
   GCMD_SRTP,
   GCMD_TE,
   GCMD_WBF,
+  GSTS_FLS,
   GSTS_QIES,
   GSTS_RTPS,
   GSTS_TES,
@@ -264,13 +271,95 @@ describe("GCMD and GSTS", () => {
     }
   });
 
-  it("PMEN.PRS mirrors EPM", () => {
-    const u = new VtdUnit({ mem: new PhysMemory() });
+  it("SFL sets FLS only with CAP.AFL (GCMD_REG.SFL, GSTS_REG.FLS)", () => {
+    const m = legacy({ caps: { afl: true } });
+    const keep = (GCMD_TE | GCMD_QIE) >>> 0;
+    m.unit.write32(VTD_REG.GCMD, (keep | GCMD_SFL) >>> 0);
+    expect(gsts(m.unit)).toBe((GSTS_TES | GSTS_QIES | GSTS_RTPS | GSTS_FLS) >>> 0);
+  });
+});
+
+describe("protected memory regions (PMEN, PLMBASE/LIMIT, PHMBASE/LIMIT)", () => {
+  const EPM = 0x80000000;
+  const LOW = 0x0040_0000; // a 1 MiB region at 4 MiB
+  const HIGH = 0x2_0000_0000; // a 2 MiB region at 8 GiB
+
+  /** A legacy unit with both regions programmed and EPM set; translation off unless `te`. */
+  function pmr(te: boolean, caps: Partial<VtdCapabilities> = { plmr: true, phmr: true }) {
+    const m = legacy({ caps, enable: te });
+    const u = m.unit;
+    u.write32(VTD_REG.PLMBASE, LOW);
+    u.write32(VTD_REG.PLMLIMIT, LOW);
+    u.write32(VTD_REG.PHMBASE, 0);
+    u.write32(VTD_REG.PHMBASE + 4, 2);
+    u.write32(VTD_REG.PHMLIMIT, 0x0010_0000);
+    u.write32(VTD_REG.PHMLIMIT + 4, 2);
+    u.write32(VTD_REG.PMEN, EPM);
+    return m;
+  }
+
+  it("are read-only 0 without CAP.PLMR and CAP.PHMR", () => {
+    const u = new VtdUnit({ mem: new PhysMemory(), caps: { plmr: false, phmr: false } });
+    for (const r of [VTD_REG.PMEN, VTD_REG.PLMBASE, VTD_REG.PLMLIMIT, VTD_REG.PHMBASE]) {
+      u.write32(r, 0xffffffff);
+      expect(u.read32(r)).toBe(0);
+    }
+    u.write32(VTD_REG.PHMLIMIT + 4, 0xffffffff);
+    expect(u.read32(VTD_REG.PHMLIMIT + 4)).toBe(0);
+  });
+
+  it("keep bits 31:20 (low) and HAW-1:20 (high); PMEN.PRS follows EPM", () => {
+    const u = new VtdUnit({ mem: new PhysMemory(), caps: { plmr: true, phmr: false } });
+    u.write32(VTD_REG.PLMBASE, 0xffffffff);
+    expect(u.read32(VTD_REG.PLMBASE) >>> 0).toBe(0xfff00000);
+    u.write32(VTD_REG.PHMBASE + 4, 0xffffffff); // no PHMR: read-only
+    expect(u.read32(VTD_REG.PHMBASE + 4)).toBe(0);
     expect(u.read32(VTD_REG.PMEN)).toBe(0);
-    u.write32(VTD_REG.PMEN, 0x80000000);
+    u.write32(VTD_REG.PMEN, 0xffffffff);
     expect(u.read32(VTD_REG.PMEN) >>> 0).toBe(0x80000001);
     u.write32(VTD_REG.PMEN, 0);
     expect(u.read32(VTD_REG.PMEN)).toBe(0);
+    const h = new VtdUnit({ mem: new PhysMemory(), caps: { phmr: true }, haw: 39 });
+    h.write32(VTD_REG.PHMLIMIT + 4, 0xffffffff);
+    expect(h.read32(VTD_REG.PHMLIMIT + 4)).toBe(0x7f);
+  });
+
+  it("with translation off, DMA into a region is blocked and not recorded as a fault", () => {
+    const m = pmr(false);
+    for (const pa of [LOW, LOW + 0xff000, HIGH, HIGH + 0x1ff000]) {
+      expect(xlate(m.unit, SID, pa)).toMatchObject({
+        status: XLATE_FAULT,
+        kind: FaultKind.BLOCKED,
+        code: 0,
+      });
+    }
+    for (const pa of [LOW - 0x1000, LOW + 0x100000, HIGH + 0x200000]) {
+      expect(xlate(m.unit, SID, pa)).toMatchObject({ status: XLATE_OK, pa });
+    }
+    expect(fsts(m.unit) & FSTS_PPF).toBe(0);
+    // A limit below its base disables that region; EPM clear disables both.
+    m.unit.write32(VTD_REG.PLMLIMIT, 0);
+    expect(xlate(m.unit, SID, LOW).status).toBe(XLATE_OK);
+    m.unit.write32(VTD_REG.PMEN, 0);
+    expect(xlate(m.unit, SID, HIGH).status).toBe(XLATE_OK);
+  });
+
+  it("with translation on, pass-through and translated requests into a region are blocked", () => {
+    const m = pmr(true);
+    const pt = 0x20;
+    m.b.setContext(m.rta, pt, { TT: 2, AW: 2, DID: 7 });
+    expect(xlate(m.unit, pt, LOW)).toMatchObject({ status: XLATE_FAULT, kind: FaultKind.BLOCKED });
+    expect(xlate(m.unit, pt, LOW - 0x1000)).toMatchObject({ status: XLATE_OK, pa: LOW - 0x1000 });
+    const ats = 0x30;
+    m.b.setContext(m.rta, ats, { TT: 1, SLPTPTR: m.root, AW: 2, DID });
+    expect(xlate(m.unit, ats, HIGH, { at: AT_TRANSLATED })).toMatchObject({
+      status: XLATE_FAULT,
+      kind: FaultKind.BLOCKED,
+    });
+    // A remapped request is not range-checked (the spec lets hardware skip it).
+    m.b.ssMap(m.root, 4, 0x7000, LOW);
+    expect(xlate(m.unit, SID, 0x7000)).toMatchObject({ status: XLATE_OK, pa: LOW });
+    expect(fsts(m.unit) & FSTS_PPF).toBe(0);
   });
 });
 
@@ -612,5 +701,18 @@ describe("fault status, fault events and fault recording", () => {
     expect(m.unit.faults.nextIndex).toBe(2);
     m.unit.write32(VTD_REG.GCMD, GCMD_QIE);
     expect(m.unit.faults.nextIndex).toBe(0);
+  });
+});
+
+describe("fault record fields", () => {
+  it("AT is recorded only by units with ECAP.DT (FRCD_REG.AT: RsvdZ without device-TLBs)", () => {
+    for (const deviceTlb of [true, false]) {
+      const m = legacy({ caps: { deviceTlb, prs: false } });
+      expect(xlate(m.unit, SID, IOVA, { at: AT_TRANSLATED }).code).toBe(VTD_FR.CONTEXT_TT_BLOCKED);
+      expect(readFrcd(m.unit, 0)).toMatchObject({
+        FR: VTD_FR.CONTEXT_TT_BLOCKED,
+        AT: deviceTlb ? AT_TRANSLATED : 0,
+      });
+    }
   });
 });

@@ -59,11 +59,13 @@ import {
   GCMD_EAFL,
   GCMD_IRE,
   GCMD_QIE,
+  GCMD_SFL,
   GCMD_SIRTP,
   GCMD_SRTP,
   GCMD_TE,
   GSTS_AFLS,
   GSTS_CFIS,
+  GSTS_FLS,
   GSTS_IRES,
   GSTS_IRTPS,
   GSTS_QIES,
@@ -193,6 +195,9 @@ const RESP_PP = fieldOf(PGRP_RESP_DESC, "PP").inPlace;
 const RESP_RC = fieldOf(PGRP_RESP_DESC, "RC");
 const RESP_PRGI = fieldOf(PGRP_RESP_DESC, "PRGI");
 
+/** `resolve`'s answer for a request a protected memory region blocks (not a fault reason). */
+const PMR_BLOCKED = -1;
+
 /** Pages of 2^am, am < 64. */
 const AM_PAGES = new Float64Array(64);
 for (let i = 0; i < 64; i++) AM_PAGES[i] = 2 ** i;
@@ -268,6 +273,21 @@ export class VtdUnit implements IommuHardware, Mmio {
   private iqerLo = 0;
   private iqerHi = 0;
   private fstsIqe = 0;
+  // Protected memory regions (CAP.PLMR / CAP.PHMR): register values and the decoded ranges.
+  private pmen = 0;
+  private plmBase = 0;
+  private plmLimit = 0;
+  private phmBaseLo = 0;
+  private phmBaseHi = 0;
+  private phmLimitLo = 0;
+  private phmLimitHi = 0;
+  /** EPM is set and at least one region is enabled: DMA must be range-checked. */
+  private pmrActive = false;
+  /** First and last protected page frame of the low and high regions (last < first: disabled). */
+  private plmFirst = 0;
+  private plmLast = -1;
+  private phmFirst = 0;
+  private phmLast = -1;
 
   // The last resolution's answer.
   private rPfn = 0;
@@ -330,6 +350,10 @@ export class VtdUnit implements IommuHardware, Mmio {
       haw: this.haw,
       sllps: (caps.superpages.includes("2M") ? 1 : 0) | (caps.superpages.includes("1G") ? 2 : 0),
       fl1gp: caps.firstStage1G,
+      snoopControl: caps.snoopControl,
+      staleTm:
+        caps.deviceTlb &&
+        (caps.version.major < 3 || (caps.version.major === 3 && caps.version.minor < 2)),
     });
   }
 
@@ -392,8 +416,20 @@ export class VtdUnit implements IommuHardware, Mmio {
       case VTD_REG.PEUADDR:
         return this.caps.prs ? this.prq.read32(offset) : 0;
       case VTD_REG.PMEN:
-        // PRS (bit 0) mirrors EPM (bit 31): protected regions are not modelled beyond the status.
-        return (this.plain[offset >>> 2] as number) & 0x80000000 ? 0x80000001 : 0;
+        // PRS (bit 0) follows EPM (bit 31) at once: enabling completes immediately.
+        return this.pmen !== 0 ? 0x80000001 : 0;
+      case VTD_REG.PLMBASE:
+        return this.plmBase;
+      case VTD_REG.PLMLIMIT:
+        return this.plmLimit;
+      case VTD_REG.PHMBASE:
+        return this.phmBaseLo;
+      case VTD_REG.PHMBASE + 4:
+        return this.phmBaseHi;
+      case VTD_REG.PHMLIMIT:
+        return this.phmLimitLo;
+      case VTD_REG.PHMLIMIT + 4:
+        return this.phmLimitHi;
       default:
         return this.plain[offset >>> 2] as number;
     }
@@ -442,6 +478,15 @@ export class VtdUnit implements IommuHardware, Mmio {
         return;
       case VTD_REG.CCMD:
         this.plain[offset >>> 2] = v;
+        return;
+      case VTD_REG.PMEN:
+      case VTD_REG.PLMBASE:
+      case VTD_REG.PLMLIMIT:
+      case VTD_REG.PHMBASE:
+      case VTD_REG.PHMBASE + 4:
+      case VTD_REG.PHMLIMIT:
+      case VTD_REG.PHMLIMIT + 4:
+        this.writeProtectedMemory(offset, v);
         return;
       case VTD_REG.CCMD + 4:
         this.writeCcmdHigh(v);
@@ -498,9 +543,75 @@ export class VtdUnit implements IommuHardware, Mmio {
   }
 
   /**
+   * PMEN and the protected low/high memory base and limit registers. Without CAP.PLMR and
+   * CAP.PHMR all of them are read-only 0; the base/limit pair of a region the unit lacks is too.
+   * Base and limit keep bits 31:20 (low) and HAW-1:20 (high), so regions have 1 MiB granularity
+   * (N = 19; the datasheets show 31:20 or 31:21): the base decodes with bits 19:0 zero, the limit
+   * with them all ones, and a limit below its base disables that region. Writes while PMEN.PRS is
+   * set are taken as they come (software must not make them).
+   *
+   * @spec Intel VT-d Architecture Specification 10.4 PMEN_REG, PLMBASE_REG, PLMLIMIT_REG, PHMBASE_REG, PHMLIMIT_REG (as reprinted in the 2nd- and 12th-gen Core datasheets vol. 2)
+   */
+  private writeProtectedMemory(offset: number, v: number): void {
+    const caps = this.caps;
+    const low = caps.plmr;
+    const high = caps.phmr;
+    switch (offset) {
+      case VTD_REG.PMEN:
+        if (low || high) this.pmen = v & 0x80000000 ? 1 : 0;
+        break;
+      case VTD_REG.PLMBASE:
+        if (low) this.plmBase = (v & 0xfff00000) >>> 0;
+        break;
+      case VTD_REG.PLMLIMIT:
+        if (low) this.plmLimit = (v & 0xfff00000) >>> 0;
+        break;
+      case VTD_REG.PHMBASE:
+        if (high) this.phmBaseLo = this.haw > 32 ? (v & 0xfff00000) >>> 0 : 0;
+        break;
+      case VTD_REG.PHMBASE + 4:
+        if (high) this.phmBaseHi = v & this.hawHiMask();
+        break;
+      case VTD_REG.PHMLIMIT:
+        if (high) this.phmLimitLo = this.haw > 32 ? (v & 0xfff00000) >>> 0 : 0;
+        break;
+      case VTD_REG.PHMLIMIT + 4:
+        if (high) this.phmLimitHi = v & this.hawHiMask();
+        break;
+    }
+    this.plmFirst = this.plmBase / PAGE;
+    this.plmLast = low ? (this.plmLimit + 0xfffff - 0xfff) / PAGE : -1;
+    this.phmFirst = (this.phmBaseHi * TWO32 + this.phmBaseLo) / PAGE;
+    this.phmLast = high ? (this.phmLimitHi * TWO32 + this.phmLimitLo + 0xfffff - 0xfff) / PAGE : -1;
+    this.pmrActive =
+      this.pmen !== 0 &&
+      ((low && this.plmLast >= this.plmFirst) || (high && this.phmLast >= this.phmFirst));
+  }
+
+  /** Bits of a high register dword below the host address width. */
+  private hawHiMask(): number {
+    return this.haw >= 52 ? 0xfffff : (2 ** (this.haw - 32) - 1) | 0;
+  }
+
+  /** Whether output page `pfn` lies in an enabled protected memory region (PMEN.EPM set). */
+  private protectedPage(pfn: number): boolean {
+    return (
+      (pfn >= this.plmFirst && pfn <= this.plmLast) || (pfn >= this.phmFirst && pfn <= this.phmLast)
+    );
+  }
+
+  /**
    * GCMD: each persistent enable acts when its bit differs from the status; one-shot commands
    * act whenever written as 1. Commands complete at once, so software's poll of GSTS succeeds on
-   * its first read.
+   * its first read. Choices where the spec leaves room:
+   * - TE off: requests pass untranslated (protected memory regions still apply) and the fault
+   *   recording index restarts at 0 (as QEMU); TE on does not re-latch RTADDR.
+   * - SRTP while TE is set latches the new root table at once (the spec allows it; software then
+   *   invalidates the context cache and IOTLB globally, which ESRTPS does here by itself).
+   * - QIE off with descriptors still between IQH and IQT drops them: IQH reads 0 at once (software
+   *   must wait for the queue to drain before disabling it).
+   * - EAFL and SFL without CAP.AFL, and IRE, SIRTP and CFI without ECAP.IR, are ignored (their
+   *   status bits stay 0).
    *
    * @spec Intel VT-d Architecture Specification 11.4.4 (Global Command Register)
    */
@@ -535,7 +646,10 @@ export class VtdUnit implements IommuHardware, Mmio {
       if ((changed & GCMD_CFI) !== 0)
         this.gsts = (v & GCMD_CFI) !== 0 ? this.gsts | GSTS_CFIS : this.gsts & ~GSTS_CFIS;
     }
-    // WBF completes at once (WBFS never reads 1); SFL latches a fault log the unit does not keep.
+    // SFL (with CAP.AFL) completes at once: FLS, cleared by the command, reads 1 again. The unit
+    // keeps no advanced fault log, so the pointer is not used. Without AFL, SFL is ignored.
+    if ((v & GCMD_SFL) !== 0 && this.caps.afl) this.gsts |= GSTS_FLS;
+    // WBF completes at once (WBFS never reads 1).
     this.gsts >>>= 0;
   }
 
@@ -544,6 +658,7 @@ export class VtdUnit implements IommuHardware, Mmio {
     const ttm = (this.rtaddrLo >>> 10) & 3;
     this.rta = this.rtaddrHi * TWO32 + ((this.rtaddrLo & 0xfffff000) >>> 0);
     this.scalable = ttm === RTADDR_TTM_SCALABLE;
+    this.walker.scalable = this.scalable;
     this.rootFault = 0;
     if (ttm === RTADDR_TTM_SCALABLE && !this.caps.smts)
       this.rootFault = VTD_FR.SM_ROOT_TABLE_ADDR_INVALID;
@@ -651,7 +766,11 @@ export class VtdUnit implements IommuHardware, Mmio {
     out.stallTag = 0;
     out.sizeShift = 12;
     if ((this.gsts & GSTS_TES) === 0) {
-      // Remapping disabled: requests pass untranslated.
+      // Remapping disabled: requests pass untranslated, except into a protected memory region.
+      if (this.pmrActive && this.protectedPage(req.iovaPfn)) {
+        this.blocked(out);
+        return;
+      }
       out.status = XLATE_OK;
       out.pa = req.iovaPfn * PAGE + req.offset;
       out.perm = DMA_READ | DMA_WRITE | DMA_EXEC;
@@ -660,6 +779,10 @@ export class VtdUnit implements IommuHardware, Mmio {
       return;
     }
     const code = this.resolve(req, cached);
+    if (code === PMR_BLOCKED) {
+      this.blocked(out);
+      return;
+    }
     if (code !== 0) {
       out.status = XLATE_FAULT;
       out.pa = 0;
@@ -797,8 +920,28 @@ export class VtdUnit implements IommuHardware, Mmio {
     return 0;
   }
 
-  /** Pass-through and translated requests: output = input. */
+  /**
+   * A request blocked by a protected memory region: it fails, but is "not recorded or reported as
+   * a remapping fault" (PMEN_REG.EPM), so there is no fault reason and no fault record.
+   */
+  private blocked(out: TranslationResult): void {
+    out.status = XLATE_FAULT;
+    out.pa = 0;
+    out.perm = 0;
+    out.fault = FaultKind.BLOCKED;
+    out.code = 0;
+  }
+
+  /**
+   * Pass-through and translated requests: output = input. With PMEN.EPM set such requests into a
+   * protected region are blocked even while remapping is on (PMEN_REG: "DMA requests processed as
+   * pass-through ... and DMA requests with translated address (AT=10b)"); a translation request
+   * reads no memory and is answered. Remapped requests are not range-checked: the spec lets
+   * hardware block them or not, and software must not rely on it.
+   */
   private identity(req: TranslationRequest): number {
+    if (this.pmrActive && req.at !== AT_TRANSLATION_REQUEST && this.protectedPage(req.iovaPfn))
+      return PMR_BLOCKED;
     this.rPfn = req.iovaPfn;
     this.rPerm = P_READ | P_WRITE | P_EXEC | P_USER;
     this.rShift = 12;
@@ -1013,7 +1156,8 @@ export class VtdUnit implements IommuHardware, Mmio {
       (req.access & DMA_WRITE) === 0,
       withPasid && req.privileged,
       withPasid && (req.access & DMA_EXEC) !== 0,
-      req.at,
+      // FRCD.AT is RsvdZ on units without device-TLB support (ECAP.DT clear).
+      this.caps.deviceTlb ? req.at : 0,
     );
   }
 
@@ -1021,14 +1165,19 @@ export class VtdUnit implements IommuHardware, Mmio {
 
   /**
    * A PRI page request: checked against the context (PRE) and written to the page request queue.
-   * A request the unit cannot queue is answered at once: with Invalid Request when it is refused,
-   * with Success when the queue overflowed (the device retries).
+   * A request the unit cannot queue is answered at once if it ends a group: with Invalid Request
+   * when it is refused, with Success when the queue overflowed (the device retries). Stop markers
+   * are never answered. Requests are written to the queue as they arrive, so a page-request drain
+   * (wait descriptor PD) never has anything left to wait for.
    *
    * @spec Intel VT-d Architecture Specification 7.5 (page requests)
    */
   pageRequest(req: PageRequest): void {
     this.stats.pageRequests++;
     const withPasid = req.pasid !== NO_PASID;
+    // A group's last request wants the one response; a stop marker (LPIG with neither read nor
+    // write) wants none, so the unit never answers one itself (PCIe PRI; Linux drops them too).
+    const needsResponse = req.last && (req.access & (DMA_READ | DMA_WRITE)) !== 0;
     let code = 0;
     if (!this.caps.prs || (this.gsts & GSTS_TES) === 0) code = -1;
     else if (this.rootFault !== 0) code = this.rootFault;
@@ -1052,10 +1201,11 @@ export class VtdUnit implements IommuHardware, Mmio {
           (req.access & DMA_WRITE) === 0,
           withPasid && req.privileged,
           withPasid && (req.access & DMA_EXEC) !== 0,
-          AT_TRANSLATION_REQUEST,
+          // A page request is a message, not a memory request: it carries no AT to capture.
+          0,
         );
       }
-      if (req.last) this.respond(req.rid, req.pasid, req.prgIndex, PRG_INVALID_REQUEST);
+      if (needsResponse) this.respond(req.rid, req.pasid, req.prgIndex, PRG_INVALID_REQUEST);
       return;
     }
     const r = this.prq.enqueue(
@@ -1070,7 +1220,7 @@ export class VtdUnit implements IommuHardware, Mmio {
     if (r === PRQ_QUEUED) return;
     this.stats.pageRequestsDropped++;
     // Overflow: the last request of a group is answered Success so the device retries.
-    if (req.last)
+    if (needsResponse)
       this.respond(
         req.rid,
         req.pasid,

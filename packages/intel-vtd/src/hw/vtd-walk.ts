@@ -5,6 +5,18 @@
 // level, sets first-stage Accessed/Dirty flags as the hardware does, and leaves its answer in
 // the walker's result fields. It returns W_OK or a W_* fault; vtd-fault.ts turns that into the
 // spec's fault reason for the unit's mode. Nothing here throws on any table contents.
+//
+// Reserved bits, per level (where the sources disagree, the choice is named):
+// - second stage: address bits at or above HAW; PS in SS-PML5E/SS-PML4E and at a level CAP.SLLPS
+//   lacks; address bits inside a large page; SNP (bit 11) in every table entry, and in a leaf unless
+//   ECAP.SC - QEMU also accepts it in scalable mode, which this walker follows (VirtualBox, legacy
+//   only, always reserves it); TM (bit 62) in every entry, reserved(0) since VT-d 3.2 (QEMU 9.2's
+//   default; older units with ECAP.DT accepted it in leaves: `staleTm`). EMT/IPAT (bits 6:3) are
+//   ignored, as QEMU and VirtualBox ignore them.
+// - first stage: address bits at or above HAW (not nested: there they are guest addresses); PS in
+//   PML5E/PML4E and in a PDPE without CAP.FL1GP; address bits 20:13 / 29:13 of a large page.
+//   Bits 63:52 are not reserved: XD (bit 63) only takes execute permission away, with or without
+//   the old PASID-entry NXE (QEMU's first-stage masks ignore 63:52; VirtualBox has no NXE rule).
 
 import { DMA_EXEC, DMA_READ, DMA_WRITE, type PhysMemory } from "@iommu-sim/iommu-core";
 import {
@@ -23,6 +35,8 @@ import {
   SS_PTE_D,
   SS_PTE_PS,
   SS_PTE_R,
+  SS_PTE_SNP,
+  SS_PTE_TM_HI,
   SS_PTE_W,
   SS_PTE_X,
 } from "../format/second-stage-pte.js";
@@ -74,6 +88,9 @@ const SS_X = SS_PTE_X;
 const SS_PS = SS_PTE_PS;
 const SS_A = SS_PTE_A;
 const SS_D = SS_PTE_D;
+/** SNP (bit 11, low word) and TM (bit 62, high word): reserved in every non-leaf entry. */
+const SS_SNP = SS_PTE_SNP;
+const SS_TM_HI = SS_PTE_TM_HI;
 const FS_P = FS_PTE_P;
 const FS_RW = FS_PTE_RW;
 const FS_US = FS_PTE_US;
@@ -108,6 +125,13 @@ export interface VtdWalkerOptions {
   readonly sllps: number;
   /** First-stage 1 GiB pages (CAP.FL1GP). */
   readonly fl1gp: boolean;
+  /** ECAP.SC: a second-stage leaf may set SNP (bit 11). Default false. */
+  readonly snoopControl?: boolean;
+  /**
+   * A second-stage leaf may set TM (bit 62): only units of an architecture version before 3.2
+   * that report ECAP.DT (QEMU's "stale TM"). Default false.
+   */
+  readonly staleTm?: boolean;
 }
 
 /**
@@ -136,6 +160,17 @@ export class VtdWalker {
    * walk: domain, PASID and kind (first- or second-stage). Nested walks do not use it.
    */
   psc: VtdPagingStructureCache | null = null;
+  /**
+   * Scalable-mode tables are in use (the unit sets this when SRTP latches TTM): a second-stage leaf
+   * may then set SNP whatever ECAP.SC says, as QEMU accepts it there.
+   */
+  get scalable(): boolean {
+    return this.isScalable;
+  }
+  set scalable(on: boolean) {
+    this.isScalable = on;
+    this.ssLeafRsvLo = on || this.snoopControl ? 0 : SS_SNP;
+  }
   pscDid = 0;
   pscPasid = 0;
   pscKind: VtdTranslationKind = VTD_KIND_SECOND_STAGE;
@@ -147,6 +182,11 @@ export class VtdWalker {
   private readonly hawLo: number;
   private readonly ssLarge: number;
   private readonly fl1gp: boolean;
+  private readonly snoopControl: boolean;
+  private isScalable = false;
+  /** Reserved bits of a second-stage leaf: SNP (low word) unless allowed, TM (high word) unless stale. */
+  private ssLeafRsvLo: number;
+  private readonly ssLeafRsvHi: number;
 
   // Second-stage results, kept apart from the first stage's for nested walks.
   private sPfn = 0;
@@ -161,6 +201,9 @@ export class VtdWalker {
     this.hawLo = haw >= 32 ? 0 : (ADDR_LO & ~((1 << haw) - 1)) >>> 0;
     this.ssLarge = options.sllps & 3;
     this.fl1gp = options.fl1gp;
+    this.snoopControl = options.snoopControl ?? false;
+    this.ssLeafRsvLo = this.snoopControl ? 0 : SS_SNP;
+    this.ssLeafRsvHi = options.staleTm === true ? 0 : SS_TM_HI;
   }
 
   /**
@@ -244,6 +287,10 @@ export class VtdWalker {
         if (level > 3 || (this.ssLarge & (1 << (level - 2))) === 0) return W_RESERVED;
         if ((lo & (LEAF_ALIGN_LO[level] as number)) !== 0) return W_RESERVED;
       }
+      // SNP and TM: reserved in table entries; in leaves unless ECAP.SC (or scalable mode) / stale TM.
+      if (leaf) {
+        if ((lo & this.ssLeafRsvLo) !== 0 || (hi & this.ssLeafRsvHi) !== 0) return W_RESERVED;
+      } else if ((lo & SS_SNP) !== 0 || (hi & SS_TM_HI) !== 0) return W_RESERVED;
       if ((lo & SS_R) === 0) perm &= ~P_READ;
       if ((lo & SS_W) === 0) perm &= ~(P_WRITE | P_SS_WRITE);
       // Without SLEE execute permission follows read permission.
