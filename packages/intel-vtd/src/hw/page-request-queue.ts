@@ -299,7 +299,8 @@ export class PageRequestQueue {
         this.pedata = value >>> 0;
         return;
       case R_PEADDR:
-        this.peaddr = value >>> 0;
+        // Dword aligned: bits 1:0 are reserved.
+        this.peaddr = (value & ~3) >>> 0;
         return;
       case R_PEUADDR:
         this.peuaddr = value >>> 0;

@@ -568,6 +568,14 @@ describe("fault status, fault events and fault recording", () => {
     }
   });
 
+  it("FEADDR and IEADDR keep bits 1:0 zero (message addresses are dword aligned)", () => {
+    const m = legacy();
+    for (const o of [VTD_REG.FEADDR, VTD_REG.IEADDR]) {
+      m.unit.write32(o, 0xfee0_0003);
+      expect(m.unit.read32(o) >>> 0).toBe(0xfee0_0000);
+    }
+  });
+
   it("a legacy fault record reads back SID, FR, T, AT and the page address, without PASID", () => {
     const m = legacy();
     xlate(m.unit, SID, 0x7654_3210);
@@ -705,6 +713,16 @@ describe("fault status, fault events and fault recording", () => {
 });
 
 describe("fault record fields", () => {
+  it("FI keeps the address below MGAW (FRCD_REG.FI: bits 63:MGAW reserved zero)", () => {
+    const m = vtdTestMachine({ caps: { mgaw: 48, sagaw: 0b00100, firstStage5Level: false } });
+    const dir = m.b.setSmContext(m.rta, SID, {});
+    m.b.setPasidEntry(dir, 5, { PGTT: PGTT_FL, DID, FLPTR: m.b.frame() });
+    // Non-canonical for 4 levels: bits 63:47 are not copies of bit 47.
+    const r = xlate(m.unit, SID, 0x0012_3456_7000_0000n, { pasid: 5 });
+    expect(r.code).toBe(VTD_FR.SM_FS_NON_CANONICAL);
+    expect(readFrcd(m.unit, 0).FI).toBe(0x3456_7000_0000);
+  });
+
   it("AT is recorded only by units with ECAP.DT (FRCD_REG.AT: RsvdZ without device-TLBs)", () => {
     for (const deviceTlb of [true, false]) {
       const m = legacy({ caps: { deviceTlb, prs: false } });

@@ -214,6 +214,8 @@ export class VtdUnit implements IommuHardware, Mmio {
   readonly caps: VtdCapabilities;
   readonly cacheConfig: VtdCacheConfig;
   readonly haw: number;
+  /** Pages below 2^MGAW: a fault record keeps the page number modulo this. */
+  private readonly mgawPages: number;
   readonly stats: VtdUnitStats = {
     translations: 0,
     faults: 0,
@@ -312,6 +314,7 @@ export class VtdUnit implements IommuHardware, Mmio {
     if (!Number.isInteger(this.haw) || this.haw < 32 || this.haw > 52) {
       throw new RangeError(`VtdUnit ${this.name}: host address width ${this.haw} outside 32..52`);
     }
+    this.mgawPages = 2 ** (caps.mgaw - 12);
     this.trace = options.trace ?? null;
     this.autoProcessQueue = options.autoProcessQueue ?? true;
     this.onInterrupt = options.onInterrupt ?? null;
@@ -496,6 +499,11 @@ export class VtdUnit implements IommuHardware, Mmio {
         return;
       case VTD_REG.FECTL:
         this.faults.writeFectl(v);
+        return;
+      case VTD_REG.FEADDR:
+      case VTD_REG.IEADDR:
+        // Message addresses are dword aligned: bits 1:0 are reserved.
+        this.plain[offset >>> 2] = v & ~3;
         return;
       case VTD_REG.IQT:
         this.iqt = v & 0x7fff0;
@@ -1143,7 +1151,8 @@ export class VtdUnit implements IommuHardware, Mmio {
       this.stats.faultsSuppressed++;
       return;
     }
-    const vpn = req.iovaPfn;
+    // FI bits 63:MGAW are reserved (zero): the record keeps the address below MGAW.
+    const vpn = req.iovaPfn % this.mgawPages;
     const lo = ((vpn % TWO20) * PAGE) >>> 0;
     const hi = Math.floor(vpn / TWO20) >>> 0;
     const withPasid = req.pasid !== NO_PASID;
