@@ -7,6 +7,7 @@
 //   policy, so every request fetches the STE and the CD and walks stage 1 from the root;
 // - pt_walk_4k / pt_walk_16k / pt_walk_64k: the page-table code's own LpaePgtable.iovaToPhys.
 // Both must produce the same checksum. The 4K results compare with C's pt_walk_random.
+// Workload names on the command line (pt_map_4k, walk_4k, pt_walk_16k, ...) run only those.
 
 import {
   DMA_READ,
@@ -29,6 +30,8 @@ const IOVA0 = 0x1_0000_0000;
 const PA0 = 0x80_0000_0000;
 const TWO32 = 4294967296;
 const RW = IOMMU_READ | IOMMU_WRITE;
+const only = new Set(process.argv.slice(2));
+const wanted = (name: string) => only.size === 0 || only.has(name);
 
 // The machine's frames start at 1 MiB: low addresses, so walks read PhysMemory's arrays directly.
 const m = smmuTestMachine({ cache: { policy: "minimal" } });
@@ -117,27 +120,30 @@ function check(pt: LpaePgtable, granule: number): void {
   if (pt.iovaToPhys(IOVA0 + NPAGES * granule) !== -1) fail("unmapped");
 }
 
-const map4k = repeat(() => {
-  const pt = table(4096);
-  const ns = mapAll(pt, 4096);
-  check(pt, 4096);
-  pt.free();
-  return ns;
-});
-emit({
-  bench: "arm-smmu",
-  name: "pt_map_4k",
-  ops: NPAGES,
-  ns_per_op: map4k.ns,
-  min_ns: map4k.min,
-  max_ns: map4k.max,
-  unit: "LPAE stage-1 4K mapPages, one page per call",
-});
+if (wanted("pt_map_4k")) {
+  const map4k = repeat(() => {
+    const pt = table(4096);
+    const ns = mapAll(pt, 4096);
+    check(pt, 4096);
+    pt.free();
+    return ns;
+  });
+  emit({
+    bench: "arm-smmu",
+    name: "pt_map_4k",
+    ops: NPAGES,
+    ns_per_op: map4k.ns,
+    min_ns: map4k.min,
+    max_ns: map4k.max,
+    unit: "LPAE stage-1 4K mapPages, one page per call",
+  });
+}
 
 const GRANULES = [4096, 16384, 65536] as const;
 for (let gi = 0; gi < GRANULES.length; gi++) {
   const granule = GRANULES[gi] as LpaeGranule;
   const k = `${granule / 1024}k`;
+  if (!wanted(`walk_${k}`) && !wanted(`pt_walk_${k}`)) continue;
   const cWorkload = granule === 4096 ? { c_workload: "pt_walk_random" } : {};
   const before = frames.liveFrames;
   const pt = table(granule);
@@ -158,32 +164,36 @@ for (let gi = 0; gi < GRANULES.length; gi++) {
     TTB0: pt.ttbr,
   });
   m.b.setSte(m.st, sid, { Config: 5, S1ContextPtr: cdt.ptr });
-  const want = expectedHw(pt, granule);
-  const hw = repeat(() => hwWalk(sid, granule));
-  if (checksum !== want) fail(`walk_${k}: checksum ${checksum}, iovaToPhys gives ${want}`);
-  emit({
-    bench: "arm-smmu",
-    name: `walk_${k}`,
-    ops: NWALK_HW,
-    ns_per_op: hw.ns,
-    min_ns: hw.min,
-    max_ns: hw.max,
-    ...cWorkload,
-    unit: `SmmuV3.translate, minimal policy: STE, CD, stage-1 ${pt.levels}-level walk`,
-    checksum,
-  });
-  const r = repeat(() => ptWalk(pt, granule));
-  emit({
-    bench: "arm-smmu",
-    name: `pt_walk_${k}`,
-    ops: NWALK,
-    ns_per_op: r.ns,
-    min_ns: r.min,
-    max_ns: r.max,
-    ...cWorkload,
-    unit: `stage-1 ${pt.levels}-level walk (LpaePgtable.iovaToPhys)`,
-    checksum,
-  });
+  if (wanted(`walk_${k}`)) {
+    const want = expectedHw(pt, granule);
+    const hw = repeat(() => hwWalk(sid, granule));
+    if (checksum !== want) fail(`walk_${k}: checksum ${checksum}, iovaToPhys gives ${want}`);
+    emit({
+      bench: "arm-smmu",
+      name: `walk_${k}`,
+      ops: NWALK_HW,
+      ns_per_op: hw.ns,
+      min_ns: hw.min,
+      max_ns: hw.max,
+      ...cWorkload,
+      unit: `SmmuV3.translate, minimal policy: STE, CD, stage-1 ${pt.levels}-level walk`,
+      checksum,
+    });
+  }
+  if (wanted(`pt_walk_${k}`)) {
+    const r = repeat(() => ptWalk(pt, granule));
+    emit({
+      bench: "arm-smmu",
+      name: `pt_walk_${k}`,
+      ops: NWALK,
+      ns_per_op: r.ns,
+      min_ns: r.min,
+      max_ns: r.max,
+      ...cWorkload,
+      unit: `stage-1 ${pt.levels}-level walk (LpaePgtable.iovaToPhys)`,
+      checksum,
+    });
+  }
   pt.free();
   // The CD table's frame stays (the STE points at it).
   if (frames.liveFrames !== before + 1) fail(`leaked ${frames.liveFrames - before - 1} frames`);

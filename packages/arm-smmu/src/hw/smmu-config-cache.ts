@@ -13,8 +13,10 @@ export interface SmmuCacheCounters {
 
 /**
  * A fully associative, true-LRU table of `capacity` values under a key of two int32 words, with a
- * chained hash index and a doubly linked recency list in typed arrays: lookup, insert and removal
- * are O(1) and allocate nothing.
+ * chained hash index and a use stamp per slot in typed arrays: lookup and removal are O(1), a hit
+ * costs one stamp store, and an insert into a full table finds the least recently used slot by
+ * scanning the stamps (inserts follow a fetch and decode from memory, hits happen per request).
+ * Nothing allocates.
  */
 class KeyedLru<T> {
   readonly capacity: number;
@@ -32,14 +34,17 @@ class KeyedLru<T> {
   private readonly buckets: Int32Array;
   private readonly chain: Int32Array;
   private readonly bucketBits: number;
-  /** Recency list: `head` most recent, `tail` least; -1 = none. Free slots form a stack. */
-  private readonly prev: Int32Array;
-  private readonly next: Int32Array;
+  /**
+   * Recency: the value of `clock` when each slot was last used (all distinct). `head` is the most
+   * recently used slot, or -1 after it left (a hit on it needs no new stamp). Free slots form a
+   * stack.
+   */
+  private readonly stamps: Float64Array;
+  private clock = 0;
   private readonly used: Uint8Array;
   private readonly freeStack: Int32Array;
   private freeTop: number;
   private head = -1;
-  private tail = -1;
   private live = 0;
 
   constructor(capacity: number, what: string) {
@@ -53,8 +58,7 @@ class KeyedLru<T> {
     this.bucketBits = Math.max(1, 32 - Math.clz32(Math.max(1, capacity * 2) - 1));
     this.buckets = new Int32Array(1 << this.bucketBits);
     this.chain = new Int32Array(capacity);
-    this.prev = new Int32Array(capacity);
-    this.next = new Int32Array(capacity);
+    this.stamps = new Float64Array(capacity);
     this.used = new Uint8Array(capacity);
     this.freeStack = new Int32Array(capacity);
     for (let i = 0; i < capacity; i++) this.freeStack[i] = capacity - 1 - i;
@@ -83,13 +87,18 @@ class KeyedLru<T> {
       this.counters.hits++;
       return this.values[h];
     }
+    return this.lookupHashed(a, b);
+  }
+
+  /** `lookup` past the most recent entry. */
+  private lookupHashed(a: number, b: number): T | undefined {
     const s = this.find(a, b);
     if (s < 0) {
       this.counters.misses++;
       return undefined;
     }
     this.counters.hits++;
-    this.toFront(s);
+    this.touch(s);
     return this.values[s];
   }
 
@@ -101,16 +110,14 @@ class KeyedLru<T> {
     let out: T | undefined;
     if (s >= 0) {
       out = this.values[s];
-      this.toFront(s);
     } else {
       if (this.freeTop > 0) {
         s = this.freeStack[--this.freeTop] as number;
         this.live++;
       } else {
-        s = this.tail;
+        s = this.leastRecent();
         out = this.values[s];
         this.unlinkHash(s);
-        this.unlinkLru(s);
         this.counters.evictions++;
       }
       this.k1[s] = a;
@@ -119,8 +126,8 @@ class KeyedLru<T> {
       const bucket = this.bucketOf(a, b);
       this.chain[s] = this.buckets[bucket] as number;
       this.buckets[bucket] = s + 1;
-      this.pushFront(s);
     }
+    this.touch(s);
     this.values[s] = value;
     return out;
   }
@@ -160,15 +167,19 @@ class KeyedLru<T> {
     return this.live;
   }
 
+  /** Call `cb` for each entry, most recently used first (allocates; for the oracle and tests). */
   forEach(cb: (a: number, b: number, value: T) => void): void {
-    for (let s = this.head; s >= 0; s = this.next[s] as number) {
+    const slots: number[] = [];
+    for (let s = 0; s < this.capacity; s++) if (this.used[s] !== 0) slots.push(s);
+    slots.sort((x, y) => (this.stamps[y] as number) - (this.stamps[x] as number));
+    for (const s of slots) {
       cb((this.k1[s] as number) >>> 0, this.k2[s] as number, this.values[s] as T);
     }
   }
 
   private drop(s: number): void {
     this.unlinkHash(s);
-    this.unlinkLru(s);
+    if (this.head === s) this.head = -1;
     this.used[s] = 0;
     this.values[s] = undefined;
     this.freeStack[this.freeTop++] = s;
@@ -193,27 +204,25 @@ class KeyedLru<T> {
     bug("SmmuConfigCache: slot missing from its hash chain");
   }
 
-  private unlinkLru(s: number): void {
-    const p = this.prev[s] as number;
-    const n = this.next[s] as number;
-    if (p >= 0) this.next[p] = n;
-    else this.head = n;
-    if (n >= 0) this.prev[n] = p;
-    else this.tail = p;
-  }
-
-  private pushFront(s: number): void {
-    this.prev[s] = -1;
-    this.next[s] = this.head;
-    if (this.head >= 0) this.prev[this.head] = s;
+  /** Make slot `s` the most recently used. */
+  private touch(s: number): void {
+    this.stamps[s] = ++this.clock;
     this.head = s;
-    if (this.tail < 0) this.tail = s;
   }
 
-  private toFront(s: number): void {
-    if (this.head === s) return;
-    this.unlinkLru(s);
-    this.pushFront(s);
+  /** The least recently used slot of a full table. */
+  private leastRecent(): number {
+    const stamps = this.stamps;
+    let best = 0;
+    let oldest = stamps[0] as number;
+    for (let s = 1; s < this.capacity; s++) {
+      const t = stamps[s] as number;
+      if (t < oldest) {
+        oldest = t;
+        best = s;
+      }
+    }
+    return best;
   }
 }
 

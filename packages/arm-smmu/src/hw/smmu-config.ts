@@ -116,6 +116,20 @@ export class SmmuSteConfig {
   s2R = false;
   /** STE.PPAR: an automatic PRG response to a PASID-tagged request carries the PASID (8.1). */
   ppar = false;
+  /**
+   * What `decodeSte` last decoded into this object, once it is decoded into a second time (a
+   * reused object, not a cached one): the STE's words and the features. The same words under the
+   * same features decode to the same fields, so the decode is skipped; `memoStatus`..`memoS2` are
+   * the decoded values of the fields decodeSte also writes on its other paths.
+   */
+  memoWords: Uint32Array | null = null;
+  memoFeatures: SmmuFeatures | null = null;
+  memoStatus = CFG_OK;
+  memoConfig = 0;
+  memoS1 = false;
+  memoS2 = false;
+  /** Decoded by decodeSte before (the next full decode keeps a memo). */
+  decoded = false;
 }
 
 /**
@@ -153,6 +167,17 @@ export class SmmuCdConfig {
   a = false;
   aset = false;
   asid = 0;
+  /**
+   * What `decodeCd` last decoded into this object, once it is decoded into a second time: the CD's
+   * words, the features and the STE fields the decode reads (EL2, E2H, S1STALLD as bits 0-2), and
+   * the decoded `status` (decodeCd also writes it on its other paths).
+   */
+  memoWords: Uint32Array | null = null;
+  memoFeatures: SmmuFeatures | null = null;
+  memoSte = 0;
+  memoStatus = CFG_OK;
+  /** Decoded by decodeCd before (the next full decode keeps a memo). */
+  decoded = false;
 }
 
 const scratch = new Uint32Array(16);
@@ -177,6 +202,43 @@ function load(mem: PhysMemory, pa: number, words: number): boolean {
     scratch[i + 1] = mem.hi;
   }
   return !mem.busError;
+}
+
+/** `fetch16` outcomes: an external abort, the words loaded into `scratch`, or equal to the memo. */
+const F_ABORT = 0;
+const F_LOADED = 1;
+const F_SAME = 2;
+
+/**
+ * Fetch the 16 words of an STE or CD at `pa`: F_SAME when they equal `memo` (then `scratch` is
+ * not filled: the caller keeps its decoded fields), else F_LOADED (in `scratch`) or F_ABORT.
+ */
+function fetch16(mem: PhysMemory, pa: number, memo: Uint32Array | null): number {
+  if (memo !== null) {
+    const fast = mem.wordsOf(pa);
+    if (fast !== undefined) {
+      const i = mem.wordIndex(pa);
+      if ((i & 1) === 0 && i + 16 <= fast.length) {
+        // One OR of the differences: no branch per word.
+        let d = 0;
+        for (let k = 0; k < 16; k++) d |= (fast[i + k] as number) ^ (memo[k] as number);
+        if (d === 0) return F_SAME;
+        for (let k = 0; k < 16; k++) scratch[k] = fast[i + k] as number;
+        return F_LOADED;
+      }
+    }
+  }
+  if (!load(mem, pa, 16)) return F_ABORT;
+  if (memo === null) return F_LOADED;
+  for (let k = 0; k < 16; k++) if (scratch[k] !== memo[k]) return F_LOADED;
+  return F_SAME;
+}
+
+/** A copy of the 16 words in `scratch` into `memo` (allocated when null). */
+function keepWords(memo: Uint32Array | null): Uint32Array {
+  const m = memo ?? new Uint32Array(16);
+  m.set(scratch);
+  return m;
 }
 
 /**
@@ -366,24 +428,11 @@ export function decodeSte(
   f: SmmuFeatures,
   out: SmmuSteConfig,
 ): SmmuSteConfig {
-  out.sid = sid;
-  out.status = CFG_OK;
-  out.fetchAddr = 0;
-  out.s1 = false;
-  out.s2 = false;
-  out.config = 0;
-  if (sid >= (POW2[st.log2size] as number)) {
-    out.status = EVT_ID.C_BAD_STREAMID;
-    return out;
-  }
+  if (sid >= (POW2[st.log2size] as number)) return steFailed(out, sid, EVT_ID.C_BAD_STREAMID, 0);
   let at: number;
   if (st.fmt === STRTAB_FMT_2LVL) {
     const l1at = st.base + Math.floor(sid / (POW2[st.split] as number)) * 8;
-    if (!load(mem, l1at, 2)) {
-      out.status = EVT_ID.F_STE_FETCH;
-      out.fetchAddr = l1at;
-      return out;
-    }
+    if (!load(mem, l1at, 2)) return steFailed(out, sid, EVT_ID.F_STE_FETCH, l1at);
     const span = get(scratch, L1S_SPAN);
     const l2idx = sid % (POW2[st.split] as number);
     if (
@@ -392,28 +441,64 @@ export function decodeSte(
       span > st.split + 1 ||
       l2idx >= (POW2[span - 1] as number) ||
       (f.checkReserved && hasReservedBits(L1_STD, scratch))
-    ) {
-      out.status = EVT_ID.C_BAD_STREAMID;
-      return out;
-    }
+    )
+      return steFailed(out, sid, EVT_ID.C_BAD_STREAMID, 0);
     const l2 = addr(scratch, L1S_PTR);
     const size = STE_SIZE * (POW2[span - 1] as number);
     at = l2 - (l2 % size) + l2idx * STE_SIZE;
   } else {
     at = st.base + sid * STE_SIZE;
   }
-  if (!load(mem, at, 16)) {
-    out.status = EVT_ID.F_STE_FETCH;
-    out.fetchAddr = at;
-    return out;
+  const memo = out.memoFeatures === f ? out.memoWords : null;
+  const got = fetch16(mem, at, memo);
+  if (got === F_ABORT) return steFailed(out, sid, EVT_ID.F_STE_FETCH, at);
+  out.sid = sid;
+  out.fetchAddr = 0;
+  if (got === F_SAME) {
+    out.status = out.memoStatus;
+    out.config = out.memoConfig;
+    out.s1 = out.memoS1;
+    out.s2 = out.memoS2;
+  } else {
+    out.config = 0;
+    steWords(scratch, f, out);
+    if (out.decoded && Object.isFrozen(f)) {
+      out.memoWords = keepWords(out.memoWords);
+      out.memoFeatures = f;
+      out.memoStatus = out.status;
+      out.memoConfig = out.config;
+      out.memoS1 = out.s1;
+      out.memoS2 = out.s2;
+    }
+    out.decoded = true;
   }
-  decodeSteWords(scratch, f, out);
   out.e2h = out.el2 && st.e2h;
+  return out;
+}
+
+/** An STE that could not be fetched or located: `status`, fetch address, no stages. */
+function steFailed(
+  out: SmmuSteConfig,
+  sid: number,
+  status: number,
+  fetchAddr: number,
+): SmmuSteConfig {
+  out.sid = sid;
+  out.status = status;
+  out.fetchAddr = fetchAddr;
+  out.s1 = false;
+  out.s2 = false;
+  out.config = 0;
   return out;
 }
 
 /** Decode the 16 words of an STE (already fetched) into `out` (sid kept). */
 export function decodeSteWords(w: Uint32Array, f: SmmuFeatures, out: SmmuSteConfig): SmmuSteConfig {
+  out.memoFeatures = null;
+  return steWords(w, f, out);
+}
+
+function steWords(w: Uint32Array, f: SmmuFeatures, out: SmmuSteConfig): SmmuSteConfig {
   out.status = CFG_OK;
   out.s1 = false;
   out.s2 = false;
@@ -561,7 +646,6 @@ export function decodeCd(
   out: SmmuCdConfig,
 ): SmmuCdConfig {
   out.sid = ste.sid;
-  out.status = CFG_OK;
   out.bypass = false;
   out.fetchAddr = 0;
   out.faultIpa = 0;
@@ -572,6 +656,7 @@ export function decodeCd(
       if (ste.s1Dss === 1) {
         out.bypass = true;
         out.ssid = 0;
+        out.status = CFG_OK;
         return out;
       }
     }
@@ -605,11 +690,26 @@ export function decodeCd(
   }
   const pa = fetchAddr(ste, at, port, out);
   if (pa < 0) return out;
-  if (!load(mem, pa, 16)) {
+  const steBits = (ste.el2 ? 1 : 0) | (ste.e2h ? 2 : 0) | (ste.s1StallD ? 4 : 0);
+  const memo = out.memoFeatures === f && out.memoSte === steBits ? out.memoWords : null;
+  const got = fetch16(mem, pa, memo);
+  if (got === F_ABORT) {
     out.fetchAddr = pa;
     return status(out, EVT_ID.F_CD_FETCH);
   }
-  return decodeCdWords(scratch, ste, f, out);
+  if (got === F_SAME) {
+    out.status = out.memoStatus;
+    return out;
+  }
+  cdWords(scratch, ste, f, out);
+  if (out.decoded && Object.isFrozen(f)) {
+    out.memoWords = keepWords(out.memoWords);
+    out.memoFeatures = f;
+    out.memoSte = steBits;
+    out.memoStatus = out.status;
+  }
+  out.decoded = true;
+  return out;
 }
 
 /** The PA of a CD-table address: itself, or its stage 2 translation (-1 with `out` set on a fault). */
@@ -636,6 +736,16 @@ function status(out: SmmuCdConfig, s: number): SmmuCdConfig {
 
 /** Decode the 16 words of a CD (already fetched) under `ste` into `out` (sid/ssid kept). */
 export function decodeCdWords(
+  w: Uint32Array,
+  ste: SmmuSteConfig,
+  f: SmmuFeatures,
+  out: SmmuCdConfig,
+): SmmuCdConfig {
+  out.memoFeatures = null;
+  return cdWords(w, ste, f, out);
+}
+
+function cdWords(
   w: Uint32Array,
   ste: SmmuSteConfig,
   f: SmmuFeatures,

@@ -212,6 +212,11 @@ export class SmmuTlb {
    * Counts a hit (and makes the entry most recent) or a miss.
    */
   lookup(vmid: number, asid: number, vpn: number): number {
+    if (this.live === 0) {
+      // Nothing cached (always so without a TLB): a miss.
+      this.misses++;
+      return -1;
+    }
     const lo = vpn | 0;
     const mid =
       ((vpn * INV_TWO32) & VPN_HI_MASK) |
@@ -388,9 +393,10 @@ export class SmmuTlb {
     const set = code === 0 ? lo : (lo >>> code) | (hi << (32 - code));
     const base = (set & this.setMask) * this.ways;
     const end = base + this.ways;
+    const stamps = this.stamps;
     let same = -1;
     let free = -1;
-    let lru = -1;
+    // The oldest stamp without a branch per way; its (unique) slot is found after, if needed.
     let oldest = Number.POSITIVE_INFINITY;
     for (let i = base; i < end; i++) {
       const t = i * STRIDE;
@@ -400,9 +406,8 @@ export class SmmuTlb {
       } else if (m === mid && tags[t] === lo && tags[t + 2] === w2) {
         same = i;
         break;
-      } else if ((this.stamps[i] as number) < oldest) {
-        oldest = this.stamps[i] as number;
-        lru = i;
+      } else {
+        oldest = Math.min(oldest, stamps[i] as number);
       }
     }
     let victim: number;
@@ -413,7 +418,9 @@ export class SmmuTlb {
         victim = free;
         this.live++;
       } else {
-        victim = lru;
+        // A full set: every way is occupied and stamps are distinct.
+        victim = base;
+        while ((stamps[victim] as number) !== oldest) victim++;
         this.evictions++;
         this.uncount(tags[victim * STRIDE + 1] as number);
       }

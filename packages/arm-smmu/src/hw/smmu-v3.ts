@@ -24,6 +24,7 @@ import {
   XLATE_STALLED,
 } from "@iommu-sim/iommu-core";
 import {
+  bug,
   decode,
   fieldOf,
   loadLayout,
@@ -720,7 +721,17 @@ export class SmmuV3 implements IommuHardware, Mmio {
       out.sizeShift = this.rShift;
       return;
     }
-    if (code < 0) return; // stalled: `out` is filled
+    if (code > 0) this.failed(req, out, code, live);
+    // code < 0: stalled, `out` is filled.
+  }
+
+  /** Fill `out` for a request that faulted with `code`; count and trace it when live. */
+  private failed(
+    req: TranslationRequest,
+    out: TranslationResult,
+    code: number,
+    live: boolean,
+  ): void {
     out.status = XLATE_FAULT;
     out.pa = 0;
     out.perm = 0;
@@ -762,17 +773,36 @@ export class SmmuV3 implements IommuHardware, Mmio {
     this.evReq = req;
     this.evReady = false;
     this.evSte = null;
-    if (!this.enabled) {
-      if (at === AT_TRANSLATION_REQUEST) return this.report(EVT_ID.F_BAD_ATS_TREQ, live);
-      if (at === AT_TRANSLATED) return this.report(EVT_ID.F_TRANSL_FORBIDDEN, live);
-      if ((this.gbpa & GBPA_ABORT) !== 0) return SMMU_ABORT_SILENT;
-      // Bypass with SMMUEN = 0: an address beyond the OAS aborts, and no event is recorded (3.4).
-      if (req.iovaPfn >= this.oasPages) return SMMU_ABORT_SILENT;
-      return this.identity(req);
-    }
-    const sid = req.sid >>> 0;
-    const ste = this.steConfig(sid, live);
-    const ats = at !== 0;
+    if (!this.enabled) return this.resolveDisabled(req, live);
+    const ste = this.steConfig(req.sid >>> 0, live);
+    if (at !== 0 || ste.status !== CFG_OK || !ste.s1) return this.resolveSte(req, ste, out, live);
+    // An ordinary transaction through a valid stage 1 (or nested) STE: the checks below in short.
+    this.evSte = ste;
+    const ssid = req.pasid === NO_PASID ? NO_SSID : req.pasid >>> 0;
+    const cd = this.cdConfig(ste, ssid, live);
+    if (cd.status !== CFG_OK || cd.bypass) return this.resolveCd(req, ste, cd, out, live);
+    return this.stage1(req, ste, cd, out, live);
+  }
+
+  /** `resolve` with SMMUEN = 0: ATS requests refused, the others aborted (GBPA) or bypassed. */
+  private resolveDisabled(req: TranslationRequest, live: boolean): number {
+    const at = req.at;
+    if (at === AT_TRANSLATION_REQUEST) return this.report(EVT_ID.F_BAD_ATS_TREQ, live);
+    if (at === AT_TRANSLATED) return this.report(EVT_ID.F_TRANSL_FORBIDDEN, live);
+    if ((this.gbpa & GBPA_ABORT) !== 0) return SMMU_ABORT_SILENT;
+    // Bypass with SMMUEN = 0: an address beyond the OAS aborts, and no event is recorded (3.4).
+    if (req.iovaPfn >= this.oasPages) return SMMU_ABORT_SILENT;
+    return this.identity(req);
+  }
+
+  /** `resolve` once the STE is known, for every request (the general order of checks). */
+  private resolveSte(
+    req: TranslationRequest,
+    ste: SmmuSteConfig,
+    out: TranslationResult,
+    live: boolean,
+  ): number {
+    const at = req.at;
     if (at === AT_TRANSLATED && (this.cr0 & CR0_ATSCHK) === 0) return this.translatedPass(req);
     if (ste.status !== CFG_OK) {
       const code = ste.status;
@@ -800,6 +830,20 @@ export class SmmuV3 implements IommuHardware, Mmio {
       return this.stage2Only(req, ste, out, live);
     }
     const cd = this.cdConfig(ste, ssid, live);
+    if (cd.status !== CFG_OK || cd.bypass) return this.resolveCd(req, ste, cd, out, live);
+    return this.stage1(req, ste, cd, out, live);
+  }
+
+  /** `resolve` once the CD is known when it is not a usable stage 1 one: an error or S1DSS bypass. */
+  private resolveCd(
+    req: TranslationRequest,
+    ste: SmmuSteConfig,
+    cd: SmmuCdConfig,
+    out: TranslationResult,
+    live: boolean,
+  ): number {
+    const at = req.at;
+    const ats = at !== 0;
     if (cd.status !== CFG_OK) {
       const code = cd.status;
       const ev = this.eventFor();
@@ -835,7 +879,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
       }
       return this.stage2Only(req, ste, out, live);
     }
-    return this.stage1(req, ste, cd, out, live);
+    return bug("SmmuV3.resolveCd: a usable CD");
   }
 
   /** An ATS Translated request allowed through: output = input, address checked against OAS. */
@@ -1084,7 +1128,9 @@ export class SmmuV3 implements IommuHardware, Mmio {
 
   /**
    * The permission check of the resolved translation for `req` (or, for an ATS translation
-   * request, the permissions to grant): 0 or the permission fault's outcome.
+   * request, the permissions to grant): 0 or the permission fault's outcome. The rights the
+   * request needs become one mask tested at once; which stage refused is worked out only on a
+   * fault, out of line.
    *
    * @spec Arm SMMUv3 (IHI 0070) 13.7 (PCIe permission attributes), Arm ARM D8.4 (permissions)
    */
@@ -1095,53 +1141,70 @@ export class SmmuV3 implements IommuHardware, Mmio {
     out: TranslationResult,
     live: boolean,
   ): number {
-    const perm = this.rPerm;
-    let priv = req.privileged;
-    let exec = (req.access & DMA_EXEC) !== 0;
-    if (ste.privCfg === 2) priv = false;
-    else if (ste.privCfg === 3) priv = true;
-    if (ste.instCfg === 2) exec = false;
-    else if (ste.instCfg === 3) exec = true;
+    const access = req.access;
+    const privCfg = ste.privCfg;
+    const instCfg = ste.instCfg;
+    const priv = privCfg === 2 ? false : privCfg === 3 ? true : req.privileged;
     // A write is a data access whatever INSTCFG says (13.1.2: InD is 0 when RnW is 0).
-    if ((req.access & DMA_WRITE) !== 0) exec = false;
-    if (req.at === AT_TRANSLATION_REQUEST) {
-      let g = 0;
-      if (priv) {
-        if (!(cd?.pan && (perm & P_U) !== 0)) g = perm & (P_R | P_W);
-        if ((perm & P_PX) !== 0) g |= P_X;
-      } else if ((perm & P_U) !== 0) {
-        g = perm & (P_R | P_W | P_X);
-      }
-      if (!exec) g &= ~P_X;
-      this.rPerm = g;
-      return 0;
-    }
-    const write = (req.access & DMA_WRITE) !== 0;
-    const read = (req.access & DMA_READ) !== 0 || exec;
-    // Stage 1 first: its permission fault is raised before stage 2 translates the output address
-    // (Arm ARM stage 1 then stage 2), so a right both stages refuse is a stage 1 fault.
-    let s2 = false;
-    let ok = true;
+    const write = (access & DMA_WRITE) !== 0;
+    const exec =
+      !write && (instCfg === 2 ? false : instCfg === 3 ? true : (access & DMA_EXEC) !== 0);
+    if (req.at === AT_TRANSLATION_REQUEST) return this.atsGrant(priv, exec, cd);
+    const perm = this.rPerm;
+    let need = 0;
+    if (write) need = P_S1W | P_S2W;
+    if (exec) need |= (priv ? P_S1PX : P_S1X) | P_S2X | P_S2R;
+    else if ((access & DMA_READ) !== 0) need |= P_S2R;
+    if (!priv) need |= P_U;
+    if ((perm & need) !== need)
+      return this.permissionFault(req, ste, cd, out, live, priv, exec, write);
+    // PAN: a privileged data access to unprivileged-accessible memory faults at stage 1.
+    if (!priv || exec || (perm & P_U) === 0 || (cd === null ? true : !cd.pan)) return 0;
+    return this.permissionFault(req, ste, cd, out, live, priv, exec, write);
+  }
+
+  /** What an ATS translation request is granted: the rights of its privilege, less X unless asked. */
+  private atsGrant(priv: boolean, exec: boolean, cd: SmmuCdConfig | null): number {
+    const perm = this.rPerm;
+    let g = 0;
     if (priv) {
-      if ((write && (perm & P_S1W) === 0) || (exec && (perm & P_S1PX) === 0)) ok = false;
-      else if (cd?.pan && !exec && (perm & P_U) !== 0) ok = false;
-    } else if (
-      (perm & P_U) === 0 ||
-      (write && (perm & P_S1W) === 0) ||
-      (exec && (perm & P_S1X) === 0)
-    ) {
-      ok = false;
+      if (!(cd?.pan && (perm & P_U) !== 0)) g = perm & (P_R | P_W);
+      if ((perm & P_PX) !== 0) g |= P_X;
+    } else if ((perm & P_U) !== 0) {
+      g = perm & (P_R | P_W | P_X);
     }
-    if (
-      ok &&
-      ((read && (perm & P_S2R) === 0) ||
-        (write && (perm & P_S2W) === 0) ||
-        (exec && (perm & P_S2X) === 0))
-    ) {
-      s2 = true;
-      ok = false;
-    }
-    if (ok) return 0;
+    if (!exec) g &= ~P_X;
+    this.rPerm = g;
+    return 0;
+  }
+
+  /**
+   * The permission fault `checkAccess` found: at stage 1 if stage 1 refuses (its fault is raised
+   * before stage 2 translates the output address, Arm ARM stage 1 then stage 2), else at stage 2.
+   */
+  private permissionFault(
+    req: TranslationRequest,
+    ste: SmmuSteConfig,
+    cd: SmmuCdConfig | null,
+    out: TranslationResult,
+    live: boolean,
+    priv: boolean,
+    exec: boolean,
+    write: boolean,
+  ): number {
+    const perm = this.rPerm;
+    let s1ok: boolean;
+    if (priv)
+      s1ok =
+        !((write && (perm & P_S1W) === 0) || (exec && (perm & P_S1PX) === 0)) &&
+        !(cd?.pan && !exec && (perm & P_U) !== 0);
+    else
+      s1ok = !(
+        (perm & P_U) === 0 ||
+        (write && (perm & P_S1W) === 0) ||
+        (exec && (perm & P_S1X) === 0)
+      );
+    const s2 = s1ok;
     const ev = this.eventFor();
     ev.s2 = s2;
     ev.cls = CLASS_IN;
@@ -1362,6 +1425,12 @@ export class SmmuV3 implements IommuHardware, Mmio {
       const hit = cache.lookupSte(sid);
       if (hit !== undefined) return hit;
     }
+    return this.fetchSte(sid, useCache);
+  }
+
+  /** Fetch and decode the STE of `sid` (after a miss, or uncached), caching it if `useCache`. */
+  private fetchSte(sid: number, useCache: boolean): SmmuSteConfig {
+    const cache = this.configCache;
     const out = useCache ? new SmmuSteConfig() : this.scratchSte;
     decodeSte(this.mem, this.st, sid, this.features, out);
     if (this.watchers.length > 0) this.noteSte(sid);
@@ -1385,14 +1454,19 @@ export class SmmuV3 implements IommuHardware, Mmio {
       const hit = cache.lookupCd(ste.sid, key);
       if (hit !== undefined) return hit;
     }
+    return this.fetchCd(ste, ssid, useCache && direct);
+  }
+
+  /** Fetch and decode the CD for (ste, ssid) (after a miss, or uncached), caching it if `useCache`. */
+  private fetchCd(ste: SmmuSteConfig, ssid: number, useCache: boolean): SmmuCdConfig {
+    const cache = this.configCache;
     const walker = this.walker;
     walker.vmid = ste.vmid;
-    const out = useCache && direct ? new SmmuCdConfig() : this.scratchCd;
+    const out = useCache ? new SmmuCdConfig() : this.scratchCd;
     decodeCd(this.mem, ste, ssid, this.features, this.cdPort, out);
     if (this.watchers.length > 0 && out.status !== EVT_ID.F_STREAM_DISABLED && !out.bypass)
       this.noteCd(ste.sid, out.ssid);
-    if (useCache && direct && out.status === CFG_OK && !out.bypass)
-      cache.insertCd(ste.sid, out.ssid, out);
+    if (useCache && out.status === CFG_OK && !out.bypass) cache.insertCd(ste.sid, out.ssid, out);
     return out;
   }
 

@@ -128,6 +128,15 @@ function lowBits(x: number, bits: number): number {
   return (x | 0) & ((1 << bits) - 1);
 }
 
+/**
+ * The table index `bits` wide at bit `sh` of an input page number: from `small` (the page number
+ * itself when it is below 2^31, else -1) with integer shifts, or from `x` when it is larger.
+ */
+function indexOf(small: number, x: number, sh: number, bits: number): number {
+  if (small >= 0) return sh < 31 ? (small >>> sh) & ((1 << bits) - 1) : 0;
+  return lowBits(Math.floor(x * (INV2[sh] as number)), bits);
+}
+
 /** Extra size bits of a contiguous group: [granule shift 12/14/16][level]. */
 function contBits(g: number, level: number): number {
   if (g === 12) return level >= 1 ? 4 : 0;
@@ -186,20 +195,16 @@ export class SmmuWalker {
     this.mem = mem;
   }
 
-  /** Read the descriptor at `at` into dLo/dHi; false on an external abort. */
-  private read(at: number): boolean {
+  /**
+   * Read the descriptor at `at` through the checked path into dLo/dHi (as int32); false on an
+   * external abort. The walks read through `PhysMemory.wordsOf` inline first, keeping the halves
+   * in int32 locals.
+   */
+  private readSlow(at: number): boolean {
     const mem = this.mem;
-    const words = mem.wordsOf(at);
-    this.reads++;
-    if (words !== undefined) {
-      const i = mem.wordIndex(at);
-      this.dLo = words[i] as number;
-      this.dHi = words[i + 1] as number;
-      return true;
-    }
     mem.busError = false;
-    this.dLo = mem.read64(at);
-    this.dHi = mem.hi;
+    this.dLo = mem.read64(at) | 0;
+    this.dHi = mem.hi | 0;
     return !mem.busError;
   }
 
@@ -255,6 +260,7 @@ export class SmmuWalker {
   }
 
   private s2(ste: SmmuSteConfig, ipaPfn: number, write: boolean): number {
+    const mem = this.mem;
     const r = ste.s2Range;
     const g = r.pgShift;
     this.sLevel = r.startLevel;
@@ -273,19 +279,28 @@ export class SmmuWalker {
         idxBits = g - 3;
       }
     }
+    const small = ipaPfn <= 0x7fffffff ? ipaPfn | 0 : -1;
     for (;;) {
       this.sLevel = level;
-      const index = lowBits(
-        Math.floor(ipaPfn * (INV2[levelShift(g, level) - 12] as number)),
-        idxBits,
-      );
+      const index = indexOf(small, ipaPfn, levelShift(g, level) - 12, idxBits);
       const at = table + index * 8;
-      if (!this.read(at)) {
-        this.sFetch = at;
-        return W_EABT;
+      // The descriptor's halves as int32 (every use is bitwise).
+      let lo: number;
+      let hi: number;
+      const words = mem.wordsOf(at);
+      this.reads++;
+      if (words !== undefined) {
+        const wi = mem.wordIndex(at);
+        lo = (words[wi] as number) | 0;
+        hi = (words[wi + 1] as number) | 0;
+      } else {
+        if (!this.readSlow(at)) {
+          this.sFetch = at;
+          return W_EABT;
+        }
+        lo = this.dLo;
+        hi = this.dHi;
       }
-      const lo = this.dLo;
-      const hi = this.dHi;
       if ((lo & VALID) === 0) return W_TRANSLATION;
       const isTable = (lo & TYPE) !== 0 && level < 3;
       if (level === 3 && (lo & TYPE) === 0) return W_TRANSLATION;
@@ -339,6 +354,7 @@ export class SmmuWalker {
     write: boolean,
     s1Only = false,
   ): number {
+    const mem = this.mem;
     this.stage = STAGE_1;
     this.cls = CLASS_IN;
     this.ipa = 0;
@@ -384,9 +400,10 @@ export class SmmuWalker {
         pxnT = (a & A_PXNT) !== 0;
       }
     }
+    const small = vin <= 0x7fffffff ? vin | 0 : -1;
     for (;;) {
       this.level = level;
-      const index = lowBits(Math.floor(vin * (INV2[levelShift(g, level) - 12] as number)), idxBits);
+      const index = indexOf(small, vin, levelShift(g, level) - 12, idxBits);
       let at = table + index * 8;
       if (nested) {
         const e = this.fetchIpa(ste, at, false);
@@ -396,12 +413,22 @@ export class SmmuWalker {
         }
         at = this.s2FetchPa;
       }
-      if (!this.read(at)) {
-        this.fetchAddr = at;
-        return W_EABT;
+      let lo: number;
+      let hi: number;
+      const words = mem.wordsOf(at);
+      this.reads++;
+      if (words !== undefined) {
+        const wi = mem.wordIndex(at);
+        lo = (words[wi] as number) | 0;
+        hi = (words[wi + 1] as number) | 0;
+      } else {
+        if (!this.readSlow(at)) {
+          this.fetchAddr = at;
+          return W_EABT;
+        }
+        lo = this.dLo;
+        hi = this.dHi;
       }
-      const lo = this.dLo;
-      const hi = this.dHi;
       if ((lo & VALID) === 0) return W_TRANSLATION;
       const isTable = (lo & TYPE) !== 0 && level < 3;
       if (level === 3 && (lo & TYPE) === 0) return W_TRANSLATION;
