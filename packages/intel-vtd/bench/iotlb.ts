@@ -2,17 +2,10 @@
 // ../shared/bench-c/README.md (tlb_hit, tlb_mixed90) on the IOTLB alone: same geometry (512 sets x
 // 8 ways, LRU stamps), same streams, same checks. A miss "walks" with a stub that computes the PA
 // arithmetically, so iotlb_mixed90 measures the cache, not DRAM (C's miss is a real table walk).
+// Domain d has DID d+1 and PASID 0x10000+d, as in C.
 
-import {
-  emit,
-  fail,
-  median,
-  nowNs,
-  REPS,
-  W3,
-  WARMUP,
-  workload3Streams,
-} from "../../../scripts/bench-kit.js";
+import { W3 } from "../../../scripts/bench-kit.js";
+import { runWorkload3, workload3Pa } from "../../../scripts/bench-workload3.js";
 import {
   VTD_KIND_SECOND_STAGE,
   VTD_PERM_R,
@@ -21,122 +14,20 @@ import {
   VtdIotlb,
 } from "../src/hw/iotlb.js";
 
-const SETS = W3.SETS;
-const WAYS = W3.WAYS;
-const PAGES_PER_DOM = W3.PAGES_PER_DOM;
 const V0 = W3.V0;
-const PA0_FRAME = W3.PA0_FRAME;
-const NKEYS = W3.NKEYS;
-const N_HIT = W3.N_HIT;
-const N_MIX = W3.N_MIX;
 const RW = VTD_PERM_R | VTD_PERM_W;
-const MIXED_HIT_RATE = W3.MIXED_HIT_RATE;
 
-const did = (d: number) => d + 1;
-const pasid = (d: number) => 0x10000 + d;
-
-const { hot, mdom, mk } = workload3Streams();
-
-/** The miss path: "walk" domain d's table (a stub: PA arithmetic), insert, return the frame. */
-function refill(t: VtdIotlb, d: number, k: number): number {
-  const frame = PA0_FRAME + d * PAGES_PER_DOM + k;
-  t.insert(did(d), pasid(d), V0 + k, VTD_SHIFT_4K, VTD_KIND_SECOND_STAGE, frame, RW);
-  return frame;
-}
-
-/** translate(did, pasid, iova, R) of iotlb.c: hit -> permission check + PA; miss -> refill. */
-function translate(t: VtdIotlb, d: number, k: number): number {
-  const vpn = V0 + k;
-  const i = t.lookup(did(d), pasid(d), vpn);
-  if (i >= 0) {
-    if ((t.permOf(i) & VTD_PERM_R) === 0) return -1;
-    return t.paFrameOf(i) * 4096;
-  }
-  return refill(t, d, k) * 4096;
-}
-
-function warm(t: VtdIotlb): void {
-  for (let h = 0; h < 2048; h++) translate(t, h >> 7, h);
-  t.resetCounters();
-}
-
-let sink = 0;
-
-function runHit(): number {
-  const t = new VtdIotlb(SETS, WAYS);
-  warm(t);
-  let sum = 0;
-  const t0 = nowNs();
-  for (let i = 0; i < N_HIT; i++) {
-    const h = hot[i & (NKEYS - 1)] as number;
-    sum += translate(t, h >> 7, h);
-  }
-  const t1 = nowNs();
-  if (t.hits !== N_HIT || t.misses !== 0) fail(`iotlb_hit: ${t.misses} misses`);
-  sink += sum;
-  return (t1 - t0) / N_HIT;
-}
-
-let mixedRate = 0;
-
-function runMixed(): number {
-  const t = new VtdIotlb(SETS, WAYS);
-  warm(t);
-  let sum = 0;
-  const t0 = nowNs();
-  for (let i = 0; i < N_MIX; i++) {
-    const j = i & (NKEYS - 1);
-    sum += translate(t, mdom[j] as number, mk[j] as number);
-  }
-  const t1 = nowNs();
-  mixedRate = t.hits / (t.hits + t.misses);
-  if (mixedRate.toFixed(5) !== MIXED_HIT_RATE) {
-    fail(`iotlb_mixed90: hit rate ${mixedRate.toFixed(5)}, C measures ${MIXED_HIT_RATE}`);
-  }
-  sink += sum;
-  return (t1 - t0) / N_MIX;
-}
-
-function selftest(): void {
-  const t = new VtdIotlb(SETS, WAYS);
-  const expect = (PA0_FRAME + 3 * PAGES_PER_DOM + 77) * 4096;
-  if (translate(t, 3, 77) !== expect || t.misses !== 1) fail("miss xlate");
-  if (translate(t, 3, 77) !== expect || t.hits !== 1) fail("hit xlate");
-  if (t.lookup(did(3), pasid(4), V0 + 77) !== -1) fail("pasid is part of the key");
-}
-
-selftest();
-const hit: number[] = [];
-const mix: number[] = [];
-for (let r = -WARMUP; r < REPS; r++) {
-  const a = runHit();
-  const b = runMixed();
-  if (r >= 0) {
-    hit.push(a);
-    mix.push(b);
-  }
-}
-const stat = (v: number[]) => ({
-  ns_per_op: median(v),
-  min_ns: Math.min(...v),
-  max_ns: Math.max(...v),
-});
-emit({
+runWorkload3({
   bench: "intel-vtd",
-  name: "iotlb_hit",
-  ops: N_HIT,
-  ...stat(hit),
-  hit_rate: 1,
-  c_workload: "tlb_hit",
-  unit: "VtdIotlb.lookup + permission check",
+  prefix: "iotlb_",
+  unit: { hit: "VtdIotlb.lookup + permission check", mixed: "lookup; miss = stub walk + insert" },
+  make: () => new VtdIotlb(W3.SETS, W3.WAYS),
+  translate(t, d, k) {
+    const vpn = V0 + k;
+    const i = t.lookup(d + 1, 0x10000 + d, vpn);
+    if (i >= 0) return (t.permOf(i) & VTD_PERM_R) === 0 ? -1 : t.paFrameOf(i) * 4096;
+    const pa = workload3Pa(d, k);
+    t.insert(d + 1, 0x10000 + d, vpn, VTD_SHIFT_4K, VTD_KIND_SECOND_STAGE, pa / 4096, RW);
+    return pa;
+  },
 });
-emit({
-  bench: "intel-vtd",
-  name: "iotlb_mixed90",
-  ops: N_MIX,
-  ...stat(mix),
-  hit_rate: Number(mixedRate.toFixed(5)),
-  c_workload: "tlb_mixed90",
-  unit: "lookup; miss = stub walk + insert",
-});
-if (sink === -1) process.stderr.write("unreachable\n");
