@@ -1,6 +1,6 @@
 // The SMMUv3 configuration caches: decoded STEs by StreamID and decoded CDs by (StreamID, SubstreamID).
 
-import { bug } from "@iommu-sim/iommu-core/platform";
+import { bug, SlotLru } from "@iommu-sim/iommu-core/platform";
 
 /** Hit / miss / insert / eviction / invalidation counts of one cache. */
 export interface SmmuCacheCounters {
@@ -12,11 +12,9 @@ export interface SmmuCacheCounters {
 }
 
 /**
- * A fully associative, true-LRU table of `capacity` values under a key of two int32 words, with a
- * chained hash index and a use stamp per slot in typed arrays: lookup and removal are O(1), a hit
- * costs one stamp store, and an insert into a full table finds the least recently used slot by
- * scanning the stamps (inserts follow a fetch and decode from memory, hits happen per request).
- * Nothing allocates.
+ * A fully associative, true-LRU table of `capacity` values under a key of two int32 words: the
+ * payload (values, use stamps, counters) over the shared SlotLru (hash index, linked recency list,
+ * free slots), so lookup, touch, insert and removal are O(1) and nothing allocates.
  */
 class KeyedLru<T> {
   readonly capacity: number;
@@ -30,22 +28,10 @@ class KeyedLru<T> {
   private readonly k1: Int32Array;
   private readonly k2: Int32Array;
   private readonly values: (T | undefined)[];
-  /** Hash bucket -> first slot + 1 (0 = empty); `chain[slot]` -> next slot + 1. */
-  private readonly buckets: Int32Array;
-  private readonly chain: Int32Array;
-  private readonly bucketBits: number;
-  /**
-   * Recency: the value of `clock` when each slot was last used (all distinct). `head` is the most
-   * recently used slot, or -1 after it left (a hit on it needs no new stamp). Free slots form a
-   * stack.
-   */
+  /** The value of `clock` when each slot was last used (all distinct; orders `forEach`). */
   private readonly stamps: Float64Array;
   private clock = 0;
-  private readonly used: Uint8Array;
-  private readonly freeStack: Int32Array;
-  private freeTop: number;
-  private head = -1;
-  private live = 0;
+  private readonly slots: SlotLru;
 
   constructor(capacity: number, what: string) {
     if (!Number.isInteger(capacity) || capacity < 0 || capacity > 1 << 24) {
@@ -55,34 +41,19 @@ class KeyedLru<T> {
     this.k1 = new Int32Array(capacity);
     this.k2 = new Int32Array(capacity);
     this.values = new Array<T | undefined>(capacity).fill(undefined);
-    this.bucketBits = Math.max(1, 32 - Math.clz32(Math.max(1, capacity * 2) - 1));
-    this.buckets = new Int32Array(1 << this.bucketBits);
-    this.chain = new Int32Array(capacity);
     this.stamps = new Float64Array(capacity);
-    this.used = new Uint8Array(capacity);
-    this.freeStack = new Int32Array(capacity);
-    for (let i = 0; i < capacity; i++) this.freeStack[i] = capacity - 1 - i;
-    this.freeTop = capacity;
-  }
-
-  private bucketOf(a: number, b: number): number {
-    return Math.imul(a ^ Math.imul(b, 0x9e3779b1), 0x85ebca6b) >>> (32 - this.bucketBits);
+    this.slots = new SlotLru(capacity, 2);
   }
 
   /** The slot holding (a, b), or -1; does not count or touch. */
   find(a: number, b: number): number {
-    let s = (this.buckets[this.bucketOf(a, b)] as number) - 1;
-    while (s >= 0) {
-      if (this.k1[s] === a && this.k2[s] === b) return s;
-      s = (this.chain[s] as number) - 1;
-    }
-    return -1;
+    return this.slots.find(a, b);
   }
 
   /** The value for (a, b) or undefined; counts, and a hit becomes most recent. */
   lookup(a: number, b: number): T | undefined {
     // The most recent entry first: a stream's consecutive requests find it without hashing.
-    const h = this.head;
+    const h = this.slots.mru;
     if (h >= 0 && this.k1[h] === a && this.k2[h] === b) {
       this.counters.hits++;
       return this.values[h];
@@ -92,7 +63,7 @@ class KeyedLru<T> {
 
   /** `lookup` past the most recent entry. */
   private lookupHashed(a: number, b: number): T | undefined {
-    const s = this.find(a, b);
+    const s = this.slots.find(a, b);
     if (s < 0) {
       this.counters.misses++;
       return undefined;
@@ -106,35 +77,30 @@ class KeyedLru<T> {
   insert(a: number, b: number, value: T): T | undefined {
     this.counters.inserts++;
     if (this.capacity === 0) return undefined;
-    let s = this.find(a, b);
+    let s = this.slots.find(a, b);
     let out: T | undefined;
     if (s >= 0) {
       out = this.values[s];
+      this.touch(s);
     } else {
-      if (this.freeTop > 0) {
-        s = this.freeStack[--this.freeTop] as number;
-        this.live++;
-      } else {
-        s = this.leastRecent();
-        out = this.values[s];
-        this.unlinkHash(s);
+      if (this.slots.size() === this.capacity) {
+        const victim = this.slots.lru;
+        out = this.values[victim];
+        this.drop(victim);
         this.counters.evictions++;
       }
+      s = this.slots.insert(a, b);
       this.k1[s] = a;
       this.k2[s] = b;
-      this.used[s] = 1;
-      const bucket = this.bucketOf(a, b);
-      this.chain[s] = this.buckets[bucket] as number;
-      this.buckets[bucket] = s + 1;
+      this.stamps[s] = ++this.clock;
     }
-    this.touch(s);
     this.values[s] = value;
     return out;
   }
 
   /** Remove the entry for (a, b) if present; returns 1 or 0. Counts an invalidation. */
   remove(a: number, b: number): number {
-    const s = this.find(a, b);
+    const s = this.slots.find(a, b);
     if (s < 0) return 0;
     this.drop(s);
     this.counters.invalidated++;
@@ -148,7 +114,7 @@ class KeyedLru<T> {
   removeWhere(lo: number, hi: number, b: number, anyB: boolean): number {
     let n = 0;
     for (let s = 0; s < this.capacity; s++) {
-      if (this.used[s] === 0) continue;
+      if (!this.slots.used(s)) continue;
       const a = (this.k1[s] as number) >>> 0;
       if (a < lo || a > hi || (!anyB && this.k2[s] !== b)) continue;
       this.drop(s);
@@ -160,17 +126,18 @@ class KeyedLru<T> {
 
   /** Drop everything without counting (a reset). */
   clear(): void {
-    for (let s = 0; s < this.capacity; s++) if (this.used[s] !== 0) this.drop(s);
+    this.values.fill(undefined);
+    this.slots.clear();
   }
 
   size(): number {
-    return this.live;
+    return this.slots.size();
   }
 
   /** Call `cb` for each entry, most recently used first (allocates; for the oracle and tests). */
   forEach(cb: (a: number, b: number, value: T) => void): void {
     const slots: number[] = [];
-    for (let s = 0; s < this.capacity; s++) if (this.used[s] !== 0) slots.push(s);
+    for (let s = 0; s < this.capacity; s++) if (this.slots.used(s)) slots.push(s);
     slots.sort((x, y) => (this.stamps[y] as number) - (this.stamps[x] as number));
     for (const s of slots) {
       cb((this.k1[s] as number) >>> 0, this.k2[s] as number, this.values[s] as T);
@@ -178,51 +145,14 @@ class KeyedLru<T> {
   }
 
   private drop(s: number): void {
-    this.unlinkHash(s);
-    if (this.head === s) this.head = -1;
-    this.used[s] = 0;
+    this.slots.remove(s);
     this.values[s] = undefined;
-    this.freeStack[this.freeTop++] = s;
-    this.live--;
-  }
-
-  private unlinkHash(s: number): void {
-    const bucket = this.bucketOf(this.k1[s] as number, this.k2[s] as number);
-    let p = (this.buckets[bucket] as number) - 1;
-    if (p === s) {
-      this.buckets[bucket] = this.chain[s] as number;
-      return;
-    }
-    while (p >= 0) {
-      const q = (this.chain[p] as number) - 1;
-      if (q === s) {
-        this.chain[p] = this.chain[s] as number;
-        return;
-      }
-      p = q;
-    }
-    bug("SmmuConfigCache: slot missing from its hash chain");
   }
 
   /** Make slot `s` the most recently used. */
   private touch(s: number): void {
     this.stamps[s] = ++this.clock;
-    this.head = s;
-  }
-
-  /** The least recently used slot of a full table. */
-  private leastRecent(): number {
-    const stamps = this.stamps;
-    let best = 0;
-    let oldest = stamps[0] as number;
-    for (let s = 1; s < this.capacity; s++) {
-      const t = stamps[s] as number;
-      if (t < oldest) {
-        oldest = t;
-        best = s;
-      }
-    }
-    return best;
+    this.slots.touch(s);
   }
 }
 

@@ -1,7 +1,7 @@
 // The SMMUv3 walk cache: cached table descriptors of both stages, so a walk after a TLB miss can
 // start below the root.
 
-import { bug } from "@iommu-sim/iommu-core/platform";
+import { bug, SlotLru } from "@iommu-sim/iommu-core/platform";
 
 /** One walk-cache entry as plain data (tests and the oracle). */
 export interface SmmuWalkCacheEntry {
@@ -67,9 +67,9 @@ export function smmuReachShift(tgShift: number, level: number): number {
  * those at levels above TTL (4.4.1.1 note: TTL = 2, Leaf = 0 removes level 0 and 1 table entries,
  * not level 2 ones). With TG != 0 entries of another granule stay. Maximal policy throughout.
  *
- * A chained hash index over the full key and a doubly linked recency list (typed arrays) make
- * lookup and insert O(1): a lookup probes at most one key per level. The victim is the lowest free
- * slot (a bitmap), else the least recently used entry (the list's tail). Invalidations scan.
+ * The shared SlotLru (hash index over the full key, linked recency list) makes lookup and insert
+ * O(1): a lookup probes at most one key per level. The victim is the lowest free slot, else the
+ * least recently used entry. Invalidations scan.
  *
  * @spec SMMUv3 16.2 (walk caches), 4.4.1.1, 4.4.2, 4.4.3, 4.4.4
  */
@@ -91,19 +91,9 @@ export class SmmuWalkCache {
   private readonly tables: Float64Array;
   private readonly attrs: Int32Array;
   private readonly stamps: Float64Array;
-  /** Hash bucket -> first slot + 1 (0 = empty); `chain[slot]` -> next slot + 1. */
-  private readonly buckets: Int32Array;
-  private readonly chain: Int32Array;
-  private readonly bucketBits: number;
-  /** Recency list: `head` most recent, `tail` least; -1 = none. */
-  private readonly prev: Int32Array;
-  private readonly next: Int32Array;
-  private head = -1;
-  private tail = -1;
-  /** Bit i of word i >> 5 set: slot i is free. */
-  private readonly freeBits: Int32Array;
+  /** Key index, recency order and free slots; the key is (VMID, keyWord, tag lo, tag hi). */
+  private readonly slots: SlotLru;
   private clock = 0;
-  private live = 0;
 
   constructor(capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 0) bug(`SmmuWalkCache: capacity ${capacity}`);
@@ -117,112 +107,18 @@ export class SmmuWalkCache {
     this.tables = new Float64Array(capacity);
     this.attrs = new Int32Array(capacity);
     this.stamps = new Float64Array(capacity);
-    this.bucketBits = Math.max(1, 32 - Math.clz32(Math.max(1, capacity * 2) - 1));
-    this.buckets = new Int32Array(1 << this.bucketBits);
-    this.chain = new Int32Array(capacity);
-    this.prev = new Int32Array(capacity);
-    this.next = new Int32Array(capacity);
-    this.freeBits = new Int32Array((capacity + 31) >>> 5);
-    for (let i = 0; i < capacity; i++) this.freeBits[i >>> 5] |= 1 << (i & 31);
-  }
-
-  private bucketOf(vmid: number, k: number, tag: number): number {
-    const lo = tag | 0;
-    const hi = (tag * (INV2[32] as number)) | 0;
-    return (
-      Math.imul(
-        vmid ^ Math.imul(k, 0x9e3779b1) ^ Math.imul(lo, 0x27d4eb2f) ^ Math.imul(hi, 0x165667b1),
-        0x85ebca6b,
-      ) >>>
-      (32 - this.bucketBits)
-    );
+    this.slots = new SlotLru(capacity, 4);
   }
 
   /** The slot holding the key, or -1. */
   private find(vmid: number, k: number, tag: number): number {
-    let s = (this.buckets[this.bucketOf(vmid, k, tag)] as number) - 1;
-    while (s >= 0) {
-      if (
-        this.vmids[s] === vmid &&
-        this.tags[s] === tag &&
-        keyWord(
-          this.asids[s] as number,
-          this.stages[s] as number,
-          this.levels[s] as number,
-          this.tgs[s] as number,
-        ) === k
-      )
-        return s;
-      s = (this.chain[s] as number) - 1;
-    }
-    return -1;
-  }
-
-  private unlinkHash(s: number): void {
-    const k = keyWord(
-      this.asids[s] as number,
-      this.stages[s] as number,
-      this.levels[s] as number,
-      this.tgs[s] as number,
-    );
-    const bucket = this.bucketOf(this.vmids[s] as number, k, this.tags[s] as number);
-    let p = (this.buckets[bucket] as number) - 1;
-    if (p === s) {
-      this.buckets[bucket] = this.chain[s] as number;
-      return;
-    }
-    while (p >= 0) {
-      const q = (this.chain[p] as number) - 1;
-      if (q === s) {
-        this.chain[p] = this.chain[s] as number;
-        return;
-      }
-      p = q;
-    }
-    bug("SmmuWalkCache: slot missing from its hash chain");
-  }
-
-  private unlinkLru(s: number): void {
-    const p = this.prev[s] as number;
-    const n = this.next[s] as number;
-    if (p >= 0) this.next[p] = n;
-    else this.head = n;
-    if (n >= 0) this.prev[n] = p;
-    else this.tail = p;
-  }
-
-  private pushFront(s: number): void {
-    this.prev[s] = -1;
-    this.next[s] = this.head;
-    if (this.head >= 0) this.prev[this.head] = s;
-    this.head = s;
-    if (this.tail < 0) this.tail = s;
-  }
-
-  /** Make slot s the most recent. */
-  private touch(s: number): void {
-    this.stamps[s] = ++this.clock;
-    if (this.head === s) return;
-    this.unlinkLru(s);
-    this.pushFront(s);
-  }
-
-  /** The lowest free slot, or -1. */
-  private lowestFree(): number {
-    const bits = this.freeBits;
-    for (let w = 0; w < bits.length; w++) {
-      const b = bits[w] as number;
-      if (b !== 0) return (w << 5) + 31 - Math.clz32(b & -b);
-    }
-    return -1;
+    return this.slots.find(vmid, k, tag | 0, (tag * (INV2[32] as number)) | 0);
   }
 
   /** Free slot s (it must be occupied). */
   private drop(s: number): void {
-    this.unlinkHash(s);
-    this.unlinkLru(s);
+    this.slots.remove(s);
     this.vmids[s] = -1;
-    this.freeBits[s >>> 5] |= 1 << (s & 31);
   }
 
   /**
@@ -234,13 +130,14 @@ export class SmmuWalkCache {
   lookupDeepest(vmid: number, asid: number, stage: 1 | 2, tgShift: number, vpn: number): number {
     const a = stage === 2 ? 0 : asid;
     // Entries hold 16-bit ASIDs: a wider one matches nothing (and must not alias the stage bits).
-    if (this.live > 0 && (a & 0xffff) === a) {
+    if (this.slots.size() > 0 && (a & 0xffff) === a) {
       for (let level = MAX_LEVEL; level >= MIN_LEVEL; level--) {
         const tag = Math.floor(vpn * (INV2[smmuReachShift(tgShift, level) - 12] as number));
         const s = this.find(vmid, keyWord(a, stage, level, tgShift), tag);
         if (s >= 0) {
           this.hits++;
-          this.touch(s);
+          this.slots.touch(s);
+          this.stamps[s] = ++this.clock;
           return s;
         }
       }
@@ -290,28 +187,20 @@ export class SmmuWalkCache {
     const k = keyWord(a, stage, level, tgShift);
     let slot = this.find(vmid, k, tag);
     if (slot >= 0) {
-      this.touch(slot);
+      this.slots.touch(slot);
+      this.stamps[slot] = ++this.clock;
     } else {
-      slot = this.lowestFree();
-      if (slot >= 0) {
-        this.freeBits[slot >>> 5] &= ~(1 << (slot & 31));
-        this.live++;
-      } else {
-        slot = this.tail;
-        this.unlinkHash(slot);
-        this.unlinkLru(slot);
+      if (this.slots.size() === this.capacity) {
+        this.drop(this.slots.lru);
         this.evictions++;
       }
+      slot = this.slots.insert(vmid, k, tag | 0, (tag * (INV2[32] as number)) | 0);
       this.vmids[slot] = vmid;
       this.asids[slot] = a;
       this.stages[slot] = stage;
       this.levels[slot] = level;
       this.tgs[slot] = tgShift;
       this.tags[slot] = tag;
-      const bucket = this.bucketOf(vmid, k, tag);
-      this.chain[slot] = this.buckets[bucket] as number;
-      this.buckets[bucket] = slot + 1;
-      this.pushFront(slot);
       this.stamps[slot] = ++this.clock;
     }
     this.tables[slot] = tablePa;
@@ -319,7 +208,7 @@ export class SmmuWalkCache {
   }
 
   size(): number {
-    return this.live;
+    return this.slots.size();
   }
 
   /** CMD_TLBI_NSNH_ALL: every non-EL2 entry. @spec SMMUv3 4.4.4.1 */
@@ -464,15 +353,14 @@ export class SmmuWalkCache {
       this.drop(i);
       n++;
     }
-    this.live -= n;
     this.invalidated += n;
     return n;
   }
 
   /** Drop everything without counting invalidations (a reset). Counters are kept. */
   clear(): void {
-    for (let i = 0; i < this.capacity; i++) if ((this.vmids[i] as number) >= 0) this.drop(i);
-    this.live = 0;
+    this.vmids.fill(-1);
+    this.slots.clear();
   }
 
   /** Zero the counters. */

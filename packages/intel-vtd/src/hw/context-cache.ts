@@ -1,6 +1,6 @@
 // The VT-d context cache: decoded context entries by source-id, fully associative, true LRU.
 
-import { bug } from "@iommu-sim/iommu-core/platform";
+import { bug, SlotLru } from "@iommu-sim/iommu-core/platform";
 
 /**
  * The DID tag of a scalable-mode context entry, which has no domain id (the DID lives in the
@@ -28,7 +28,8 @@ export interface VtdContextCacheEntry<T> {
  * invalidations hand each removed value to an optional callback, so the unit can recycle config
  * objects; nothing here allocates.
  *
- * Lookup is one read of a 64K-entry direct map (source-id -> slot), so the per-DMA path is O(1).
+ * Slots, recency and the index live in a SlotLru with a 64K-entry direct map (source-id -> slot):
+ * lookup is one read, so the per-DMA path is O(1), and replacement is true LRU.
  *
  * @spec VT-d 6.2.2 (context cache), 6.5.2.1 (context-cache invalidate)
  * @kernel drivers/iommu/intel/dmar.c qi_flush_context
@@ -45,10 +46,9 @@ export class VtdContextCache<T> {
   private readonly dids: Int32Array;
   private readonly values: (T | null)[];
   private readonly stamps: Float64Array;
-  /** source-id -> slot + 1 (0 = not cached); empty when the capacity is 0. */
-  private readonly bySid: Int32Array;
+  /** Index by source-id, recency order and free slots. */
+  private readonly slots: SlotLru;
   private clock = 0;
-  private live = 0;
 
   constructor(capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 0) bug(`VtdContextCache: capacity ${capacity}`);
@@ -57,17 +57,18 @@ export class VtdContextCache<T> {
     this.dids = new Int32Array(capacity);
     this.values = new Array<T | null>(capacity).fill(null);
     this.stamps = new Float64Array(capacity);
-    this.bySid = new Int32Array(capacity === 0 ? 0 : 0x1_0000);
+    this.slots = new SlotLru(capacity, 1, 0x1_0000);
   }
 
   /** The value cached for `sid`, or null (a miss). A hit makes the entry most recent. */
   lookup(sid: number): T | null {
-    const s = (this.bySid[sid & 0xffff] ?? 0) - 1;
+    const s = this.slots.findDirect(sid & 0xffff);
     if (s < 0) {
       this.misses++;
       return null;
     }
     this.hits++;
+    this.slots.touch(s);
     this.stamps[s] = ++this.clock;
     return this.values[s] as T;
   }
@@ -81,21 +82,20 @@ export class VtdContextCache<T> {
     this.inserts++;
     if (this.capacity === 0) return value;
     const key = sid & 0xffff;
-    let s = (this.bySid[key] as number) - 1;
+    let s = this.slots.findDirect(key);
     let out: T | null = null;
     if (s >= 0) {
       out = this.values[s] as T;
+      this.slots.touch(s);
     } else {
-      s = this.victim();
-      if ((this.sids[s] as number) >= 0) {
-        out = this.values[s] as T;
-        this.bySid[this.sids[s] as number] = 0;
+      if (this.slots.size() === this.capacity) {
+        const victim = this.slots.lru;
+        out = this.values[victim] as T;
+        this.slots.remove(victim);
         this.evictions++;
-      } else {
-        this.live++;
       }
+      s = this.slots.insert(key);
       this.sids[s] = key;
-      this.bySid[key] = s + 1;
     }
     this.dids[s] = did < 0 ? VTD_CONTEXT_NO_DID : did & 0xffff;
     this.values[s] = value;
@@ -103,21 +103,8 @@ export class VtdContextCache<T> {
     return out;
   }
 
-  private victim(): number {
-    let best = 0;
-    let oldest = Number.POSITIVE_INFINITY;
-    for (let s = 0; s < this.capacity; s++) {
-      if ((this.sids[s] as number) < 0) return s;
-      if ((this.stamps[s] as number) < oldest) {
-        oldest = this.stamps[s] as number;
-        best = s;
-      }
-    }
-    return best;
-  }
-
   size(): number {
-    return this.live;
+    return this.slots.size();
   }
 
   /**
@@ -162,13 +149,12 @@ export class VtdContextCache<T> {
       if (did >= 0 && this.dids[s] !== did && this.dids[s] !== VTD_CONTEXT_NO_DID) continue;
       if (sid >= 0 && (key & ~fnMask) !== sid) continue;
       this.sids[s] = -1;
-      this.bySid[key] = 0;
+      this.slots.remove(s);
       n++;
       const v = this.values[s] as T;
       this.values[s] = null;
       onRemove?.(v);
     }
-    this.live -= n;
     this.invalidated += n;
     return n;
   }
@@ -177,8 +163,7 @@ export class VtdContextCache<T> {
   clear(): void {
     this.sids.fill(-1);
     this.values.fill(null);
-    this.bySid.fill(0);
-    this.live = 0;
+    this.slots.clear();
   }
 
   forEach(cb: (entry: VtdContextCacheEntry<T>) => void): void {

@@ -1,7 +1,7 @@
 // The VT-d paging-structure caches: cached non-leaf entries (PML5E/PML4E/PDPE/PDE and their
 // second-stage equivalents), so a walk after an IOTLB miss can start below the root.
 
-import { bug } from "@iommu-sim/iommu-core/platform";
+import { bug, SlotLru } from "@iommu-sim/iommu-core/platform";
 import {
   VTD_KIND_FIRST_STAGE,
   VTD_KIND_NESTED,
@@ -34,6 +34,8 @@ const MAX_LEVEL = 5;
 const REACH = [0, 1, 512, 512 ** 2, 512 ** 3, 512 ** 4] as const;
 const FS_NESTED = (1 << VTD_KIND_FIRST_STAGE) | (1 << VTD_KIND_NESTED);
 const SECOND = 1 << VTD_KIND_SECOND_STAGE;
+/** 2^-32: the high key word of a tag is (tag * INV_TWO32) | 0. */
+const INV_TWO32 = 2 ** -32;
 
 /**
  * The paging-structure caches of one unit, all levels and kinds in one fully associative,
@@ -78,19 +80,8 @@ export class VtdPagingStructureCache {
   private readonly perms: Uint8Array;
   private readonly stamps: Float64Array;
   private clock = 0;
-  private live = 0;
-  /**
-   * Open-addressed hash index over the slots (slot + 1; 0 empty), so a lookup probes per level
-   * instead of scanning the array. Rebuilt lazily after evictions and invalidations.
-   */
-  private readonly index: Int32Array;
-  private readonly indexMask: number;
-  private stale = false;
-  /** Live slots as a doubly linked list from most (`mru`) to least (`lru`) recently used. */
-  private readonly prev: Int32Array;
-  private readonly next: Int32Array;
-  private mru = -1;
-  private lru = -1;
+  /** Key index, recency order and free slots; the key is (DID|kind|level, PASID, tag lo, tag hi). */
+  private readonly slots: SlotLru;
 
   constructor(capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 0)
@@ -104,113 +95,17 @@ export class VtdPagingStructureCache {
     this.tables = new Float64Array(capacity);
     this.perms = new Uint8Array(capacity);
     this.stamps = new Float64Array(capacity);
-    let size = 8;
-    while (size < capacity * 4) size *= 2;
-    this.index = new Int32Array(size);
-    this.indexMask = size - 1;
-    this.prev = new Int32Array(capacity);
-    this.next = new Int32Array(capacity);
-  }
-
-  private unlink(s: number): void {
-    const p = this.prev[s] as number;
-    const n = this.next[s] as number;
-    if (p >= 0) this.next[p] = n;
-    else this.mru = n;
-    if (n >= 0) this.prev[n] = p;
-    else this.lru = p;
-  }
-
-  private pushFront(s: number): void {
-    this.prev[s] = -1;
-    this.next[s] = this.mru;
-    if (this.mru >= 0) this.prev[this.mru] = s;
-    else this.lru = s;
-    this.mru = s;
-  }
-
-  /** Make live slot `s` the most recently used. */
-  private touch(s: number): void {
-    this.stamps[s] = ++this.clock;
-    if (this.mru === s) return;
-    this.unlink(s);
-    this.pushFront(s);
-  }
-
-  private hashOf(did: number, pasid: number, kind: number, level: number, tag: number): number {
-    let h = Math.imul(did ^ (pasid << 7) ^ (kind << 27) ^ (level << 29), 0x9e3779b1);
-    h ^= Math.imul((tag | 0) ^ ((tag / 4294967296) | 0), 0x85ebca6b);
-    return (h ^ (h >>> 15)) & this.indexMask;
+    this.slots = new SlotLru(capacity, 4);
   }
 
   /** The slot holding this key, or -1. */
   private find(did: number, pasid: number, kind: number, level: number, tag: number): number {
-    if (this.stale) this.rebuild();
-    const index = this.index;
-    let h = this.hashOf(did, pasid, kind, level, tag);
-    for (;;) {
-      const s = (index[h] as number) - 1;
-      if (s < 0) return -1;
-      if (
-        this.dids[s] === did &&
-        this.pasids[s] === pasid &&
-        this.kinds[s] === kind &&
-        this.levels[s] === level &&
-        this.tags[s] === tag
-      ) {
-        return s;
-      }
-      h = (h + 1) & this.indexMask;
-    }
-  }
-
-  private place(slot: number): void {
-    const index = this.index;
-    let h = this.slotHash(slot);
-    while (index[h] !== 0) h = (h + 1) & this.indexMask;
-    index[h] = slot + 1;
-  }
-
-  /** Take `slot` out of the index (linear probing: later entries of its cluster shift back). */
-  private unindex(slot: number): void {
-    const index = this.index;
-    const mask = this.indexMask;
-    let i = this.slotHash(slot);
-    while (index[i] !== slot + 1) {
-      if (index[i] === 0) return;
-      i = (i + 1) & mask;
-    }
-    index[i] = 0;
-    let j = i;
-    for (;;) {
-      j = (j + 1) & mask;
-      const e = index[j] as number;
-      if (e === 0) return;
-      const k = this.slotHash(e - 1);
-      // The entry at j may move to the hole at i unless its home k lies cyclically in (i, j].
-      const stays = i <= j ? i < k && k <= j : i < k || k <= j;
-      if (!stays) {
-        index[i] = e;
-        index[j] = 0;
-        i = j;
-      }
-    }
-  }
-
-  private slotHash(slot: number): number {
-    return this.hashOf(
-      this.dids[slot] as number,
-      this.pasids[slot] as number,
-      this.kinds[slot] as number,
-      this.levels[slot] as number,
-      this.tags[slot] as number,
+    return this.slots.find(
+      did | (kind << 16) | (level << 20),
+      pasid,
+      tag | 0,
+      (tag * INV_TWO32) | 0,
     );
-  }
-
-  private rebuild(): void {
-    this.index.fill(0);
-    for (let i = 0; i < this.capacity; i++) if ((this.dids[i] as number) >= 0) this.place(i);
-    this.stale = false;
   }
 
   /**
@@ -218,7 +113,7 @@ export class VtdPagingStructureCache {
    * level `levelOf(i) - 1` in the table at `tableFrameOf(i)` with `permOf(i)` accumulated so far.
    */
   lookupDeepest(did: number, pasid: number, kind: VtdTranslationKind, vpn: number): number {
-    if (this.live === 0) {
+    if (this.slots.size() === 0) {
       this.misses++;
       return -1;
     }
@@ -228,7 +123,8 @@ export class VtdPagingStructureCache {
       const s = this.find(d, p, kind, level, Math.floor(vpn / (REACH[level] as number)));
       if (s >= 0) {
         this.hits++;
-        this.touch(s);
+        this.slots.touch(s);
+        this.stamps[s] = ++this.clock;
         return s;
       }
     }
@@ -271,24 +167,20 @@ export class VtdPagingStructureCache {
     if (this.capacity === 0) return;
     const p = kind === VTD_KIND_SECOND_STAGE ? VTD_PASID_NONE : pasid;
     const tag = Math.floor(vpn / (REACH[level] as number));
-    let slot = this.find(did & 0xffff, p, kind, level, tag);
-    const fresh = slot < 0;
-    if (fresh) {
-      if (this.live < this.capacity) {
-        slot = 0;
-        while ((this.dids[slot] as number) >= 0) slot++;
-        this.live++;
-      } else {
-        slot = this.lru;
+    const d = did & 0xffff;
+    let slot = this.find(d, p, kind, level, tag);
+    if (slot < 0) {
+      if (this.slots.size() === this.capacity) {
+        const victim = this.slots.lru;
+        this.slots.remove(victim);
+        this.dids[victim] = -1;
         this.evictions++;
-        if (!this.stale) this.unindex(slot);
-        this.unlink(slot);
       }
-      this.pushFront(slot);
+      slot = this.slots.insert(d | (kind << 16) | (level << 20), p, tag | 0, (tag * INV_TWO32) | 0);
     } else {
-      this.touch(slot);
+      this.slots.touch(slot);
     }
-    this.dids[slot] = did & 0xffff;
+    this.dids[slot] = d;
     this.pasids[slot] = p;
     this.kinds[slot] = kind;
     this.levels[slot] = level;
@@ -296,11 +188,10 @@ export class VtdPagingStructureCache {
     this.tables[slot] = tableFrame;
     this.perms[slot] = perm;
     this.stamps[slot] = ++this.clock;
-    if (fresh && !this.stale) this.place(slot);
   }
 
   size(): number {
-    return this.live;
+    return this.slots.size();
   }
 
   /** Global invalidation (type 2 G=01): everything. */
@@ -361,23 +252,18 @@ export class VtdPagingStructureCache {
       }
       if (hit) {
         this.dids[i] = -1;
-        this.unlink(i);
+        this.slots.remove(i);
         n++;
       }
     }
-    this.live -= n;
     this.invalidated += n;
-    if (n > 0) this.stale = true;
     return n;
   }
 
   /** Drop everything without counting invalidations (a reset). */
   clear(): void {
     this.dids.fill(-1);
-    this.live = 0;
-    this.mru = -1;
-    this.lru = -1;
-    this.stale = true;
+    this.slots.clear();
   }
 
   forEach(cb: (entry: VtdPscEntry) => void): void {

@@ -50,6 +50,7 @@ export {
   type WriteObserver,
 } from "./phys-memory.js";
 export { Prng } from "./prng.js";
+export { SlotLru } from "./slot-cache.js";
 export {
   Trace,
   type TraceEvent,
