@@ -109,3 +109,23 @@ export const SM_CONTEXT_ENTRY: Layout = defineLayout({
 export function pdtsMaxPasids(pdts: number): number {
   return 2 ** (pdts + 13);
 }
+
+/** Page-table levels of an AGAW (the AW field of context and PASID entries). @kernel drivers/iommu/intel/iommu.h agaw_to_level */
+export function agawToLevels(aw: number): number {
+  return aw + 2;
+}
+
+/** Input address width of an AGAW, 30 + 9*aw capped at 64. @kernel drivers/iommu/intel/iommu.h agaw_to_width */
+export function agawWidth(aw: number): number {
+  return Math.min(30 + 9 * aw, 64);
+}
+
+/** AGAW of a table with `levels` levels. */
+export function levelsToAgaw(levels: number): number {
+  return levels - 2;
+}
+
+/** Smallest AGAW covering `width` address bits: ceil((width - 30) / 9). @kernel drivers/iommu/intel/iommu.h width_to_agaw */
+export function widthToAgaw(width: number): number {
+  return Math.ceil((width - 30) / 9);
+}

@@ -9,6 +9,8 @@ import {
   type PhysMemory,
 } from "@iommu-sim/iommu-core/platform";
 import {
+  agawToLevels,
+  agawWidth,
   CONTEXT_ENTRY,
   SM_CONTEXT_ENTRY,
   TT_DEVTLB,
@@ -25,7 +27,6 @@ import {
   PGTT_SL,
 } from "../format/pasid-entry.js";
 import { ROOT_ENTRY, SM_ROOT_ENTRY } from "../format/root-entry.js";
-import { agawToLevels, agawWidth } from "./vtd-caps.js";
 
 /** The unit's facts that decoding depends on (from CAP/ECAP and the platform). */
 export interface VtdDecodeCaps {

@@ -8,7 +8,6 @@ import {
   type VtdWalker,
   W_ADDR_WIDTH,
   W_FETCH,
-  W_HAW,
   W_NESTED_WRITE,
   W_NON_CANONICAL,
   W_NOT_PRESENT,
@@ -32,7 +31,6 @@ export function walkFaultReason(
       case W_NOT_PRESENT:
         return write ? VTD_FR.NO_WRITE : VTD_FR.NO_READ;
       case W_RESERVED:
-      case W_HAW:
         return VTD_FR.PAGING_ENTRY_RESERVED;
       case W_FETCH:
         return VTD_FR.PAGING_ENTRY_ACCESS;

@@ -18,7 +18,7 @@
 //   Bits 63:52 are not reserved: XD (bit 63) only takes execute permission away, with or without
 //   the old PASID-entry NXE (QEMU's first-stage masks ignore 63:52; VirtualBox has no NXE rule).
 
-import { DMA_EXEC, DMA_READ, DMA_WRITE, type PhysMemory } from "@iommu-sim/iommu-core";
+import type { PhysMemory } from "@iommu-sim/iommu-core";
 import {
   FS_PTE_A,
   FS_PTE_D,
@@ -40,7 +40,16 @@ import {
   SS_PTE_W,
   SS_PTE_X,
 } from "../format/second-stage-pte.js";
-import { VTD_KIND_FIRST_STAGE, VTD_KIND_SECOND_STAGE, type VtdTranslationKind } from "./iotlb.js";
+import {
+  VTD_KIND_FIRST_STAGE,
+  VTD_KIND_SECOND_STAGE,
+  VTD_PERM_D,
+  VTD_PERM_R,
+  VTD_PERM_U,
+  VTD_PERM_W,
+  VTD_PERM_X,
+  type VtdTranslationKind,
+} from "./iotlb.js";
 import type { VtdPagingStructureCache } from "./paging-structure-cache.js";
 
 /** Walk outcomes. */
@@ -55,22 +64,18 @@ export const W_FETCH = 3;
 export const W_ADDR_WIDTH = 4;
 /** The first-stage input address is not canonical. */
 export const W_NON_CANONICAL = 5;
-/** A table pointer or output address lies above the host address width. */
-export const W_HAW = 6;
 /**
  * Nested: the first-stage entry needs its Accessed/Dirty flag set, but the second stage does not
  * let the unit write the page that holds it.
  */
 export const W_NESTED_WRITE = 7;
 
-/** Permission bits of a translation, as the IOTLB stores them. */
-export const P_READ = DMA_READ;
-export const P_WRITE = DMA_WRITE;
-export const P_EXEC = DMA_EXEC;
-/** User-mode requests may use the translation (first stage: U/S=1 at every level). */
-export const P_USER = 8;
-/** The leaf's Dirty flag is set (or the format has none to set): a write needs no re-walk. */
-export const P_DIRTY = 16;
+/** Permission bits of a translation: the IOTLB's VTD_PERM_* (R, W, X, user, dirty). */
+export const P_READ = VTD_PERM_R;
+export const P_WRITE = VTD_PERM_W;
+export const P_EXEC = VTD_PERM_X;
+export const P_USER = VTD_PERM_U;
+export const P_DIRTY = VTD_PERM_D;
 /**
  * The second stage allows writes (always set without one). With P_WRITE it lets a nested
  * supervisor write with WPE=0 skip the first stage's R/W but not the second stage's W.

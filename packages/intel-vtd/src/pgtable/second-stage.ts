@@ -20,6 +20,7 @@ import {
   RadixPgtable,
 } from "@iommu-sim/iommu-core";
 import { bug, type FrameAllocator, type PhysMemory } from "@iommu-sim/iommu-core/platform";
+import { agawToLevels, agawWidth } from "../format/context-entry.js";
 import {
   SS_PTE_ADDR_HI,
   SS_PTE_ADDR_LO,
@@ -75,14 +76,10 @@ export interface VtdSsPgtableOptions {
 }
 
 /** Levels of a second-stage table for an AGAW value (`agaw_to_level`). */
-export function ssAgawToLevels(agaw: number): number {
-  return agaw + 2;
-}
+export const ssAgawToLevels: (agaw: number) => number = agawToLevels;
 
 /** Input address bits of a second-stage table for an AGAW value (`agaw_to_width`): 30 + 9 agaw. */
-export function ssAgawToWidth(agaw: number): number {
-  return 30 + 9 * agaw;
-}
+export const ssAgawToWidth: (agaw: number) => number = agawWidth;
 
 /**
  * The VT-d second-stage page table: SS-PML5E/PML4E/PDPE/PDE/PTE entries in simulated physical
