@@ -1,3 +1,4 @@
 export * from "./format/index.js";
 export * from "./hw/index.js";
 export * from "./pgtable/index.js";
+export * from "./driver/index.js";

@@ -1,0 +1,177 @@
+// A whole machine around VT-d: memory, frames, a DMA bus, the IOMMU subsystem, one or more
+// remapping units (the hardware) and the driver that owns them through their registers, with
+// devices probed through the core.
+
+import type { ChargeTree } from "@iommu-sim/ioasid";
+import {
+  DmaBus,
+  Device,
+  type DeviceOptions,
+  IommuSubsystem,
+  iommuFwspecInit,
+  iommuProbeDevice,
+  iommuReleaseDevice,
+} from "@iommu-sim/iommu-core";
+import {
+  FrameAllocator,
+  LogicalClock,
+  PhysMemory,
+  Prng,
+  Trace,
+} from "@iommu-sim/iommu-core/platform";
+import { type IntelIommu, VtdDriver } from "../driver/index.js";
+import type { VtdCacheConfigInput } from "../hw/cache-policy.js";
+import type { VtdCapabilities } from "../hw/vtd-caps.js";
+import { VtdUnit } from "../hw/vtd-unit.js";
+
+/** One unit of a machine. */
+export interface VtdMachineUnitOptions {
+  readonly name?: string;
+  /** Capability overrides of the unit (defaults: DEFAULT_VTD_CAPS). */
+  readonly caps?: Partial<VtdCapabilities>;
+  readonly cache?: VtdCacheConfigInput;
+  /** Use scalable mode when the unit has it (default true). */
+  readonly scalable?: boolean;
+  /** Requester IDs behind the unit; omitted: every requester no other unit claims. */
+  readonly rids?: readonly number[];
+}
+
+export interface VtdMachineOptions {
+  /** PRNG seed (default 1). */
+  readonly seed?: number;
+  /** Where the frame allocator's region starts (default 16 MiB) and its size (default 256 MiB). */
+  readonly framesBase?: number;
+  readonly framesSize?: number;
+  /** The units (default: one with default capabilities serving every device). */
+  readonly units?: readonly VtdMachineUnitOptions[];
+  /** Strict (default) or lazy invalidation of DMA domains. */
+  readonly strict?: boolean;
+  readonly defaultDomain?: "dma" | "identity";
+  /** Paging domains on first-stage tables when the unit has them (default true). */
+  readonly firstStage?: boolean;
+  readonly charges?: ChargeTree;
+}
+
+/** A unit of the machine: the hardware and the driver's view of it. */
+export interface VtdMachineUnit {
+  readonly hw: VtdUnit;
+  readonly iommu: IntelIommu;
+}
+
+/**
+ * A machine with VT-d. The units' interrupts only raise flags here; `processQueues` lets
+ * software catch up (faults, page requests, IOPF work), so the driver never runs inside a DMA.
+ */
+export class VtdMachine {
+  readonly clock: LogicalClock;
+  readonly trace: Trace;
+  readonly prng: Prng;
+  readonly mem: PhysMemory;
+  readonly frames: FrameAllocator;
+  readonly bus: DmaBus;
+  readonly subsys: IommuSubsystem;
+  readonly driver: VtdDriver;
+  readonly units: VtdMachineUnit[] = [];
+  /** Interrupts raised since the last `processQueues`. */
+  pendingInterrupts = 0;
+
+  constructor(options: VtdMachineOptions = {}) {
+    this.clock = new LogicalClock();
+    this.trace = new Trace(this.clock);
+    this.prng = new Prng(options.seed ?? 1);
+    this.mem = new PhysMemory();
+    this.frames = new FrameAllocator(this.mem, {
+      basePa: options.framesBase ?? 16 * 2 ** 20,
+      size: options.framesSize ?? 256 * 2 ** 20,
+    });
+    this.bus = new DmaBus(this.mem);
+    this.bus.trace = this.trace;
+    this.subsys = new IommuSubsystem({
+      clock: this.clock,
+      trace: this.trace,
+      strict: options.strict ?? true,
+      defaultDomain: options.defaultDomain ?? "dma",
+      charges: options.charges,
+    });
+    this.driver = new VtdDriver({
+      subsys: this.subsys,
+      mem: this.mem,
+      frames: this.frames,
+      firstStage: options.firstStage,
+    });
+    const specs = options.units ?? [{}];
+    specs.forEach((spec, i) => {
+      const name = spec.name ?? `dmar${i}`;
+      const hw = new VtdUnit({
+        name,
+        mem: this.mem,
+        caps: spec.caps,
+        cache: spec.cache,
+        trace: this.trace,
+        onInterrupt: () => {
+          this.pendingInterrupts++;
+        },
+      });
+      const iommu = this.driver.addUnit({
+        name,
+        mmio: hw,
+        scalable: spec.scalable,
+        rids: spec.rids,
+      });
+      if (typeof iommu === "string") throw new Error(`vtd machine: ${name}: bring-up failed: ${iommu}`);
+      this.units.push({ hw, iommu });
+    });
+  }
+
+  /** The hardware unit that serves requester ID `rid`. */
+  hwFor(rid: number): VtdUnit | null {
+    const iommu = this.driver.unitFor(rid);
+    return this.units.find((u) => u.iommu === iommu)?.hw ?? null;
+  }
+
+  /**
+   * Plug in a device behind its unit and probe it. Returns the device, or the errno of the step
+   * that failed (bad options, a duplicate ID, no unit, the probe).
+   */
+  addDevice(
+    options: DeviceOptions,
+  ): Device | "EINVAL" | "EEXIST" | "EBUSY" | "ENODEV" | "ENOMEM" | "ENOSPC" | "EOPNOTSUPP" {
+    const dev = Device.create(options);
+    if (typeof dev === "string") return dev;
+    const hw = this.hwFor(dev.rid);
+    if (hw === null) return "ENODEV";
+    const added = this.bus.addDevice(dev, hw);
+    if (added !== 0) return added;
+    const fw = iommuFwspecInit(dev, this.subsys, this.driver);
+    if (fw !== 0) {
+      this.bus.removeDevice(dev);
+      return fw;
+    }
+    const probed = iommuProbeDevice(dev);
+    if (probed !== 0) {
+      this.bus.removeDevice(dev);
+      dev.iommu = null;
+      return probed;
+    }
+    return dev;
+  }
+
+  /** Unplug a device: the core releases it, then it leaves the bus. */
+  removeDevice(dev: Device): 0 | "ENOENT" {
+    iommuReleaseDevice(dev);
+    return this.bus.removeDevice(dev);
+  }
+
+  /**
+   * Let software catch up with the hardware: read the fault records, drain the page request
+   * queues into IOPF, run the IOPF work, and the invalidations the driver postponed. Returns the
+   * records processed.
+   */
+  processQueues(): number {
+    this.pendingInterrupts = 0;
+    let n = this.driver.processFaults();
+    n += this.driver.processPageRequests();
+    n += this.driver.runIopfWork();
+    return n;
+  }
+}
