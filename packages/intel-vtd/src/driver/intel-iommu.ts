@@ -317,6 +317,16 @@ export class IntelIommu {
     return table + index * 16;
   }
 
+  /**
+   * Context tables allocated: they stay until the unit is shut down, as in the kernel (so a leak
+   * check counts them as the unit's own memory).
+   */
+  get contextTableFrames(): number {
+    let n = 0;
+    for (const ct of this.contextTables) if (ct !== undefined) n++;
+    return n;
+  }
+
   // --- Domain IDs ------------------------------------------------------------------------------
 
   /** A free domain ID, or 'ENOSPC'. @kernel drivers/iommu/intel/iommu.c domain_attach_iommu */

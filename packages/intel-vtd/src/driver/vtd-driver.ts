@@ -171,7 +171,11 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
   private readonly subsys: IommuSubsystem;
   private readonly mem: PhysMemory;
   private readonly frames: FrameAllocator;
-  private readonly preferFirstStage: boolean;
+  /**
+   * Paging domains go on first-stage tables when the unit can walk them (Linux's choice in scalable
+   * mode); false asks for second-stage tables.
+   */
+  firstStage: boolean;
   private readonly pagingOps: IommuDomainOps;
   private readonly scope = new Map<number, IntelIommu>();
   private includeAll: IntelIommu | null = null;
@@ -187,7 +191,7 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
     this.subsys = options.subsys;
     this.mem = options.mem;
     this.frames = options.frames;
-    this.preferFirstStage = options.firstStage ?? true;
+    this.firstStage = options.firstStage ?? true;
     this.pagingOps = {
       attachDev: (d, dev) => this.attachDev(d as DmarDomain, dev),
       setDevPasid: (d, dev, pasid, old) => this.setDevPasid(d as DmarDomain, dev, pasid, old),
@@ -417,7 +421,7 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
     const needSecond = (flags & (IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING)) !== 0;
     if ((flags & IOMMU_HWPT_ALLOC_NEST_PARENT) !== 0 && !caps.NEST) return "EOPNOTSUPP";
     if ((flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING) !== 0 && !caps.SLADS) return "EOPNOTSUPP";
-    const first = !needSecond && this.preferFirstStage && unit.firstStageSupported;
+    const first = !needSecond && this.firstStage && unit.firstStageSupported;
     if (!first && unit.sm && !caps.SLTS) return "EOPNOTSUPP";
     const domainRef: { d: DmarDomain | null } = { d: null };
     const tlb: IommuFlushOps = {
@@ -1019,6 +1023,14 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
     if (info.pasidTable === null) return 0;
     const paging = old instanceof DmarDomain ? old : null;
     const freeing = this.lastUser(paging, info.unit);
+    if (this.inject.earlyPasidFree) {
+      // The injected bug: the teardown's invalidations (and the release of the domain that they
+      // need) run only at the driver's next call, after the caller has freed the PASID.
+      if (info.pasids.get(pasid) === old) info.pasids.delete(pasid);
+      this.pasidTearDown(info, pasid, freeing);
+      this.deferred.push(() => this.domainRemoveDevPasid(old, info, pasid));
+      return 0;
+    }
     if (freeing && this.inject.earlyDidReuse && paging !== null) {
       this.domainRemoveDevPasid(old, info, pasid);
       this.pasidTearDown(info, pasid, true);

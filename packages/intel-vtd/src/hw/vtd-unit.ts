@@ -89,9 +89,10 @@ import {
   VTD_KIND_SECOND_STAGE,
   VTD_PASID_NONE,
   VtdIotlb,
+  type VtdIotlbEntry,
 } from "./iotlb.js";
 import { PageRequestQueue, PRQ_OVERFLOW, PRQ_QUEUED } from "./page-request-queue.js";
-import { VtdPagingStructureCache } from "./paging-structure-cache.js";
+import { VtdPagingStructureCache, type VtdPscEntry } from "./paging-structure-cache.js";
 import { VtdPasidCache } from "./pasid-cache.js";
 import {
   DEFAULT_VTD_CAPS,
@@ -1514,4 +1515,84 @@ export class VtdUnit implements IommuHardware, Mmio {
   get scalableMode(): boolean {
     return this.scalable;
   }
+
+  /**
+   * What the unit's caches hold for `req`, next to what memory says now, for an oracle that must
+   * explain a cached answer (never on a DMA path: it allocates, and touches no LRU or counter).
+   * The context entry of the requester (cached and freshly decoded); in scalable mode the PASID
+   * entry the request uses (RID_PASID without a PASID); the IOTLB entry a lookup under the cached
+   * entries' DID and PASID would hit; and the paging-structure entries that cover the page.
+   */
+  inspect(req: TranslationRequest): VtdCacheInspection {
+    const sid = req.rid & 0xffff;
+    const fresh = decodeDevConfig(
+      this.mem,
+      this.rta,
+      this.scalable,
+      sid,
+      this.decodeCaps,
+      new VtdDevConfig(),
+    );
+    const ctxEntry = this.contextCache.entries().find((e) => e.sid === sid) ?? null;
+    const dev = ctxEntry?.value ?? fresh;
+    let pasidPart: VtdCacheInspection["pasidEntry"] = null;
+    let did = dev.did;
+    let pasid = VTD_PASID_NONE;
+    if (this.scalable) {
+      pasid = req.pasid !== NO_PASID ? req.pasid : dev.ridPasid;
+      const freshPasid =
+        fresh.status === 0
+          ? decodePasidConfig(this.mem, fresh, pasid, this.decodeCaps, new VtdPasidConfig())
+          : null;
+      const pcEntry =
+        this.pasidCache.entries().find((e) => e.sid === sid && e.pasid === pasid) ?? null;
+      pasidPart = { pasid, cached: pcEntry?.value ?? null, fresh: freshPasid };
+      did = (pcEntry?.value ?? freshPasid)?.did ?? 0;
+    }
+    const vpn = req.iovaPfn;
+    const iotlb =
+      this.iotlb
+        .entries()
+        .find(
+          (e) =>
+            e.did === did &&
+            e.pasid === pasid &&
+            vpn >= e.vpn &&
+            vpn < e.vpn + 2 ** (e.sizeShift - 12),
+        ) ?? null;
+    const psc = this.psc
+      .entries()
+      .filter(
+        (e) =>
+          e.did === did &&
+          e.pasid === pasid &&
+          Math.floor(vpn / 512 ** (e.level - 1)) === e.tag,
+      );
+    return {
+      sid,
+      did,
+      pasid,
+      context: { cached: ctxEntry?.value ?? null, fresh },
+      pasidEntry: pasidPart,
+      iotlb,
+      psc,
+    };
+  }
+}
+
+/** What `VtdUnit.inspect` found. */
+export interface VtdCacheInspection {
+  readonly sid: number;
+  /** The DID and IOTLB PASID tag the request is looked up under (VTD_PASID_NONE in legacy mode). */
+  readonly did: number;
+  readonly pasid: number;
+  readonly context: { readonly cached: VtdDevConfig | null; readonly fresh: VtdDevConfig };
+  /** Scalable mode: the PASID entry used, cached and fresh (null fresh: the context is bad). */
+  readonly pasidEntry: {
+    readonly pasid: number;
+    readonly cached: VtdPasidConfig | null;
+    readonly fresh: VtdPasidConfig | null;
+  } | null;
+  readonly iotlb: VtdIotlbEntry | null;
+  readonly psc: readonly VtdPscEntry[];
 }

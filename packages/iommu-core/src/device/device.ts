@@ -105,6 +105,27 @@ export const DmaReason = Object.freeze({
 });
 export type DmaReason = (typeof DmaReason)[keyof typeof DmaReason];
 
+/**
+ * Watches the pages a device's DMAs reach: the harness's isolation oracle compares each with a
+ * fresh walk of the tables and with what the domain's owner mapped.
+ */
+export interface DmaPageObserver {
+  /**
+   * One page access of a DMA was translated and is about to reach memory at `pa` (the page's
+   * physical address plus the access's offset). `viaAtc`: the device's ATC gave the translation
+   * (the IOMMU saw only a translated request).
+   */
+  dmaPage(
+    dev: Device,
+    pasid: number,
+    iovaPfn: number,
+    access: number,
+    privileged: boolean,
+    pa: number,
+    viaAtc: boolean,
+  ): void;
+}
+
 export interface DeviceOptions {
   /** Unique name ("nvme0", "gpu"). */
   name: string;
@@ -279,6 +300,8 @@ export class Device implements DevicePort {
    * @kernel include/linux/device.h device.iommu
    */
   iommu: DevIommu | null = null;
+  /** Sees every page a DMA of this device reaches (the harness's oracle); null: no cost. */
+  observer: DmaPageObserver | null = null;
 
   /** ATS Control Enable. */
   atsEnabled = false;
@@ -326,6 +349,8 @@ export class Device implements DevicePort {
   private readonly pageReq: PageRequest;
   /** Physical address the current page translated to. */
   private pa = 0;
+  /** The current page's translation came from the device's ATC. */
+  private viaAtc = false;
   private readonly scratch = new Uint8Array(8);
   private readonly scratch4 = new Uint8Array(this.scratch.buffer, 0, 4);
   private readonly scratchView = new DataView(this.scratch.buffer);
@@ -799,6 +824,9 @@ export class Device implements DevicePort {
       const chunk = Math.min(len - done, PAGE_SIZE - off);
       const st = this.translatePage(pasid, pfn, off, access, priv);
       if (st !== DMA_OK) return this.stopAt(st, pfn, off, pasid, done);
+      if (this.observer !== null) {
+        this.observer.dmaPage(this, pasid, pfn, access, priv, this.pa, this.viaAtc);
+      }
       // A DMA's bus error must not look like a table-walk abort to a hardware model watching it.
       const busError = mem.busError;
       const ok = write
@@ -879,6 +907,7 @@ export class Device implements DevicePort {
     priv: boolean,
   ): number {
     const hw = this.hw;
+    this.viaAtc = false;
     if (hw === null) {
       this.pa = pfn * PAGE_SIZE + off;
       return DMA_OK;
@@ -894,7 +923,11 @@ export class Device implements DevicePort {
     req.privileged = priv;
     const atc = this.atc;
     if (this.atsEnabled && atc !== null) {
-      if (atc.lookup(pasid, pfn, access, priv)) return this.translated(hw, atc.pa, off);
+      if (atc.lookup(pasid, pfn, access, priv)) {
+        this.viaAtc = true;
+        return this.translated(hw, atc.pa, off);
+      }
+      this.viaAtc = false;
       req.at = AT_TRANSLATION_REQUEST;
       req.iovaPfn = pfn;
       req.offset = 0;

@@ -6,6 +6,7 @@ export { DmaBus } from "./bus.js";
 export {
   Device,
   type DeviceOptions,
+  type DmaPageObserver,
   type DeviceStats,
   DMA_BUS_ERROR,
   DMA_FAULT,

@@ -1,0 +1,63 @@
+// What each domain's owner mapped, kept next to the hardware: the oracle's reference for check 1.
+
+import { IOMMU_READ, IOMMU_WRITE } from "@iommu-sim/iommu-core";
+
+const PAGE = 4096;
+
+/** What a translation context gives, as the owner set it up. */
+export const SHADOW_PAGING = 0;
+export const SHADOW_IDENTITY = 1;
+export const SHADOW_BLOCKED = 2;
+
+/**
+ * The mappings of one domain, by 4 KiB page: physical frame and IOMMU_READ/IOMMU_WRITE, packed in
+ * one number (frame * 4 + prot) so a lookup is one Map read. Pages unmapped keep a note of the
+ * operation that removed them, for reports.
+ */
+export class ShadowDomain {
+  readonly kind: number;
+  /** A name for reports ("domain#3 (DMA)"). */
+  readonly label: string;
+  private readonly pages = new Map<number, number>();
+  private readonly removedBy = new Map<number, string>();
+
+  constructor(kind: number, label: string) {
+    this.kind = kind;
+    this.label = label;
+  }
+
+  /** Record `size` bytes at `iova` mapped to `pa` with `prot` (page-aligned by the caller). */
+  map(iova: number, pa: number, size: number, prot: number): void {
+    const first = Math.floor(iova / PAGE);
+    const frame = Math.floor(pa / PAGE);
+    const n = Math.ceil(size / PAGE);
+    const p = prot & (IOMMU_READ | IOMMU_WRITE);
+    for (let i = 0; i < n; i++) {
+      this.pages.set(first + i, (frame + i) * 4 + p);
+      this.removedBy.delete(first + i);
+    }
+  }
+
+  /** Record `size` bytes at `iova` unmapped by `op` (a description for reports). */
+  unmap(iova: number, size: number, op: string): void {
+    const first = Math.floor(iova / PAGE);
+    const n = Math.ceil(size / PAGE);
+    for (let i = 0; i < n; i++) {
+      if (this.pages.delete(first + i)) this.removedBy.set(first + i, op);
+    }
+  }
+
+  /** The packed entry of page `pfn` (frame * 4 + prot), or -1. */
+  lookup(pfn: number): number {
+    return this.pages.get(pfn) ?? -1;
+  }
+
+  /** The operation that last removed page `pfn`, if any. */
+  removal(pfn: number): string | undefined {
+    return this.removedBy.get(pfn);
+  }
+
+  get mappedPages(): number {
+    return this.pages.size;
+  }
+}
