@@ -1,11 +1,31 @@
 // Tests of the `iommu-sim` command line: exit codes, output streams, and the script entry points.
 
 import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterEach, describe, expect, it } from "vitest";
+import { LEGACY_VTD_CAPS, vtdCapValue, vtdEcapValue } from "@iommu-sim/intel-vtd/hw";
+import { xlateFresh } from "@iommu-sim/intel-vtd/testing";
+import { IOMMU_READ } from "@iommu-sim/iommu-core";
+import { type PhysMemory, toHex } from "@iommu-sim/iommu-core/platform";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
+import {
+  fsTable,
+  machine,
+  mapRun,
+  type RefRun,
+  RW,
+  rtaddrOf,
+  SZ_1G,
+  SZ_2M,
+  SZ_4K,
+  saveImage,
+  ssTable,
+  tempDir,
+} from "../test/vtd-images.js";
 import { EXIT, main } from "./cli.js";
-import { type Scenario, scenarios } from "./scenario.js";
+import { decodeVtd, formatVtdDecode, type VtdDecodeDocument } from "./decode/vtd-decode.js";
+import { type Scenario, scenarioKey, scenarios } from "./scenario.js";
 import { HARNESS_VERSION } from "./version.js";
 
 const harnessDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -39,8 +59,9 @@ function expectUsageError(r: Result, pattern: RegExp): void {
 const testScenarios: string[] = [];
 
 function register(scenario: Scenario): void {
-  scenarios.set(scenario.name, scenario);
-  testScenarios.push(scenario.name);
+  const key = scenarioKey(scenario.name, scenario.arch);
+  scenarios.set(key, scenario);
+  testScenarios.push(key);
 }
 
 afterEach(() => {
@@ -57,8 +78,9 @@ describe("iommu-sim run", () => {
     expect(r.code).toBe(EXIT.OK);
     expect(r.stderr).toBe("");
     expect(r.stdout).toMatch(/^scenario {4}default$/m);
-    expect(r.stdout).toMatch(/^arch {8}mock$/m);
+    expect(r.stdout).toMatch(/^arch {8}vtd$/m);
     expect(r.stdout).toMatch(/^seed {8}1$/m);
+    expect(r.stdout).toMatch(/^violations {2}0$/m);
     expect(r.stdout).toMatch(/^operations {2}\d+$/m);
     expect(r.stdout).toMatch(/^DMAs {8}[1-9]\d*$/m);
     expect(r.stdout).toMatch(/^faults {6}[1-9]\d*$/m);
@@ -82,14 +104,18 @@ describe("iommu-sim run", () => {
       "faults",
       "checks",
       "failures",
+      "violations",
+      "violationsTotal",
     ]);
     expect(doc).toMatchObject({
       version: HARNESS_VERSION,
       scenario: "default",
-      arch: "mock",
+      arch: "vtd",
       seed: 7,
       checks: { failed: 0 },
       failures: [],
+      violations: [],
+      violationsTotal: 0,
     });
     expect(doc.ops).toBeGreaterThan(0);
     expect(doc.dmas).toBeGreaterThan(0);
@@ -116,7 +142,7 @@ describe("iommu-sim run", () => {
       expect(events.some((l) => l.split(" ")[2] === kind)).toBe(true);
     }
     expect(events.some((l) => / dma .*status=fault/.test(l))).toBe(true);
-    expect(lines[lines.length - 1]).toMatch(/^checks /);
+    expect(lines[lines.length - 1]).toMatch(/^violations /);
     expect(lines.indexOf(events[events.length - 1])).toBeLessThan(
       lines.findIndex((l) => l.startsWith("scenario")),
     );
@@ -164,7 +190,7 @@ describe("iommu-sim run", () => {
 
   it("a missing option value, an extra operand, a missing or unknown command are bad usage", async () => {
     expectUsageError(await cli("run", "--seed"), /argument missing/);
-    expectUsageError(await cli("run", "extra"), /too many arguments/);
+    expectUsageError(await cli("run", "a.yaml", "b.yaml"), /too many arguments/);
     expectUsageError(await cli(), /missing command/);
     expectUsageError(await cli("frobnicate"), /unknown command 'frobnicate'/);
   });
@@ -176,28 +202,32 @@ describe("iommu-sim run", () => {
     );
   });
 
-  it("--arch vtd and --arch smmu are not available yet; an unknown arch is refused", async () => {
+  it("--arch vtd is the default and mock stays available; smmu is not available yet; an unknown arch is refused", async () => {
+    const vtd = await cli("run", "--arch", "vtd", "--json");
+    expect(vtd.code).toBe(EXIT.OK);
+    expect(JSON.parse(vtd.stdout).arch).toBe("vtd");
+    const mock = await cli("run", "--arch", "mock", "--json");
+    expect(mock.code).toBe(EXIT.OK);
+    expect(JSON.parse(mock.stdout).arch).toBe("mock");
     expectUsageError(
-      await cli("run", "--arch", "vtd"),
-      /^iommu-sim: --arch: arch 'vtd' is not available yet\n$/,
+      await cli("run", "--arch", "smmu"),
+      /^iommu-sim: --arch: arch 'smmu' is not available yet\n$/,
     );
-    expectUsageError(await cli("run", "--arch", "smmu"), /arch 'smmu' is not available yet/);
     expectUsageError(await cli("run", "--arch", "x86"), /--arch: unknown arch "x86"/);
-    expect((await cli("run", "--arch", "mock")).code).toBe(EXIT.OK);
   });
 
   it("a scenario for another arch than --arch is bad usage", async () => {
-    register({ name: "test-on-vtd", arch: "vtd", description: "", run: () => {} });
+    register({ name: "test-on-mock", arch: "mock", description: "", run: () => {} });
     expectUsageError(
-      await cli("run", "--scenario", "test-on-vtd"),
-      /scenario 'test-on-vtd' runs on arch 'vtd', not 'mock'/,
+      await cli("run", "--scenario", "test-on-mock"),
+      /scenario 'test-on-mock' runs on arch 'mock', not 'vtd'/,
     );
   });
 
   it("a failed check exits 1 and is listed in the summary and the JSON", async () => {
     register({
       name: "test-failing",
-      arch: "mock",
+      arch: "vtd",
       description: "one check passes, one fails",
       run(ctx) {
         ctx.countOp(3);
@@ -228,7 +258,7 @@ describe("iommu-sim run", () => {
   it("a scenario that throws is an internal error: exit 3, one line, the stack with --verbose", async () => {
     register({
       name: "test-bug",
-      arch: "mock",
+      arch: "vtd",
       description: "throws",
       run() {
         throw new ModelBug("frame 12 freed twice");
@@ -250,7 +280,7 @@ describe("iommu-sim run", () => {
   it("an exception of another kind is an internal error named by its kind", async () => {
     register({
       name: "test-type-error",
-      arch: "mock",
+      arch: "vtd",
       description: "async throw",
       async run() {
         throw new TypeError("x is undefined");
@@ -259,6 +289,85 @@ describe("iommu-sim run", () => {
     const r = await cli("run", "--scenario", "test-type-error");
     expect(r.code).toBe(EXIT.INTERNAL);
     expect(r.stderr).toBe("iommu-sim: internal error: TypeError: x is undefined\n");
+  });
+
+  it("--inject makes the VT-d driver skip a step: exit 1, the violation in the summary and in --json violations[]", async () => {
+    const human = await cli("run", "--inject", "skip-iotlb-flush");
+    expect(human.code).toBe(EXIT.CHECK_FAILED);
+    expect(human.stdout).toMatch(/^violations {2}[1-9]\d*$/m);
+    expect(human.stdout).toMatch(
+      /^VIOLATION {3}stale-translation at t=\d+: nic0 read at 0x[0-9a-f]+ reached 0x[0-9a-f]+ through a stale iotlb entry of dmar0; .*missing: PASID-based IOTLB invalidation \(type 6\)/m,
+    );
+    const json = await cli("run", "--inject", "early-pasid-free", "--json");
+    expect(json.code).toBe(EXIT.CHECK_FAILED);
+    const doc = JSON.parse(json.stdout);
+    expect(doc.violations[0]).toMatchObject({
+      kind: "id-reuse",
+      id: { space: "pasid", unit: null, value: 2 },
+      missingInvalidation: { descriptor: "PASID-cache invalidation (type 7)" },
+    });
+    expect(doc.violations[0].history.length).toBeGreaterThan(2);
+    const clean = await cli("run", "--json");
+    expect(JSON.parse(clean.stdout).violations).toEqual([]);
+  });
+
+  it("a bad --inject is bad usage naming the known steps; the mock has none", async () => {
+    expectUsageError(
+      await cli("run", "--inject", "skip-everything"),
+      /^iommu-sim: --inject: unknown step "skip-everything" for arch 'vtd' \(known: skip-iotlb-flush, skip-pasid-cache-flush, skip-devtlb-flush, early-pasid-free, early-did-reuse\)\n$/,
+    );
+    expectUsageError(
+      await cli("run", "--arch", "mock", "--inject", "skip-iotlb-flush"),
+      /--inject: arch 'mock' has no injectable driver steps/,
+    );
+  });
+
+  it("runs a scenario file: the file's seed unless --seed, its name in the report", async () => {
+    const file = path.join(harnessDir, "scenarios/two-tenants.yaml");
+    const r = await cli("run", file, "--json");
+    expect(r.code).toBe(EXIT.OK);
+    const doc = JSON.parse(r.stdout);
+    expect(doc).toMatchObject({ scenario: "two-tenants", arch: "vtd", seed: 7, violations: [] });
+    expect(JSON.parse((await cli("run", file, "--json", "--seed", "3")).stdout).seed).toBe(3);
+    const injected = await cli("run", file, "--inject", "skip-iotlb-flush", "--json");
+    expect(injected.code).toBe(EXIT.CHECK_FAILED);
+    expect(JSON.parse(injected.stdout).violations[0].kind).toBe("stale-translation");
+  });
+
+  it("a bad scenario file is one line naming the file, line, column and field, with its code", async () => {
+    const tmp = tempDir();
+    const dir = tmp.dir;
+    const file = path.join(dir, "bad.yaml");
+    writeFileSync(
+      file,
+      'version: 1\nscenario: bad\narch: vtd\nmachine:\n  units:\n    - name: dmar0\n  devices:\n    - { name: nic0, bdf: "00:01.0" }\nsteps:\n  - map: { domain: nowhere, iova: 0x1000, size: 4KiB }\n',
+    );
+    expectUsageError(
+      await cli("run", file),
+      /^iommu-sim: .*bad\.yaml:10:\d+: steps\[0\]\.map\.domain: .* \[unknown-name\]\n$/,
+    );
+    expectUsageError(
+      await cli("run", path.join(dir, "missing.yaml")),
+      /missing\.yaml: cannot read the scenario file \(ENOENT\)/,
+    );
+    expectUsageError(
+      await cli("run", file, "--scenario", "default"),
+      /--scenario: not with a scenario file/,
+    );
+    expectUsageError(
+      await cli("run", path.join(harnessDir, "scenarios/two-tenants.yaml"), "--arch", "mock"),
+      /--arch: the scenario file runs on arch 'vtd', not 'mock'/,
+    );
+    const mockFile = path.join(dir, "mock.yaml");
+    writeFileSync(
+      mockFile,
+      'version: 1\nscenario: m\narch: mock\nmachine:\n  devices:\n    - { name: nic0, bdf: "00:01.0" }\nsteps:\n  - domain: { name: d1 }\n',
+    );
+    expectUsageError(
+      await cli("run", mockFile),
+      /mock\.yaml:3:7: arch: scenario files run on vtd so far .*\[unavailable\]/,
+    );
+    tmp.cleanup();
   });
 
   it("a bare -- (as pnpm passes it through) is ignored", async () => {
@@ -309,4 +418,458 @@ describe("script entry points", () => {
     expect(bad.stdout).toBe("");
     expect(bad.stderr).toBe('iommu-sim: --seed: expected an unsigned 32-bit integer, got "abc"\n');
   }, 60_000);
+});
+
+describe("iommu-sim decode vtd and translate vtd", () => {
+  const tmp = tempDir();
+  afterAll(() => tmp.cleanup());
+
+  /** Run `iommu-sim ...args` with `stdin` chunks for `-`. */
+  async function cliWith(stdin: Array<string | Uint8Array>, ...args: string[]): Promise<Result> {
+    let stdout = "";
+    let stderr = "";
+    const code = await main(["node", "iommu-sim", ...args], {
+      stdout: { write: (s: string) => (stdout += s) },
+      stderr: { write: (s: string) => (stderr += s) },
+      stdin,
+    });
+    return { code, stdout, stderr };
+  }
+
+  /** A scalable machine: first stage for RID_PASID, second stage and pass-through PASIDs. */
+  function scalableMachine() {
+    const m = machine(true);
+    const dir = m.b.setSmContext(m.rta, 0x18, { DTE: 1, PASIDE: 1 });
+    const runs: RefRun[] = [];
+    const fs = fsTable(m, 4);
+    mapRun(fs, runs, 0x1000, 0x2_0000_0000, SZ_4K, 4, RW);
+    mapRun(fs, runs, 0x20_0000, 0x3_0000_0000, SZ_2M, 1, IOMMU_READ);
+    m.b.setPasidEntry(dir, 0, { PGTT: 1, DID: 2, FLPTR: fs.rootPa });
+    const ss = ssTable(m, 2);
+    mapRun(ss, runs, 0x4000_0000, 0x4_0000_0000, SZ_1G, 1, RW);
+    m.b.setPasidEntry(dir, 5, { PGTT: 2, DID: 3, AW: 2, SLPTPTR: ss.rootPa });
+    m.b.setPasidEntry(dir, 6, { PGTT: 4, DID: 1 });
+    const dir2 = m.b.setSmContext(m.rta, 0x0100, { PASIDE: 1 });
+    m.b.setPasidEntry(dir2, 0, { PGTT: 2, DID: 4, AW: 2, SLPTPTR: ss.rootPa });
+    return { m, fs, ss, rtaddr: `0x${rtaddrOf(m, true).toString(16)}` };
+  }
+
+  /** A legacy machine: a second-stage device and a pass-through one. */
+  function legacyMachine() {
+    const m = machine(false);
+    const runs: RefRun[] = [];
+    const ss = ssTable(m, 2);
+    mapRun(ss, runs, 0x1000, 0x8000_0000, SZ_4K, 2, RW);
+    mapRun(ss, runs, 0x3000, 0x9000_0000, SZ_4K, 1, IOMMU_READ);
+    m.b.setContext(m.rta, 0x10, { AW: 2, DID: 5, SLPTPTR: ss.rootPa });
+    m.b.setContext(m.rta, 0x11, { TT: 2, AW: 2, DID: 6 });
+    return { m, ss, rtaddr: `0x${m.rta.toString(16)}` };
+  }
+
+  let n = 0;
+  function save(mem: PhysMemory, format: "elf" | "sparse"): string {
+    const file = tmp.file(`m${n++}.${format}`);
+    saveImage(mem, file, format);
+    return file;
+  }
+
+  /** `decodeVtd` of the original memory, as JSON would carry it. */
+  function expectedDoc(mem: PhysMemory, options: Parameters<typeof decodeVtd>[1]): unknown {
+    return JSON.parse(JSON.stringify(decodeVtd(mem, options)));
+  }
+
+  it("decode --json prints one document: the image decodes as the memory it was saved from", async () => {
+    for (const format of ["elf", "sparse"] as const) {
+      for (const build of [scalableMachine, legacyMachine]) {
+        const { m, rtaddr } = build();
+        const image = save(m.mem, format);
+        const r = await cli("decode", "vtd", "--image", image, "--rtaddr", rtaddr, "--json");
+        expect(r.stderr).toBe("");
+        expect(r.code).toBe(EXIT.OK);
+        expect(r.stdout.endsWith("\n")).toBe(true);
+        expect(r.stdout.trimEnd().split("\n")).toHaveLength(1);
+        const doc = JSON.parse(r.stdout);
+        expect(doc).toEqual(expectedDoc(m.mem, { rtaddr: BigInt(rtaddr) }));
+        expect(Object.keys(doc).slice(0, 5)).toEqual([
+          "arch",
+          "mode",
+          "rootTable",
+          "devices",
+          "pageTables",
+        ]);
+      }
+    }
+  });
+
+  it("decode --json has the issue's shape: devices, translations, coalesced mappings", async () => {
+    const { m, fs, ss, rtaddr } = scalableMachine();
+    const image = save(m.mem, "elf");
+    const doc = JSON.parse(
+      (await cli("decode", "vtd", "--image", image, "--rtaddr", rtaddr, "--json")).stdout,
+    );
+    expect(doc).toMatchObject({ arch: "vtd", mode: "scalable", rootTable: toHex(m.rta) });
+    expect(doc.devices[0]).toMatchObject({
+      bdf: "00:03.0",
+      sid: 0x18,
+      translations: [
+        { pasid: 0, type: "first-stage", did: 2, levels: 4, pageTable: toHex(fs.rootPa) },
+        { pasid: 5, type: "second-stage", did: 3, levels: 4, pageTable: toHex(ss.rootPa) },
+        { pasid: 6, type: "pass-through", did: 1, levels: 0, pageTable: null },
+      ],
+    });
+    expect(doc.pageTables[toHex(fs.rootPa)]).toMatchObject({
+      stage: "first-stage",
+      levels: 4,
+      mappings: [
+        { iova: "0x1000", pa: "0x200000000", size: 0x4000, r: true, w: true },
+        { iova: "0x200000", pa: "0x300000000", size: SZ_2M, r: true, w: false },
+      ],
+    });
+    // Used by two devices, listed once.
+    expect(Object.keys(doc.pageTables)).toEqual([toHex(fs.rootPa), toHex(ss.rootPa)]);
+  });
+
+  it("decode prints the text tree by default; --device and --pasid filter", async () => {
+    const { m, ss, rtaddr } = scalableMachine();
+    const image = save(m.mem, "sparse");
+    const r = await cli("decode", "vtd", "--image", image, "--rtaddr", rtaddr);
+    expect(r.code).toBe(EXIT.OK);
+    expect(r.stdout).toBe(
+      formatVtdDecode(decodeVtd(m.mem, { rtaddr: BigInt(rtaddr) }) as VtdDecodeDocument),
+    );
+    expect(r.stdout).toMatch(/^VT-d scalable mode, root table 0x/);
+    const one = JSON.parse(
+      (
+        await cli(
+          "decode",
+          "vtd",
+          "--image",
+          image,
+          "--rtaddr",
+          rtaddr,
+          "--json",
+          "--device",
+          "01:00.0",
+        )
+      ).stdout,
+    );
+    expect(one.devices.map((d: { bdf: string }) => d.bdf)).toEqual(["01:00.0"]);
+    expect(Object.keys(one.pageTables)).toEqual([toHex(ss.rootPa)]);
+    const five = JSON.parse(
+      (await cli("decode", "vtd", "--image", image, "--rtaddr", rtaddr, "--json", "--pasid", "0x5"))
+        .stdout,
+    );
+    expect(five.devices).toHaveLength(1);
+    expect(five.devices[0].translations.map((t: { pasid: number }) => t.pasid)).toEqual([5]);
+  });
+
+  it("--raw --base reads a raw dump of the table region", async () => {
+    const { m, rtaddr } = legacyMachine();
+    const file = tmp.file("region.raw");
+    saveImage(m.mem, file, { raw: { base: 0x100_0000, length: 0x400_0000 } });
+    const r = await cli(
+      "decode",
+      "vtd",
+      "--image",
+      file,
+      "--raw",
+      "--base",
+      "0x1000000",
+      "--rtaddr",
+      rtaddr,
+      "--json",
+    );
+    expect(r.stderr).toBe("");
+    expect(JSON.parse(r.stdout)).toEqual(expectedDoc(m.mem, { rtaddr: BigInt(rtaddr) }));
+    const t = await cli(
+      "translate",
+      "vtd",
+      "--image",
+      file,
+      "--raw",
+      "--base",
+      "16777216",
+      "--rtaddr",
+      rtaddr,
+      "00:02.0@0x1008",
+    );
+    expect(JSON.parse(t.stdout)).toMatchObject({ result: "ok", pa: "0x80000008" });
+  });
+
+  it("translate prints one JSON line per query, from operands and from stdin", async () => {
+    const { m, rtaddr } = scalableMachine();
+    const image = save(m.mem, "elf");
+    const r = await cliWith(
+      [
+        "00:03.0@0x1abc\n# a comment\n\n",
+        new TextEncoder().encode("0x18:5@0x40001000\r\n24:6@0x12"),
+      ],
+      "translate",
+      "vtd",
+      "--image",
+      image,
+      "--rtaddr",
+      rtaddr,
+      "00:03.0:5@0x0",
+      "-",
+      "1:00.0@0x40000000",
+    );
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(EXIT.OK);
+    const lines = r.stdout
+      .trimEnd()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(lines).toEqual([
+      {
+        sid: 0x18,
+        pasid: 5,
+        iova: "0x0",
+        result: "fault",
+        faultReason: 0x79,
+        faultName: "SM_SS_ENTRY_PERMISSION",
+      },
+      {
+        sid: 0x18,
+        pasid: null,
+        iova: "0x1abc",
+        result: "ok",
+        pa: "0x200000abc",
+        pageSize: SZ_4K,
+        r: true,
+        w: true,
+        passThrough: false,
+      },
+      {
+        sid: 0x18,
+        pasid: 5,
+        iova: "0x40001000",
+        result: "ok",
+        pa: "0x400001000",
+        pageSize: SZ_1G,
+        r: true,
+        w: true,
+        passThrough: false,
+      },
+      {
+        sid: 0x18,
+        pasid: 6,
+        iova: "0x12",
+        result: "ok",
+        pa: "0x12",
+        pageSize: SZ_4K,
+        r: true,
+        w: true,
+        passThrough: true,
+      },
+      {
+        sid: 0x100,
+        pasid: null,
+        iova: "0x40000000",
+        result: "ok",
+        pa: "0x400000000",
+        pageSize: SZ_1G,
+        r: true,
+        w: true,
+        passThrough: false,
+      },
+    ]);
+    // Each line matches the running unit's uncached walk.
+    const fresh = xlateFresh(m.unit, 0x18, 0x1abc);
+    expect(fresh).toMatchObject({ pa: 0x2_0000_0abc, sizeShift: 12 });
+  });
+
+  it("--write, --exec and --priv change every query's access", async () => {
+    const { m, rtaddr } = scalableMachine();
+    const image = save(m.mem, "elf");
+    const base = ["translate", "vtd", "--image", image, "--rtaddr", rtaddr];
+    const write = await cli(...base, "--write", "00:03.0@0x200000", "00:03.0@0x1000");
+    expect(
+      write.stdout
+        .trimEnd()
+        .split("\n")
+        .map((l) => JSON.parse(l).faultName ?? "ok"),
+    ).toEqual(["SM_NO_WRITE", "ok"]);
+    const exec = await cli(...base, "--exec", "00:03.0:5@0x40000000");
+    expect(JSON.parse(exec.stdout)).toMatchObject({ faultName: "SM_ERE_CLEAR" });
+    const priv = await cli(...base, "--priv", "00:03.0:6@0");
+    expect(JSON.parse(priv.stdout)).toMatchObject({ faultName: "SM_SRE_CLEAR" });
+  });
+
+  it("--cap and --ecap describe the unit", async () => {
+    const { m, rtaddr } = legacyMachine();
+    const image = save(m.mem, "elf");
+    const [cl, ch] = vtdCapValue({ ...LEGACY_VTD_CAPS, sagaw: 0b10 });
+    const [el, eh] = vtdEcapValue(LEGACY_VTD_CAPS);
+    const cap = `0x${((BigInt(ch) << 32n) | BigInt(cl)).toString(16)}`;
+    const ecap = `0x${((BigInt(eh) << 32n) | BigInt(el)).toString(16)}`;
+    const caps = ["--cap", cap, "--ecap", ecap];
+    const t = await cli(
+      "translate",
+      "vtd",
+      "--image",
+      image,
+      "--rtaddr",
+      rtaddr,
+      ...caps,
+      "00:02.0@0x1000",
+    );
+    expect(JSON.parse(t.stdout)).toMatchObject({ faultName: "CONTEXT_INVALID" });
+    const d = await cli("decode", "vtd", "--image", image, "--rtaddr", rtaddr, ...caps, "--json");
+    expect(JSON.parse(d.stdout).devices[0].translations[0]).toMatchObject({
+      type: "blocked",
+      faultName: "CONTEXT_INVALID",
+    });
+  });
+
+  it("every bad input is one line on stderr and exit 2", async () => {
+    const { m, rtaddr } = legacyMachine();
+    const image = save(m.mem, "elf");
+    const junk = tmp.file("junk");
+    writeFileSync(junk, "junk");
+    const dec = (...args: string[]) => cli("decode", "vtd", ...args);
+    const tr = (...args: string[]) =>
+      cli("translate", "vtd", "--image", image, "--rtaddr", rtaddr, ...args);
+    expectUsageError(
+      await dec("--image", image),
+      /^iommu-sim: --rtaddr: missing: give the RTADDR register value \(--rtaddr VALUE\)\n$/,
+    );
+    expectUsageError(
+      await dec("--image", image, "--rtaddr", "0xg"),
+      /^iommu-sim: --rtaddr: expected an unsigned 64-bit value, decimal or 0x hex, got "0xg"\n$/,
+    );
+    expectUsageError(
+      await dec("--image", image, "--rtaddr", "0xc00"),
+      /^iommu-sim: --rtaddr: RTADDR\.TTM is 3 \(abort-DMA mode\)/,
+    );
+    expectUsageError(await dec("--rtaddr", rtaddr), /^iommu-sim: --image: missing/);
+    expectUsageError(
+      await dec("--image", tmp.file("nope"), "--rtaddr", rtaddr),
+      /^iommu-sim: --image: cannot read .*nope: no such file or directory\n$/,
+    );
+    expectUsageError(
+      await dec("--image", junk, "--rtaddr", rtaddr),
+      /^iommu-sim: --image: .*junk: neither an ELF core nor an iommu-sim sparse image; for a raw RAM dump pass --raw --base ADDR\n$/,
+    );
+    expectUsageError(
+      await dec("--image", image, "--rtaddr", rtaddr, "--raw"),
+      /^iommu-sim: --raw: needs --base ADDR\n$/,
+    );
+    expectUsageError(
+      await dec("--image", image, "--rtaddr", rtaddr, "--base", "0"),
+      /^iommu-sim: --base: applies only to a raw dump: add --raw\n$/,
+    );
+    expectUsageError(
+      await dec("--image", image, "--rtaddr", rtaddr, "--raw", "--base", "0x10000000000000"),
+      /^iommu-sim: --base: 0x10000000000000 is beyond the 52-bit physical address space\n$/,
+    );
+    expectUsageError(
+      await dec("--image", image, "--rtaddr", rtaddr, "--device", "00:20.0"),
+      /^iommu-sim: --device: device 0x20 in 00:20\.0 is above 0x1f\n$/,
+    );
+    expectUsageError(
+      await dec("--image", image, "--rtaddr", rtaddr, "--device", "x"),
+      /^iommu-sim: --device: expected a source ID/,
+    );
+    expectUsageError(
+      await dec("--image", image, "--rtaddr", rtaddr, "--pasid", "0x100000"),
+      /^iommu-sim: --pasid: expected a PASID: a number up to 0xfffff/,
+    );
+    expectUsageError(
+      await dec("--image", image, "--rtaddr", rtaddr, "--cap", "-1"),
+      /^iommu-sim: --cap: expected an unsigned 64-bit value/,
+    );
+    expectUsageError(
+      await dec("--image", image, "--rtaddr", rtaddr, "--ecap", `0x${(1n << 40n).toString(16)}`),
+      /^iommu-sim: --cap\/--ecap: CAP 0x[0-9a-f]{16} \/ ECAP 0x0000010000000000 describe no unit: pasid without smts: PASIDs need scalable mode\n$/,
+    );
+    expectUsageError(
+      await tr("00:02.0@0x1000", "00:02.0@zz"),
+      /^iommu-sim: query "00:02\.0@zz": expected an IOVA/,
+    );
+    expectUsageError(
+      await tr("00:02.0"),
+      /^iommu-sim: query "00:02\.0": expected SID\[:PASID\]@IOVA\n$/,
+    );
+    expectUsageError(
+      await cliWith(
+        ["00:02.0@0\n\nbad@0\n"],
+        "translate",
+        "vtd",
+        "--image",
+        image,
+        "--rtaddr",
+        rtaddr,
+        "-",
+      ),
+      /^iommu-sim: stdin line 3: expected a source ID/,
+    );
+    expectUsageError(
+      await cliWith([], "translate", "vtd", "--image", image, "--rtaddr", rtaddr, "-", "-"),
+      /^iommu-sim: translate: - \(stdin\) given twice\n$/,
+    );
+    expectUsageError(
+      await tr(),
+      /^iommu-sim: translate: no queries: give SID\[:PASID\]@IOVA operands, or - to read them from stdin\n$/,
+    );
+    expectUsageError(
+      await tr("--write", "--exec", "0@0"),
+      /^iommu-sim: --exec: an execute request is a read; it cannot be combined with --write\n$/,
+    );
+    expectUsageError(
+      await cli("decode", "smmu", "--image", image, "--rtaddr", "0"),
+      /^iommu-sim: decode: arch 'smmu' is not available yet\n$/,
+    );
+    expectUsageError(
+      await cli("translate", "smmu", "0@0"),
+      /^iommu-sim: translate: arch 'smmu' is not available yet\n$/,
+    );
+    expectUsageError(
+      await cli("decode", "arm"),
+      /^iommu-sim: decode: unknown arch "arm" \(known: vtd, smmu\)\n$/,
+    );
+    expectUsageError(await cli("decode"), /missing required argument 'arch'/);
+    expectUsageError(await cli("decode", "vtd", "extra"), /too many arguments/);
+    expectUsageError(await cli("decode", "vtd", "--rtaddr"), /argument missing/);
+  });
+
+  it("a bad query prints nothing on stdout even after good ones", async () => {
+    const { m, rtaddr } = legacyMachine();
+    const image = save(m.mem, "sparse");
+    const r = await cli(
+      "translate",
+      "vtd",
+      "--image",
+      image,
+      "--rtaddr",
+      rtaddr,
+      "0x10@0x1000",
+      "0x10@0x2000",
+      "0x10@-1",
+    );
+    expectUsageError(r, /^iommu-sim: query "0x10@-1": expected an IOVA/);
+  });
+
+  it("--help lists decode and translate with their options", async () => {
+    const top = await cli("--help");
+    expect(top.stdout).toMatch(/decode \[options\] <arch>/);
+    expect(top.stdout).toMatch(/translate \[options\] <arch> \[queries\.\.\.\]/);
+    const dec = await cli("decode", "--help");
+    for (const opt of [
+      "--image <file>",
+      "--raw",
+      "--base <addr>",
+      "--rtaddr <value>",
+      "--cap <value>",
+      "--ecap <value>",
+      "--json",
+      "--device <bdf>",
+      "--pasid <n>",
+    ]) {
+      expect(dec.stdout).toContain(opt);
+    }
+    const tr = await cli("translate", "--help");
+    for (const opt of ["--write", "--exec", "--priv", "--rtaddr <value>"])
+      expect(tr.stdout).toContain(opt);
+  });
 });

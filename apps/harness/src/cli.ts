@@ -1,12 +1,26 @@
-// The `iommu-sim` command line: parses options, runs a scenario, prints its report, and maps the
-// outcome to an exit code.
+// The `iommu-sim` command line: parses options, runs a scenario or decodes and translates through
+// a memory image, prints the result, and maps the outcome to an exit code.
 
-import { realpathSync } from "node:fs";
+import { readFileSync, realpathSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError } from "commander";
+import { ImageInputError, readImageInput } from "./decode/image-input.js";
+import { decodeVtd, formatVtdDecode } from "./decode/vtd-decode.js";
+import {
+  parsePasid,
+  parseSid,
+  parseUnsigned,
+  parseVtdQuery,
+  type VtdQuery,
+  VtdTranslator,
+  vtdCapsFromRegisters,
+} from "./decode/vtd-translate.js";
+import { VTD_INJECTIONS } from "./machine/vtd-harness.js";
 import { formatHuman, formatTraceEvent, toJson } from "./report.js";
-import { type RunReport, runScenario, scenarios } from "./scenario.js";
+import { type RunReport, runScenario, type Scenario, scenarioKey, scenarios } from "./scenario.js";
+import { parseScenarioFile, ScenarioFileError } from "./scenario-file/parse-scenario.js";
+import { scenarioFromFile } from "./scenario-file/run-scenario-file.js";
 import { HARNESS_VERSION } from "./version.js";
 
 /** Exit codes of `iommu-sim`. */
@@ -26,16 +40,33 @@ export interface Output {
   write(chunk: string): unknown;
 }
 
-/** The streams `main` writes to. */
+/** Where `translate ... -` reads its queries: `process.stdin`, or chunks in tests. */
+export type Input = AsyncIterable<string | Uint8Array> | Iterable<string | Uint8Array>;
+
+/** The streams `main` writes to (and reads from). */
 export interface CliIo {
   readonly stdout: Output;
   readonly stderr: Output;
+  /** Queries for `translate ... -` (default `process.stdin`). */
+  readonly stdin?: Input;
 }
 
 /** Architectures `--arch` names: those that run now, and those announced for later. */
 const ARCHES: Readonly<Record<string, "available" | "planned">> = Object.freeze({
+  vtd: "available",
   mock: "available",
-  vtd: "planned",
+  smmu: "planned",
+});
+
+/** The driver steps `--inject` can skip, per architecture. */
+const INJECTIONS: Readonly<Record<string, readonly string[]>> = Object.freeze({
+  vtd: Object.keys(VTD_INJECTIONS),
+  mock: [],
+});
+
+/** Architectures whose tables `decode` and `translate` read. */
+const DECODE_ARCHES: Readonly<Record<string, "available" | "planned">> = Object.freeze({
+  vtd: "available",
   smmu: "planned",
 });
 
@@ -43,17 +74,46 @@ interface RunOptions {
   seed?: string;
   arch?: string;
   scenario?: string;
+  inject?: string;
   json?: boolean;
   trace?: boolean;
   verbose?: boolean;
 }
+
+/** Options naming the memory image and the unit's registers (decode and translate). */
+interface ImageOptions {
+  image?: string;
+  raw?: boolean;
+  base?: string;
+  rtaddr?: string;
+  cap?: string;
+  ecap?: string;
+}
+
+interface DecodeOptions extends ImageOptions {
+  json?: boolean;
+  device?: string;
+  pasid?: string;
+}
+
+interface TranslateOptions extends ImageOptions {
+  write?: boolean;
+  exec?: boolean;
+  priv?: boolean;
+}
+
+/** The command the arguments asked for, with its operands and options. */
+type CliRequest =
+  | { command: "run"; file: string | undefined; opts: RunOptions }
+  | { command: "decode"; arch: string; opts: DecodeOptions }
+  | { command: "translate"; arch: string; queries: string[]; opts: TranslateOptions };
 
 /** Bad usage or input, reported as one line and exit code 2. */
 class UsageError extends Error {}
 
 /**
  * Run the `iommu-sim` command line and return its exit code (see {@link EXIT}). It never exits
- * the process; whatever a scenario throws becomes exit code 3. `argv` is shaped like
+ * the process; whatever a scenario, the decoder or the hardware model throws becomes exit code 3. `argv` is shaped like
  * `process.argv`: the first two entries (node and the script) are skipped.
  */
 export async function main(
@@ -65,9 +125,9 @@ export async function main(
     return code;
   };
 
-  let request: RunOptions | undefined;
-  const program = buildProgram(io, (opts) => {
-    request = opts;
+  let request: CliRequest | undefined;
+  const program = buildProgram(io, (r) => {
+    request = r;
   });
   try {
     await program.parseAsync(userArgs(argv), { from: "user" });
@@ -83,32 +143,47 @@ export async function main(
   }
   if (request === undefined) return fail("missing command (try 'iommu-sim --help')", EXIT.USAGE);
 
-  const opts = request;
-  const arch = opts.arch ?? "mock";
-  const scenarioName = opts.scenario ?? "default";
-  let seed: number;
   try {
-    seed = opts.seed === undefined ? 1 : parseSeed(opts.seed);
-    checkArch(arch);
+    switch (request.command) {
+      case "run":
+        return await runCommand(request.file, request.opts, io, fail);
+      case "decode":
+        return await decodeCommand(request.arch, request.opts, io);
+      case "translate":
+        return await translateCommand(request.arch, request.queries, request.opts, io);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) return fail(err.message, EXIT.USAGE);
+    // The model threw while decoding or translating: a bug in iommu-sim, never bad input.
+    return fail(`internal error: ${describeError(err)}`, EXIT.INTERNAL);
+  }
+}
+
+/** `iommu-sim run [FILE]`: run one scenario (built in, or from a scenario file) and report it. */
+async function runCommand(
+  file: string | undefined,
+  opts: RunOptions,
+  io: CliIo,
+  fail: (message: string, code: number) => number,
+): Promise<number> {
+  let seed: number;
+  let scenario: Scenario;
+  try {
+    const picked = file === undefined ? builtInScenario(opts) : fileScenario(file, opts);
+    scenario = picked.scenario;
+    seed = opts.seed === undefined ? picked.seed : parseSeed(opts.seed);
+    checkInject(scenario.arch, opts.inject);
   } catch (err) {
     if (err instanceof UsageError) return fail(err.message, EXIT.USAGE);
     throw err;
   }
-  const scenario = scenarios.get(scenarioName);
-  if (scenario === undefined) {
-    const known = [...scenarios.keys()].sort().join(", ");
-    return fail(`--scenario: unknown scenario '${scenarioName}' (known: ${known})`, EXIT.USAGE);
-  }
-  if (scenario.arch !== arch) {
-    return fail(
-      `--scenario: scenario '${scenario.name}' runs on arch '${scenario.arch}', not '${arch}'`,
-      EXIT.USAGE,
-    );
-  }
 
   let report: RunReport;
   try {
-    report = await runScenario(scenario, seed, { trace: opts.trace === true });
+    report = await runScenario(scenario, seed, {
+      trace: opts.trace === true,
+      inject: opts.inject ?? null,
+    });
   } catch (err) {
     io.stderr.write(`iommu-sim: internal error: ${describeError(err)}\n`);
     if (opts.verbose && err instanceof Error && err.stack !== undefined) {
@@ -122,10 +197,75 @@ export async function main(
     for (const event of report.trace ?? []) io.stdout.write(formatTraceEvent(event));
     io.stdout.write(formatHuman(report));
   }
-  return report.checks.failed === 0 ? EXIT.OK : EXIT.CHECK_FAILED;
+  return report.checks.failed === 0 && report.violationsTotal === 0 ? EXIT.OK : EXIT.CHECK_FAILED;
 }
 
-function buildProgram(io: CliIo, onRun: (opts: RunOptions) => void): Command {
+/** The built-in scenario `--scenario` and `--arch` name (default: `default` on vtd). */
+function builtInScenario(opts: RunOptions): { scenario: Scenario; seed: number } {
+  const arch = opts.arch ?? "vtd";
+  checkArch(arch);
+  const name = opts.scenario ?? "default";
+  const scenario = scenarios.get(scenarioKey(name, arch));
+  if (scenario === undefined) {
+    const others = [...scenarios.values()].filter((s) => s.name === name).map((s) => s.arch);
+    if (others.length > 0) {
+      throw new UsageError(
+        `--scenario: scenario '${name}' runs on arch ${others.map((a) => `'${a}'`).join(", ")}, not '${arch}'`,
+      );
+    }
+    const known = [...new Set([...scenarios.values()].map((s) => s.name))].sort().join(", ");
+    throw new UsageError(`--scenario: unknown scenario '${name}' (known: ${known})`);
+  }
+  return { scenario, seed: 1 };
+}
+
+/** The scenario a file describes, validated; every problem is one line naming file, line and field. */
+function fileScenario(file: string, opts: RunOptions): { scenario: Scenario; seed: number } {
+  if (opts.scenario !== undefined) {
+    throw new UsageError("--scenario: not with a scenario file (the file names its scenario)");
+  }
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "unreadable";
+    throw new UsageError(`${file}: cannot read the scenario file (${code})`);
+  }
+  const spec = parseScenarioFile(text, file);
+  if (spec instanceof ScenarioFileError) throw new UsageError(`${spec.toString()} [${spec.code}]`);
+  if (spec.arch !== "vtd") {
+    // The spec keeps no place for the arch value: find its line in the text.
+    const lines = text.split("\n");
+    const at = lines.findIndex((l) => /^arch\s*:/.test(l));
+    const where =
+      at < 0
+        ? `${spec.loc.line}:${spec.loc.column}`
+        : `${at + 1}:${(lines[at] ?? "").indexOf(spec.arch) + 1}`;
+    throw new UsageError(
+      `${file}:${where}: arch: scenario files run on vtd so far (arch ${spec.arch} runs only its built-in scenario) [unavailable]`,
+    );
+  }
+  if (opts.arch !== undefined && opts.arch !== spec.arch) {
+    throw new UsageError(
+      `--arch: the scenario file runs on arch '${spec.arch}', not '${opts.arch}'`,
+    );
+  }
+  return { scenario: scenarioFromFile(spec), seed: spec.seed ?? 1 };
+}
+
+/** `--inject NAME` must name a driver step of the scenario's architecture. */
+function checkInject(arch: string, inject: string | undefined): void {
+  if (inject === undefined) return;
+  const known = INJECTIONS[arch] ?? [];
+  if (known.includes(inject)) return;
+  if (known.length === 0)
+    throw new UsageError(`--inject: arch '${arch}' has no injectable driver steps`);
+  throw new UsageError(
+    `--inject: unknown step ${JSON.stringify(inject)} for arch '${arch}' (known: ${known.join(", ")})`,
+  );
+}
+
+function buildProgram(io: CliIo, onRequest: (request: CliRequest) => void): Command {
   const program = new Command("iommu-sim")
     .description("An executable model of the Linux IOMMU subsystem: run scenarios and check them.")
     .version(HARNESS_VERSION, "-V, --version", "print the version and exit")
@@ -139,19 +279,58 @@ function buildProgram(io: CliIo, onRun: (opts: RunOptions) => void): Command {
       outputError: () => {},
     });
   program
-    .command("run")
-    .description("run a scenario and check it")
-    .option("--seed <n>", "unsigned 32-bit seed, decimal or 0x hex (default: 1)")
-    .option("--arch <name>", "architecture; only mock so far (default: mock)")
-    .option("--scenario <name>", "scenario to run (default: default)")
+    .command("run [file]")
+    .description("run a scenario (built in, or a YAML scenario file) under the oracle and check it")
+    .option("--seed <n>", "unsigned 32-bit seed, decimal or 0x hex (default: the file's, else 1)")
+    .option("--arch <name>", "architecture: vtd or mock (default: vtd)")
+    .option("--scenario <name>", "built-in scenario to run (default: default)")
+    .option(
+      "--inject <name>",
+      `make the driver skip one step, to see the oracle catch it (vtd: ${Object.keys(VTD_INJECTIONS).join(", ")})`,
+    )
     .option("--json", "print one JSON document on stdout instead of the summary")
     .option("--trace", "print every trace event of the run (in --json: a trace array)")
     .option("--verbose", "with an internal error, print its stack trace too")
     .addHelpText("after", () => {
-      const list = [...scenarios.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
+      const list = [...scenarios.values()].sort((a, b) =>
+        scenarioKey(a.name, a.arch) < scenarioKey(b.name, b.arch) ? -1 : 1,
+      );
       return `\nScenarios:\n${list.map((s) => `  ${s.name} (${s.arch}): ${s.description}\n`).join("")}`;
     })
-    .action((opts: RunOptions) => onRun(opts));
+    .action((file: string | undefined, opts: RunOptions) =>
+      onRequest({ command: "run", file, opts }),
+    );
+  const imageOptions = (cmd: Command): Command =>
+    cmd
+      .option("--image <file>", "memory image: an ELF64 core or an iommu-sim sparse image")
+      .option("--raw", "read --image as a raw RAM dump (needs --base)")
+      .option("--base <addr>", "physical address of a raw dump's first byte")
+      .option("--rtaddr <value>", "the RTADDR register: root table address and TTM (required)")
+      .option("--cap <value>", "the CAP register (default: a unit that accepts every mode)")
+      .option("--ecap <value>", "the ECAP register (default: a unit that accepts every mode)");
+  imageOptions(
+    program
+      .command("decode <arch>")
+      .description("decode the translation tables in a memory image (arch: vtd)"),
+  )
+    .option("--json", "print one JSON document instead of the text tree")
+    .option("--device <bdf>", "only this device (BB:DD.F)")
+    .option("--pasid <n>", "only this PASID")
+    .action((arch: string, opts: DecodeOptions) => onRequest({ command: "decode", arch, opts }));
+  imageOptions(
+    program
+      .command("translate <arch> [queries...]")
+      .description(
+        "translate SID[:PASID]@IOVA requests through the hardware model on a memory image " +
+          "(arch: vtd; - reads queries from stdin, one per line)",
+      ),
+  )
+    .option("--write", "make write requests (default: reads)")
+    .option("--exec", "make execute (instruction fetch) requests")
+    .option("--priv", "make supervisor (privileged) requests")
+    .action((arch: string, queries: string[], opts: TranslateOptions) =>
+      onRequest({ command: "translate", arch, queries, opts }),
+    );
   program.addHelpText(
     "after",
     "\nExit codes: 0 every check passed, 1 a check failed, 2 bad usage or input,\n" +
@@ -178,6 +357,143 @@ function parseSeed(text: string): number {
     if (value <= 0xffffffff) return value;
   }
   throw new UsageError(`--seed: expected an unsigned 32-bit integer, got ${JSON.stringify(text)}`);
+}
+
+/** An unsigned 64-bit option value (decimal or 0x hex). */
+function parseU64Option(option: string, text: string): bigint {
+  const v = parseUnsigned(text);
+  if (v === null) {
+    throw new UsageError(
+      `${option}: expected an unsigned 64-bit value, decimal or 0x hex, got ${JSON.stringify(text)}`,
+    );
+  }
+  return v;
+}
+
+function checkDecodeArch(command: string, arch: string): void {
+  const state = Object.hasOwn(DECODE_ARCHES, arch) ? DECODE_ARCHES[arch] : undefined;
+  if (state === "available") return;
+  if (state === "planned") throw new UsageError(`${command}: arch '${arch}' is not available yet`);
+  const known = Object.keys(DECODE_ARCHES).join(", ");
+  throw new UsageError(`${command}: unknown arch ${JSON.stringify(arch)} (known: ${known})`);
+}
+
+/** What decode and translate share: the image, RTADDR and the capability registers. */
+function loadImageOptions(opts: ImageOptions) {
+  if (opts.rtaddr === undefined) {
+    throw new UsageError("--rtaddr: missing: give the RTADDR register value (--rtaddr VALUE)");
+  }
+  const rtaddr = parseU64Option("--rtaddr", opts.rtaddr);
+  const cap = opts.cap === undefined ? undefined : parseU64Option("--cap", opts.cap);
+  const ecap = opts.ecap === undefined ? undefined : parseU64Option("--ecap", opts.ecap);
+  const caps = vtdCapsFromRegisters(cap, ecap);
+  if (typeof caps === "string") throw new UsageError(`--cap/--ecap: ${caps}`);
+  let base: number | undefined;
+  if (opts.base !== undefined) {
+    const b = parseU64Option("--base", opts.base);
+    if (b >= 1n << 52n) {
+      throw new UsageError(
+        `--base: 0x${b.toString(16)} is beyond the 52-bit physical address space`,
+      );
+    }
+    base = Number(b);
+  }
+  const mem = readImageInput({ image: opts.image, raw: opts.raw, base });
+  if (mem instanceof ImageInputError) throw new UsageError(mem.message);
+  return {
+    mem,
+    rtaddr,
+    cap,
+    ecap,
+    caps: opts.cap !== undefined || opts.ecap !== undefined ? caps : undefined,
+  };
+}
+
+/** `iommu-sim decode <arch>`: print the devices, translations and mappings of an image. */
+async function decodeCommand(arch: string, opts: DecodeOptions, io: CliIo): Promise<number> {
+  checkDecodeArch("decode", arch);
+  let device: number | undefined;
+  if (opts.device !== undefined) {
+    const sid = parseSid(opts.device);
+    if (typeof sid === "string") throw new UsageError(`--device: ${sid}`);
+    device = sid;
+  }
+  let pasid: number | undefined;
+  if (opts.pasid !== undefined) {
+    const p = parsePasid(opts.pasid);
+    if (typeof p === "string") throw new UsageError(`--pasid: ${p}`);
+    pasid = p;
+  }
+  const input = loadImageOptions(opts);
+  const doc = decodeVtd(input.mem, { rtaddr: input.rtaddr, device, pasid, caps: input.caps });
+  if (typeof doc === "string") throw new UsageError(`--rtaddr: ${doc}`);
+  io.stdout.write(opts.json ? `${JSON.stringify(doc)}\n` : formatVtdDecode(doc));
+  return EXIT.OK;
+}
+
+/** `iommu-sim translate <arch> QUERY...`: one JSON line per query, from the hardware model. */
+async function translateCommand(
+  arch: string,
+  queryArgs: readonly string[],
+  opts: TranslateOptions,
+  io: CliIo,
+): Promise<number> {
+  checkDecodeArch("translate", arch);
+  if (opts.write && opts.exec) {
+    throw new UsageError(
+      "--exec: an execute request is a read; it cannot be combined with --write",
+    );
+  }
+  // Every query is parsed before anything runs, so bad input prints nothing on stdout.
+  const queries: VtdQuery[] = [];
+  let stdinRead = false;
+  for (const text of queryArgs) {
+    if (text === "-") {
+      if (stdinRead) throw new UsageError("translate: - (stdin) given twice");
+      stdinRead = true;
+      const lines = (await readAll(io.stdin ?? process.stdin)).split(/\r?\n/);
+      lines.forEach((line, i) => {
+        const q = line.trim();
+        if (q === "" || q.startsWith("#")) return;
+        queries.push(parseQuery(q, `stdin line ${i + 1}`));
+      });
+    } else {
+      queries.push(parseQuery(text, `query ${JSON.stringify(text)}`));
+    }
+  }
+  if (queries.length === 0) {
+    throw new UsageError(
+      "translate: no queries: give SID[:PASID]@IOVA operands, or - to read them from stdin",
+    );
+  }
+  const input = loadImageOptions(opts);
+  const translator = VtdTranslator.create(input.mem, {
+    rtaddr: input.rtaddr,
+    cap: input.cap,
+    ecap: input.ecap,
+    write: opts.write,
+    exec: opts.exec,
+    priv: opts.priv,
+  });
+  if (typeof translator === "string") throw new UsageError(`--cap/--ecap: ${translator}`);
+  for (const q of queries) io.stdout.write(`${JSON.stringify(translator.translate(q))}\n`);
+  return EXIT.OK;
+}
+
+function parseQuery(text: string, where: string): VtdQuery {
+  const q = parseVtdQuery(text);
+  if (typeof q === "string") throw new UsageError(`${where}: ${q}`);
+  return q;
+}
+
+/** Everything `input` yields, as UTF-8 text. */
+async function readAll(input: Input): Promise<string> {
+  const decoder = new TextDecoder();
+  let text = "";
+  for await (const chunk of input) {
+    text += typeof chunk === "string" ? chunk : decoder.decode(chunk, { stream: true });
+  }
+  return text + decoder.decode();
 }
 
 function checkArch(arch: string): void {

@@ -18,9 +18,20 @@ export function formatHuman(report: RunReport): string {
     line("operations", String(report.ops)) +
     line("DMAs", String(report.dmas)) +
     line("faults", String(report.faults)) +
-    line("checks", `${report.checks.passed} passed, ${report.checks.failed} failed`);
+    line("checks", `${report.checks.passed} passed, ${report.checks.failed} failed`) +
+    line("violations", String(report.violationsTotal));
   for (const f of report.failures) {
     out += line("FAILED", `${f.check}: ${oneLine(f.message)}`);
+  }
+  for (const v of report.violations) {
+    out += line("VIOLATION", `${v.kind} at t=${v.time}: ${oneLine(v.message)}`);
+    for (const h of v.history ?? []) out += line("", `  t=${h.time} ${oneLine(h.event)}`);
+  }
+  if (report.violationsTotal > report.violations.length) {
+    out += line(
+      "",
+      `(${report.violationsTotal - report.violations.length} more violations not shown)`,
+    );
   }
   return out;
 }
@@ -28,7 +39,9 @@ export function formatHuman(report: RunReport): string {
 /**
  * `report` as one line of JSON (no trailing newline), fields in a fixed order:
  * `version`, `scenario`, `arch`, `seed`, `ops`, `dmas`, `faults`, `checks: {passed, failed}`,
- * `failures: [{check, message}]`, and `trace: [{kind, seq, time, data}]` for a traced run.
+ * `failures: [{check, message}]`, `violations: [{kind, time, message, dma?, staleEntry?,
+ * missingInvalidation?, id?, history?}]`, `violationsTotal`, and `trace: [{kind, seq, time, data}]`
+ * for a traced run.
  */
 export function toJson(report: RunReport): string {
   return JSON.stringify({
@@ -41,6 +54,8 @@ export function toJson(report: RunReport): string {
     faults: report.faults,
     checks: { passed: report.checks.passed, failed: report.checks.failed },
     failures: report.failures.map((f) => ({ check: f.check, message: f.message })),
+    violations: report.violations,
+    violationsTotal: report.violationsTotal,
     ...(report.trace === undefined ? {} : { trace: report.trace }),
   });
 }

@@ -1,7 +1,9 @@
 // Scenarios: named runs on one architecture, the counters they keep and the checks they make.
 
 import type { TraceEvent, TraceListener } from "@iommu-sim/iommu-core";
+import type { Violation } from "./oracle/violation.js";
 import { defaultScenario } from "./scenarios/default.js";
+import { vtdDefaultScenario } from "./scenarios/vtd-default.js";
 import { HARNESS_VERSION } from "./version.js";
 
 /** What a running scenario sees: its seed, and where it reports checks and counts. */
@@ -21,6 +23,13 @@ export interface ScenarioContext {
    * null: subscribe it to the machine's `Trace`.
    */
   readonly traceListener: TraceListener | null;
+  /**
+   * Hand over what the oracle found: the violations it kept and how many it saw in all. Any
+   * violation fails the run.
+   */
+  violations(list: readonly Violation[], total?: number): void;
+  /** The driver step to skip (`--inject`), or null. */
+  readonly inject: string | null;
 }
 
 /** A named, deterministic run on one architecture. */
@@ -51,6 +60,10 @@ export interface RunReport {
   readonly faults: number;
   readonly checks: { readonly passed: number; readonly failed: number };
   readonly failures: readonly CheckFailure[];
+  /** What the oracle found, in the order it found it (at most the first 64). */
+  readonly violations: readonly Violation[];
+  /** Violations seen in all (more than `violations.length` when some were only counted). */
+  readonly violationsTotal: number;
   /** The trace events, in order, when the run was traced. */
   readonly trace?: readonly TraceEvent[];
 }
@@ -59,10 +72,22 @@ export interface RunReport {
 export interface ScenarioRunOptions {
   /** Record the machine's trace events into the report. */
   trace?: boolean;
+  /** The driver step the scenario's machine skips (`--inject NAME`). */
+  inject?: string | null;
 }
 
-/** The built-in scenarios by name. Tests may add their own and must remove them again. */
-export const scenarios: Map<string, Scenario> = new Map([[defaultScenario.name, defaultScenario]]);
+/** The key of a scenario in `scenarios`: its name and arch. */
+export function scenarioKey(name: string, arch: string): string {
+  return `${name}@${arch}`;
+}
+
+/**
+ * The built-in scenarios by `scenarioKey(name, arch)`: the same name may exist on several arches.
+ * Tests may add their own and must remove them again.
+ */
+export const scenarios: Map<string, Scenario> = new Map(
+  [defaultScenario, vtdDefaultScenario].map((s) => [scenarioKey(s.name, s.arch), s]),
+);
 
 /**
  * Run `scenario` with `seed` and collect its counters and checks. Whatever the scenario throws
@@ -80,9 +105,16 @@ export async function runScenario(
   let passed = 0;
   const failures: CheckFailure[] = [];
   const events: TraceEvent[] = [];
+  const violations: Violation[] = [];
+  let violationsTotal = 0;
   const ctx: ScenarioContext = {
     seed,
+    inject: options.inject ?? null,
     traceListener: options.trace ? (event) => events.push(event) : null,
+    violations(list, total) {
+      violations.push(...list);
+      violationsTotal += Math.max(total ?? list.length, list.length);
+    },
     check(name, ok, message) {
       if (ok) passed++;
       else failures.push({ check: name, message: message ?? "check failed" });
@@ -108,6 +140,8 @@ export async function runScenario(
     faults,
     checks: { passed, failed: failures.length },
     failures,
+    violations,
+    violationsTotal,
     ...(options.trace ? { trace: events } : {}),
   };
 }

@@ -1,4 +1,4 @@
+export * from "./driver/index.js";
 export * from "./format/index.js";
 export * from "./hw/index.js";
 export * from "./pgtable/index.js";
-export * from "./driver/index.js";

@@ -2,16 +2,15 @@
 // a scenario performs as the owners of domains, buffers and PASIDs (each one reported to the
 // oracle), plus the devices' workloads: copy engines and a work-queue device.
 
+import type { VtdCapabilities } from "@iommu-sim/intel-vtd/hw";
+import { LEGACY_VTD_CAPS } from "@iommu-sim/intel-vtd/hw";
+import { VtdMachine, type VtdMachineUnitOptions } from "@iommu-sim/intel-vtd/testing";
 import {
   type Device,
-  DMA_BIDIRECTIONAL,
-  DMA_FROM_DEVICE,
   DMA_OK,
-  DMA_TO_DEVICE,
   dmaInfoToProt,
   IOMMU_DOMAIN_BLOCKED,
   IOMMU_DOMAIN_IDENTITY,
-  IOMMU_PASID_INVALID,
   type IommuDomain,
   iommuAllocGlobalPasidOrErrno,
   iommuAttachDevice,
@@ -30,11 +29,7 @@ import {
   iommuMap,
   iommuPagingDomainAlloc,
   iommuUnmap,
-  NO_PASID,
 } from "@iommu-sim/iommu-core";
-import type { VtdCapabilities } from "@iommu-sim/intel-vtd/hw";
-import { LEGACY_VTD_CAPS } from "@iommu-sim/intel-vtd/hw";
-import { VtdMachine, type VtdMachineUnitOptions } from "@iommu-sim/intel-vtd/testing";
 import { VtdOracle } from "../oracle/vtd-oracle.js";
 
 const PAGE = 4096;
@@ -245,7 +240,8 @@ export class VtdHarness {
   private domainDetachable(domain: IommuDomain): boolean {
     for (const dev of this.devices.values()) {
       if (iommuGetDomainForDev(dev) === domain) return false;
-      for (const p of this.pasidsOf(dev)) if (iommuGetDomainForDevPasid(dev, p) === domain) return false;
+      for (const p of this.pasidsOf(dev))
+        if (iommuGetDomainForDevPasid(dev, p) === domain) return false;
     }
     return true;
   }
@@ -283,7 +279,8 @@ export class VtdHarness {
 
   pasidAttach(dev: Device, pasid: number, domain: IommuDomain): 0 | string {
     const ret = iommuAttachDevicePasid(domain, dev, pasid);
-    if (ret === 0) this.oracle.note("pasid", null, pasid, `attached ${dev.name} to domain#${domain.id}`);
+    if (ret === 0)
+      this.oracle.note("pasid", null, pasid, `attached ${dev.name} to domain#${domain.id}`);
     this.oracle.attachmentsChanged();
     return ret;
   }
@@ -292,7 +289,8 @@ export class VtdHarness {
     const domain = iommuGetDomainForDevPasid(dev, pasid);
     if (domain === null) return "ENOENT";
     const ret = iommuDetachDevicePasid(domain, dev, pasid);
-    if (ret === 0) this.oracle.note("pasid", null, pasid, `detached from ${dev.name} (detach returned)`);
+    if (ret === 0)
+      this.oracle.note("pasid", null, pasid, `detached from ${dev.name} (detach returned)`);
     this.oracle.attachmentsChanged();
     return ret;
   }
@@ -320,7 +318,12 @@ export class VtdHarness {
     if (p === undefined) return "EINVAL";
     const ret = iommuDmaDisablePasid(dev);
     this.kernelPasids.delete(dev);
-    this.oracle.note("pasid", null, p, `detached from ${dev.name} and freed (iommu_dma_disable_pasid)`);
+    this.oracle.note(
+      "pasid",
+      null,
+      p,
+      `detached from ${dev.name} and freed (iommu_dma_disable_pasid)`,
+    );
     this.oracle.pasidFreed(p);
     this.oracle.attachmentsChanged();
     return ret;
@@ -358,7 +361,12 @@ export class VtdHarness {
     const maps = this.mappings.get(domain);
     const mp = maps?.get(iova);
     const ret = iommuUnmap(domain, iova, size);
-    this.oracle.unmapped(domain, iova, size, `unmap(domain#${domain.id}, ${hex(iova)}, ${hex(size)})`);
+    this.oracle.unmapped(
+      domain,
+      iova,
+      size,
+      `unmap(domain#${domain.id}, ${hex(iova)}, ${hex(size)})`,
+    );
     if (typeof ret === "number" && mp !== undefined && ret >= PAGE << mp.order) {
       maps?.delete(iova);
       this.m.frames.free(mp.frame, mp.order);
@@ -383,7 +391,8 @@ export class VtdHarness {
     const domain = iommuGetDmaDomain(dev);
     const first = Math.floor(dma / PAGE) * PAGE;
     const span = Math.ceil((dma + size) / PAGE) * PAGE - first;
-    if (domain !== null) this.oracle.mapped(domain, first, Math.floor(pa / PAGE) * PAGE, span, dmaInfoToProt(dir));
+    if (domain !== null)
+      this.oracle.mapped(domain, first, Math.floor(pa / PAGE) * PAGE, span, dmaInfoToProt(dir));
     return { dev, frame, order, pa, size, dma, dir };
   }
 
@@ -401,7 +410,7 @@ export class VtdHarness {
 
   // --- Device work ------------------------------------------------------------------------------------
 
-  /** One DMA of `size` bytes; advances the clock. Returns the device's DMA status. */
+  /** One DMA of `size` bytes. The clock advances by one per DMA. Returns the device's DMA status. */
   dma(dev: Device, pasid: number, iova: number, size: number, write: boolean): number {
     const buf = new Uint8Array(size);
     if (write) for (let i = 0; i < size; i++) buf[i] = (iova + i) & 0xff;
@@ -435,15 +444,18 @@ export class VtdHarness {
     const view = new DataView(desc.buffer);
     for (let i = 0; i < count; i++) {
       const at = base + (i % 64) * 32;
-      if (dev.read(at, desc, pasid) !== DMA_OK) break;
+      const got = dev.read(at, desc, pasid);
+      this.m.clock.advance(1);
+      if (got !== DMA_OK) break;
       const src = view.getUint32(0, true) + view.getUint32(4, true) * 2 ** 32;
       const dst = view.getUint32(8, true) + view.getUint32(12, true) * 2 ** 32;
       const n = Math.min(view.getUint32(16, true), size);
       if (this.copy(dev, pasid, src, dst, n) !== DMA_OK) break;
       // Completion record: status 1 at the descriptor's offset 24.
-      if (dev.write32(at + 24, 1, pasid) !== DMA_OK) break;
-      done++;
+      const wrote = dev.write32(at + 24, 1, pasid);
       this.m.clock.advance(1);
+      if (wrote !== DMA_OK) break;
+      done++;
     }
     return done;
   }
@@ -483,4 +495,3 @@ function iotlbGeometry(entries: number): { iotlbSets: number; iotlbWays: number 
 function hex(n: number): string {
   return `0x${n.toString(16)}`;
 }
-

@@ -63,7 +63,11 @@ export interface Violation {
   readonly staleEntry?: StaleEntry;
   readonly missingInvalidation?: MissingInvalidation;
   /** The ID an id-reuse or leak is about. */
-  readonly id?: { readonly space: "pasid" | "did"; readonly unit: string | null; readonly value: number };
+  readonly id?: {
+    readonly space: "pasid" | "did";
+    readonly unit: string | null;
+    readonly value: number;
+  };
   /** The ID's or the mapping's history, oldest first. */
   readonly history?: readonly HistoryEvent[];
 }

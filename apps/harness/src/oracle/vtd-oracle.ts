@@ -2,6 +2,17 @@
 // unit's answer next to a fresh uncached walk of the tables in memory and next to what the
 // domain's owner mapped; domain IDs and PASIDs followed through their lives; leaks at the end.
 
+import type { DmarDomain, IntelIommu } from "@iommu-sim/intel-vtd/driver";
+import { vtdFaultReasonName } from "@iommu-sim/intel-vtd/format";
+import {
+  VTD_KIND_FIRST_STAGE,
+  VTD_KIND_NESTED,
+  VTD_PASID_NONE,
+  type VtdDevConfig,
+  type VtdPasidConfig,
+  type VtdUnit,
+} from "@iommu-sim/intel-vtd/hw";
+import type { VtdMachine } from "@iommu-sim/intel-vtd/testing";
 import {
   AT_UNTRANSLATED,
   type Device,
@@ -21,17 +32,6 @@ import {
   newTranslationResult,
   XLATE_OK,
 } from "@iommu-sim/iommu-core";
-import type { DmarDomain, IntelIommu } from "@iommu-sim/intel-vtd/driver";
-import {
-  VTD_KIND_FIRST_STAGE,
-  VTD_KIND_NESTED,
-  VTD_PASID_NONE,
-  type VtdDevConfig,
-  type VtdPasidConfig,
-  type VtdUnit,
-} from "@iommu-sim/intel-vtd/hw";
-import { vtdFaultReasonName } from "@iommu-sim/intel-vtd/format";
-import type { VtdMachine } from "@iommu-sim/intel-vtd/testing";
 import { SHADOW_BLOCKED, SHADOW_IDENTITY, SHADOW_PAGING, ShadowDomain } from "./shadow.js";
 import {
   type HistoryEvent,
@@ -233,7 +233,9 @@ export class VtdOracle implements DmaPageObserver {
       else {
         expectedPa = Math.floor(e / 4) * PAGE + offset;
         const prot = e & 3;
-        const need = ((access & DMA_WRITE) !== 0 ? IOMMU_WRITE : 0) | ((access & (DMA_READ | DMA_EXEC)) !== 0 ? IOMMU_READ : 0);
+        const need =
+          ((access & DMA_WRITE) !== 0 ? IOMMU_WRITE : 0) |
+          ((access & (DMA_READ | DMA_EXEC)) !== 0 ? IOMMU_READ : 0);
         allowed = expectedPa === pa && (prot & need) === need;
       }
     } else if (shadow.kind === SHADOW_IDENTITY) {
@@ -247,7 +249,8 @@ export class VtdOracle implements DmaPageObserver {
   }
 
   private contextShadow(dev: Device, pasid: number): ShadowDomain {
-    const domain = pasid === NO_PASID ? iommuGetDomainForDev(dev) : iommuGetDomainForDevPasid(dev, pasid);
+    const domain =
+      pasid === NO_PASID ? iommuGetDomainForDev(dev) : iommuGetDomainForDevPasid(dev, pasid);
     if (domain === null || domain.type === IOMMU_DOMAIN_BLOCKED) return this.blocked;
     if (domain.type === IOMMU_DOMAIN_IDENTITY) return this.identity;
     return this.shadows.get(domain) ?? this.domainCreated(domain, `domain#${domain.id}`);
@@ -267,7 +270,8 @@ export class VtdOracle implements DmaPageObserver {
   ): void {
     const dev = rec.dev;
     const iova = iovaPfn * PAGE + (pa % PAGE);
-    const accessName = (access & DMA_WRITE) !== 0 ? "write" : (access & DMA_EXEC) !== 0 ? "exec" : "read";
+    const accessName =
+      (access & DMA_WRITE) !== 0 ? "write" : (access & DMA_EXEC) !== 0 ? "exec" : "read";
     const dma = {
       device: dev.name,
       pasid: pasid === NO_PASID ? null : pasid,
@@ -294,7 +298,10 @@ export class VtdOracle implements DmaPageObserver {
       this.staleSeen.add(key);
       const { entry, missing } = this.diagnose(rec, pasid, iovaPfn, access, privileged, viaAtc);
       const removed = rec.shadow.removal(iovaPfn);
-      const history: HistoryEvent[] = removed === undefined ? [] : [{ time: this.now, event: `the mapping was removed by ${removed}` }];
+      const history: HistoryEvent[] =
+        removed === undefined
+          ? []
+          : [{ time: this.now, event: `the mapping was removed by ${removed}` }];
       this.report({
         kind: "stale-translation",
         time: this.now,
@@ -351,7 +358,9 @@ export class VtdOracle implements DmaPageObserver {
         ?.entries()
         .find(
           (a) =>
-            a.pasid === pasid && iovaPfn >= a.iovaPfn && iovaPfn < a.iovaPfn + 2 ** (a.sizeShift - 12),
+            a.pasid === pasid &&
+            iovaPfn >= a.iovaPfn &&
+            iovaPfn < a.iovaPfn + 2 ** (a.sizeShift - 12),
         );
       const order = e === undefined ? 0 : e.sizeShift - 12;
       const base = e === undefined ? iovaPfn : e.iovaPfn;
@@ -371,11 +380,22 @@ export class VtdOracle implements DmaPageObserver {
           pasid === NO_PASID || pasid === 0
             ? {
                 descriptor: "device-TLB invalidation (type 3)",
-                fields: { SID: hex(sid), ADDR: hex(base * PAGE), S: order > 0 ? 1 : 0, pages: 2 ** order },
+                fields: {
+                  SID: hex(sid),
+                  ADDR: hex(base * PAGE),
+                  S: order > 0 ? 1 : 0,
+                  pages: 2 ** order,
+                },
               }
             : {
                 descriptor: "PASID-based device-TLB invalidation (type 8)",
-                fields: { SID: hex(sid), PASID: pasid, ADDR: hex(base * PAGE), S: order > 0 ? 1 : 0, pages: 2 ** order },
+                fields: {
+                  SID: hex(sid),
+                  PASID: pasid,
+                  ADDR: hex(base * PAGE),
+                  S: order > 0 ? 1 : 0,
+                  pages: 2 ** order,
+                },
               },
       };
     }
@@ -402,7 +422,11 @@ export class VtdOracle implements DmaPageObserver {
       };
     }
     const pe = ins.pasidEntry;
-    if (pe !== null && pe.cached !== null && (pe.fresh === null || !samePasidConfig(pe.cached, pe.fresh))) {
+    if (
+      pe !== null &&
+      pe.cached !== null &&
+      (pe.fresh === null || !samePasidConfig(pe.cached, pe.fresh))
+    ) {
       return {
         entry: {
           cache: "pasid-cache",
@@ -443,7 +467,13 @@ export class VtdOracle implements DmaPageObserver {
         missing: firstStage
           ? {
               descriptor: "PASID-based IOTLB invalidation (type 6)",
-              fields: { G: "page", DID: t.did, PASID: tagPasid ?? 0, ADDR: hex(t.vpn * PAGE), AM: am },
+              fields: {
+                G: "page",
+                DID: t.did,
+                PASID: tagPasid ?? 0,
+                ADDR: hex(t.vpn * PAGE),
+                AM: am,
+              },
             }
           : {
               descriptor: "IOTLB invalidation (type 2)",
@@ -460,12 +490,24 @@ export class VtdOracle implements DmaPageObserver {
         entry: {
           cache: "paging-structure-cache",
           where: hw.name,
-          fields: { DID: p.did, PASID: p.pasid === VTD_PASID_NONE ? null : p.pasid, level: p.level, table: hex(p.tableFrame * PAGE) },
+          fields: {
+            DID: p.did,
+            PASID: p.pasid === VTD_PASID_NONE ? null : p.pasid,
+            level: p.level,
+            table: hex(p.tableFrame * PAGE),
+          },
         },
         missing: firstStage
           ? {
               descriptor: "PASID-based IOTLB invalidation (type 6)",
-              fields: { G: "page", DID: p.did, PASID: p.pasid, ADDR: hex(base * PAGE), AM: am, IH: 0 },
+              fields: {
+                G: "page",
+                DID: p.did,
+                PASID: p.pasid,
+                ADDR: hex(base * PAGE),
+                AM: am,
+                IH: 0,
+              },
             }
           : {
               descriptor: "IOTLB invalidation (type 2)",
@@ -495,20 +537,34 @@ export class VtdOracle implements DmaPageObserver {
     const pc = hw.pasidCache.entries().filter((e) => e.did === did && e.value.status === 0);
     if (pc.length > 0) held.push(`${pc.length} PASID-cache entr${pc.length === 1 ? "y" : "ies"}`);
     const psc = hw.psc.entries().filter((e) => e.did === did);
-    if (psc.length > 0) held.push(`${psc.length} paging-structure-cache entr${psc.length === 1 ? "y" : "ies"}`);
+    if (psc.length > 0)
+      held.push(`${psc.length} paging-structure-cache entr${psc.length === 1 ? "y" : "ies"}`);
     const cc = hw.contextCache.entries().filter((e) => e.did === did && e.value.status === 0);
     if (cc.length > 0) held.push(`${cc.length} context-cache entr${cc.length === 1 ? "y" : "ies"}`);
     if (held.length === 0) return;
     const first = iotlb[0];
     const missing: MissingInvalidation =
       iotlb.length > 0 || psc.length > 0
-        ? first !== undefined && (first.kind === VTD_KIND_FIRST_STAGE || first.kind === VTD_KIND_NESTED)
-          ? { descriptor: "PASID-based IOTLB invalidation (type 6)", fields: { G: "PASID-selective", DID: did, PASID: first.pasid } }
+        ? first !== undefined &&
+          (first.kind === VTD_KIND_FIRST_STAGE || first.kind === VTD_KIND_NESTED)
+          ? {
+              descriptor: "PASID-based IOTLB invalidation (type 6)",
+              fields: { G: "PASID-selective", DID: did, PASID: first.pasid },
+            }
           : { descriptor: "IOTLB invalidation (type 2)", fields: { G: "domain", DID: did } }
         : pc.length > 0
           ? { descriptor: "PASID-cache invalidation (type 7)", fields: { G: "domain", DID: did } }
-          : { descriptor: "context-cache invalidation (type 1)", fields: { G: "domain", DID: did } };
-    this.reportId("did", unit.name, did, `domain ID ${did} of ${unit.name} ${what} while ${held.join(", ")} still tagged with it`, missing);
+          : {
+              descriptor: "context-cache invalidation (type 1)",
+              fields: { G: "domain", DID: did },
+            };
+    this.reportId(
+      "did",
+      unit.name,
+      did,
+      `domain ID ${did} of ${unit.name} ${what} while ${held.join(", ")} still tagged with it`,
+      missing,
+    );
   }
 
   private checkPasidUnused(pasid: number, what: string): void {
@@ -519,13 +575,21 @@ export class VtdOracle implements DmaPageObserver {
       if (pc.length > 0) {
         const e = pc[0] as (typeof pc)[number];
         held.push(`${hw.name}'s PASID cache (SID ${hex(e.sid)}, DID ${e.did})`);
-        missing ??= { descriptor: "PASID-cache invalidation (type 7)", fields: { G: "PASID-selective", DID: e.did, PASID: pasid } };
+        missing ??= {
+          descriptor: "PASID-cache invalidation (type 7)",
+          fields: { G: "PASID-selective", DID: e.did, PASID: pasid },
+        };
       }
       const iotlb = hw.iotlb.entries().filter((e) => e.pasid === pasid);
       if (iotlb.length > 0) {
         const e = iotlb[0] as (typeof iotlb)[number];
-        held.push(`${iotlb.length} IOTLB entr${iotlb.length === 1 ? "y" : "ies"} of ${hw.name} (DID ${e.did})`);
-        missing ??= { descriptor: "PASID-based IOTLB invalidation (type 6)", fields: { G: "PASID-selective", DID: e.did, PASID: pasid } };
+        held.push(
+          `${iotlb.length} IOTLB entr${iotlb.length === 1 ? "y" : "ies"} of ${hw.name} (DID ${e.did})`,
+        );
+        missing ??= {
+          descriptor: "PASID-based IOTLB invalidation (type 6)",
+          fields: { G: "PASID-selective", DID: e.did, PASID: pasid },
+        };
       }
       const psc = hw.psc.entries().filter((e) => e.pasid === pasid);
       if (psc.length > 0) held.push(`${psc.length} paging-structure-cache entries of ${hw.name}`);
@@ -534,14 +598,29 @@ export class VtdOracle implements DmaPageObserver {
       const n = dev.atc?.entries().filter((e) => e.pasid === pasid).length ?? 0;
       if (n > 0) {
         held.push(`${n} ATC entr${n === 1 ? "y" : "ies"} of ${dev.name}`);
-        missing ??= { descriptor: "PASID-based device-TLB invalidation (type 8)", fields: { SID: hex(dev.rid), PASID: pasid, G: 0 } };
+        missing ??= {
+          descriptor: "PASID-based device-TLB invalidation (type 8)",
+          fields: { SID: hex(dev.rid), PASID: pasid, G: 0 },
+        };
       }
     }
     if (held.length === 0) return;
-    this.reportId("pasid", null, pasid, `PASID ${pasid} ${what} while ${held.join(", ")} still held it`, missing ?? { descriptor: "unknown", fields: {} });
+    this.reportId(
+      "pasid",
+      null,
+      pasid,
+      `PASID ${pasid} ${what} while ${held.join(", ")} still held it`,
+      missing ?? { descriptor: "unknown", fields: {} },
+    );
   }
 
-  private reportId(space: "pasid" | "did", unit: string | null, value: number, message: string, missing: MissingInvalidation): void {
+  private reportId(
+    space: "pasid" | "did",
+    unit: string | null,
+    value: number,
+    message: string,
+    missing: MissingInvalidation,
+  ): void {
     const key = idKey(space, unit, value);
     const life = this.lives.get(key) ?? 0;
     const last = this.reported.get(key);
@@ -567,7 +646,11 @@ export class VtdOracle implements DmaPageObserver {
   checkLeaks(framesBaseline: number): void {
     const m = this.m;
     for (const { iommu } of m.units) {
-      for (let did = iommu.domainIds.nextUsed(2); did >= 0; did = iommu.domainIds.nextUsed(did + 1)) {
+      for (
+        let did = iommu.domainIds.nextUsed(2);
+        did >= 0;
+        did = iommu.domainIds.nextUsed(did + 1)
+      ) {
         this.report({
           kind: "leak",
           time: this.now,

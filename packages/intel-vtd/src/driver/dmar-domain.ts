@@ -1,7 +1,12 @@
 // A paging domain of the VT-d driver (struct dmar_domain): a first- or second-stage table, the
 // domain ID it has on each unit it is attached through, and its cache tags.
 
-import { CacheTagList, IOMMU_DOMAIN_UNMANAGED, IommuDomain, type IommuDomainOps } from "@iommu-sim/iommu-core";
+import {
+  CacheTagList,
+  IOMMU_DOMAIN_UNMANAGED,
+  IommuDomain,
+  type IommuDomainOps,
+} from "@iommu-sim/iommu-core";
 import type { VtdFsPgtable } from "../pgtable/first-stage.js";
 import type { VtdSsPgtable } from "../pgtable/second-stage.js";
 import type { IntelIommu } from "./intel-iommu.js";

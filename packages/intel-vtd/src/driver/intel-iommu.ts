@@ -33,13 +33,7 @@ import {
   VTD_REG,
 } from "../format/registers.js";
 import { capNdoms, type DmarCaps, readDmarCaps } from "./dmar-caps.js";
-import {
-  CC_G_GLOBAL,
-  IOTLB_G_GLOBAL,
-  PC_G_GLOBAL,
-  VtdQi,
-  type VtdQiIdle,
-} from "./qi.js";
+import { CC_G_GLOBAL, IOTLB_G_GLOBAL, PC_G_GLOBAL, VtdQi, type VtdQiIdle } from "./qi.js";
 
 /** Domain ID reserved for first-stage and pass-through PASID entries. @kernel drivers/iommu/intel/iommu.h FLPT_DEFAULT_DID */
 export const FLPT_DEFAULT_DID = 1;

@@ -115,7 +115,8 @@ export class PasidTable {
     const at = this.entryAddr(pasid, true);
     if (at === 0) return "ENOMEM";
     const w = encode(PASID_ENTRY, fields);
-    for (let q = 7; q >= 0; q--) this.mem.write64(at + q * 8, w[q * 2] as number, w[q * 2 + 1] as number);
+    for (let q = 7; q >= 0; q--)
+      this.mem.write64(at + q * 8, w[q * 2] as number, w[q * 2 + 1] as number);
     return 0;
   }
 

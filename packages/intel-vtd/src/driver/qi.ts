@@ -381,7 +381,7 @@ export class VtdQi {
     addr: number,
     order: number,
   ): void {
-    const o = order > DEVTLB_ORDER_ALL ? DEVTLB_ORDER_ALL : order;
+    const o = Math.min(order, DEVTLB_ORDER_ALL);
     const r = encodeDevTlbRange(Math.floor(addr / 4096) % 2 ** 52, o, this.range);
     if (r.s) put(w, at, s, 1);
     putAddr(w, at, addrField, r.addrPfn * 4096);
@@ -543,5 +543,14 @@ export class VtdQi {
   }
 }
 
-export { CC_G_DEVICE, CC_G_DOMAIN, CC_G_GLOBAL, IOTLB_G_DOMAIN, IOTLB_G_GLOBAL, IOTLB_G_PAGE };
-export { PC_G_DOMAIN, PC_G_GLOBAL, PC_G_PASID };
+export {
+  CC_G_DEVICE,
+  CC_G_DOMAIN,
+  CC_G_GLOBAL,
+  IOTLB_G_DOMAIN,
+  IOTLB_G_GLOBAL,
+  IOTLB_G_PAGE,
+  PC_G_DOMAIN,
+  PC_G_GLOBAL,
+  PC_G_PASID,
+};

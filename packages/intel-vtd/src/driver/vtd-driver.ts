@@ -3,11 +3,11 @@
 // request queues, in the orders Linux uses.
 
 import {
+  type AttachErrno,
   CACHE_TAG_DEVTLB,
   CACHE_TAG_IOTLB,
   CACHE_TAG_NESTING_DEVTLB,
   CACHE_TAG_NESTING_IOTLB,
-  type AttachErrno,
   type CacheTag,
   type CacheTagFlusher,
   type Device,
@@ -53,7 +53,6 @@ import {
   type PhysMemory,
   TWO32,
 } from "@iommu-sim/iommu-core/platform";
-import { agawWidth } from "../format/context-entry.js";
 import {
   CC_G_DEVICE,
   IOTLB_G_DOMAIN,
@@ -152,7 +151,7 @@ const PASID_FEATURES_NONE = 0;
  */
 export class VtdDriver implements IommuOps, CacheTagFlusher {
   readonly name = "intel-iommu";
-  readonly pgsizeBitmap = PAGE | (1 << 21) | 2 ** 30;
+  readonly pgsizeBitmap = PAGE | (1 << 21) | (2 ** 30);
   readonly identityDomain: IommuDomain;
   readonly blockedDomain: IommuDomain;
   readonly releaseDomain: IommuDomain;
@@ -270,6 +269,11 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
     const info = dev.iommu?.priv as DeviceDomainInfo | null | undefined;
     if (!info) bug(`intel-iommu: ${dev.name} was not probed`);
     return info;
+  }
+
+  /** The ops of the driver's paging domains (what `domain.ops` holds). */
+  pagingOpsFor(_domain: DmarDomain): IommuDomainOps {
+    return this.pagingOps;
   }
 
   /** The driver state of a probed device, or null. */
@@ -414,11 +418,13 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
     this.drainDeferred();
     const info = this.deviceInfo(dev);
     if (info === null) return "ENODEV";
-    const known = IOMMU_HWPT_ALLOC_PASID | IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING;
+    const known =
+      IOMMU_HWPT_ALLOC_PASID | IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING;
     if ((flags & ~known) !== 0) return "EOPNOTSUPP";
     const unit = info.unit;
     const caps = unit.caps;
-    const needSecond = (flags & (IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING)) !== 0;
+    const needSecond =
+      (flags & (IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING)) !== 0;
     if ((flags & IOMMU_HWPT_ALLOC_NEST_PARENT) !== 0 && !caps.NEST) return "EOPNOTSUPP";
     if ((flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING) !== 0 && !caps.SLADS) return "EOPNOTSUPP";
     const first = !needSecond && this.firstStage && unit.firstStageSupported;
@@ -436,15 +442,15 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
       },
     };
     let pt: VtdFsPgtable | VtdSsPgtable | "ENOMEM";
-    let agaw = unit.agaw;
+    const agaw = unit.agaw;
     if (first) {
       const superpages = (1 << 21) | (caps.FL1GP ? 2 ** 30 : 0);
       pt = VtdFsPgtable.alloc({ mem: this.mem, frames: this.frames, levels: 4, superpages, tlb });
     } else {
-      // A domain never needs more than the unit's MGAW allows.
-      while (agaw > 1 && agawWidth(agaw - 1) >= caps.mgaw) agaw--;
+      // The unit's AGAW, whatever MGAW says (paging_domain_alloc clamps only the aperture).
       if (agaw < 1 || agaw > 3) return "EOPNOTSUPP";
-      const superpages = ((caps.SLLPS & 1) !== 0 ? 1 << 21 : 0) | ((caps.SLLPS & 2) !== 0 ? 2 ** 30 : 0);
+      const superpages =
+        ((caps.SLLPS & 1) !== 0 ? 1 << 21 : 0) | ((caps.SLLPS & 2) !== 0 ? 2 ** 30 : 0);
       pt = VtdSsPgtable.alloc({
         mem: this.mem,
         frames: this.frames,
@@ -795,7 +801,8 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
     if (!info.atsEnabled) return;
     const qi = info.unit.qi;
     if (qi === null) return;
-    if (pasid === IOMMU_NO_PASID) qi.addDevtlb(info.sid, info.pfsid, info.atsQdep, 0, MAX_AGAW_PFN_WIDTH);
+    if (pasid === IOMMU_NO_PASID)
+      qi.addDevtlb(info.sid, info.pfsid, info.atsQdep, 0, MAX_AGAW_PFN_WIDTH);
     else qi.addPasidDevtlb(info.sid, info.pfsid, pasid, info.atsQdep, 0, MAX_AGAW_PFN_WIDTH);
     info.unit.submit();
   }
@@ -1042,7 +1049,11 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
   }
 
   /** @kernel drivers/iommu/intel/iommu.c domain_remove_dev_pasid */
-  private domainRemoveDevPasid(old: IommuDomain | null, info: DeviceDomainInfo, pasid: number): void {
+  private domainRemoveDevPasid(
+    old: IommuDomain | null,
+    info: DeviceDomainInfo,
+    pasid: number,
+  ): void {
     if (info.pasids.get(pasid) === old) info.pasids.delete(pasid);
     if (!(old instanceof DmarDomain)) return;
     this.tagsUnassign(old, info, pasid);
@@ -1083,7 +1094,10 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
     const endPfn = Math.floor(end / PAGE);
     const pages = endPfn - pfn + 1;
     let mask = pagesOrder(pages);
-    while (mask < MAX_AGAW_PFN_WIDTH && Math.floor(pfn / 2 ** mask) !== Math.floor(endPfn / 2 ** mask))
+    while (
+      mask < MAX_AGAW_PFN_WIDTH &&
+      Math.floor(pfn / 2 ** mask) !== Math.floor(endPfn / 2 ** mask)
+    )
       mask++;
     const aligned = 2 ** mask;
     const addr = (pfn - (pfn % aligned)) * PAGE;
@@ -1102,7 +1116,8 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
       if (this.inject.skipDevtlbFlush || tag.dev === null) return;
       const info = this.deviceInfo(tag.dev);
       if (info === null || !info.atsEnabled) return;
-      if (tag.pasid === IOMMU_NO_PASID) qi.addDevtlb(info.sid, info.pfsid, info.atsQdep, addr, mask);
+      if (tag.pasid === IOMMU_NO_PASID)
+        qi.addDevtlb(info.sid, info.pfsid, info.atsQdep, addr, mask);
       else qi.addPasidDevtlb(info.sid, info.pfsid, tag.pasid, info.atsQdep, addr, mask);
     }
   }

@@ -137,6 +137,12 @@ export class VtdIotlb {
   private readonly hintBits: number;
   private clock = 0;
   private live = 0;
+  /**
+   * Some first-stage or nested entry may be held (cleared when the cache empties or a full sweep
+   * finds none): a page-selective type-2 invalidation, which removes such entries of the DID
+   * whatever their address, then needs a full sweep; without any, it touches only its sets.
+   */
+  private firstStageHeld = false;
   /** Whether a 2-MiB or 1-GiB entry may be cached (set on such an insert, cleared when empty). */
   private large = false;
 
@@ -311,6 +317,7 @@ export class VtdIotlb {
     this.data[2 * victim + 1] = ++this.clock;
     if (code === 0) this.hint[hintHash(lo, mid, pasid, this.hintBits)] = victim;
     else this.large = true;
+    if (kind === VTD_KIND_FIRST_STAGE || kind === VTD_KIND_NESTED) this.firstStageHeld = true;
   }
 
   /** Entries held now. */
@@ -323,6 +330,7 @@ export class VtdIotlb {
     this.tags.fill(0);
     this.live = 0;
     this.large = false;
+    this.firstStageHeld = false;
   }
 
   /** Zero the counters. */
@@ -409,6 +417,7 @@ export class VtdIotlb {
     ranged: number,
     whole: number,
   ): number {
+    if (!this.firstStageHeld) whole &= ~FS_NESTED_KINDS;
     // A small range touches only the sets its pages (and their 2 MiB/1 GiB blocks) index.
     if (whole === 0 && span > 0 && span < this.sets && this.ways > 0) {
       return this.removed(this.sweepSets(did & 0xffff, pasid, start, span, ranged));
@@ -416,20 +425,25 @@ export class VtdIotlb {
     const want = did & 0xffff;
     const tags = this.tags;
     let n = 0;
+    let firstStageLeft = 0;
     for (let i = 0; i < this.capacity; i++) {
       const t = i * STRIDE;
       const m = tags[t + 1] as number;
-      if (m === 0 || m >>> DID_SHIFT !== want) continue;
-      if (pasid >= 0 && tags[t + 2] !== pasid) continue;
+      if (m === 0) continue;
       const kindBit = 1 << ((tags[t + 3] as number) >>> KIND_SHIFT);
       if (
-        (whole & kindBit) !== 0 ||
-        ((ranged & kindBit) !== 0 && (span === 0 || this.overlaps(t, m, start, span)))
+        m >>> DID_SHIFT === want &&
+        (pasid < 0 || tags[t + 2] === pasid) &&
+        ((whole & kindBit) !== 0 ||
+          ((ranged & kindBit) !== 0 && (span === 0 || this.overlaps(t, m, start, span))))
       ) {
         tags[t + 1] = 0;
         n++;
+      } else if ((kindBit & FS_NESTED_KINDS) !== 0) {
+        firstStageLeft++;
       }
     }
+    if (firstStageLeft === 0) this.firstStageHeld = false;
     return this.removed(n);
   }
 
@@ -468,7 +482,10 @@ export class VtdIotlb {
 
   private removed(n: number): number {
     this.live -= n;
-    if (this.live === 0) this.large = false;
+    if (this.live === 0) {
+      this.large = false;
+      this.firstStageHeld = false;
+    }
     this.invalidated += n;
     return n;
   }

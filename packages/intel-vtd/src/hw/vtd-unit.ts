@@ -1564,9 +1564,7 @@ export class VtdUnit implements IommuHardware, Mmio {
       .entries()
       .filter(
         (e) =>
-          e.did === did &&
-          e.pasid === pasid &&
-          Math.floor(vpn / 512 ** (e.level - 1)) === e.tag,
+          e.did === did && e.pasid === pasid && Math.floor(vpn / 512 ** (e.level - 1)) === e.tag,
       );
     return {
       sid,

@@ -4,9 +4,9 @@
 
 import type { ChargeTree } from "@iommu-sim/ioasid";
 import {
-  DmaBus,
   Device,
   type DeviceOptions,
+  DmaBus,
   IommuSubsystem,
   iommuFwspecInit,
   iommuProbeDevice,
@@ -118,7 +118,8 @@ export class VtdMachine {
         scalable: spec.scalable,
         rids: spec.rids,
       });
-      if (typeof iommu === "string") throw new Error(`vtd machine: ${name}: bring-up failed: ${iommu}`);
+      if (typeof iommu === "string")
+        throw new Error(`vtd machine: ${name}: bring-up failed: ${iommu}`);
       this.units.push({ hw, iommu });
     });
   }

@@ -6,7 +6,6 @@ export { DmaBus } from "./bus.js";
 export {
   Device,
   type DeviceOptions,
-  type DmaPageObserver,
   type DeviceStats,
   DMA_BUS_ERROR,
   DMA_FAULT,
@@ -15,6 +14,7 @@ export {
   DMA_PAGE_REQUESTED,
   DMA_PRIV,
   DMA_STALLED,
+  type DmaPageObserver,
   DmaReason,
   PRG_INDEX_COUNT,
 } from "./device.js";
