@@ -38,7 +38,7 @@ function inline(steps: string[], devices = ['    - { name: nic0, bdf: "00:01.0" 
 }
 
 describe("the example scenario files", () => {
-  it.each(["two-tenants", "sva-style-pasids", "dma-api-churn"])(
+  it.each(["two-tenants", "sva-style-pasids", "dma-api-churn", "legacy-two-units"])(
     "%s passes with no violation",
     async (name) => {
       const spec = load(name);
@@ -104,6 +104,19 @@ describe("steps", () => {
     const r = await runScenario(scenarioFromFile(spec), 7, { inject: "skip-iotlb-flush" });
     expect(r.violations.length).toBeGreaterThan(0);
     expect(r.violations[0]?.kind).toBe("stale-translation");
+  });
+
+  it("on a legacy-mode unit a skipped flush leaves a second-stage IOTLB entry: the missing invalidation is type 2", async () => {
+    const spec = load("legacy-two-units");
+    const r = await runScenario(scenarioFromFile(spec), 11, { inject: "skip-iotlb-flush" });
+    const v = r.violations.find((x) => x.staleEntry?.where === "dmar0");
+    expect(v?.staleEntry?.fields).toMatchObject({ kind: "second-stage", PASID: null });
+    expect(v?.missingInvalidation).toMatchObject({
+      descriptor: "IOTLB invalidation (type 2)",
+      fields: { G: "page", AM: 0 },
+    });
+    // The same domain on the scalable unit has its own domain ID there, and its own stale entry.
+    expect(r.violations.some((x) => x.staleEntry?.where === "dmar1")).toBe(true);
   });
 
   it("work submitted at a PASID of the DMA API's domain, of identity and of a paging domain completes", async () => {
