@@ -22,6 +22,7 @@ import {
   iommuDmaMapPhys,
   iommuDmaUnmapPhys,
   iommuDomainFree,
+  iommuDomainIsLazy,
   iommuFreeGlobalPasid,
   iommuGetDmaDomain,
   iommuGetDomainForDev,
@@ -402,8 +403,14 @@ export class VtdHarness {
     const first = Math.floor(b.dma / PAGE) * PAGE;
     const span = Math.ceil((b.dma + b.size) / PAGE) * PAGE - first;
     if (domain !== null) {
-      const lazy = this.oracle.lazy ? " (lazy)" : "";
-      this.oracle.unmapped(domain, first, span, `dma_unmap(${b.dev.name}, ${hex(b.dma)})${lazy}`);
+      const lazy = iommuDomainIsLazy(domain);
+      this.oracle.unmapped(
+        domain,
+        first,
+        span,
+        `dma_unmap(${b.dev.name}, ${hex(b.dma)})${lazy ? " (lazy)" : ""}`,
+        lazy,
+      );
     }
     this.m.frames.free(b.frame, b.order);
   }
@@ -416,7 +423,16 @@ export class VtdHarness {
     if (write) for (let i = 0; i < size; i++) buf[i] = (iova + i) & 0xff;
     const st = write ? dev.write(iova, buf, pasid) : dev.read(iova, buf, pasid);
     this.m.clock.advance(1);
+    this.serviceInterrupts();
     return st;
+  }
+
+  /**
+   * The CPU takes the units' pending interrupts: fault records are read and page requests go to
+   * IOPF, as the interrupt handlers would between two DMAs. Returns the records processed.
+   */
+  serviceInterrupts(): number {
+    return this.m.pendingInterrupts > 0 ? this.m.processQueues() : 0;
   }
 
   /**
@@ -427,9 +443,11 @@ export class VtdHarness {
     const buf = new Uint8Array(size);
     let st = dev.read(src, buf, pasid);
     this.m.clock.advance(1);
+    this.serviceInterrupts();
     if (st !== DMA_OK) return st;
     st = dev.write(dst, buf, pasid);
     this.m.clock.advance(1);
+    this.serviceInterrupts();
     return st;
   }
 
@@ -446,6 +464,7 @@ export class VtdHarness {
       const at = base + (i % 64) * 32;
       const got = dev.read(at, desc, pasid);
       this.m.clock.advance(1);
+      this.serviceInterrupts();
       if (got !== DMA_OK) break;
       const src = view.getUint32(0, true) + view.getUint32(4, true) * 2 ** 32;
       const dst = view.getUint32(8, true) + view.getUint32(12, true) * 2 ** 32;
@@ -454,6 +473,7 @@ export class VtdHarness {
       // Completion record: status 1 at the descriptor's offset 24.
       const wrote = dev.write32(at + 24, 1, pasid);
       this.m.clock.advance(1);
+      this.serviceInterrupts();
       if (wrote !== DMA_OK) break;
       done++;
     }
@@ -472,16 +492,21 @@ export class VtdHarness {
    * that nothing leaked.
    */
   teardown(): void {
+    this.m.processQueues();
     for (const dev of [...this.devices.values()]) {
       for (const p of [...this.pasids]) {
         if (iommuGetDomainForDevPasid(dev, p) !== null) this.pasidDetach(dev, p);
       }
     }
+    // Detaching answered whatever the handlers still held; nothing may be left unanswered now.
+    this.m.processQueues();
+    this.oracle.checkPageRequests();
     for (const dev of [...this.devices.values()]) this.unplug(dev);
     for (const d of [...this.domains]) this.domainFree(d);
     for (const p of [...this.pasids]) this.pasidFree(p);
     this.m.driver.drainDeferred();
     this.m.processQueues();
+    this.oracle.checkFaultsReported();
     this.oracle.checkLeaks(this.framesBaseline);
   }
 }

@@ -20,6 +20,8 @@ export class ShadowDomain {
   readonly label: string;
   private readonly pages = new Map<number, number>();
   private readonly removedBy = new Map<number, string>();
+  /** For pages unmapped lazily: the flush-queue flush count at the unmap. */
+  private readonly lazyMark = new Map<number, number>();
 
   constructor(kind: number, label: string) {
     this.kind = kind;
@@ -35,16 +37,30 @@ export class ShadowDomain {
     for (let i = 0; i < n; i++) {
       this.pages.set(first + i, (frame + i) * 4 + p);
       this.removedBy.delete(first + i);
+      this.lazyMark.delete(first + i);
     }
   }
 
-  /** Record `size` bytes at `iova` unmapped by `op` (a description for reports). */
-  unmap(iova: number, size: number, op: string): void {
+  /**
+   * Record `size` bytes at `iova` unmapped by `op` (a description for reports). `fqFlushes`: for
+   * a lazy unmap, the domain's flush-queue flush count right after it (the pages may stay cached
+   * until that count moves); -1 for a strict one.
+   */
+  unmap(iova: number, size: number, op: string, fqFlushes = -1): void {
     const first = Math.floor(iova / PAGE);
     const n = Math.ceil(size / PAGE);
     for (let i = 0; i < n; i++) {
-      if (this.pages.delete(first + i)) this.removedBy.set(first + i, op);
+      if (this.pages.delete(first + i)) {
+        this.removedBy.set(first + i, op);
+        if (fqFlushes >= 0) this.lazyMark.set(first + i, fqFlushes);
+        else this.lazyMark.delete(first + i);
+      }
     }
+  }
+
+  /** The flush-queue flush count a lazy unmap of page `pfn` recorded, or -1. */
+  lazyFlushMark(pfn: number): number {
+    return this.lazyMark.get(pfn) ?? -1;
   }
 
   /** The packed entry of page `pfn` (frame * 4 + prot), or -1. */

@@ -6,12 +6,18 @@
 export type ViolationKind =
   /** Check 1: a DMA reached memory its domain does not map there (or not with that access). */
   | "isolation"
+  /** Check 1, the other way round: a DMA the domain maps (with that access) faulted. */
+  | "spurious-fault"
   /** Check 2: a cache answered after the operation that removed the translation returned. */
   | "stale-translation"
   /** Check 3: a PASID or domain ID was freed or handed out again while a cache still held it. */
   | "id-reuse"
   /** Check 4: something was left behind after teardown. */
-  | "leak";
+  | "leak"
+  /** Check 6: a page request group was never answered (or answered when nobody asked). */
+  | "page-request"
+  /** Check 6: a fault the hardware took was lost (overflow) or never read by the driver. */
+  | "lost-fault";
 
 /** Caches a stale answer can come from. */
 export type CacheName =

@@ -24,6 +24,7 @@ import {
   IOMMU_DOMAIN_IDENTITY,
   IOMMU_READ,
   IOMMU_WRITE,
+  type IommuDmaCookie,
   type IommuDomain,
   iommuGetDomainForDev,
   iommuGetDomainForDevPasid,
@@ -49,9 +50,10 @@ const MAX_VIOLATIONS = 64;
 interface DeviceRecord {
   readonly dev: Device;
   readonly hw: VtdUnit;
-  /** The context of the last page checked: its PASID, the attachment epoch, the shadow. */
+  /** The context of the last page checked: its PASID, the attachment epoch, the domain, the shadow. */
   pasid: number;
   epoch: number;
+  domain: IommuDomain | null;
   shadow: ShadowDomain;
 }
 
@@ -109,7 +111,7 @@ export class VtdOracle implements DmaPageObserver {
   watch(dev: Device): void {
     const hw = this.m.hwFor(dev.rid);
     if (hw === null) return;
-    this.records.set(dev, { dev, hw, pasid: -2, epoch: 0, shadow: this.blocked });
+    this.records.set(dev, { dev, hw, pasid: -2, epoch: 0, domain: null, shadow: this.blocked });
     dev.observer = this;
   }
 
@@ -140,9 +142,13 @@ export class VtdOracle implements DmaPageObserver {
     this.domainCreated(domain, `domain#${domain.id}`).map(iova, pa, size, prot);
   }
 
-  /** The owner's unmap of [iova, iova + size) returned (`op` says which call, for reports). */
-  unmapped(domain: IommuDomain, iova: number, size: number, op: string): void {
-    this.shadows.get(domain)?.unmap(iova, size, `${op} at t=${this.now}`);
+  /**
+   * The owner's unmap of [iova, iova + size) returned (`op` says which call, for reports). For a
+   * lazy DMA-API unmap the pages may stay cached until the domain's flush queue flushes next.
+   */
+  unmapped(domain: IommuDomain, iova: number, size: number, op: string, lazy = false): void {
+    const mark = lazy ? fqFlushes(domain) : -1;
+    this.shadows.get(domain)?.unmap(iova, size, `${op} at t=${this.now}`, mark);
   }
 
   /** An attachment changed somewhere: contexts are resolved again. */
@@ -206,11 +212,7 @@ export class VtdOracle implements DmaPageObserver {
       if (rec === null) return;
       this.last = rec;
     }
-    if (rec.epoch !== this.epoch || rec.pasid !== pasid) {
-      rec.shadow = this.contextShadow(dev, pasid);
-      rec.pasid = pasid;
-      rec.epoch = this.epoch;
-    }
+    if (rec.epoch !== this.epoch || rec.pasid !== pasid) this.resolve(rec, pasid);
     const offset = pa % PAGE;
     const req = this.req;
     const res = this.res;
@@ -248,12 +250,81 @@ export class VtdOracle implements DmaPageObserver {
     this.slowPath(rec, pasid, iovaPfn, access, privileged, pa, viaAtc, fresh, allowed, expectedPa);
   }
 
-  private contextShadow(dev: Device, pasid: number): ShadowDomain {
+  /** Find what is attached at (device, pasid) now, and its shadow. */
+  private resolve(rec: DeviceRecord, pasid: number): void {
+    const dev = rec.dev;
     const domain =
       pasid === NO_PASID ? iommuGetDomainForDev(dev) : iommuGetDomainForDevPasid(dev, pasid);
-    if (domain === null || domain.type === IOMMU_DOMAIN_BLOCKED) return this.blocked;
-    if (domain.type === IOMMU_DOMAIN_IDENTITY) return this.identity;
-    return this.shadows.get(domain) ?? this.domainCreated(domain, `domain#${domain.id}`);
+    rec.domain = domain;
+    rec.pasid = pasid;
+    rec.epoch = this.epoch;
+    if (domain === null || domain.type === IOMMU_DOMAIN_BLOCKED) rec.shadow = this.blocked;
+    else if (domain.type === IOMMU_DOMAIN_IDENTITY) rec.shadow = this.identity;
+    else rec.shadow = this.shadows.get(domain) ?? this.domainCreated(domain, `domain#${domain.id}`);
+  }
+
+  /** Whether the owner's map lets `access` (not privileged, not exec) reach page `iovaPfn`. */
+  private ownerAllows(shadow: ShadowDomain, iovaPfn: number, access: number): boolean {
+    if (shadow.kind === SHADOW_IDENTITY) return true;
+    if (shadow.kind !== SHADOW_PAGING) return false;
+    const e = shadow.lookup(iovaPfn);
+    if (e < 0) return false;
+    const need = (access & DMA_WRITE) !== 0 ? IOMMU_WRITE : IOMMU_READ;
+    return (e & need) === need;
+  }
+
+  /**
+   * A DMA page faulted. When the owner maps the page with that access (a plain read or write, not
+   * privileged, not exec, which the shadow does not model), the fault is spurious: a cache
+   * answered from before the map (a stale not-present entry, an old configuration), or the
+   * tables lost the mapping.
+   */
+  dmaFault(
+    dev: Device,
+    pasid: number,
+    iovaPfn: number,
+    access: number,
+    privileged: boolean,
+    viaAtc: boolean,
+  ): void {
+    const rec = this.records.get(dev);
+    if (rec === undefined || privileged || (access & DMA_EXEC) !== 0) return;
+    if (rec.epoch !== this.epoch || rec.pasid !== pasid) this.resolve(rec, pasid);
+    if (!this.ownerAllows(rec.shadow, iovaPfn, access)) return;
+    const key = `sf:${dev.name}:${pasid}:${iovaPfn}`;
+    if (this.staleSeen.has(key)) return;
+    this.staleSeen.add(key);
+    const req = this.req;
+    req.rid = dev.rid;
+    req.sid = dev.sid;
+    req.pasid = pasid;
+    req.iovaPfn = iovaPfn;
+    req.offset = 0;
+    req.access = access;
+    req.privileged = false;
+    req.at = AT_UNTRANSLATED;
+    rec.hw.translateUncached(req, this.res);
+    const tablesOk = this.res.status === XLATE_OK;
+    const accessName = (access & DMA_WRITE) !== 0 ? "write" : "read";
+    const where = `${dev.name}${pasid === NO_PASID ? "" : ` PASID ${pasid}`} ${accessName} at ${hex(iovaPfn * PAGE)}`;
+    if (!tablesOk) {
+      this.report({
+        kind: "spurious-fault",
+        time: this.now,
+        message: `${where} faulted although ${rec.shadow.label} maps it: the tables in memory do not (${this.freshText()})`,
+      });
+      return;
+    }
+    const { entry, missing } = this.diagnose(rec, pasid, iovaPfn, access, false, viaAtc);
+    this.report({
+      kind: "spurious-fault",
+      time: this.now,
+      message:
+        `${where} faulted (reason ${hex(dev.lastFaultCode)}, ${vtdFaultReasonName(dev.lastFaultCode)}) although ${rec.shadow.label} maps it and the tables give ${this.freshText()}: ` +
+        `a stale ${entry.cache} entry of ${entry.where} answered; missing: ${missing.descriptor} ${fieldText(missing.fields)}`,
+      staleEntry: entry,
+      missingInvalidation: missing,
+    });
   }
 
   private slowPath(
@@ -292,7 +363,9 @@ export class VtdOracle implements DmaPageObserver {
         this.stats.benignStale++;
         return;
       }
-      if (this.lazy && rec.shadow.removal(iovaPfn)?.includes("lazy") === true) return;
+      // A lazy unmap may stay cached until the domain's flush queue flushes next.
+      const mark = rec.shadow.lazyFlushMark(iovaPfn);
+      if (mark >= 0 && rec.domain !== null && fqFlushes(rec.domain) === mark) return;
       const key = `${dev.name}:${pasid}:${iovaPfn}`;
       if (this.staleSeen.has(key)) return;
       this.staleSeen.add(key);
@@ -637,6 +710,52 @@ export class VtdOracle implements DmaPageObserver {
     });
   }
 
+  // --- Check 6: page requests and faults -----------------------------------------------------------
+
+  /**
+   * Every page request group a device sent got exactly one response: none left outstanding, none
+   * answered that it had not asked. Call before the devices go.
+   */
+  checkPageRequests(): void {
+    for (const { dev } of this.records.values()) {
+      if (!dev.priEnabled && dev.priOutstanding === 0 && !dev.priUnexpectedPrgIndex) continue;
+      if (dev.priOutstanding > 0) {
+        this.report({
+          kind: "page-request",
+          time: this.now,
+          message: `${dev.name}: ${dev.priOutstanding} page request group(s) never answered`,
+        });
+      }
+      if (dev.priUnexpectedPrgIndex) {
+        this.report({
+          kind: "page-request",
+          time: this.now,
+          message: `${dev.name}: a page group response came for a group it had not asked (PRI Unexpected PRG Index)`,
+        });
+      }
+    }
+  }
+
+  /** Every fault the units took was recorded and read by the driver (none lost to overflow). */
+  checkFaultsReported(): void {
+    for (const { hw, iommu } of this.m.units) {
+      if (hw.faults.suppressed > 0) {
+        this.report({
+          kind: "lost-fault",
+          time: this.now,
+          message: `${hw.name}: ${hw.faults.suppressed} fault(s) lost: the fault recording registers were full (PFO)`,
+        });
+      }
+      if (hw.faults.recorded !== iommu.faultLog.length) {
+        this.report({
+          kind: "lost-fault",
+          time: this.now,
+          message: `${hw.name}: ${hw.faults.recorded} fault(s) recorded, ${iommu.faultLog.length} read by the driver`,
+        });
+      }
+    }
+  }
+
   // --- Check 4: leaks --------------------------------------------------------------------------------
 
   /**
@@ -692,6 +811,11 @@ export class VtdOracle implements DmaPageObserver {
     this.stats.violations++;
     if (this.violations.length < MAX_VIOLATIONS) this.violations.push(v);
   }
+}
+
+/** The flush count of `domain`'s flush queue (0 without one). */
+function fqFlushes(domain: IommuDomain): number {
+  return (domain.iovaCookie as IommuDmaCookie | null)?.fq?.flushes ?? 0;
 }
 
 function idKey(space: "pasid" | "did", unit: string | null, value: number): string {

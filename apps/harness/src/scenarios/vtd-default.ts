@@ -108,6 +108,7 @@ export function runVtdDefault(h: VtdHarness, ctx: ScenarioContext): void {
         const got = new Uint8Array(size);
         const st = d.read(b.dma, got);
         h.m.clock.advance(1);
+        h.serviceInterrupts();
         ctx.countDma();
         check(
           "dma-read",
@@ -118,6 +119,7 @@ export function runVtdDefault(h: VtdHarness, ctx: ScenarioContext): void {
       if (dir !== DMA_TO_DEVICE) {
         const st = d.write(b.dma, bytes);
         h.m.clock.advance(1);
+        h.serviceInterrupts();
         ctx.countDma();
         const host = new Uint8Array(size);
         h.m.mem.readBytes(b.pa, host);

@@ -835,3 +835,57 @@ describe("capabilities, as the kernel enables them", () => {
     expect(dev.iommu).toBeNull();
   });
 });
+
+describe("DmaPageObserver", () => {
+  function watch(dev: Device) {
+    const pages: [number, number, number, boolean, number, boolean][] = [];
+    const faults: [number, number, number, boolean][] = [];
+    dev.observer = {
+      dmaPage: (d, pasid, pfn, access, priv, pa, viaAtc) => {
+        expect(d).toBe(dev);
+        pages.push([pasid, pfn, access, priv, pa, viaAtc]);
+      },
+      dmaFault: (_d, pasid, pfn, access, _priv, viaAtc) =>
+        faults.push([pasid, pfn, access, viaAtc]),
+    };
+    return { pages, faults };
+  }
+
+  it("sees every page of a DMA with the physical address it reaches, before memory is touched", () => {
+    const { hw, dev } = machine();
+    hw.map(NO_PASID, 0x10, 0x500);
+    hw.map(NO_PASID, 0x11, 0x700);
+    const { pages, faults } = watch(dev);
+    expect(dev.write(0x10ff0, bytes(32))).toBe(DMA_OK);
+    expect(pages).toEqual([
+      [NO_PASID, 0x10, DMA_WRITE, false, 0x500ff0, false],
+      [NO_PASID, 0x11, DMA_WRITE, false, 0x700000, false],
+    ]);
+    expect(faults).toEqual([]);
+  });
+
+  it("says when the ATC gave the translation, and reports the page that faulted", () => {
+    const { hw, dev } = atsMachine();
+    hw.map(NO_PASID, 0x10, 0x500);
+    const { pages, faults } = watch(dev);
+    expect(dev.read32(0x10004)).toBe(DMA_OK);
+    expect(dev.read32(0x10008)).toBe(DMA_OK);
+    expect(pages.map((p) => p[5])).toEqual([false, true]);
+    expect(dev.read32(0x20000)).toBe(DMA_FAULT);
+    expect(faults).toEqual([[NO_PASID, 0x20, DMA_READ, false]]);
+    expect(pages).toHaveLength(2);
+  });
+
+  it("an observer without dmaFault only sees pages; none at all costs nothing", () => {
+    const { hw, dev } = machine();
+    hw.map(NO_PASID, 0x10, 0x500);
+    const seen: number[] = [];
+    dev.observer = { dmaPage: (_d, _p, pfn) => seen.push(pfn) };
+    expect(dev.read32(0x30000)).toBe(DMA_FAULT);
+    expect(dev.read32(0x10000)).toBe(DMA_OK);
+    expect(seen).toEqual([0x10]);
+    dev.observer = null;
+    expect(dev.read32(0x10000)).toBe(DMA_OK);
+    expect(seen).toEqual([0x10]);
+  });
+});

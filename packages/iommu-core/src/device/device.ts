@@ -124,6 +124,18 @@ export interface DmaPageObserver {
     pa: number,
     viaAtc: boolean,
   ): void;
+  /**
+   * A page access of a DMA faulted (the IOMMU refused it, or the ATC held too little and the
+   * device could not ask again); `lastFaultKind` / `lastFaultCode` of `dev` say why. Optional.
+   */
+  dmaFault?(
+    dev: Device,
+    pasid: number,
+    iovaPfn: number,
+    access: number,
+    privileged: boolean,
+    viaAtc: boolean,
+  ): void;
 }
 
 export interface DeviceOptions {
@@ -823,7 +835,12 @@ export class Device implements DevicePort {
     while (done < len) {
       const chunk = Math.min(len - done, PAGE_SIZE - off);
       const st = this.translatePage(pasid, pfn, off, access, priv);
-      if (st !== DMA_OK) return this.stopAt(st, pfn, off, pasid, done);
+      if (st !== DMA_OK) {
+        if (st === DMA_FAULT && this.observer?.dmaFault !== undefined) {
+          this.observer.dmaFault(this, pasid, pfn, access, priv, this.viaAtc);
+        }
+        return this.stopAt(st, pfn, off, pasid, done);
+      }
       if (this.observer !== null) {
         this.observer.dmaPage(this, pasid, pfn, access, priv, this.pa, this.viaAtc);
       }
