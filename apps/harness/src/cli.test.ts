@@ -370,6 +370,67 @@ describe("iommu-sim run", () => {
     tmp.cleanup();
   });
 
+  it("fuzz: seeded random runs under the oracle, exit 0 when clean and 1 with the first violation and the operations before it", async () => {
+    const clean = await cli("fuzz", "--runs", "3", "--ops", "200", "--mode", "scalable");
+    expect(clean.code).toBe(EXIT.OK);
+    expect(clean.stdout).toMatch(/^fuzz {8}3 runs of 200 operations \(\d+ DMAs\), seeds 1\.\.3$/m);
+    expect(clean.stdout).toMatch(/^violations {2}0 run\(s\) with violations$/m);
+    const bad = await cli(
+      "fuzz",
+      "--runs",
+      "2",
+      "--ops",
+      "300",
+      "--mode",
+      "scalable",
+      "--inject",
+      "skip-devtlb-flush",
+    );
+    expect(bad.code).toBe(EXIT.CHECK_FAILED);
+    expect(bad.stdout).toMatch(
+      /^seed \d+ \(scalable\): \d+ violation\(s\), the first after operation \d+:$/m,
+    );
+    expect(bad.stdout).toMatch(/^ {2}stale-translation: .*stale device-tlb entry/m);
+    expect(bad.stdout).toMatch(/^ {4}unmap domain#\d+ 0x[0-9a-f]+ \d+p$/m);
+    const json = await cli(
+      "fuzz",
+      "--runs",
+      "2",
+      "--ops",
+      "300",
+      "--mode",
+      "scalable",
+      "--inject",
+      "skip-devtlb-flush",
+      "--json",
+    );
+    const doc = JSON.parse(json.stdout);
+    expect(doc).toMatchObject({ arch: "vtd", runs: 2 });
+    expect(doc.failedRuns).toBeGreaterThan(0);
+    expect(doc.failures[0]).toMatchObject({ mode: "scalable" });
+    expect(doc.failures[0].violations[0].kind).toBe("stale-translation");
+  });
+
+  it("fuzz: bad options are bad usage", async () => {
+    expectUsageError(
+      await cli("fuzz", "--runs", "0"),
+      /^iommu-sim: --runs: expected an integer from 1 to 100000, got "0"\n$/,
+    );
+    expectUsageError(await cli("fuzz", "--ops", "x"), /--ops: expected an integer/);
+    expectUsageError(
+      await cli("fuzz", "--mode", "weird"),
+      /--mode: expected scalable, legacy or both/,
+    );
+    expectUsageError(await cli("fuzz", "--cache", "huge"), /--cache: expected maximal or minimal/);
+    expectUsageError(await cli("fuzz", "--arch", "smmu"), /arch 'smmu' is not available yet/);
+    expectUsageError(await cli("fuzz", "--arch", "mock"), /fuzz runs on vtd only/);
+    expectUsageError(await cli("fuzz", "--inject", "nope"), /--inject: unknown step "nope"/);
+    expectUsageError(
+      await cli("fuzz", "--seed", "-1"),
+      /--seed: expected an unsigned 32-bit integer/,
+    );
+  });
+
   it("a bare -- (as pnpm passes it through) is ignored", async () => {
     const r = await cli("run", "--", "--seed", "7", "--json");
     expect(r.code).toBe(EXIT.OK);

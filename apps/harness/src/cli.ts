@@ -16,7 +16,8 @@ import {
   VtdTranslator,
   vtdCapsFromRegisters,
 } from "./decode/vtd-translate.js";
-import { VTD_INJECTIONS } from "./machine/vtd-harness.js";
+import { runVtdFuzz, type VtdFuzzResult } from "./fuzz/vtd-fuzz.js";
+import { VTD_INJECTIONS, type VtdInjection } from "./machine/vtd-harness.js";
 import { formatHuman, formatTraceEvent, toJson } from "./report.js";
 import { type RunReport, runScenario, type Scenario, scenarioKey, scenarios } from "./scenario.js";
 import { parseScenarioFile, ScenarioFileError } from "./scenario-file/parse-scenario.js";
@@ -96,6 +97,18 @@ interface DecodeOptions extends ImageOptions {
   pasid?: string;
 }
 
+interface FuzzOptions {
+  arch?: string;
+  seed?: string;
+  runs?: string;
+  ops?: string;
+  mode?: string;
+  cachingMode?: boolean;
+  cache?: string;
+  inject?: string;
+  json?: boolean;
+}
+
 interface TranslateOptions extends ImageOptions {
   write?: boolean;
   exec?: boolean;
@@ -106,7 +119,8 @@ interface TranslateOptions extends ImageOptions {
 type CliRequest =
   | { command: "run"; file: string | undefined; opts: RunOptions }
   | { command: "decode"; arch: string; opts: DecodeOptions }
-  | { command: "translate"; arch: string; queries: string[]; opts: TranslateOptions };
+  | { command: "translate"; arch: string; queries: string[]; opts: TranslateOptions }
+  | { command: "fuzz"; opts: FuzzOptions };
 
 /** Bad usage or input, reported as one line and exit code 2. */
 class UsageError extends Error {}
@@ -151,6 +165,8 @@ export async function main(
         return await decodeCommand(request.arch, request.opts, io);
       case "translate":
         return await translateCommand(request.arch, request.queries, request.opts, io);
+      case "fuzz":
+        return fuzzCommand(request.opts, io);
     }
   } catch (err) {
     if (err instanceof UsageError) return fail(err.message, EXIT.USAGE);
@@ -198,6 +214,92 @@ async function runCommand(
     io.stdout.write(formatHuman(report));
   }
   return report.checks.failed === 0 && report.violationsTotal === 0 ? EXIT.OK : EXIT.CHECK_FAILED;
+}
+
+/** A positive integer option of at most `max`. */
+function parseCount(
+  option: string,
+  text: string | undefined,
+  fallback: number,
+  max: number,
+): number {
+  if (text === undefined) return fallback;
+  if (/^[0-9]{1,9}$/.test(text)) {
+    const n = Number(text);
+    if (n >= 1 && n <= max) return n;
+  }
+  throw new UsageError(
+    `${option}: expected an integer from 1 to ${max}, got ${JSON.stringify(text)}`,
+  );
+}
+
+/** `iommu-sim fuzz`: seeded random runs under the oracle; exit 1 when any run found a violation. */
+function fuzzCommand(opts: FuzzOptions, io: CliIo): number {
+  const arch = opts.arch ?? "vtd";
+  if (arch === "smmu") throw new UsageError("--arch: arch 'smmu' is not available yet");
+  if (arch !== "vtd")
+    throw new UsageError(`--arch: fuzz runs on vtd only (got ${JSON.stringify(arch)})`);
+  const seed = opts.seed === undefined ? 1 : parseSeed(opts.seed);
+  const runs = parseCount("--runs", opts.runs, 20, 100_000);
+  const ops = parseCount("--ops", opts.ops, 500, 1_000_000);
+  const mode = opts.mode ?? "both";
+  if (mode !== "scalable" && mode !== "legacy" && mode !== "both") {
+    throw new UsageError(`--mode: expected scalable, legacy or both, got ${JSON.stringify(mode)}`);
+  }
+  const cache = opts.cache ?? "maximal";
+  if (cache !== "maximal" && cache !== "minimal") {
+    throw new UsageError(`--cache: expected maximal or minimal, got ${JSON.stringify(cache)}`);
+  }
+  checkInject("vtd", opts.inject);
+  const results: VtdFuzzResult[] = [];
+  for (let k = 0; k < runs; k++) {
+    const m = mode === "both" ? (k % 2 === 0 ? "scalable" : "legacy") : mode;
+    results.push(
+      runVtdFuzz({
+        seed: (seed + k) >>> 0,
+        ops,
+        mode: m,
+        cachingMode: opts.cachingMode === true,
+        cache,
+        inject: (opts.inject as VtdInjection | undefined) ?? null,
+      }),
+    );
+  }
+  const failed = results.filter((r) => r.violationsTotal > 0);
+  if (opts.json) {
+    io.stdout.write(
+      `${JSON.stringify({
+        version: HARNESS_VERSION,
+        arch,
+        runs: results.length,
+        failedRuns: failed.length,
+        ops: results.reduce((n, r) => n + r.ops, 0),
+        dmas: results.reduce((n, r) => n + r.dmas, 0),
+        failures: failed.map((r) => ({
+          seed: r.seed,
+          mode: r.mode,
+          violationsTotal: r.violationsTotal,
+          firstViolationOp: r.firstViolationOp,
+          violations: r.violations.slice(0, 5),
+          log: r.log,
+        })),
+      })}\n`,
+    );
+  } else {
+    let out = "";
+    for (const r of failed) {
+      const v = r.violations[0];
+      out += `seed ${r.seed} (${r.mode}): ${r.violationsTotal} violation(s), the first after operation ${r.firstViolationOp}:\n`;
+      if (v !== undefined) out += `  ${v.kind}: ${v.message.replace(/\s*\n\s*/g, " ")}\n`;
+      out += "  the operations before it:\n";
+      for (const line of r.log) out += `    ${line}\n`;
+    }
+    const dmas = results.reduce((n, r) => n + r.dmas, 0);
+    out += `fuzz        ${results.length} runs of ${ops} operations (${dmas} DMAs), seeds ${seed}..${(seed + runs - 1) >>> 0}\n`;
+    out += `violations  ${failed.length} run(s) with violations\n`;
+    io.stdout.write(out);
+  }
+  return failed.length === 0 ? EXIT.OK : EXIT.CHECK_FAILED;
 }
 
 /** The built-in scenario `--scenario` and `--arch` name (default: `default` on vtd). */
@@ -331,6 +433,19 @@ function buildProgram(io: CliIo, onRequest: (request: CliRequest) => void): Comm
     .action((arch: string, queries: string[], opts: TranslateOptions) =>
       onRequest({ command: "translate", arch, queries, opts }),
     );
+  program
+    .command("fuzz")
+    .description("run seeded random driver operations and DMAs under the oracle (arch: vtd)")
+    .option("--arch <name>", "architecture (default: vtd, the only one so far)")
+    .option("--seed <n>", "seed of the first run; run k uses seed + k (default: 1)")
+    .option("--runs <n>", "number of runs (default: 20)")
+    .option("--ops <n>", "operations per run (default: 500)")
+    .option("--mode <mode>", "scalable, legacy or both (default: both)")
+    .option("--caching-mode", "units report CAP.CM (a virtual IOMMU)")
+    .option("--cache <policy>", "maximal or minimal caching (default: maximal)")
+    .option("--inject <name>", "make the driver skip one step (as for run)")
+    .option("--json", "print one JSON document instead of the summary")
+    .action((opts: FuzzOptions) => onRequest({ command: "fuzz", opts }));
   program.addHelpText(
     "after",
     "\nExit codes: 0 every check passed, 1 a check failed, 2 bad usage or input,\n" +

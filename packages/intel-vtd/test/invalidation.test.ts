@@ -929,6 +929,48 @@ describe("cache policies", () => {
       expect(xlate(m.unit, SID, IOVA).pa).toBe(PA);
     });
 
+    it("CM=1, maximal: a not-present first-stage result is never cached (caching mode excludes first-stage mappings)", () => {
+      const m = vtdTestMachine({ caps: { cachingMode: true } });
+      const dir = m.b.setSmContext(m.rta, SID, {});
+      const root = m.b.frame();
+      m.b.fsMap(root, 4, IOVA + 0x1000, PA);
+      m.b.setPasidEntry(dir, 3, { PGTT: PGTT_FL, DID: 6, FLPTR: root });
+      expect(xlate(m.unit, SID, IOVA, { pasid: 3 }).code).toBe(VTD_FR.SM_FS_ENTRY_NOT_PRESENT);
+      m.b.fsMap(root, 4, IOVA, PA);
+      // No invalidation: Linux's iotlb_sync_map sends none for first-stage domains.
+      expect(xlate(m.unit, SID, IOVA, { pasid: 3 })).toMatchObject({ status: XLATE_OK, pa: PA });
+    });
+
+    it("CM=1, maximal: a not-present second-stage result in scalable mode is cached until covered", () => {
+      const m = vtdTestMachine({ caps: { cachingMode: true } });
+      const dir = m.b.setSmContext(m.rta, SID, {});
+      const root = m.b.frame();
+      m.b.ssMap(root, 4, IOVA + 0x1000, PA);
+      m.b.setPasidEntry(dir, 3, { PGTT: PGTT_SL, DID: 6, SLPTPTR: root, AW: 2 });
+      expect(xlate(m.unit, SID, IOVA, { pasid: 3 }).status).toBe(XLATE_FAULT);
+      m.b.ssMap(root, 4, IOVA, PA);
+      expect(xlate(m.unit, SID, IOVA, { pasid: 3 }).status).toBe(XLATE_FAULT);
+      expect((m.qi as QiSubmitter).submit([[T.IOTLB, { G: 3, DID: 6, ADDR: IOVA }]])).toBe(true);
+      expect(xlate(m.unit, SID, IOVA, { pasid: 3 })).toMatchObject({ status: XLATE_OK, pa: PA });
+    });
+
+    it("CM=1, maximal: a cached not-present PASID entry goes with the PASID-selective invalidation that uses the new entry's DID", () => {
+      const m = vtdTestMachine({ caps: { cachingMode: true } });
+      const dir = m.b.setSmContext(m.rta, SID, {});
+      const root = m.b.frame();
+      m.b.fsMap(root, 4, IOVA, PA);
+      // PASID 4's entry makes the leaf table present, so PASID 3 is a not-present entry.
+      m.b.setPasidEntry(dir, 4, { PGTT: PGTT_FL, DID: 7, FLPTR: root });
+      expect(xlate(m.unit, SID, IOVA, { pasid: 3 }).code).toBe(VTD_FR.SM_PASID_ENTRY_NOT_PRESENT);
+      m.b.setPasidEntry(dir, 3, { PGTT: PGTT_FL, DID: 6, FLPTR: root });
+      expect(xlate(m.unit, SID, IOVA, { pasid: 3 }).code).toBe(VTD_FR.SM_PASID_ENTRY_NOT_PRESENT);
+      // Another PASID does not cover it.
+      expect((m.qi as QiSubmitter).submit([[T.PC, { G: 1, DID: 6, PASID: 4 }]])).toBe(true);
+      expect(xlate(m.unit, SID, IOVA, { pasid: 3 }).code).toBe(VTD_FR.SM_PASID_ENTRY_NOT_PRESENT);
+      expect((m.qi as QiSubmitter).submit([[T.PC, { G: 1, DID: 6, PASID: 3 }]])).toBe(true);
+      expect(xlate(m.unit, SID, IOVA, { pasid: 3 })).toMatchObject({ status: XLATE_OK, pa: PA });
+    });
+
     it("CM=0: a not-present result is never cached", () => {
       const m = notPresent(false);
       expect(xlate(m.unit, SID, IOVA)).toMatchObject({ status: XLATE_OK, pa: PA });

@@ -94,8 +94,9 @@ export interface DmaBuffer {
   readonly dir: number;
 }
 
-/** A range mapped by `map`: its host frames. */
+/** A range mapped by `map`: its size and its host frames. */
 interface Mapping {
+  size: number;
   frame: number;
   order: number;
 }
@@ -226,7 +227,7 @@ export class VtdHarness {
     const maps = this.mappings.get(domain);
     if (maps !== undefined) {
       for (const [iova, mp] of [...maps]) {
-        iommuUnmap(domain, iova, PAGE << mp.order);
+        iommuUnmap(domain, iova, mp.size);
         this.m.frames.free(mp.frame, mp.order);
       }
       this.mappings.delete(domain);
@@ -352,7 +353,7 @@ export class VtdHarness {
       maps = new Map();
       this.mappings.set(domain, maps);
     }
-    maps.set(iova, { frame, order });
+    maps.set(iova, { size: pages * PAGE, frame, order });
     this.oracle.mapped(domain, iova, frame, pages * PAGE, prot);
     return frame;
   }
@@ -368,7 +369,7 @@ export class VtdHarness {
       size,
       `unmap(domain#${domain.id}, ${hex(iova)}, ${hex(size)})`,
     );
-    if (typeof ret === "number" && mp !== undefined && ret >= PAGE << mp.order) {
+    if (typeof ret === "number" && mp !== undefined && ret >= mp.size) {
       maps?.delete(iova);
       this.m.frames.free(mp.frame, mp.order);
     }

@@ -18,6 +18,11 @@ export class ShadowDomain {
   readonly kind: number;
   /** A name for reports ("domain#3 (DMA)"). */
   readonly label: string;
+  /**
+   * The domain's table format cannot express write-only pages, so a page mapped IOMMU_WRITE is
+   * readable too (x86-64-style first-stage tables: present means readable).
+   */
+  writeImpliesRead = false;
   private readonly pages = new Map<number, number>();
   private readonly removedBy = new Map<number, string>();
   /** For pages unmapped lazily: the flush-queue flush count at the unmap. */
@@ -61,6 +66,12 @@ export class ShadowDomain {
   /** The flush-queue flush count a lazy unmap of page `pfn` recorded, or -1. */
   lazyFlushMark(pfn: number): number {
     return this.lazyMark.get(pfn) ?? -1;
+  }
+
+  /** The IOMMU_READ/IOMMU_WRITE access packed entry `e` grants, after the format's rules. */
+  grants(e: number): number {
+    const prot = e & 3;
+    return this.writeImpliesRead && (prot & IOMMU_WRITE) !== 0 ? prot | IOMMU_READ : prot;
   }
 
   /** The packed entry of page `pfn` (frame * 4 + prot), or -1. */

@@ -14,6 +14,7 @@ import {
 } from "@iommu-sim/intel-vtd/hw";
 import type { VtdMachine } from "@iommu-sim/intel-vtd/testing";
 import {
+  AT_TRANSLATION_REQUEST,
   AT_UNTRANSLATED,
   type Device,
   DMA_EXEC,
@@ -127,6 +128,8 @@ export class VtdOracle implements DmaPageObserver {
     let s = this.shadows.get(domain);
     if (s === undefined) {
       s = new ShadowDomain(SHADOW_PAGING, label);
+      // First-stage tables have no write-only pages: a writable page is present, so readable.
+      s.writeImpliesRead = (domain as Partial<DmarDomain>).useFirstLevel === true;
       this.shadows.set(domain, s);
     }
     return s;
@@ -234,7 +237,7 @@ export class VtdOracle implements DmaPageObserver {
       if (e < 0) allowed = false;
       else {
         expectedPa = Math.floor(e / 4) * PAGE + offset;
-        const prot = e & 3;
+        const prot = shadow.grants(e);
         const need =
           ((access & DMA_WRITE) !== 0 ? IOMMU_WRITE : 0) |
           ((access & (DMA_READ | DMA_EXEC)) !== 0 ? IOMMU_READ : 0);
@@ -270,7 +273,7 @@ export class VtdOracle implements DmaPageObserver {
     const e = shadow.lookup(iovaPfn);
     if (e < 0) return false;
     const need = (access & DMA_WRITE) !== 0 ? IOMMU_WRITE : IOMMU_READ;
-    return (e & need) === need;
+    return (shadow.grants(e) & need) === need;
   }
 
   /**
@@ -303,10 +306,26 @@ export class VtdOracle implements DmaPageObserver {
     req.access = access;
     req.privileged = false;
     req.at = AT_UNTRANSLATED;
-    rec.hw.translateUncached(req, this.res);
-    const tablesOk = this.res.status === XLATE_OK;
     const accessName = (access & DMA_WRITE) !== 0 ? "write" : "read";
     const where = `${dev.name}${pasid === NO_PASID ? "" : ` PASID ${pasid}`} ${accessName} at ${hex(iovaPfn * PAGE)}`;
+    if (dev.atsEnabled && !viaAtc) {
+      // The device asked with an ATS Translation Request: the configuration may refuse those.
+      req.at = AT_TRANSLATION_REQUEST;
+      rec.hw.translateUncached(req, this.res);
+      req.at = AT_UNTRANSLATED;
+      if (this.res.status !== XLATE_OK) {
+        this.report({
+          kind: "spurious-fault",
+          time: this.now,
+          message:
+            `${where} faulted although ${rec.shadow.label} maps it: ATS is enabled on ${dev.name}, ` +
+            `but its configuration refuses translation requests (${this.freshText()})`,
+        });
+        return;
+      }
+    }
+    rec.hw.translateUncached(req, this.res);
+    const tablesOk = this.res.status === XLATE_OK;
     if (!tablesOk) {
       this.report({
         kind: "spurious-fault",

@@ -181,12 +181,16 @@ export class VtdPasidCache<T> {
 
   /**
    * PASID-selective-within-domain PASID-cache invalidation (type 7, G=01): entries with DID `did`
-   * and PASID `pasid`, of every device (the descriptor carries no source-id).
+   * and PASID `pasid`, of every device (the descriptor carries no source-id). Entries cached for
+   * a not-present or invalid PASID entry (caching mode) carry DID 0, the DID of invalid
+   * translations; they go too. The spec's guidance for making a PASID entry present under CM=1
+   * is this invalidation with the new entry's DID (it is what Linux's pasid_flush_caches issues),
+   * so the cached not-present entry of that PASID must be among what it removes.
    *
-   * @spec VT-d 6.5.2.2
+   * @spec VT-d 6.5.2.2, 6.1 (caching mode)
    */
   invalidatePasid(did: number, pasid: number, onRemove?: (value: T) => void): number {
-    return this.sweep(did & 0xffff, pasid, -1, 0, onRemove);
+    return this.sweep(did & 0xffff, pasid, -1, 0, onRemove, true);
   }
 
   /**
@@ -204,12 +208,13 @@ export class VtdPasidCache<T> {
     sid: number,
     fnMask: number,
     onRemove?: (value: T) => void,
+    orInvalid = false,
   ): number {
     let n = 0;
     for (let s = 0; s < this.capacity; s++) {
       const key = this.sids[s] as number;
       if (key < 0) continue;
-      if (did >= 0 && this.dids[s] !== did) continue;
+      if (did >= 0 && this.dids[s] !== did && !(orInvalid && this.dids[s] === 0)) continue;
       if (pasid >= 0 && this.pasids[s] !== pasid) continue;
       if (sid >= 0 && (key & ~fnMask) !== sid) continue;
       this.unlink(s);

@@ -1063,7 +1063,16 @@ export class VtdUnit implements IommuHardware, Mmio {
         this.rShift = 12;
         return 0;
       }
-      if (cached && w === W_NOT_PRESENT && this.cacheNegative && !walker.nestedFetch) {
+      // Caching mode lets a unit cache not-present entries of every structure except first-stage
+      // tables (spec 6.1: "updates to remapping structures other than first-stage mapping"), so
+      // only a second-stage leaf that is not present is remembered.
+      if (
+        cached &&
+        w === W_NOT_PRESENT &&
+        this.cacheNegative &&
+        kind === VTD_KIND_SECOND_STAGE &&
+        !walker.nestedFetch
+      ) {
         iotlb.insert(did, pasid, vpn, 12, kind as 1, 0, 0);
       }
       return walkFaultReason(walker, w, scalable, write);
@@ -1129,8 +1138,9 @@ export class VtdUnit implements IommuHardware, Mmio {
       return decodePasidConfig(this.mem, dev, pasid, this.decodeCaps, this.scratchPasid);
     }
     const cfg = decodePasidConfig(this.mem, dev, pasid, this.decodeCaps, new VtdPasidConfig());
+    // Under caching mode an invalid or not-present entry is cached too, tagged with DID 0.
     if (cfg.status === 0 || this.cacheNegative)
-      this.pasidCache.insert(dev.sid, pasid, cfg.did, cfg);
+      this.pasidCache.insert(dev.sid, pasid, cfg.status === 0 ? cfg.did : 0, cfg);
     return cfg;
   }
 

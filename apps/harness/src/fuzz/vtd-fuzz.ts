@@ -1,0 +1,335 @@
+// Fuzzing the VT-d driver and unit under the oracle: seeded random sequences of what owners do
+// (domains, attaches, PASIDs, maps, unmaps, DMA-API buffers, DMAs, queue processing) on a small
+// IOVA space, so that addresses, domain IDs and PASIDs are reused all the time. Every DMA is
+// checked by the oracle; the run ends with teardown and the leak check.
+
+import {
+  type Device,
+  DMA_BIDIRECTIONAL,
+  IOMMU_DEV_FEAT_IOPF,
+  IOMMU_PAGE_RESP_SUCCESS,
+  IOMMU_READ,
+  IOMMU_WRITE,
+  type IommuDomain,
+  iommuDevEnableFeature,
+  iommuGetDomainForDev,
+  iommuGetDomainForDevPasid,
+  iopfGroupResponse,
+  NO_PASID,
+} from "@iommu-sim/iommu-core";
+import {
+  type DeviceSpec,
+  type DmaBuffer,
+  type MachineSpec,
+  VtdHarness,
+  type VtdInjection,
+} from "../machine/vtd-harness.js";
+import type { Violation } from "../oracle/violation.js";
+
+const PAGE = 4096;
+/** The IOVA space the fuzzer maps in: small, so that ranges collide and are reused. */
+const IOVA_PAGES = 64;
+const IOVA_BASE = 0x40_0000;
+
+/** How to fuzz. */
+export interface VtdFuzzOptions {
+  readonly seed: number;
+  /** Operations per run. */
+  readonly ops: number;
+  readonly mode?: "scalable" | "legacy";
+  readonly cachingMode?: boolean;
+  readonly cache?: "maximal" | "minimal";
+  /** IOTLB entries (small ones make replacement happen all the time). */
+  readonly iotlb?: number;
+  readonly inject?: VtdInjection | null;
+}
+
+/** What one run found. */
+export interface VtdFuzzResult {
+  readonly seed: number;
+  readonly mode: "scalable" | "legacy";
+  /** Operations carried out (all of them unless the model threw). */
+  readonly ops: number;
+  readonly dmas: number;
+  /** Owner operations the core or driver refused (an errno): expected, counted. */
+  readonly refused: number;
+  readonly violations: readonly Violation[];
+  readonly violationsTotal: number;
+  /** Index of the operation after which the first violation was seen, or -1. */
+  readonly firstViolationOp: number;
+  /** The operations, one line each (the last ones before the first violation, or all). */
+  readonly log: readonly string[];
+}
+
+interface Mapping {
+  domain: IommuDomain;
+  iova: number;
+  size: number;
+}
+
+/** One fuzz run. Throws only on a model bug (the CLI reports it as an internal error). */
+export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
+  const mode = options.mode ?? "scalable";
+  const scalable = mode === "scalable";
+  const devices: DeviceSpec[] = [
+    { name: "d0", rid: 0x0008 },
+    { name: "d1", rid: 0x0010, ats: true, pasidBits: scalable ? 6 : 0 },
+    { name: "d2", rid: 0x0018, ats: true, pri: scalable, pasidBits: scalable ? 6 : 0 },
+  ];
+  const spec: MachineSpec = {
+    units: [
+      {
+        name: "dmar0",
+        mode,
+        cache: options.cache ?? "maximal",
+        cachingMode: options.cachingMode ?? false,
+        iotlb: options.iotlb ?? 16,
+      },
+    ],
+    devices,
+    memory: 64 * 2 ** 20,
+  };
+  const h = new VtdHarness(spec, options.seed, options.inject ?? null);
+  const prng = h.m.prng;
+  const log: string[] = [];
+  let refused = 0;
+  let dmas = 0;
+  let firstViolationOp = -1;
+  const devs: Device[] = [];
+  for (const d of devices) {
+    const dev = h.addDevice(d);
+    if (typeof dev === "string") throw new Error(`fuzz: probe of ${d.name} failed: ${dev}`);
+    devs.push(dev);
+  }
+  const d2 = devs[2] as Device;
+  if (scalable && iommuDevEnableFeature(d2, IOMMU_DEV_FEAT_IOPF) !== 0) {
+    throw new Error("fuzz: IOPF enable failed");
+  }
+  const domains: IommuDomain[] = [];
+  const pasids: number[] = [];
+  const mappings: Mapping[] = [];
+  const buffers: DmaBuffer[] = [];
+  const pick = <T>(list: readonly T[]): T => list[prng.below(list.length)] as T;
+  /** Where `domain` translates now: (device, PASID or NO_PASID) pairs. */
+  const contextsOf = (domain: IommuDomain): [Device, number][] => {
+    const out: [Device, number][] = [];
+    for (const dev of devs) {
+      if (iommuGetDomainForDev(dev) === domain) out.push([dev, NO_PASID]);
+      for (const p of pasids) if (iommuGetDomainForDevPasid(dev, p) === domain) out.push([dev, p]);
+    }
+    return out;
+  };
+  /** A DMA at `iova` through one of the contexts of `domain` (nothing when it has none). */
+  const probe = (domain: IommuDomain, iova: number, why: string): void => {
+    const ctxs = contextsOf(domain);
+    if (ctxs.length === 0) return;
+    const [dev, pasid] = pick(ctxs);
+    const write = prng.below(2) === 0;
+    const st = h.dma(dev, pasid, iova, 8, write);
+    dmas++;
+    log.push(
+      `dma ${dev.name}${pasid === NO_PASID ? "" : ` pasid=${pasid}`} ${write ? "write" : "read"} ${hex(iova)} (${why}) -> ${st}`,
+    );
+  };
+  const st = (status: number, what: string) => {
+    dmas++;
+    log.push(`${what} -> ${status}`);
+  };
+  const note = (ok: boolean | string | number, what: string) => {
+    if (typeof ok === "string") refused++;
+    log.push(`${what}${typeof ok === "string" ? ` -> ${ok}` : ""}`);
+  };
+  const demandPaging = (d: IommuDomain) => {
+    // Page faults map the page (read/write) and succeed, as an SVA-like handler would.
+    d.iopfHandler = (group) => {
+      for (const f of group.faults) {
+        const page = Math.floor(f.fault.addr / PAGE) * PAGE;
+        if (h.map(d, page, PAGE, IOMMU_READ | IOMMU_WRITE) !== "EEXIST") {
+          mappings.push({ domain: d, iova: page, size: PAGE });
+        }
+      }
+      iopfGroupResponse(group, IOMMU_PAGE_RESP_SUCCESS);
+      return 0;
+    };
+  };
+
+  for (let op = 0; op < options.ops; op++) {
+    const r = prng.below(100);
+    if (r < 8) {
+      if (domains.length >= 4) continue;
+      const stage = prng.below(2) === 0 ? "first" : "second";
+      const d = h.domainAlloc(pick(devs), "paging", stage);
+      if (typeof d !== "string") {
+        domains.push(d);
+        if (prng.below(2) === 0) demandPaging(d);
+      }
+      note(
+        typeof d === "string" ? d : 0,
+        `domain-alloc ${stage} -> ${typeof d === "string" ? d : `domain#${d.id}`}`,
+      );
+    } else if (r < 12) {
+      if (domains.length === 0) continue;
+      const k = prng.below(domains.length);
+      const d = domains[k] as IommuDomain;
+      const ret = h.domainFree(d);
+      if (ret === 0) {
+        domains.splice(k, 1);
+        for (let i = mappings.length - 1; i >= 0; i--)
+          if (mappings[i]?.domain === d) mappings.splice(i, 1);
+      }
+      note(ret, `domain-free domain#${d.id}`);
+    } else if (r < 20) {
+      const dev = pick(devs);
+      const c = prng.below(4);
+      const target =
+        c === 0 || domains.length === 0
+          ? "default"
+          : c === 1
+            ? h.m.driver.identityDomain
+            : pick(domains);
+      const ret = h.attach(dev, target);
+      note(ret, `attach ${dev.name} ${target === "default" ? "default" : `domain#${target.id}`}`);
+    } else if (r < 34) {
+      if (domains.length === 0) continue;
+      const d = pick(domains);
+      const pages = 1 + prng.below(8);
+      const iova = IOVA_BASE + prng.below(IOVA_PAGES - pages + 1) * PAGE;
+      const prot = [IOMMU_READ, IOMMU_WRITE, IOMMU_READ | IOMMU_WRITE][prng.below(3)] as number;
+      const pa = h.map(d, iova, pages * PAGE, prot);
+      if (typeof pa === "number") mappings.push({ domain: d, iova, size: pages * PAGE });
+      note(
+        typeof pa === "string" ? pa : 0,
+        `map domain#${d.id} ${hex(iova)} ${pages}p prot=${prot}`,
+      );
+      if (typeof pa === "number" && prng.below(2) === 0)
+        probe(d, iova + prng.below(pages) * PAGE, "after map");
+    } else if (r < 44) {
+      if (mappings.length === 0) continue;
+      const k = prng.below(mappings.length);
+      const mp = mappings[k] as Mapping;
+      mappings.splice(k, 1);
+      // Warm the caches, unmap, then try the old page again: a missed flush shows at once.
+      if (prng.below(2) === 0) probe(mp.domain, mp.iova, "before unmap");
+      const ret = h.unmap(mp.domain, mp.iova, mp.size);
+      note(
+        typeof ret === "string" ? ret : 0,
+        `unmap domain#${mp.domain.id} ${hex(mp.iova)} ${mp.size / PAGE}p`,
+      );
+      probe(mp.domain, mp.iova, "after unmap");
+    } else if (scalable && r < 48) {
+      if (pasids.length >= 4) continue;
+      const p = h.pasidAlloc(pick(devs.slice(1)), "fuzz");
+      if (typeof p === "number") pasids.push(p);
+      note(typeof p === "string" ? p : 0, `pasid-alloc -> ${p}`);
+    } else if (scalable && r < 54) {
+      if (pasids.length === 0 || domains.length === 0) continue;
+      const dev = pick(devs.slice(1));
+      const p = pick(pasids);
+      const cur = iommuGetDomainForDevPasid(dev, p);
+      let ret: 0 | string;
+      if (cur !== null) {
+        const m = mappings.find((x) => x.domain === cur);
+        const at = m?.iova ?? IOVA_BASE;
+        if (prng.below(2) === 0) {
+          st(
+            h.dma(dev, p, at, 8, false),
+            `dma ${dev.name} pasid=${p} read ${hex(at)} (before detach)`,
+          );
+        }
+        ret = h.pasidDetach(dev, p);
+        note(ret, `pasid-detach ${dev.name} ${p}`);
+        st(
+          h.dma(dev, p, at, 8, false),
+          `dma ${dev.name} pasid=${p} read ${hex(at)} (after detach)`,
+        );
+      } else {
+        const d = prng.below(5) === 0 ? h.m.driver.identityDomain : pick(domains);
+        ret = h.pasidAttach(dev, p, d);
+        note(ret, `pasid-attach ${dev.name} ${p} domain#${d.id}`);
+      }
+    } else if (scalable && r < 57) {
+      if (pasids.length === 0) continue;
+      const k = prng.below(pasids.length);
+      const p = pasids[k] as number;
+      // Only a PASID nothing is attached at goes back (the owner's rule).
+      if (devs.some((d) => iommuGetDomainForDevPasid(d, p) !== null)) continue;
+      pasids.splice(k, 1);
+      note(h.pasidFree(p), `pasid-free ${p}`);
+    } else if (r < 63) {
+      const dev = pick(devs);
+      if (iommuGetDomainForDev(dev) !== dev.iommu?.group?.defaultDomain) continue;
+      const b = h.dmaMap(dev, 1 + prng.below(3 * PAGE), DMA_BIDIRECTIONAL);
+      if (typeof b !== "string") buffers.push(b);
+      note(
+        typeof b === "string" ? b : 0,
+        `dma-map ${dev.name} -> ${typeof b === "string" ? b : hex(b.dma)}`,
+      );
+    } else if (r < 68) {
+      if (buffers.length === 0) continue;
+      const k = prng.below(buffers.length);
+      const b = buffers[k] as DmaBuffer;
+      buffers.splice(k, 1);
+      // The DMA API serves a device only in its default domain; back there first if it left.
+      if (iommuGetDomainForDev(b.dev) !== b.dev.iommu?.group?.defaultDomain)
+        h.attach(b.dev, "default");
+      h.dmaUnmap(b);
+      note(0, `dma-unmap ${b.dev.name} ${hex(b.dma)}`);
+    } else if (r < 80 && mappings.length > 0) {
+      const mp = pick(mappings);
+      probe(
+        mp.domain,
+        mp.iova + prng.below(mp.size / PAGE) * PAGE + prng.below(PAGE - 8),
+        "mapped",
+      );
+    } else if (r < 97) {
+      const dev = pick(devs);
+      let pasid = NO_PASID;
+      if (scalable && dev !== devs[0] && prng.below(3) === 0)
+        pasid = pasids.length > 0 ? pick(pasids) : 1;
+      let iova: number;
+      if (buffers.length > 0 && prng.below(3) === 0) {
+        const b = pick(buffers);
+        iova = b.dma + prng.below(b.size);
+      } else {
+        iova = IOVA_BASE + prng.below(IOVA_PAGES * PAGE - 64);
+      }
+      const write = prng.below(2) === 0;
+      const st = h.dma(dev, pasid, iova, 1 + prng.below(64), write);
+      dmas++;
+      note(
+        0,
+        `dma ${dev.name}${pasid === NO_PASID ? "" : ` pasid=${pasid}`} ${write ? "write" : "read"} ${hex(iova)} -> ${st}`,
+      );
+    } else {
+      h.processQueues();
+      note(0, "process-queues");
+    }
+    if (firstViolationOp < 0 && h.oracle.stats.violations > 0) firstViolationOp = log.length - 1;
+  }
+  // The owners give everything back; then the oracle's end checks.
+  for (const b of buffers) {
+    if (iommuGetDomainForDev(b.dev) !== b.dev.iommu?.group?.defaultDomain)
+      h.attach(b.dev, "default");
+    h.dmaUnmap(b);
+  }
+  h.teardown();
+  if (firstViolationOp < 0 && h.oracle.stats.violations > 0) firstViolationOp = log.length;
+  return {
+    seed: options.seed,
+    mode,
+    ops: options.ops,
+    dmas,
+    refused,
+    violations: h.oracle.violations,
+    violationsTotal: h.oracle.stats.violations,
+    firstViolationOp,
+    log:
+      firstViolationOp >= 0
+        ? log.slice(Math.max(0, firstViolationOp - 19), firstViolationOp + 1)
+        : log,
+  };
+}
+
+function hex(n: number): string {
+  return `0x${n.toString(16)}`;
+}
