@@ -42,6 +42,8 @@ export interface DmarCaps {
   readonly PSS: number;
   readonly PASID: boolean;
   readonly PDS: boolean;
+  /** Device-TLB invalidation throttling: PFSID is meaningful (reserved, so 0, without it). */
+  readonly DIT: boolean;
   readonly SMTS: boolean;
   readonly SLADS: boolean;
   readonly SLTS: boolean;
@@ -85,6 +87,7 @@ export function readDmarCaps(mmio: Mmio): DmarCaps {
     PSS: n(e.PSS),
     PASID: t(e.PASID),
     PDS: t(e.PDS),
+    DIT: t(e.DIT),
     SMTS: t(e.SMTS),
     SLADS: t(e.SLADS),
     SLTS: t(e.SLTS),

@@ -145,6 +145,37 @@ export class IntelIommu {
     return this.sm && this.caps.FLTS;
   }
 
+  /**
+   * Whether paging domains go on first-stage tables by default: never in legacy mode; the one
+   * stage the unit has when it has one; first stage when it has both.
+   *
+   * @kernel drivers/iommu/intel/iommu.c first_level_by_default
+   */
+  get firstLevelByDefault(): boolean {
+    if (!this.sm) return false;
+    if (this.caps.FLTS !== this.caps.SLTS) return this.caps.FLTS;
+    return true;
+  }
+
+  /** Second-stage dirty tracking (SSADS). @kernel drivers/iommu/intel/iommu.h ssads_supported */
+  get ssadsSupported(): boolean {
+    return this.sm && this.caps.SLADS;
+  }
+
+  /** Nested translation. @kernel drivers/iommu/intel/iommu.h nested_supported */
+  get nestedSupported(): boolean {
+    return this.sm && this.caps.NEST;
+  }
+
+  /**
+   * Whether page walks snoop the CPU caches: ECAP.SMPWCS in scalable mode, ECAP.C in legacy mode.
+   *
+   * @kernel drivers/iommu/intel/iommu.c iommu_paging_structure_coherency
+   */
+  get pagingStructureCoherent(): boolean {
+    return this.sm ? this.caps.SMPWCS : this.caps.C;
+  }
+
   // --- Register handshakes -------------------------------------------------------------------------
 
   private waitGsts(bit: number, set: boolean): 0 | "ETIMEDOUT" {
@@ -157,12 +188,14 @@ export class IntelIommu {
   }
 
   /**
-   * Flush the write buffer when the unit asks for it (CAP.RWBF or caching mode).
+   * Flush the write buffer when the unit asks for it: CAP.RWBF only (Linux's other reason,
+   * rwbf_quirk, is a chipset list the model has no use for). Caching mode is no reason: what it
+   * needs is invalidation, which the callers issue instead.
    *
    * @kernel drivers/iommu/intel/iommu.c iommu_flush_write_buffer
    */
   flushWriteBuffer(): void {
-    if (!this.caps.RWBF && !this.caps.CM) return;
+    if (!this.caps.RWBF) return;
     this.mmio.write32(VTD_REG.GCMD, (this.gcmd | GCMD_WBF) >>> 0);
     for (let i = 0; i < WAIT_LIMIT; i++) {
       if ((this.mmio.read32(VTD_REG.GSTS) & GSTS_WBFS) === 0) return;
@@ -171,12 +204,18 @@ export class IntelIommu {
   }
 
   /**
-   * Bring the unit up as init_dmars does: queued invalidation, the root table (scalable mode when
-   * in use) with the global invalidations after SRTP, the page request queue, fault interrupts,
-   * then translation. `'ENODEV'` without queued invalidation or a usable AGAW; `'ENOMEM'`;
-   * `'ETIMEDOUT'` when a handshake never completes.
+   * Bring the unit up as init_dmars and intel_iommu_init do: pending faults cleared and queued
+   * invalidation (re)enabled, the root table latched (scalable mode when in use) and, without
+   * ECAP.ESRTPS, the global context-cache, PASID-cache and IOTLB invalidations, each with its own
+   * wait; the page request queue when ECAP.PRS (whatever the mode); fault interrupts; translation;
+   * and only then the protected memory regions turned off. `'ENODEV'` without queued
+   * invalidation or a usable AGAW; `'ENOMEM'`; `'ETIMEDOUT'` when a handshake never completes.
+   *
+   * The kernel probes the boot-time devices between the interrupts and translation; devices of
+   * the model come later, as hot-plugged ones do.
    *
    * @kernel drivers/iommu/intel/iommu.c init_dmars
+   * @kernel drivers/iommu/intel/iommu.c intel_iommu_init
    */
   init(): 0 | "ENODEV" | "ENOMEM" | "ETIMEDOUT" {
     const caps = this.caps;
@@ -186,8 +225,15 @@ export class IntelIommu {
     this.domainIds.allocRange(0, 0);
     if (this.sm) this.domainIds.allocRange(FLPT_DEFAULT_DID, FLPT_DEFAULT_DID);
 
-    // intel_iommu_init_qi → dmar_enable_qi.
-    const qi = VtdQi.alloc(this.mem, this.mmio, this.frames, this.sm);
+    // intel_iommu_init_qi: faults left from before are read first, a queue left enabled is
+    // turned off, then dmar_enable_qi. Descriptors are 256 bits whenever the unit has scalable
+    // mode (ECAP.SMTS), used or not.
+    this.processFaults();
+    if ((this.mmio.read32(VTD_REG.GSTS) & GSTS_QIES) !== 0) {
+      this.mmio.write32(VTD_REG.GCMD, this.gcmd >>> 0);
+      if (this.waitGsts(GSTS_QIES, false) !== 0) return "ETIMEDOUT";
+    }
+    const qi = VtdQi.alloc(this.mem, this.mmio, this.frames, caps.SMTS);
     if (typeof qi === "string") return qi;
     qi.drainRead = caps.DRD;
     qi.drainWrite = caps.DWD;
@@ -206,14 +252,21 @@ export class IntelIommu {
     this.setRootEntry();
     if (this.waitGsts(GSTS_RTPS, true) !== 0) return "ETIMEDOUT";
     if (!caps.ESRTPS) {
+      // flush_context, qi_flush_pasid_cache and flush_iotlb: one qi_submit_sync each.
       qi.addContext(CC_G_GLOBAL, 0, 0, 0);
-      if (this.sm) qi.addPasidCache(PC_G_GLOBAL, 0, 0);
+      qi.submit();
+      if (this.sm) {
+        qi.addPasidCache(PC_G_GLOBAL, 0, 0);
+        qi.submit();
+      }
       qi.addIotlb(IOTLB_G_GLOBAL, 0, 0, 0, false);
       qi.submit();
     }
+    this.flushWriteBuffer();
 
-    // Page requests: PQH = PQT = 0, then PQA, then the event interrupt.
-    if (this.pasidSupported && caps.PRS) {
+    // intel_iommu_enable_prq, for every unit with ECAP.PRS: PQH = PQT = 0, then PQA, then the
+    // event interrupt.
+    if (caps.PRS) {
       const prq = this.frames.alloc(PRQ_ORDER);
       if (typeof prq !== "number") return "ENOMEM";
       this.mem.fill(prq, 4096 << PRQ_ORDER, 0);
@@ -225,13 +278,12 @@ export class IntelIommu {
     }
     // dmar_set_interrupt: fault events unmasked; invalidation completion stays polled.
     this.mmio.write32(VTD_REG.FECTL, 0);
-    // Protected memory regions off before translation (iommu_disable_protect_mem_regions).
-    if (caps.PLMR || caps.PHMR) this.mmio.write32(VTD_REG.PMEN, 0);
 
-    // iommu_enable_translation.
+    // intel_iommu_init: iommu_enable_translation, then iommu_disable_protect_mem_regions.
     this.gcmd |= GCMD_TE;
     this.mmio.write32(VTD_REG.GCMD, this.gcmd >>> 0);
     if (this.waitGsts(GSTS_TES, true) !== 0) return "ETIMEDOUT";
+    if (caps.PLMR || caps.PHMR) this.mmio.write32(VTD_REG.PMEN, 0);
     return 0;
   }
 
@@ -342,37 +394,37 @@ export class IntelIommu {
 
   /**
    * Read every pending fault record into `faultLog`, clearing each F bit and then the
-   * overflow/pending bits, as the fault interrupt handler does. Returns the records read.
+   * overflow/pending bits, as the fault interrupt handler does; with no record pending (PPF
+   * clear) FSTS is left as it is. Returns the records read.
    *
    * @kernel drivers/iommu/intel/dmar.c dmar_fault
    */
   processFaults(): number {
     const m = this.mmio;
     const fsts = m.read32(VTD_REG.FSTS);
+    if ((fsts & FSTS_PPF) === 0) return 0;
     let n = 0;
-    if ((fsts & FSTS_PPF) !== 0) {
-      let index = (fsts >>> 8) & 0xff;
-      for (let i = 0; i < this.nfr; i++) {
-        const at = this.frcdOffset + index * 16;
-        const w3 = m.read32(at + 12);
-        if ((w3 & FRCD_F) === 0) break;
-        const words = [m.read32(at), m.read32(at + 4), m.read32(at + 8), w3];
-        const f = decode(FRCD, words);
-        const pp = f.PP === 1;
-        this.faultLog.push({
-          unit: this.name,
-          sid: f.SID as number,
-          pasid: pp ? (f.PV as number) : -1,
-          addr: Number(f.FI),
-          reason: f.FR as number,
-          type: f.T === 1 ? "read" : "write",
-          priv: f.PRIV === 1,
-          exec: f.EXE === 1,
-        });
-        m.write32(at + 12, FRCD_F);
-        n++;
-        index = (index + 1) % this.nfr;
-      }
+    let index = (fsts >>> 8) & 0xff;
+    for (let i = 0; i < this.nfr; i++) {
+      const at = this.frcdOffset + index * 16;
+      const w3 = m.read32(at + 12);
+      if ((w3 & FRCD_F) === 0) break;
+      const words = [m.read32(at), m.read32(at + 4), m.read32(at + 8), w3];
+      const f = decode(FRCD, words);
+      const pp = f.PP === 1;
+      this.faultLog.push({
+        unit: this.name,
+        sid: f.SID as number,
+        pasid: pp ? (f.PV as number) : -1,
+        addr: Number(f.FI),
+        reason: f.FR as number,
+        type: f.T === 1 ? "read" : "write",
+        priv: f.PRIV === 1,
+        exec: f.EXE === 1,
+      });
+      m.write32(at + 12, FRCD_F);
+      n++;
+      index = (index + 1) % this.nfr;
     }
     m.write32(VTD_REG.FSTS, FSTS_PFO | FSTS_PPF | FSTS_PRO);
     return n;

@@ -105,19 +105,39 @@ export class PasidTable {
 
   /**
    * Write the entry of `pasid` from `fields` (P must be among them): qwords 7 down to 1 first, then
-   * qword 0, which holds P, so hardware never sees a present entry that is half written. With
-   * `replace`, the entry is present already and is rewritten whole (the kernel's `*pte = new`).
-   * `'ENOMEM'` when the leaf table cannot be allocated.
+   * qword 0, which holds P, so hardware never sees a present entry that is half written. The entry
+   * must not be present (Linux never rewrites a present entry: a replacement is a tear-down and a
+   * fresh setup). `'ENODEV'` when there is no entry (beyond the table, or its leaf table cannot be
+   * allocated), as intel_pasid_get_entry's NULL makes the setup functions return.
    *
    * @kernel drivers/iommu/intel/pasid.c intel_pasid_setup_first_level
    */
-  write(pasid: number, fields: FieldValues): 0 | "ENOMEM" {
+  write(pasid: number, fields: FieldValues): 0 | "ENODEV" {
     const at = this.entryAddr(pasid, true);
-    if (at === 0) return "ENOMEM";
+    if (at === 0) return "ENODEV";
     const w = encode(PASID_ENTRY, fields);
     for (let q = 7; q >= 0; q--)
       this.mem.write64(at + q * 8, w[q * 2] as number, w[q * 2 + 1] as number);
     return 0;
+  }
+
+  /**
+   * Clear P alone and keep the rest of the entry, the first step of a tear-down: the
+   * invalidations that follow run while the entry still says what it was.
+   *
+   * @kernel drivers/iommu/intel/pasid.h pasid_clear_present
+   */
+  clearPresent(pasid: number): void {
+    const at = this.entryAddr(pasid, false);
+    if (at === 0) return;
+    const lo = this.mem.read64(at);
+    this.mem.write64(at, (lo & ~1) >>> 0, this.mem.hi);
+  }
+
+  /** Whether the entry of `pasid` has FPD set. @kernel drivers/iommu/intel/pasid.h pasid_pte_is_fault_disabled */
+  isFaultDisabled(pasid: number): boolean {
+    const at = this.entryAddr(pasid, false);
+    return at !== 0 && (this.mem.read32(at) & 2) !== 0;
   }
 
   /**

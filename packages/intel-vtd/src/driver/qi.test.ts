@@ -95,6 +95,25 @@ describe("VtdQi", () => {
     expect(qi.submit()).toBe(0);
   });
 
+  it("a batch longer than the staging buffer keeps every descriptor's fields (growth does not drop them)", () => {
+    const { mem, qi, unit } = setup();
+    for (let did = 2; did < 22; did++) qi.addIotlb(IOTLB_G_DOMAIN, did, 0, 0, false);
+    expect(qi.submit()).toBe(0);
+    for (let i = 0; i < 20; i++) expect(mem.read32(qi.base + i * 32) >>> 16).toBe(i + 2);
+    expect(unit.stats.invalidationErrors).toBe(0);
+  });
+
+  it("a wait descriptor can be staged (fence, no status write) and the closing wait can drain page requests", () => {
+    const { mem, qi } = setup();
+    qi.addWait(true);
+    qi.addIotlb(IOTLB_G_DOMAIN, 2, 0, 0, false);
+    expect(qi.submit(false, true)).toBe(0);
+    // Staged wait: type 5, FN (bit 6), no SW (bit 5).
+    expect(mem.read32(qi.base) & 0x7f).toBe(0x45);
+    // Closing wait: SW and PD (bit 7).
+    expect(mem.read32(qi.base + 64) & 0xff).toBe(0xa5);
+  });
+
   it("pagesOrder rounds up to a power of two", () => {
     expect([1, 2, 3, 4, 5, 512, 513].map(pagesOrder)).toEqual([0, 1, 2, 2, 3, 9, 10]);
     expect(pagesOrder(2 ** 40)).toBe(40);

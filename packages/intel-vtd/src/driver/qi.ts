@@ -112,6 +112,7 @@ const F = {
   waitFn: single(INV_WAIT_DESC, "FN"),
   waitSdata: single(INV_WAIT_DESC, "SDATA"),
   waitSaddr: fieldOf(INV_WAIT_DESC, "SADDR"),
+  waitPd: single(INV_WAIT_DESC, "PD"),
   respPp: single(PGRP_RESP_DESC, "PP"),
   respRc: single(PGRP_RESP_DESC, "RC"),
   respRid: single(PGRP_RESP_DESC, "RID"),
@@ -187,6 +188,8 @@ export class VtdQi {
   private count = 0;
   private tail = 0;
   private readonly range: DevTlbRange = { addrPfn: 0, s: 0 };
+  /** The wait copied over a refused descriptor (no allocation on the error path). */
+  private readonly copy = new Uint32Array(8);
 
   private constructor(mem: PhysMemory, mmio: Mmio, base: number, status: number, wide: boolean) {
     this.mem = mem;
@@ -239,6 +242,10 @@ export class VtdQi {
     return this.count;
   }
 
+  /**
+   * Stage a slot for a descriptor of `type` and return its word offset. The staging buffer may be
+   * replaced by a larger one here, so callers take `this.staged` only after this call.
+   */
   private next(type: number): number {
     if (this.count * 8 === this.staged.length) {
       const grown = new Uint32Array(this.staged.length * 2);
@@ -262,8 +269,8 @@ export class VtdQi {
    * @kernel drivers/iommu/intel/dmar.c qi_flush_context
    */
   addContext(g: number, did: number, sid: number, fm: number): void {
-    const w = this.staged;
     const at = this.next(INV_DESC_TYPE.CC);
+    const w = this.staged;
     put(w, at, F.ccG, g);
     if (g !== CC_G_GLOBAL) put(w, at, F.ccDid, did);
     if (g === CC_G_DEVICE) {
@@ -280,8 +287,8 @@ export class VtdQi {
    * @kernel drivers/iommu/intel/dmar.c qi_flush_iotlb
    */
   addIotlb(g: number, did: number, addr: number, am: number, ih: boolean): void {
-    const w = this.staged;
     const at = this.next(INV_DESC_TYPE.IOTLB);
+    const w = this.staged;
     put(w, at, F.iotlbG, g);
     if (this.drainRead) put(w, at, F.iotlbDr, 1);
     if (this.drainWrite) put(w, at, F.iotlbDw, 1);
@@ -301,8 +308,8 @@ export class VtdQi {
    * @kernel drivers/iommu/intel/dmar.c qi_flush_piotlb
    */
   addPiotlb(did: number, pasid: number, addr: number, pages: number, ih: boolean): void {
-    const w = this.staged;
     const at = this.next(INV_DESC_TYPE.PIOTLB);
+    const w = this.staged;
     put(w, at, F.piotlbDid, did);
     put(w, at, F.piotlbPasid, pasid);
     if (pages === -1) {
@@ -324,8 +331,8 @@ export class VtdQi {
    * @kernel drivers/iommu/intel/pasid.c pasid_cache_invalidation_with_pasid
    */
   addPasidCache(g: number, did: number, pasid: number): void {
-    const w = this.staged;
     const at = this.next(INV_DESC_TYPE.PC);
+    const w = this.staged;
     put(w, at, F.pcG, g);
     if (g !== PC_G_GLOBAL) put(w, at, F.pcDid, did);
     if (g === PC_G_PASID) put(w, at, F.pcPasid, pasid);
@@ -339,8 +346,8 @@ export class VtdQi {
    * @kernel drivers/iommu/intel/dmar.c qi_flush_dev_iotlb
    */
   addDevtlb(sid: number, pfsid: number, qdep: number, addr: number, order: number): void {
-    const w = this.staged;
     const at = this.next(INV_DESC_TYPE.DEV_TLB);
+    const w = this.staged;
     put(w, at, F.dtSid, sid);
     put(w, at, F.dtMip, qdep >= 32 ? 0 : qdep);
     put(w, at, F.dtPfsidLo, pfsid & 0xf);
@@ -362,8 +369,8 @@ export class VtdQi {
     addr: number,
     order: number,
   ): void {
-    const w = this.staged;
     const at = this.next(INV_DESC_TYPE.PDEV_TLB);
+    const w = this.staged;
     put(w, at, F.pdtSid, sid);
     put(w, at, F.pdtPasid, pasid);
     put(w, at, F.pdtMip, qdep >= 32 ? 0 : qdep);
@@ -400,8 +407,8 @@ export class VtdQi {
     prgi: number,
     lpig: boolean,
   ): void {
-    const w = this.staged;
     const at = this.next(INV_DESC_TYPE.PGRP_RESP);
+    const w = this.staged;
     put(w, at, F.respRid, rid);
     if (pasidPresent) {
       put(w, at, F.respPp, 1);
@@ -413,6 +420,19 @@ export class VtdQi {
     this.stats.pageResponses++;
   }
 
+  /**
+   * An invalidation wait inside the batch: fence (FN) when `fence`, status data but no status
+   * write, so nothing polls it; the batch's own closing wait still follows.
+   *
+   * @kernel drivers/iommu/intel/prq.c intel_iommu_drain_pasid_prq
+   */
+  addWait(fence: boolean): void {
+    const at = this.next(INV_DESC_TYPE.WAIT);
+    const w = this.staged;
+    if (fence) put(w, at, F.waitFn, 1);
+    put(w, at, F.waitSdata, QI_DONE);
+  }
+
   /** Drop what was staged without submitting it. */
   discard(): void {
     this.count = 0;
@@ -421,8 +441,9 @@ export class VtdQi {
   // --- Submission ---------------------------------------------------------------------------------
 
   /**
-   * Submit the staged descriptors followed by a wait descriptor (status write, and fence when
-   * `fence`), move IQT, and poll the status word until the hardware wrote it. 0 when the batch
+   * Submit the staged descriptors followed by a wait descriptor (status write; fence when
+   * `fence`; page-request drain, PD, when `drain`: the kernel's QI_OPT_WAIT_DRAIN), move IQT, and
+   * poll the status word until the hardware wrote it. 0 when the batch
    * completed; `'EINVAL'` when the hardware refused a descriptor (IQE: the bad one is replaced by
    * the wait, as the kernel does, so the queue moves on); `'ETIMEDOUT'` when a device-TLB
    * invalidation timed out (ITE) on every retry or the hardware never answered. Nothing staged:
@@ -430,13 +451,13 @@ export class VtdQi {
    *
    * @kernel drivers/iommu/intel/dmar.c qi_submit_sync
    */
-  submit(fence = false): 0 | Errno {
+  submit(fence = false, drain = false): 0 | Errno {
     const n = this.count;
     if (n === 0) return 0;
     this.count = 0;
     let ret: 0 | Errno = 0;
     for (let attempt = 0; attempt < RETRY_LIMIT; attempt++) {
-      ret = this.submitOnce(n, fence);
+      ret = this.submitOnce(n, fence, drain);
       if (ret !== "EAGAIN") break;
     }
     if (ret === "EAGAIN") ret = "ETIMEDOUT";
@@ -444,7 +465,7 @@ export class VtdQi {
     return ret;
   }
 
-  private submitOnce(n: number, fence: boolean): 0 | Errno {
+  private submitOnce(n: number, fence: boolean, drain: boolean): 0 | Errno {
     const mem = this.mem;
     const slot = this.slot;
     const size = QI_LENGTH * slot;
@@ -458,13 +479,13 @@ export class VtdQi {
     }
     const waitAt = tail;
     const status = this.statusBase + (waitAt / slot) * 4;
-    const w = this.staged;
-    const at = n * 8 < w.length ? n * 8 : this.growForWait();
+    const at = n * 8 < this.staged.length ? n * 8 : this.growForWait();
     const ww = this.staged;
     for (let i = 0; i < 8; i++) ww[at + i] = 0;
     ww[at] = INV_DESC_TYPE.WAIT;
     put(ww, at, F.waitSw, 1);
     if (fence) put(ww, at, F.waitFn, 1);
+    if (drain) put(ww, at, F.waitPd, 1);
     put(ww, at, F.waitSdata, QI_DONE);
     putAddr(ww, at, F.waitSaddr, status);
     this.writeSlot(waitAt, ww, at, words);
@@ -522,7 +543,7 @@ export class VtdQi {
       const span = (waitAt - first + size) % size;
       if (rel < span) {
         const words = slot >>> 2;
-        const buf = new Uint32Array(8);
+        const buf = this.copy;
         for (let i = 0; i < words; i += 2) {
           buf[i] = this.mem.read64(this.base + waitAt + i * 4);
           buf[i + 1] = this.mem.hi;

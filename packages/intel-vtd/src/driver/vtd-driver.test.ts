@@ -83,7 +83,7 @@ describe.each([
 describe("VtdDriver at PASIDs (scalable mode)", () => {
   it("attaches a first-stage domain at a PASID, and the PASID faults after the detach", () => {
     const m = machine(false);
-    const dev = m.addDevice({ name: "accel0", rid: 0x0300, pasidBits: 8, ats: true, pri: true });
+    const dev = m.addDevice({ name: "accel0", rid: 0x0300, pasidBits: 8, ats: true });
     if (typeof dev === "string") throw new Error(dev);
     const domain = iommuPagingDomainAlloc(dev);
     if (typeof domain === "string") throw new Error(domain);
@@ -173,14 +173,22 @@ describe("VtdDriver errors", () => {
     expect(iommuAttachDevice(d, a)).toBe(0);
   });
 
-  it("PASIDs beyond the device's table are EINVAL; a device without PASIDs is EOPNOTSUPP", () => {
+  it("set_dev_pasid: EOPNOTSUPP on a unit without PASIDs, ENODEV beyond the device's table, EINVAL for IOMMU_NO_PASID", () => {
+    const none = new VtdMachine({
+      units: [{ caps: { pasid: false, pss: 0, prs: false, pds: false, srs: false } }],
+    });
+    const x = none.addDevice({ name: "acc", rid: 0x0200, pasidBits: 4 }) as Device;
+    const dx = iommuPagingDomainAlloc(x) as DmarDomain;
+    expect(none.driver.pagingOpsFor(dx).setDevPasid?.(dx, x, 3, null)).toBe("EOPNOTSUPP");
     const m = machine(false);
     const plain = m.addDevice({ name: "nic0", rid: 0x0100 }) as Device;
     const dev = m.addDevice({ name: "acc", rid: 0x0200, pasidBits: 4 }) as Device;
     const d = iommuPagingDomainAlloc(dev) as DmarDomain;
-    expect(m.driver.pagingOpsFor(d).setDevPasid?.(d, plain, 3, null)).toBe("EOPNOTSUPP");
-    expect(m.driver.pagingOpsFor(d).setDevPasid?.(d, dev, 2 ** 20, null)).toBe("EINVAL");
+    expect(m.driver.pagingOpsFor(d).setDevPasid?.(d, dev, 2 ** 20, null)).toBe("ENODEV");
     expect(m.driver.pagingOpsFor(d).setDevPasid?.(d, dev, 0, null)).toBe("EINVAL");
+    // As in Linux the unit decides, not the device: a device without the capability gets the
+    // entry (it cannot send a PASID anyway).
+    expect(m.driver.pagingOpsFor(d).setDevPasid?.(d, plain, 3, null)).toBe(0);
   });
 
   it("runs out of domain IDs with ENOSPC and leaves the device where it was", () => {
@@ -210,7 +218,7 @@ describe("VtdDriver errors", () => {
     expect(iommuAttachDevice(m.driver.identityDomain, dev)).toBe("EINVAL");
   });
 
-  it("IOPF needs PRI on both sides; enable and disable are counted", () => {
+  it("IOPF needs PRI, which goes on at probe for capable devices; enable and disable are counted", () => {
     const m = machine(false);
     const plain = m.addDevice({ name: "nic0", rid: 0x0100, ats: true }) as Device;
     const acc = m.addDevice({
@@ -220,15 +228,18 @@ describe("VtdDriver errors", () => {
       ats: true,
       pri: true,
     }) as Device;
+    expect(acc.priEnabled).toBe(true);
     expect(m.driver.devEnableFeat(plain, IOMMU_DEV_FEAT_IOPF)).toBe("ENODEV");
     expect(m.driver.devEnableFeat(acc, 99)).toBe("ENODEV");
     expect(m.driver.devDisableFeat(acc, IOMMU_DEV_FEAT_IOPF)).toBe("EINVAL");
     expect(m.driver.devEnableFeat(acc, IOMMU_DEV_FEAT_IOPF)).toBe(0);
-    expect(acc.priEnabled).toBe(true);
     expect(m.driver.devEnableFeat(acc, IOMMU_DEV_FEAT_IOPF)).toBe(0);
     expect(m.driver.devDisableFeat(acc, IOMMU_DEV_FEAT_IOPF)).toBe(0);
-    expect(acc.priEnabled).toBe(true);
     expect(m.driver.devDisableFeat(acc, IOMMU_DEV_FEAT_IOPF)).toBe(0);
+    expect(m.driver.devDisableFeat(acc, IOMMU_DEV_FEAT_IOPF)).toBe("EINVAL");
+    // PRI stays on until the device goes.
+    expect(acc.priEnabled).toBe(true);
+    m.removeDevice(acc);
     expect(acc.priEnabled).toBe(false);
   });
 

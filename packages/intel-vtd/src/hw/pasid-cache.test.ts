@@ -70,8 +70,11 @@ describe("VtdPasidCache: lookup, insert, replacement", () => {
         ref = ref.filter((e) => e.did !== a % 2);
         expect(c.invalidateDomain(a % 2)).toBe(n);
       } else {
-        const n = ref.filter((e) => e.did === a % 2 && e.pasid === b).length;
-        ref = ref.filter((e) => !(e.did === a % 2 && e.pasid === b));
+        // DID 0 tags cached invalid entries: a PASID-selective invalidation takes them too.
+        const hit = (e: { did: number; pasid: number }) =>
+          (e.did === a % 2 || e.did === 0) && e.pasid === b;
+        const n = ref.filter(hit).length;
+        ref = ref.filter((e) => !hit(e));
         expect(c.invalidatePasid(a % 2, b)).toBe(n);
       }
       expect(c.size()).toBe(ref.length);
@@ -111,6 +114,18 @@ describe("VtdPasidCache invalidation (type 7)", () => {
     expect(c.lookup(0x18, 2)).toBe(2);
     expect(c.lookup(0x18, 3)).toBe(3);
     expect(c.invalidatePasid(2, 1)).toBe(0);
+  });
+
+  test("PASID-selective also removes the entry of its PASID cached for an invalid PASID entry (DID 0), not other PASIDs'", () => {
+    const c = filled();
+    c.insert(0x1a, 1, 0, 4); // caching mode: a not-present PASID entry, tagged DID 0
+    c.insert(0x1a, 5, 0, 5);
+    expect(c.invalidatePasid(7, 1)).toBe(1);
+    expect(c.lookup(0x1a, 1)).toBeNull();
+    expect(c.lookup(0x18, 1)).toBe(0);
+    expect(c.lookup(0x1a, 5)).toBe(5);
+    expect(c.invalidateDomain(7)).toBe(0);
+    expect(c.invalidateDomain(0)).toBe(1);
   });
 
   test("the lenient device flush removes a device's entries by FM, keeps other devices", () => {
