@@ -3,15 +3,7 @@
 // devices probed through the core.
 
 import type { ChargeTree } from "@iommu-sim/ioasid";
-import {
-  Device,
-  type DeviceOptions,
-  DmaBus,
-  IommuSubsystem,
-  iommuFwspecInit,
-  iommuProbeDevice,
-  iommuReleaseDevice,
-} from "@iommu-sim/iommu-core";
+import { type Device, type DeviceOptions, DmaBus, IommuSubsystem } from "@iommu-sim/iommu-core";
 import {
   FrameAllocator,
   LogicalClock,
@@ -19,6 +11,7 @@ import {
   Prng,
   Trace,
 } from "@iommu-sim/iommu-core/platform";
+import { type PlugErrno, plugDevice, unplugDevice } from "@iommu-sim/iommu-core/testing";
 import { type IntelIommu, VtdDriver } from "../driver/index.js";
 import type { VtdCacheConfigInput } from "../hw/cache-policy.js";
 import type { VtdCapabilities } from "../hw/vtd-caps.js";
@@ -134,33 +127,15 @@ export class VtdMachine {
    * Plug in a device behind its unit and probe it. Returns the device, or the errno of the step
    * that failed (bad options, a duplicate ID, no unit, the probe).
    */
-  addDevice(
-    options: DeviceOptions,
-  ): Device | "EINVAL" | "EEXIST" | "EBUSY" | "ENODEV" | "ENOMEM" | "ENOSPC" | "EOPNOTSUPP" {
-    const dev = Device.create(options);
-    if (typeof dev === "string") return dev;
-    const hw = this.hwFor(dev.rid);
+  addDevice(options: DeviceOptions): Device | PlugErrno {
+    const hw = this.hwFor(options.rid);
     if (hw === null) return "ENODEV";
-    const added = this.bus.addDevice(dev, hw);
-    if (added !== 0) return added;
-    const fw = iommuFwspecInit(dev, this.subsys, this.driver);
-    if (fw !== 0) {
-      this.bus.removeDevice(dev);
-      return fw;
-    }
-    const probed = iommuProbeDevice(dev);
-    if (probed !== 0) {
-      this.bus.removeDevice(dev);
-      dev.iommu = null;
-      return probed;
-    }
-    return dev;
+    return plugDevice(this.bus, hw, this.subsys, this.driver, options);
   }
 
   /** Unplug a device: the core releases it, then it leaves the bus. */
   removeDevice(dev: Device): 0 | "ENOENT" {
-    iommuReleaseDevice(dev);
-    return this.bus.removeDevice(dev);
+    return unplugDevice(this.bus, dev);
   }
 
   /**

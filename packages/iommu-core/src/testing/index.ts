@@ -22,3 +22,4 @@ export {
   mockPteDecode,
 } from "../mock/mock-pgtable.js";
 export { MockMachine, type MockMachineOptions } from "./mock-machine.js";
+export { type PlugErrno, plugDevice, unplugDevice } from "./plug-device.js";

@@ -3,8 +3,7 @@
 
 import type { ChargeTree } from "@iommu-sim/ioasid";
 import { DmaBus } from "../device/bus.js";
-import { Device, type DeviceOptions } from "../device/device.js";
-import { iommuFwspecInit, iommuProbeDevice, iommuReleaseDevice } from "../iommu/dev-iommu.js";
+import type { Device, DeviceOptions } from "../device/device.js";
 import { IommuSubsystem } from "../iommu/iommu-subsystem.js";
 import { MockIommuDriver } from "../mock/mock-iommu.js";
 import { MockIommuHw } from "../mock/mock-iommu-hw.js";
@@ -13,6 +12,7 @@ import { FrameAllocator } from "../platform/frame-allocator.js";
 import { PhysMemory } from "../platform/phys-memory.js";
 import { Prng } from "../platform/prng.js";
 import { Trace } from "../platform/trace.js";
+import { type PlugErrno, plugDevice, unplugDevice } from "./plug-device.js";
 
 export interface MockMachineOptions {
   /** PRNG seed (default 1). */
@@ -90,31 +90,13 @@ export class MockMachine {
    * Plug in a device behind the IOMMU and probe it. Returns the device, or the errno of the
    * step that failed (bad options, a duplicate ID, the probe).
    */
-  addDevice(
-    options: DeviceOptions,
-  ): Device | "EINVAL" | "EEXIST" | "EBUSY" | "ENODEV" | "ENOMEM" | "ENOSPC" | "EOPNOTSUPP" {
-    const dev = Device.create(options);
-    if (typeof dev === "string") return dev;
-    const added = this.bus.addDevice(dev, this.hw);
-    if (added !== 0) return added;
-    const fw = iommuFwspecInit(dev, this.subsys, this.driver);
-    if (fw !== 0) {
-      this.bus.removeDevice(dev);
-      return fw;
-    }
-    const probed = iommuProbeDevice(dev);
-    if (probed !== 0) {
-      this.bus.removeDevice(dev);
-      dev.iommu = null;
-      return probed;
-    }
-    return dev;
+  addDevice(options: DeviceOptions): Device | PlugErrno {
+    return plugDevice(this.bus, this.hw, this.subsys, this.driver, options);
   }
 
   /** Unplug a device: the core releases it, then it leaves the bus. */
   removeDevice(dev: Device): 0 | "ENOENT" {
-    iommuReleaseDevice(dev);
-    return this.bus.removeDevice(dev);
+    return unplugDevice(this.bus, dev);
   }
 
   /**
