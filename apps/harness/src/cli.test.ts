@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { LEGACY_VTD_CAPS, vtdCapValue, vtdEcapValue } from "@iommu-sim/intel-vtd/hw";
 import { xlateFresh } from "@iommu-sim/intel-vtd/testing";
 import { IOMMU_READ } from "@iommu-sim/iommu-core";
-import { type PhysMemory, toHex } from "@iommu-sim/iommu-core/platform";
+import { PhysMemory, toHex } from "@iommu-sim/iommu-core/platform";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import {
   fsTable,
@@ -657,6 +657,65 @@ describe("iommu-sim decode vtd and translate vtd", () => {
     expect(JSON.parse(t.stdout)).toMatchObject({ result: "ok", pa: "0x80000008" });
   });
 
+  it("decode --max-table-pages and --max-mappings bound the work; the document says it was truncated", async () => {
+    // 00:00.0 walks a 4-level table whose every entry points back at itself.
+    const mem = new PhysMemory();
+    mem.write64(0x10000, 0x11001, 0);
+    mem.write64(0x11000, 0x20_0001, 0);
+    mem.write64(0x11008, 2 | (1 << 8), 0);
+    for (let i = 0; i < 512; i++) mem.write64(0x20_0000 + i * 8, 0x20_0003, 0);
+    const image = save(mem, "sparse");
+    const run = async (...limits: string[]) => {
+      const r = await cli("decode", "vtd", "--image", image, "--rtaddr", "0x10000", ...limits);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(EXIT.OK);
+      return r.stdout;
+    };
+    const doc = JSON.parse(await run("--json", "--max-mappings", "700"));
+    expect(doc.truncated).toBe(true);
+    expect(doc.pageTables["0x200000"]).toMatchObject({ truncated: true });
+    expect(doc.pageTables["0x200000"].mappings).toHaveLength(700);
+    const pages = JSON.parse(await run("--json", "--max-table-pages", "0x10"));
+    expect(pages.pageTables["0x200000"]).toMatchObject({ tablePages: 16, truncated: true });
+    expect(await run("--max-mappings", "3")).toMatch(
+      /\n1 device, 1 translation, 1 page table with 3 mappings; 1 problem \(at the end\); TRUNCATED: a limit cut the decode short \(see the problems\)\n/,
+    );
+  });
+
+  it("decode notes structures in the holes of an ELF core or outside a raw dump", async () => {
+    const { m, ss, rtaddr } = legacyMachine();
+    // 00:03.0: a second-stage table whose root nothing was written to: not in the core.
+    m.b.setContext(m.rta, 0x18, { AW: 2, DID: 7, SLPTPTR: 0x7_0000_0000 });
+    const elf = JSON.parse(
+      (await cli("decode", "vtd", "--image", save(m.mem, "elf"), "--rtaddr", rtaddr, "--json"))
+        .stdout,
+    );
+    expect(elf.pageTables["0x700000000"]).toMatchObject({ notInImage: 1, mappings: [] });
+    expect(elf.pageTables[toHex(ss.rootPa)].notInImage).toBeUndefined();
+    // The sparse image keeps no holes: it cannot tell one from a page of zeros.
+    const sparse = JSON.parse(
+      (await cli("decode", "vtd", "--image", save(m.mem, "sparse"), "--rtaddr", rtaddr, "--json"))
+        .stdout,
+    );
+    expect(sparse.pageTables["0x700000000"].notInImage).toBeUndefined();
+    const file = tmp.file("low.raw");
+    saveImage(m.mem, file, { raw: { base: 0, length: 0x1000 } });
+    const raw = await cli(
+      "decode",
+      "vtd",
+      "--image",
+      file,
+      "--raw",
+      "--base",
+      "0",
+      "--rtaddr",
+      rtaddr,
+    );
+    expect(raw.stdout).toContain(
+      "root table: the root table is not in the image (a hole, or a page the dump left out): read as zeros, no device\n",
+    );
+  });
+
   it("translate prints one JSON line per query, from operands and from stdin", async () => {
     const { m, rtaddr } = scalableMachine();
     const image = save(m.mem, "elf");
@@ -837,6 +896,14 @@ describe("iommu-sim decode vtd and translate vtd", () => {
       /^iommu-sim: --pasid: expected a PASID: a number up to 0xfffff/,
     );
     expectUsageError(
+      await dec("--image", image, "--rtaddr", rtaddr, "--max-mappings", "-5"),
+      /^iommu-sim: --max-mappings: expected a count up to 4294967295, decimal or 0x hex, got "-5"\n$/,
+    );
+    expectUsageError(
+      await dec("--image", image, "--rtaddr", rtaddr, "--max-table-pages", "0x100000000"),
+      /^iommu-sim: --max-table-pages: expected a count up to 4294967295/,
+    );
+    expectUsageError(
       await dec("--image", image, "--rtaddr", rtaddr, "--cap", "-1"),
       /^iommu-sim: --cap: expected an unsigned 64-bit value/,
     );
@@ -926,6 +993,8 @@ describe("iommu-sim decode vtd and translate vtd", () => {
       "--json",
       "--device <bdf>",
       "--pasid <n>",
+      "--max-table-pages <n>",
+      "--max-mappings <n>",
     ]) {
       expect(dec.stdout).toContain(opt);
     }

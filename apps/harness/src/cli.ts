@@ -5,8 +5,8 @@ import { readFileSync, realpathSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Command, CommanderError } from "commander";
-import { ImageInputError, readImageInput } from "./decode/image-input.js";
-import { decodeVtd, formatVtdDecode } from "./decode/vtd-decode.js";
+import { ImageInputError, readMemoryImage } from "./decode/image-input.js";
+import { decodeVtd, formatVtdDecode, VTD_DECODE_LIMITS } from "./decode/vtd-decode.js";
 import {
   parsePasid,
   parseSid,
@@ -95,6 +95,8 @@ interface DecodeOptions extends ImageOptions {
   json?: boolean;
   device?: string;
   pasid?: string;
+  maxTablePages?: string;
+  maxMappings?: string;
 }
 
 interface FuzzOptions {
@@ -105,6 +107,8 @@ interface FuzzOptions {
   mode?: string;
   cachingMode?: boolean;
   cache?: string;
+  lazy?: boolean;
+  race?: boolean;
   inject?: string;
   json?: boolean;
 }
@@ -261,6 +265,8 @@ function fuzzCommand(opts: FuzzOptions, io: CliIo): number {
         mode: m,
         cachingMode: opts.cachingMode === true,
         cache,
+        lazy: opts.lazy === true,
+        race: opts.race === true,
         inject: (opts.inject as VtdInjection | undefined) ?? null,
       }),
     );
@@ -418,6 +424,14 @@ function buildProgram(io: CliIo, onRequest: (request: CliRequest) => void): Comm
     .option("--json", "print one JSON document instead of the text tree")
     .option("--device <bdf>", "only this device (BB:DD.F)")
     .option("--pasid <n>", "only this PASID")
+    .option(
+      "--max-table-pages <n>",
+      `stop enumerating page tables after n table pages in all (default ${VTD_DECODE_LIMITS.maxTablePages})`,
+    )
+    .option(
+      "--max-mappings <n>",
+      `stop listing mappings after n in all (default ${VTD_DECODE_LIMITS.maxMappings})`,
+    )
     .action((arch: string, opts: DecodeOptions) => onRequest({ command: "decode", arch, opts }));
   imageOptions(
     program
@@ -443,6 +457,8 @@ function buildProgram(io: CliIo, onRequest: (request: CliRequest) => void): Comm
     .option("--mode <mode>", "scalable, legacy or both (default: both)")
     .option("--caching-mode", "units report CAP.CM (a virtual IOMMU)")
     .option("--cache <policy>", "maximal or minimal caching (default: maximal)")
+    .option("--lazy", "DMA-API domains invalidate lazily, through the flush queue")
+    .option("--race", "devices re-read recent pages while the driver waits for invalidations")
     .option("--inject <name>", "make the driver skip one step (as for run)")
     .option("--json", "print one JSON document instead of the summary")
     .action((opts: FuzzOptions) => onRequest({ command: "fuzz", opts }));
@@ -513,10 +529,11 @@ function loadImageOptions(opts: ImageOptions) {
     }
     base = Number(b);
   }
-  const mem = readImageInput({ image: opts.image, raw: opts.raw, base });
-  if (mem instanceof ImageInputError) throw new UsageError(mem.message);
+  const image = readMemoryImage({ image: opts.image, raw: opts.raw, base });
+  if (image instanceof ImageInputError) throw new UsageError(image.message);
   return {
-    mem,
+    mem: image.mem,
+    coverage: image.coverage,
     rtaddr,
     cap,
     ecap,
@@ -539,11 +556,33 @@ async function decodeCommand(arch: string, opts: DecodeOptions, io: CliIo): Prom
     if (typeof p === "string") throw new UsageError(`--pasid: ${p}`);
     pasid = p;
   }
+  const maxTablePages = limitOption("--max-table-pages", opts.maxTablePages);
+  const maxMappings = limitOption("--max-mappings", opts.maxMappings);
   const input = loadImageOptions(opts);
-  const doc = decodeVtd(input.mem, { rtaddr: input.rtaddr, device, pasid, caps: input.caps });
+  const doc = decodeVtd(input.mem, {
+    rtaddr: input.rtaddr,
+    device,
+    pasid,
+    caps: input.caps,
+    coverage: input.coverage,
+    maxTablePages,
+    maxMappings,
+  });
   if (typeof doc === "string") throw new UsageError(`--rtaddr: ${doc}`);
   io.stdout.write(opts.json ? `${JSON.stringify(doc)}\n` : formatVtdDecode(doc));
   return EXIT.OK;
+}
+
+/** A work limit of decode: a count up to 2^32 - 1, or undefined for the default. */
+function limitOption(option: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const v = parseUnsigned(text);
+  if (v === null || v > 0xffffffffn) {
+    throw new UsageError(
+      `${option}: expected a count up to 4294967295, decimal or 0x hex, got ${JSON.stringify(text)}`,
+    );
+  }
+  return Number(v);
 }
 
 /** `iommu-sim translate <arch> QUERY...`: one JSON line per query, from the hardware model. */

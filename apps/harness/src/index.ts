@@ -4,17 +4,25 @@
 export { type CliIo, EXIT, exitQuietlyOnEpipe, type Input, main, type Output } from "./cli.js";
 export {
   detectImageFormat,
+  ImageCoverage,
   ImageInputError,
   loadImageBytes,
+  loadMemoryImage,
+  type MemoryImage,
   readImageInput,
+  readMemoryImage,
 } from "./decode/image-input.js";
 export {
   decodeVtd,
   formatVtdDecode,
   lookupVtdTranslation,
+  VTD_DECODE_LIMITS,
   type VtdDecodeDocument,
+  type VtdDecodeOptions,
+  type VtdImageCoverage,
 } from "./decode/vtd-decode.js";
 export { parseVtdQuery, VtdTranslator, vtdCapsFromRegisters } from "./decode/vtd-translate.js";
+export { runVtdFuzz, type VtdFuzzOptions, type VtdFuzzResult } from "./fuzz/vtd-fuzz.js";
 export {
   type DeviceSpec,
   type DmaBuffer,

@@ -1,7 +1,8 @@
 // Memory images for the decode and translate tests: VT-d machines whose page tables are written
 // by the format's io-pgtable (as Linux writes them) and whose root, context and PASID structures
 // are written through the field tables, saved to a temporary directory as an ELF core, a sparse
-// image or a raw dump; and the reference the decoder is checked against.
+// image or a raw dump; the reference the decoder is checked against; and hostile images of
+// seeded garbage.
 
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,7 +16,8 @@ import {
 } from "@iommu-sim/intel-vtd/testing";
 import { IOMMU_READ, IOMMU_WRITE } from "@iommu-sim/iommu-core";
 import {
-  type PhysMemory,
+  PhysMemory,
+  Prng,
   saveElfCore,
   saveSparseImage,
   toHex,
@@ -229,4 +231,82 @@ export function machine(scalable: boolean): VtdTestMachine {
 /** RTADDR of the machine's root table in `scalable` or legacy mode. */
 export function rtaddrOf(m: VtdTestMachine, scalable: boolean): bigint {
   return BigInt(m.rta) | (scalable ? 0x400n : 0n);
+}
+
+/** A hostile image: seeded garbage whose pointers chain, share and loop between its pages. */
+export interface GarbageImage {
+  readonly mem: PhysMemory;
+  /** The root table (the first page), with a random TTM. */
+  readonly rtaddr: bigint;
+  /** The pages written, the root table first. */
+  readonly pages: readonly number[];
+}
+
+/** How `garbageImage` fills its pages. */
+export interface GarbageOptions {
+  /** Pages written (default 24), 4 KiB-aligned, from 4 GiB up and beyond 512 GiB. */
+  readonly pages?: number;
+  /**
+   * Out of 64 qwords: how many hold a pointer to one of the pages, and as many again a small
+   * value (an AW, a DID, a RID_PASID) (default 6).
+   */
+  readonly pointers?: number;
+  /** Out of 64 qwords: how many hold 64 random bits (default 2). */
+  readonly random?: number;
+  /** RTADDR.TTM (default random: 0 or 1 mostly, 2 and 3 sometimes). */
+  readonly ttm?: number;
+}
+
+/**
+ * Low bits a pointer qword carries, so that garbage often passes the first checks and leads
+ * somewhere: P; R|W; P|PASIDE; PS leaves; PGTT 1-4 with AW 2; a PDTS; or (a quarter of the time)
+ * 12 random bits.
+ */
+const PLAUSIBLE_FLAGS = [
+  0x001, 0x003, 0x009, 0x00b, 0x041, 0x049, 0x083, 0x089, 0x0c9, 0x101, 0x109, 0x60b,
+];
+
+/**
+ * Pages of seeded garbage: each qword is, by chance, a pointer to one of the pages (so root,
+ * context, PASID and page-table entries lead to each other, to themselves, and round in loops)
+ * with plausible or random flag bits below bit 12 and now and then random upper bits, a small
+ * value, 64 random bits, or zero. The same seed gives the same image.
+ */
+export function garbageImage(seed: number, options: GarbageOptions = {}): GarbageImage {
+  const prng = new Prng(seed);
+  const n = options.pages ?? 24;
+  const pointers = options.pointers ?? 6;
+  const random = options.random ?? 2;
+  const pages: number[] = [];
+  for (let i = 0; i < n; i++) {
+    // Most pages from 4 GiB up, a quarter beyond 512 GiB.
+    const far = prng.below(4) === 0;
+    const frame = far ? 2 ** 27 + prng.below(2 ** 20) : 0x10_0000 + prng.below(4096);
+    pages.push(frame * 4096);
+  }
+  const mem = new PhysMemory();
+  for (const page of pages) {
+    for (let q = 0; q < 512; q++) {
+      const r = prng.below(64);
+      let lo = 0;
+      let hi = 0;
+      if (r < pointers) {
+        const target = pages[prng.below(n)] as number;
+        const flags =
+          prng.below(4) === 0
+            ? prng.below(4096)
+            : (PLAUSIBLE_FLAGS[prng.below(PLAUSIBLE_FLAGS.length)] as number);
+        lo = ((target % 2 ** 32) | flags) >>> 0;
+        hi = Math.floor(target / 2 ** 32) | (prng.below(8) === 0 ? prng.nextU32() & 0xfff00000 : 0);
+      } else if (r < 2 * pointers) {
+        lo = (prng.below(8) | (prng.below(65536) << 8)) >>> 0;
+      } else if (r < 2 * pointers + random) {
+        lo = prng.nextU32();
+        hi = prng.nextU32();
+      }
+      if (lo !== 0 || hi !== 0) mem.write64(page + q * 8, lo, hi >>> 0);
+    }
+  }
+  const ttm = options.ttm ?? [0, 0, 0, 1, 1, 1, 2, 3][prng.below(8)];
+  return { mem, rtaddr: BigInt(pages[0] as number) | (BigInt(ttm as number) << 10n), pages };
 }

@@ -12,9 +12,12 @@ import { afterAll, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/vtd-images.js";
 import {
   detectImageFormat,
+  ImageCoverage,
   ImageInputError,
   loadImageBytes,
+  loadMemoryImage,
   readImageInput,
+  readMemoryImage,
 } from "./image-input.js";
 
 const tmp = tempDir();
@@ -173,5 +176,113 @@ describe("readImageInput", () => {
       "--image",
       /^r\.bin: raw image: data \(offset 0x1000\): byte would land at 0x10000000000000, beyond the 52-bit physical address space$/,
     );
+  });
+});
+
+/**
+ * A minimal ELF64 core: a PT_NOTE (ignored) and PT_LOAD segments `[paddr, filesz, memsz]` whose
+ * file bytes are 0xab; with `xnum` the segment count sits in section header 0 (PN_XNUM).
+ */
+function elfCore(loads: ReadonlyArray<[number, number, number]>, xnum = false): Uint8Array {
+  const phnum = loads.length + 1;
+  const phoff = 64;
+  const shoff = phoff + phnum * 56;
+  const dataAt = shoff + 64;
+  const size = dataAt + loads.reduce((n, [, filesz]) => n + filesz, 0);
+  const bytes = new Uint8Array(size);
+  const v = new DataView(bytes.buffer);
+  bytes.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]);
+  v.setUint16(16, 4, true); // ET_CORE
+  v.setUint16(18, 62, true);
+  v.setUint32(20, 1, true);
+  v.setBigUint64(32, BigInt(phoff), true);
+  v.setUint16(52, 64, true);
+  v.setUint16(54, 56, true);
+  v.setUint16(56, xnum ? 0xffff : phnum, true);
+  if (xnum) {
+    v.setBigUint64(40, BigInt(shoff), true);
+    v.setUint16(58, 64, true);
+    v.setUint16(60, 1, true);
+    v.setUint32(shoff + 44, phnum, true); // sh_info
+  }
+  v.setUint32(phoff, 4, true); // PT_NOTE
+  let at = dataAt;
+  loads.forEach(([paddr, filesz, memsz], i) => {
+    const ph = phoff + (i + 1) * 56;
+    v.setUint32(ph, 1, true); // PT_LOAD
+    v.setBigUint64(ph + 8, BigInt(at), true);
+    v.setBigUint64(ph + 16, 0xffff_8880_0000_0000n + BigInt(paddr), true); // a kernel vaddr
+    v.setBigUint64(ph + 24, BigInt(paddr), true);
+    v.setBigUint64(ph + 32, BigInt(filesz), true);
+    v.setBigUint64(ph + 40, BigInt(memsz), true);
+    bytes.fill(0xab, at, at + filesz);
+    at += filesz;
+  });
+  return bytes;
+}
+
+describe("what an image covers", () => {
+  it("an ELF core covers its PT_LOAD segments by p_paddr and p_memsz, zero fill included, and nothing between", () => {
+    for (const xnum of [false, true]) {
+      const image = loadMemoryImage(
+        elfCore(
+          [
+            [0x1000, 0x1000, 0x3000],
+            [0x1_0000_0000, 0x2000, 0x2000],
+          ],
+          xnum,
+        ),
+        "core",
+      );
+      if (image instanceof ImageInputError) throw new Error(image.message);
+      expect(image.format).toBe("elf-core");
+      expect(image.mem.read32(0x1000)).toBe(0xabab_abab);
+      expect(image.coverage?.ranges).toEqual([
+        [0x1000, 0x4000],
+        [0x1_0000_0000, 0x1_0000_2000],
+      ]);
+      const covers = (pa: number, bytes = 0x1000) => image.coverage?.covers(pa, bytes);
+      expect([covers(0x1000), covers(0x3000), covers(0x4000), covers(0)]).toEqual([
+        true,
+        true,
+        false,
+        false,
+      ]);
+      // A structure straddling the end of a segment is not wholly in the image.
+      expect(covers(0x3800, 0x1000)).toBe(false);
+      expect(covers(0x1_0000_1000)).toBe(true);
+    }
+  });
+
+  it("a raw dump covers its span; the sparse image cannot tell a hole from zeros (no coverage)", () => {
+    const raw = loadMemoryImage(new Uint8Array(0x3000), "r", { raw: true, base: 0x20_0000 });
+    if (raw instanceof ImageInputError) throw new Error(raw.message);
+    expect(raw.format).toBe("raw");
+    expect(raw.coverage?.ranges).toEqual([[0x20_0000, 0x20_3000]]);
+    const file = tmp.file("cover.img");
+    writeFileSync(file, saveSparseImage(sample()));
+    const sparse = readMemoryImage({ image: file });
+    if (sparse instanceof ImageInputError) throw new Error(sparse.message);
+    expect(sparse).toMatchObject({ format: "sparse", coverage: null });
+    expectSample(sparse.mem);
+    expect(readMemoryImage({})).toBeInstanceOf(ImageInputError);
+  });
+
+  it("ImageCoverage merges overlapping and touching ranges, ignores empty ones", () => {
+    const c = new ImageCoverage([
+      [0x5000, 0x6000],
+      [0x1000, 0x2000],
+      [0x2000, 0x3000],
+      [0x1800, 0x2800],
+      [0x9000, 0x9000],
+    ]);
+    expect(c.ranges).toEqual([
+      [0x1000, 0x3000],
+      [0x5000, 0x6000],
+    ]);
+    expect(c.covers(0x1000, 0x2000)).toBe(true);
+    expect(c.covers(0x2fff, 2)).toBe(false);
+    expect(c.covers(0x9000, 1)).toBe(false);
+    expect(new ImageCoverage([]).covers(0, 1)).toBe(false);
   });
 });

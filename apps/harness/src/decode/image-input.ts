@@ -53,22 +53,103 @@ export function detectImageFormat(bytes: Uint8Array): "elf-core" | "sparse" | nu
 }
 
 /**
- * Build the physical memory an image describes. With `raw`, the bytes are stored from `base` in a
- * 52-bit memory; otherwise the format is recognised by content (ELF magic: an ELF64 core as QEMU's
- * `dump-guest-memory` or kdump writes it; "IOMMUSIM": the sparse image) and anything else is
- * refused with a hint to pass `--raw --base ADDR`. `source` names the file in messages.
+ * The physical ranges an image holds: the PT_LOAD segments of an ELF core (p_paddr to p_paddr +
+ * p_memsz), or the span of a raw dump. An address outside them is a hole: no memory there on the
+ * machine (QEMU's dump of guest RAM skips MMIO holes), or a page the dump tool left out (kdump's
+ * makedumpfile drops zero and free pages; this project's writers drop zero frames). Either way it
+ * reads as zeros, which the decoder says where it matters.
  */
-export function loadImageBytes(
+export class ImageCoverage {
+  /** Sorted, merged [start, end) ranges, as flat pairs. */
+  private readonly bounds: number[] = [];
+
+  constructor(ranges: ReadonlyArray<readonly [number, number]>) {
+    const sorted = ranges.filter(([a, b]) => b > a).sort((x, y) => x[0] - y[0]);
+    for (const [start, end] of sorted) {
+      const last = this.bounds.length - 1;
+      if (last > 0 && start <= (this.bounds[last] as number)) {
+        this.bounds[last] = Math.max(this.bounds[last] as number, end);
+      } else this.bounds.push(start, end);
+    }
+  }
+
+  /** The merged ranges, ascending. */
+  get ranges(): Array<[number, number]> {
+    const out: Array<[number, number]> = [];
+    for (let i = 0; i < this.bounds.length; i += 2) {
+      out.push([this.bounds[i] as number, this.bounds[i + 1] as number]);
+    }
+    return out;
+  }
+
+  /** Whether [pa, pa + bytes) lies wholly inside the image. */
+  covers(pa: number, bytes: number): boolean {
+    const b = this.bounds;
+    // The last range starting at or below pa, by binary search over the starts.
+    let lo = 0;
+    let hi = b.length / 2 - 1;
+    let found = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((b[2 * mid] as number) <= pa) {
+        found = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    return found >= 0 && pa + bytes <= (b[2 * found + 1] as number);
+  }
+}
+
+/** An image read into memory: its format, and which ranges it holds (null: all of memory). */
+export interface MemoryImage {
+  readonly mem: PhysMemory;
+  readonly format: "elf-core" | "sparse" | "raw";
+  /**
+   * The ranges the image holds; null for the sparse image, which keeps only frames with data and
+   * so cannot tell a hole from a zero page.
+   */
+  readonly coverage: ImageCoverage | null;
+}
+
+/** The PT_LOAD ranges of an ELF core `loadElfCore` accepted (so its headers are sound). */
+function elfLoadRanges(bytes: Uint8Array): Array<[number, number]> {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const u64 = (at: number) => view.getUint32(at + 4, true) * 2 ** 32 + view.getUint32(at, true);
+  const phoff = u64(32);
+  let phnum = view.getUint16(56, true);
+  // PN_XNUM: the count is sh_info of section header 0.
+  if (phnum === 0xffff) phnum = view.getUint32(u64(40) + 44, true);
+  const ranges: Array<[number, number]> = [];
+  for (let k = 0; k < phnum; k++) {
+    const ph = phoff + k * 56;
+    if (ph + 56 > bytes.length) break;
+    if (view.getUint32(ph, true) !== 1) continue; // PT_LOAD
+    const pa = u64(ph + 24);
+    ranges.push([pa, pa + u64(ph + 40)]);
+  }
+  return ranges;
+}
+
+/**
+ * Build the physical memory an image describes, with the ranges it covers. With `raw`, the bytes
+ * are stored from `base` in a 52-bit memory; otherwise the format is recognised by content (ELF
+ * magic: an ELF64 core as QEMU's `dump-guest-memory` or kdump writes it; "IOMMUSIM": the sparse
+ * image) and anything else is refused with a hint to pass `--raw --base ADDR`. `source` names the
+ * file in messages.
+ */
+export function loadMemoryImage(
   bytes: Uint8Array,
   source: string,
   options: { raw?: boolean; base?: number } = {},
-): PhysMemory | ImageInputError {
+): MemoryImage | ImageInputError {
   const wrap = (err: ImageError) => new ImageInputError("--image", `${source}: ${err.message}`);
   if (options.raw) {
     if (options.base === undefined) return new ImageInputError("--raw", "needs --base ADDR");
     const mem = new PhysMemory();
     const done = loadRawImage(mem, bytes, options.base);
-    return done instanceof ImageError ? wrap(done) : mem;
+    if (done instanceof ImageError) return wrap(done);
+    const coverage = new ImageCoverage([[options.base, options.base + bytes.length]]);
+    return { mem, format: "raw", coverage };
   }
   if (options.base !== undefined) {
     return new ImageInputError("--base", "applies only to a raw dump: add --raw");
@@ -80,18 +161,34 @@ export function loadImageBytes(
       `${source}: neither an ELF core nor an iommu-sim sparse image; for a raw RAM dump pass --raw --base ADDR`,
     );
   }
-  const loaded = format === "elf-core" ? loadElfCore(bytes) : loadSparseImage(bytes);
-  return loaded instanceof ImageError ? wrap(loaded) : loaded;
+  if (format === "sparse") {
+    const loaded = loadSparseImage(bytes);
+    return loaded instanceof ImageError ? wrap(loaded) : { mem: loaded, format, coverage: null };
+  }
+  const loaded = loadElfCore(bytes);
+  if (loaded instanceof ImageError) return wrap(loaded);
+  return { mem: loaded, format, coverage: new ImageCoverage(elfLoadRanges(bytes)) };
+}
+
+/** `loadMemoryImage`, for callers that need only the memory. */
+export function loadImageBytes(
+  bytes: Uint8Array,
+  source: string,
+  options: { raw?: boolean; base?: number } = {},
+): PhysMemory | ImageInputError {
+  const image = loadMemoryImage(bytes, source, options);
+  return image instanceof ImageInputError ? image : image.mem;
 }
 
 /**
- * Read `--image FILE` (and `--raw --base ADDR`) into physical memory, or say in one line why not:
- * a missing option, a file that cannot be read, or an image that does not parse.
+ * Read `--image FILE` (and `--raw --base ADDR`) into physical memory, with the ranges the image
+ * covers, or say in one line why not: a missing option, a file that cannot be read, or an image
+ * that does not parse.
  */
-export function readImageInput(
+export function readMemoryImage(
   options: ImageInputOptions,
   readFile: ReadFile = readFileSync,
-): PhysMemory | ImageInputError {
+): MemoryImage | ImageInputError {
   if (options.image === undefined) {
     return new ImageInputError("--image", "missing: name a memory image (--image FILE)");
   }
@@ -107,7 +204,16 @@ export function readImageInput(
   } catch (err) {
     return new ImageInputError("--image", `cannot read ${options.image}: ${describeFsError(err)}`);
   }
-  return loadImageBytes(bytes, options.image, { raw: options.raw, base: options.base });
+  return loadMemoryImage(bytes, options.image, { raw: options.raw, base: options.base });
+}
+
+/** `readMemoryImage`, for callers that need only the memory. */
+export function readImageInput(
+  options: ImageInputOptions,
+  readFile: ReadFile = readFileSync,
+): PhysMemory | ImageInputError {
+  const image = readMemoryImage(options, readFile);
+  return image instanceof ImageInputError ? image : image.mem;
 }
 
 /** A file-system error in a few words: "no such file or directory", "is a directory", ... */

@@ -13,7 +13,7 @@ import {
   VTD_FR,
   VTD_REG,
 } from "@iommu-sim/intel-vtd/format";
-import { LEGACY_VTD_CAPS, type VtdUnit } from "@iommu-sim/intel-vtd/hw";
+import { LEGACY_VTD_CAPS, type VtdUnit, vtdCapValue, vtdEcapValue } from "@iommu-sim/intel-vtd/hw";
 import { VtdMachine, type VtdTestMachine, xlateFresh } from "@iommu-sim/intel-vtd/testing";
 import {
   type Device,
@@ -26,13 +26,14 @@ import {
   iommuMap,
   iommuPagingDomainAlloc,
 } from "@iommu-sim/iommu-core";
-import { PhysMemory, toHex } from "@iommu-sim/iommu-core/platform";
+import { PhysMemory, saveElfCore, toHex } from "@iommu-sim/iommu-core/platform";
 import { afterAll, describe, expect, it } from "vitest";
 import {
   coalesce,
   fsRun,
   fsTable,
   GuestFsTable,
+  garbageImage,
   machine,
   mapRun,
   type RefRun,
@@ -46,19 +47,20 @@ import {
   ssTable,
   tempDir,
 } from "../../test/vtd-images.js";
-import { ImageInputError, readImageInput } from "./image-input.js";
+import { ImageInputError, loadMemoryImage, readImageInput } from "./image-input.js";
 import {
   decodeVtd,
   formatBdf,
   formatVtdDecode,
   lookupVtdTranslation,
+  VTD_DECODE_LIMITS,
   VTD_PERMISSIVE_CAPS,
   type VtdDecodeDocument,
   type VtdDecodeOptions,
   vtdFaultName,
   vtdRtaddrMode,
 } from "./vtd-decode.js";
-import { VtdTranslator } from "./vtd-translate.js";
+import { VtdTranslator, vtdCapsFromRegisters } from "./vtd-translate.js";
 
 /** Decode and fail the test on a refused RTADDR. */
 function decodeOk(mem: PhysMemory, options: VtdDecodeOptions): VtdDecodeDocument {
@@ -144,19 +146,34 @@ describe("decodeVtd, legacy mode", () => {
       mode: "legacy",
       rootTable: hex(m.rta),
       rtaddr: hex(m.rta),
+      truncated: false,
       devices: [
-        { bdf: "00:02.0", sid: 0x10, deviceTlb: false, translations: [ss(5, 4, ss4.rootPa)] },
-        { bdf: "00:02.1", sid: 0x11, deviceTlb: true, translations: [ss(5, 4, ss4.rootPa)] },
+        {
+          bdf: "00:02.0",
+          sid: 0x10,
+          deviceTlb: false,
+          truncated: false,
+          translations: [ss(5, 4, ss4.rootPa)],
+        },
+        {
+          bdf: "00:02.1",
+          sid: 0x11,
+          deviceTlb: true,
+          truncated: false,
+          translations: [ss(5, 4, ss4.rootPa)],
+        },
         {
           bdf: "01:00.0",
           sid: 0x100,
           deviceTlb: false,
+          truncated: false,
           translations: [{ pasid: null, type: "pass-through", did: 7, levels: 0, pageTable: null }],
         },
         {
           bdf: "01:00.1",
           sid: 0x101,
           deviceTlb: false,
+          truncated: false,
           translations: [
             {
               pasid: null,
@@ -169,12 +186,25 @@ describe("decodeVtd, legacy mode", () => {
             },
           ],
         },
-        { bdf: "02:1f.7", sid: 0x2ff, deviceTlb: false, translations: [ss(9, 3, ss3.rootPa)] },
-        { bdf: "03:00.0", sid: 0x300, deviceTlb: false, translations: [ss(10, 5, ss5.rootPa)] },
+        {
+          bdf: "02:1f.7",
+          sid: 0x2ff,
+          deviceTlb: false,
+          truncated: false,
+          translations: [ss(9, 3, ss3.rootPa)],
+        },
+        {
+          bdf: "03:00.0",
+          sid: 0x300,
+          deviceTlb: false,
+          truncated: false,
+          translations: [ss(10, 5, ss5.rootPa)],
+        },
         {
           bdf: "04:00.0",
           sid: 0x400,
           deviceTlb: false,
+          truncated: false,
           translations: [
             {
               pasid: null,
@@ -194,6 +224,7 @@ describe("decodeVtd, legacy mode", () => {
           levels: 4,
           root: hex(ss4.rootPa),
           tablePages: countTables(m.mem, ss4.rootPa, 4, false),
+          truncated: false,
           mappings: coalesce(runs4),
         },
         [hex(ss3.rootPa)]: {
@@ -201,6 +232,7 @@ describe("decodeVtd, legacy mode", () => {
           levels: 3,
           root: hex(ss3.rootPa),
           tablePages: 3,
+          truncated: false,
           mappings: coalesce(runs3),
         },
         [hex(ss5.rootPa)]: {
@@ -208,6 +240,7 @@ describe("decodeVtd, legacy mode", () => {
           levels: 5,
           root: hex(ss5.rootPa),
           tablePages: 5,
+          truncated: false,
           mappings: coalesce(runs5),
         },
       },
@@ -311,7 +344,8 @@ describe("decodeVtd, legacy mode", () => {
       {
         address: hex(m.rta + 16),
         structure: "root entry of bus 01",
-        message: "reserved bits set: 64",
+        message:
+          "reserved bits set: 64 (bit 64 is UP in a scalable-mode root entry: should RTADDR.TTM be 1?)",
         faultReason: VTD_FR.ROOT_ENTRY_RESERVED,
       },
       {
@@ -427,11 +461,13 @@ describe("decodeVtd, scalable mode", () => {
       mode: "scalable",
       rootTable: hex(m.rta),
       rtaddr: hex(m.rta + 0x400),
+      truncated: false,
       devices: [
         {
           bdf: "00:03.0",
           sid: 0x18,
           deviceTlb: true,
+          truncated: false,
           pasidDirectory: hex(dir),
           pasidDirectoryEntries: 128,
           ridPasid: 0,
@@ -462,6 +498,7 @@ describe("decodeVtd, scalable mode", () => {
           bdf: "00:10.0",
           sid: 0x80,
           deviceTlb: false,
+          truncated: false,
           pasidDirectory: hex(dir2),
           pasidDirectoryEntries: 128,
           ridPasid: 0,
@@ -474,6 +511,7 @@ describe("decodeVtd, scalable mode", () => {
           bdf: "02:00.0",
           sid: 0x200,
           deviceTlb: false,
+          truncated: false,
           pasidDirectory: hex(dir3),
           pasidDirectoryEntries: 512,
           ridPasid: 3,
@@ -486,6 +524,7 @@ describe("decodeVtd, scalable mode", () => {
           bdf: "03:00.0",
           sid: 0x300,
           deviceTlb: false,
+          truncated: false,
           pasidDirectory: hex(dir4),
           pasidDirectoryEntries: 128,
           ridPasid: 0,
@@ -498,6 +537,7 @@ describe("decodeVtd, scalable mode", () => {
           levels: 4,
           root: hex(fs.rootPa),
           tablePages: countTables(m.mem, fs.rootPa, 4, true),
+          truncated: false,
           mappings: coalesce(fsRuns),
         },
         [hex(ss.rootPa)]: {
@@ -505,6 +545,7 @@ describe("decodeVtd, scalable mode", () => {
           levels: 4,
           root: hex(ss.rootPa),
           tablePages: 4,
+          truncated: false,
           mappings: coalesce(ssRuns),
         },
         [hex(gss.rootPa)]: {
@@ -512,6 +553,7 @@ describe("decodeVtd, scalable mode", () => {
           levels: 4,
           root: hex(gss.rootPa),
           tablePages: countTables(m.mem, gss.rootPa, 4, false),
+          truncated: false,
           mappings: coalesce(guest.ssRuns),
         },
         [hex(guest.rootGpa)]: {
@@ -519,6 +561,7 @@ describe("decodeVtd, scalable mode", () => {
           levels: 4,
           root: hex(guest.rootGpa),
           tablePages: guest.tables,
+          truncated: false,
           secondStageTable: hex(gss.rootPa),
           // Nested: the first stage's own output, guest-physical.
           mappings: coalesce([
@@ -531,6 +574,7 @@ describe("decodeVtd, scalable mode", () => {
           levels: 5,
           root: hex(fs5),
           tablePages: 9,
+          truncated: false,
           // Consecutive output addresses, but the two canonical halves do not meet.
           mappings: [
             {
@@ -823,7 +867,7 @@ describe("decodeVtd, page-table problems", () => {
       {
         address: hex(Number(l4.ADDR)),
         structure: `first-stage table ${hex(guest.rootGpa)} (nested in ${hex(gss.rootPa)}), level 3 table`,
-        message: `table at guest-physical ${hex(Number(l4.ADDR))} is not mapped readable by the second stage`,
+        message: `table at guest-physical ${hex(Number(l4.ADDR))} is not mapped readable by the second stage (no read permission)`,
         faultReason: VTD_FR.SM_FS_ENTRY_READ,
       },
     ]);
@@ -841,7 +885,7 @@ describe("decodeVtd, page-table problems", () => {
     for (let i = 0; i < 512; i++) mem.write64(0x3000 + i * 8, 0x83, 0);
     mem.write64(0x2020, 1, 0); // devfn 2: the same table as devfn 0, decoded once
     mem.write64(0x2028, 2 | (3 << 8), 0);
-    const doc = decodeOk(mem, { rtaddr: 0x1000, maxTablePages: 1 });
+    const doc = decodeOk(mem, { rtaddr: 0x1000, maxTablePages: 2 });
     expect(Object.keys(doc.pageTables)).toEqual(["0x0", "0x3000"]);
     expect(doc.pageTables["0x0"]?.mappings).toEqual([]);
     expect(doc.devices.map((d) => d.translations[0]?.pageTable)).toEqual(["0x0", "0x3000", "0x0"]);
@@ -856,8 +900,10 @@ describe("decodeVtd, page-table problems", () => {
     big.write64(0x4000, 0x5003, 0);
     const spent = decodeOk(big, { rtaddr: 0x1000, maxTablePages: 2 });
     expect(spent.problems.map((p) => p.message)).toContain(
-      "enumeration stopped after 2 table pages (shared or looping tables?)",
+      "enumeration stopped after 2 table pages in all (limit maxTablePages; looping or shared tables?): this and later page tables are incomplete",
     );
+    expect(spent.truncated).toBe(true);
+    expect(spent.pageTables["0x3000"]).toMatchObject({ tablePages: 2, truncated: true });
     const beyond = new PhysMemory({ paBits: 32 });
     beyond.write64(0x1000, 0x2001, 0);
     beyond.write64(0x2000, 1, 0x10); // P, SLPTPTR 0x10_0000_0000
@@ -878,7 +924,7 @@ describe("decodeVtd, RTADDR and lookups", () => {
   it("TTM 2 and 3 select no tables: a message, not a document", () => {
     const mem = new PhysMemory();
     expect(decodeVtd(mem, { rtaddr: 0x800 })).toBe(
-      "RTADDR.TTM is 2, a reserved mode: no tables to decode",
+      "RTADDR.TTM is 2, a reserved mode: no tables to decode (bit 11 was RTT, the extended root table of VT-d 2.x, which this decoder does not read)",
     );
     expect(decodeVtd(mem, { rtaddr: 0xc00n })).toMatch(/abort-DMA/);
     expect(vtdRtaddrMode(0x1234_5400n)).toEqual({ rootTable: 0x1234_5000, mode: "scalable" });
@@ -954,6 +1000,12 @@ describe("formatVtdDecode", () => {
     expect(lines[0]).toBe(
       `VT-d scalable mode, root table ${hex(m.rta)} (RTADDR ${hex(m.rta + 0x400)})`,
     );
+    expect(lines[1]).toBe(
+      "1 device, 2 translations, 1 page table with 2 mappings; 1 problem (at the end)",
+    );
+    expect(text).toMatch(
+      /\n\nbus 00: root entry @0x[0-9a-f]+ {2}LP=1 LCTP=0x[0-9a-f]+\n\n00:03\.0/,
+    );
     expect(text).toContain("\n00:03.0 (sid 0x0018, device-TLB)\n");
     expect(text).toMatch(
       /\n {2}context entry {2}@0x[0-9a-f]+ {2}P=1 DTE=1 PASIDE=1 PASIDDIRPTR=0x/,
@@ -965,8 +1017,11 @@ describe("formatVtdDecode", () => {
       / {4}PASID entry {2}@0x[0-9a-f]+ {2}P=1 PGTT=first-stage\(1\) DID=0x2 FLPTR=0x/,
     );
     expect(text).toContain("  PASID 1: blocked (SM_PASID_ENTRY_INVALID, fault 0x5b)\n");
-    expect(text).toContain(`page table ${hex(fs.rootPa)}: first-stage, 4 levels, 2 mappings\n`);
-    expect(text).toContain("  0x1000-0x2fff -> 0x200000000  8 KiB  rwx user\n");
+    expect(text).toContain(
+      `page table ${hex(fs.rootPa)}: first-stage, 4 levels, 2 mappings, used by 00:03.0 PASID 0\n`,
+    );
+    // Columns aligned within a table.
+    expect(text).toContain("  0x1000-0x2fff     -> 0x200000000  8 KiB  rwx user\n");
     expect(text).toContain("  0x400000-0x5fffff -> 0x300000000  2 MiB  r-x user\n");
     expect(text).toContain("problems (1):\n");
     expect(text).toMatch(
@@ -1242,4 +1297,395 @@ describe("decodeVtd round-trips the tables the VT-d driver built", () => {
       expect(doc.problems).toEqual([]);
     }
   });
+});
+
+/** A translator on `mem` with the permissive unit, or the given one. */
+function unitOn(mem: PhysMemory, rtaddr: bigint, cap?: bigint, ecap?: bigint): VtdTranslator {
+  const t = VtdTranslator.create(mem, { rtaddr, cap, ecap });
+  if (typeof t === "string") throw new Error(t);
+  return t;
+}
+
+describe("decodeVtd on what real drivers and firmware leave behind", () => {
+  it("RID_PRIV makes requests without PASID supervisor requests: without SRE they fault 0x5d, as translate says", () => {
+    const m = machine(true);
+    const ss = ssTable(m, 2);
+    mapRun(ss, [], 0x1000, 0x8000_0000, SZ_4K, 1, RW);
+    const dir = m.b.setSmContext(m.rta, 0x18, { PASIDE: 1, RID_PRIV: 1 });
+    const entry = m.b.setPasidEntry(dir, 0, { PGTT: 2, DID: 3, AW: 2, SLPTPTR: ss.rootPa });
+    const rtaddr = rtaddrOf(m, true);
+    const doc = decodeOk(m.mem, { rtaddr });
+    expect(doc.devices[0]?.translations[0]).toMatchObject({
+      pasid: 0,
+      type: "blocked",
+      did: 3,
+      ridPasid: true,
+      faultReason: VTD_FR.SM_SRE_CLEAR,
+    });
+    expect(doc.problems).toEqual([
+      {
+        address: hex(entry),
+        structure: "PASID entry of 00:03.0 PASID 0",
+        message:
+          "RID_PRIV of the context entry makes requests without PASID supervisor requests, and SRE is 0: they fault",
+        faultReason: VTD_FR.SM_SRE_CLEAR,
+      },
+    ]);
+    const t = unitOn(m.mem, rtaddr);
+    expect(t.translate({ sid: 0x18, pasid: null, iova: 0x1000n })).toMatchObject({
+      result: "fault",
+      faultReason: VTD_FR.SM_SRE_CLEAR,
+    });
+    // With SRE the same requests translate, in both.
+    m.b.setPasidEntry(dir, 0, { PGTT: 2, DID: 3, AW: 2, SLPTPTR: ss.rootPa, SRE: 1 });
+    expect(decodeOk(m.mem, { rtaddr }).devices[0]?.translations[0]?.type).toBe("second-stage");
+    expect(
+      unitOn(m.mem, rtaddr).translate({ sid: 0x18, pasid: null, iova: 0x1000n }),
+    ).toMatchObject({ result: "ok", pa: "0x80000000" });
+  });
+
+  it("a nested first-stage table behind a second-stage entry the walker refuses faults 0x7a, as translate says", () => {
+    const m = machine(true);
+    const gss = ssTable(m, 2);
+    const guest = new GuestFsTable(m.b, gss, 4, 0x10_0000_0000);
+    guest.map(0x1000, 0x2000_0000);
+    guest.mapOutput(0x2000_0000, 0x3000_0000, SZ_4K);
+    // TM (bit 62) in the second stage's top entry over the guest's tables: reserved there.
+    const top = gss.rootPa + Math.floor(guest.rootGpa / 2 ** 39) * 8;
+    m.mem.write32(top + 4, m.mem.read32(top + 4) | 0x4000_0000);
+    const dir = m.b.setSmContext(m.rta, 0x08, { PASIDE: 1 });
+    m.b.setPasidEntry(dir, 0, {
+      PGTT: 3,
+      DID: 1,
+      AW: 2,
+      SLPTPTR: gss.rootPa,
+      FLPTR: guest.rootGpa,
+    });
+    const rtaddr = rtaddrOf(m, true);
+    const doc = decodeOk(m.mem, { rtaddr });
+    expect(doc.pageTables[hex(guest.rootGpa)]?.mappings).toEqual([]);
+    expect(doc.problems).toContainEqual({
+      address: hex(guest.rootGpa),
+      structure: `first-stage table ${hex(guest.rootGpa)} (nested in ${hex(gss.rootPa)}), level 4 table`,
+      message: `table at guest-physical ${hex(guest.rootGpa)} is not mapped readable by the second stage (an entry the walker refuses)`,
+      faultReason: VTD_FR.SM_SS_ENTRY_RESERVED,
+    });
+    expect(
+      unitOn(m.mem, rtaddr).translate({ sid: 0x08, pasid: null, iova: 0x1000n }),
+    ).toMatchObject({ result: "fault", faultReason: VTD_FR.SM_SS_ENTRY_RESERVED });
+  });
+
+  it("RTADDR selecting scalable mode on a unit without ECAP.SMTS: a problem with fault 0x30, as translate says", () => {
+    const m = machine(true);
+    m.b.setSmContext(m.rta, 0x18, { PASIDE: 1 });
+    const rtaddr = rtaddrOf(m, true);
+    const u64 = ([lo, hi]: readonly [number, number]) => (BigInt(hi) << 32n) | BigInt(lo);
+    const cap = u64(vtdCapValue(LEGACY_VTD_CAPS));
+    const ecap = u64(vtdEcapValue(LEGACY_VTD_CAPS));
+    const caps = vtdCapsFromRegisters(cap, ecap);
+    if (typeof caps === "string") throw new Error(caps);
+    expect(caps.smts).toBe(false);
+    const doc = decodeOk(m.mem, { rtaddr, caps });
+    expect(doc.problems[0]).toEqual({
+      address: hex(m.rta),
+      structure: "root table",
+      message:
+        "RTADDR.TTM selects scalable mode, which the unit lacks (ECAP.SMTS is 0): every request faults; the tables are decoded as written",
+      faultReason: VTD_FR.SM_ROOT_TABLE_ADDR_INVALID,
+    });
+    expect(
+      unitOn(m.mem, rtaddr, cap, ecap).translate({ sid: 0x18, pasid: null, iova: 0n }),
+    ).toMatchObject({ result: "fault", faultReason: VTD_FR.SM_ROOT_TABLE_ADDR_INVALID });
+  });
+
+  it("reserved bits of a garbage entry are listed as ranges, the rest counted", () => {
+    const m = machine(false);
+    // Bit 71 and bits 88-127 of a legacy context entry: reserved.
+    const at = m.b.setContext(m.rta, 0x10, { AW: 2, DID: 1 });
+    m.mem.write32(at + 8, m.mem.read32(at + 8) | 0xff00_0080);
+    m.mem.write32(at + 12, 0xffff_ffff);
+    // Every other bit of qwords 2 and 3 of a scalable context entry: 64 reserved bits.
+    const s = machine(true);
+    const sAt = s.b.smContextAddr(s.rta, 0x18);
+    s.b.setSmContext(s.rta, 0x18, { PASIDE: 1 });
+    for (let i = 16; i < 32; i += 4) s.mem.write32(sAt + i, 0xaaaa_aaaa);
+    expect(decodeOk(m.mem, { rtaddr: rtaddrOf(m, false) }).problems[0]?.message).toBe(
+      "reserved bits set: 71,88-127",
+    );
+    expect(decodeOk(s.mem, { rtaddr: rtaddrOf(s, true) }).problems[0]?.message).toBe(
+      "reserved bits set: 129,131,133,135,137,139,141,143 and 56 more",
+    );
+  });
+
+  it("structures in a hole of the image are noted and read as zeros, as translate reads them", () => {
+    const mem = new PhysMemory();
+    // Legacy: bus 0 -> context table 0x2000; bus 1 -> a context table in a hole.
+    mem.write64(0x1000, 0x2001, 0);
+    mem.write64(0x1010, 0x1, 0x9); // bus 1: CTP 0x9_0000_0000, never written
+    // 00:00.0: 3-level table at 0x3000 whose entry 0 leads into a hole, entry 1 to a 2 MiB leaf.
+    mem.write64(0x2000, 0x3001, 0);
+    mem.write64(0x2008, 1 | (1 << 8), 0); // AW 1, DID 1
+    mem.write64(0x3000, 0x3, 0x8); // -> 0x8_0000_0000, never written
+    mem.write64(0x3008, 0x4003, 0);
+    mem.write64(0x4000, 0x4000_0083, 0);
+    const image = loadMemoryImage(saveElfCore(mem), "holes.elf");
+    if (image instanceof ImageInputError) throw new Error(image.message);
+    expect(image.coverage?.covers(0x3000, 4096)).toBe(true);
+    expect(image.coverage?.covers(0x8_0000_0000, 4096)).toBe(false);
+    const doc = decodeOk(image.mem, { rtaddr: 0x1000, coverage: image.coverage });
+    expect(doc.problems).toEqual([
+      {
+        address: "0x900000000",
+        structure: "root entry of bus 01",
+        message:
+          "context table 0x900000000 is not in the image (a hole, or a page the dump left out): read as zeros",
+      },
+    ]);
+    expect(doc.pageTables["0x3000"]).toEqual({
+      stage: "second-stage",
+      levels: 3,
+      root: "0x3000",
+      tablePages: 2,
+      truncated: false,
+      notInImage: 1,
+      mappings: [
+        { iova: "0x40000000", pa: "0x40000000", size: SZ_2M, r: true, w: true, snp: false },
+      ],
+    });
+    expect(formatVtdDecode(doc)).toContain(
+      "page table 0x3000: second-stage, 3 levels, 1 mapping (1 table page not in the image, read as zeros), used by 00:00.0\n",
+    );
+    // Scalable: a PASID table in a hole reads as zeros: RID_PASID not present (0x59), as the unit says.
+    const sm = new PhysMemory();
+    sm.write64(0x1000, 0x2001, 0);
+    sm.write64(0x2000, 0x3001 | (1 << 3), 0); // 00:00.0: directory 0x3000, PASIDE
+    sm.write64(0x3000, 0x1, 0x7); // PASIDs 0-63: table 0x7_0000_0000, never written
+    const sImage = loadMemoryImage(saveElfCore(sm), "holes.elf");
+    if (sImage instanceof ImageInputError) throw new Error(sImage.message);
+    const sDoc = decodeOk(sImage.mem, { rtaddr: 0x1400, coverage: sImage.coverage });
+    expect(sDoc.devices[0]?.translations[0]).toMatchObject({
+      pasid: 0,
+      type: "blocked",
+      faultReason: VTD_FR.SM_PASID_ENTRY_NOT_PRESENT,
+    });
+    expect(sDoc.problems.map((p) => p.message)).toEqual([
+      "PASID table 0x700000000 is not in the image (a hole, or a page the dump left out): read as zeros",
+    ]);
+    expect(unitOn(sImage.mem, 0x1400n).translate({ sid: 0, pasid: null, iova: 0n })).toMatchObject({
+      faultReason: VTD_FR.SM_PASID_ENTRY_NOT_PRESENT,
+    });
+    // A root table outside a raw dump.
+    const raw = loadMemoryImage(new Uint8Array(0x2000), "raw", { raw: true, base: 0x10_0000 });
+    if (raw instanceof ImageInputError) throw new Error(raw.message);
+    expect(decodeOk(raw.mem, { rtaddr: 0x1000, coverage: raw.coverage }).problems).toEqual([
+      {
+        address: "0x1000",
+        structure: "root table",
+        message:
+          "the root table is not in the image (a hole, or a page the dump left out): read as zeros, no device",
+      },
+    ]);
+  });
+
+  it("one first-stage root read through several second stages gets a key per reading", () => {
+    const m = machine(true);
+    const dir = m.b.setSmContext(m.rta, 0x18, { PASIDE: 1 });
+    const g = 0x5_0000_0000;
+    const s1 = 0x6_0000_0000;
+    const s2 = 0x6_0000_1000;
+    m.b.setPasidEntry(dir, 1, { PGTT: 3, DID: 1, AW: 2, SLPTPTR: s1, FLPTR: g });
+    m.b.setPasidEntry(dir, 2, { PGTT: 3, DID: 1, AW: 2, SLPTPTR: s2, FLPTR: g });
+    m.b.setPasidEntry(dir, 3, { PGTT: 3, DID: 1, AW: 2, SLPTPTR: s1, FLPTR: g });
+    m.b.setPasidEntry(dir, 4, { PGTT: 2, DID: 1, AW: 2, SLPTPTR: g });
+    const doc = decodeOk(m.mem, { rtaddr: rtaddrOf(m, true) });
+    const tr = doc.devices[0]?.translations.filter((t) => t.pasid !== 0) ?? [];
+    expect(tr.map((t) => [t.pageTable, t.secondStageTable ?? null])).toEqual([
+      [hex(g), hex(s1)],
+      [`${hex(g)}#2`, hex(s2)],
+      [hex(g), hex(s1)],
+      [`${hex(g)}#3`, null],
+    ]);
+    expect(Object.keys(doc.pageTables).sort()).toEqual(
+      [hex(s1), hex(g), hex(s2), `${hex(g)}#2`, `${hex(g)}#3`].sort(),
+    );
+  });
+});
+
+describe("decodeVtd bounds its work on hostile images and says when it stopped", () => {
+  /** A legacy root + context table at 0x10000/0x11000 for 00:00.0 (and more devices). */
+  function legacyRoot(mem: PhysMemory, tables: ReadonlyArray<[number, number]>): void {
+    mem.write64(0x10000, 0x11001, 0);
+    tables.forEach(([root, aw], devfn) => {
+      mem.write64(0x11000 + devfn * 16, root | 1, 0);
+      mem.write64(0x11000 + devfn * 16 + 8, aw | ((devfn + 1) << 8), 0);
+    });
+  }
+
+  it("a table that loops into itself (512^5 pages named) stops at maxMappings; later tables are marked incomplete", () => {
+    const mem = new PhysMemory();
+    const loop = 0x20_0000;
+    for (let i = 0; i < 512; i++) mem.write64(loop + i * 8, loop | 3, 0);
+    const ss = 0x30_0000;
+    mem.write64(ss, 0x40_0003, 0); // a sound table after it: L4 -> L3 -> ...
+    legacyRoot(mem, [
+      [loop, 3],
+      [ss, 2],
+    ]);
+    const doc = decodeOk(mem, { rtaddr: 0x10000, maxMappings: 5000 });
+    expect(doc.truncated).toBe(true);
+    expect(doc.pageTables[hex(loop)]?.mappings).toHaveLength(5000);
+    expect(doc.pageTables[hex(loop)]?.truncated).toBe(true);
+    expect(doc.pageTables[hex(ss)]).toMatchObject({ truncated: true, tablePages: 0, mappings: [] });
+    expect(doc.problems).toEqual([
+      {
+        // The leaf that would have started mapping 5001.
+        address: hex(loop + (5000 % 512) * 8),
+        structure: `second-stage table ${hex(loop)}`,
+        message:
+          "stopped listing mappings after 5000 (limit maxMappings): this and later page tables are incomplete",
+      },
+    ]);
+    expect(formatVtdDecode(doc)).toContain(
+      "; TRUNCATED: a limit cut the decode short (see the problems)\n",
+    );
+  });
+
+  it("with the default limits, a loop naming 512^4 table pages stops after maxTablePages in all", () => {
+    const mem = new PhysMemory();
+    const [l5, l4, l3] = [0x20_0000, 0x21_0000, 0x22_0000];
+    for (let i = 0; i < 512; i++) {
+      mem.write64(l5 + i * 8, l4 | 3, 0);
+      mem.write64(l4 + i * 8, l3 | 3, 0);
+      mem.write64(l3 + i * 8, 0x23_0003, 0); // every level-2 table: the same empty page
+    }
+    legacyRoot(mem, [[l5, 3]]);
+    const doc = decodeOk(mem, { rtaddr: 0x10000 });
+    expect(doc.pageTables[hex(l5)]).toMatchObject({
+      tablePages: VTD_DECODE_LIMITS.maxTablePages,
+      truncated: true,
+      mappings: [],
+    });
+    expect(doc.problems.map((p) => p.message)).toEqual([
+      `enumeration stopped after ${VTD_DECODE_LIMITS.maxTablePages} table pages in all (limit maxTablePages; looping or shared tables?): this and later page tables are incomplete`,
+    ]);
+  }, 20_000);
+
+  /** Scalable: `devices` context entries sharing one full directory (PDTS 7) of one table of 64 present pass-through entries. */
+  function sharedPasidTables(devices: number): PhysMemory {
+    const mem = new PhysMemory();
+    const dir = 0x100_0000;
+    const table = 0x200_0000;
+    mem.write64(0x10000, 0x11001, 0);
+    for (let i = 0; i < devices; i++)
+      mem.write64(0x11000 + i * 32, dir | 1 | (1 << 3) | (7 << 9), 0);
+    for (let d = 0; d < 1 << 14; d++) mem.write64(dir + d * 8, table | 1, 0);
+    for (let t = 0; t < 64; t++) mem.write64(table + t * 64, 1 | (4 << 6), 1);
+    return mem;
+  }
+
+  it("PASID directories that all lead to one full table stop at maxPasidEntries; every device keeps its RID_PASID translation", () => {
+    const doc = decodeOk(sharedPasidTables(4), { rtaddr: 0x10400, maxPasidEntries: 3000 });
+    expect(doc.truncated).toBe(true);
+    expect(doc.devices.map((d) => d.truncated)).toEqual([true, true, true, true]);
+    for (const d of doc.devices) {
+      expect(d.translations[0]).toMatchObject({ pasid: 0, type: "pass-through", ridPasid: true });
+    }
+    const listed = doc.devices.reduce((n, d) => n + d.translations.length - 1, 0);
+    expect(listed).toBeGreaterThan(2000);
+    expect(listed).toBeLessThanOrEqual(3000);
+    expect(doc.devices.slice(1).map((d) => d.translations.length)).toEqual([1, 1, 1]);
+    expect(doc.problems).toEqual([
+      {
+        address: hex(0x11000),
+        structure: "scalable context entry of 00:00.0",
+        message:
+          "stopped reading PASID directories and tables after 3000 entries (limit maxPasidEntries): from this device on, only RID_PASID translations are certain to be listed",
+      },
+    ]);
+    expect(formatVtdDecode(doc)).toContain("\n00:00.0 (sid 0x0000, PASID list truncated)\n");
+  });
+
+  it("PASID translations beyond maxPasidTranslations are not listed; the devices say so", () => {
+    const doc = decodeOk(sharedPasidTables(3), { rtaddr: 0x10400, maxPasidTranslations: 100 });
+    const listed = doc.devices.reduce((n, d) => n + d.translations.length - 1, 0);
+    expect(listed).toBe(100);
+    expect(doc.devices.map((d) => [d.truncated, d.translations[0]?.ridPasid])).toEqual([
+      [true, true],
+      [true, true],
+      [true, true],
+    ]);
+    expect(doc.problems.map((p) => p.message)).toEqual([
+      "stopped listing PASID translations after 100 (limit maxPasidTranslations): from this device on, only RID_PASID translations are listed",
+    ]);
+  });
+
+  it("problems beyond maxProblems are counted in one last problem", () => {
+    const mem = new PhysMemory();
+    for (let bus = 0; bus < 256; bus++) mem.write64(0x10000 + bus * 16, 0x3, 0); // P and reserved bit 1
+    const doc = decodeOk(mem, { rtaddr: 0x10000, maxProblems: 10 });
+    expect(doc.problems).toHaveLength(11);
+    expect(doc.problems[10]).toEqual({
+      address: "0x10000",
+      structure: "decode",
+      message: "246 more problems not listed (limit maxProblems 10)",
+    });
+    expect(doc.truncated).toBe(true);
+  });
+
+  test.prop(
+    [
+      fc.integer({ min: 0, max: 0xffff_ffff }),
+      fc.integer({ min: 1, max: 20 }),
+      fc.integer({ min: 0, max: 6 }),
+      fc.option(fc.constantFrom(0, 1, 2, 3), { nil: undefined }),
+      fc.option(fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), { nil: undefined }),
+    ],
+    { seed: 0x6a4ba6e, numRuns: 60 },
+  )(
+    "never throws on a garbage image: a document within its limits, or one line",
+    (seed, pointers, random, ttm, rtaddrJunk) => {
+      const g = garbageImage(seed, { pointers, random, ttm });
+      const rtaddr = rtaddrJunk ?? g.rtaddr;
+      const limits = {
+        maxTablePages: 3000,
+        maxMappings: 2000,
+        maxPasidEntries: 5000,
+        maxPasidTranslations: 300,
+        maxProblems: 200,
+      };
+      const doc = decodeVtd(g.mem, { rtaddr, ...limits });
+      if (typeof doc === "string") {
+        expect(doc).not.toContain("\n");
+        expect(Number((BigInt.asUintN(64, rtaddr) >> 10n) & 3n) >= 2 || rtaddr >= 1n << 52n).toBe(
+          true,
+        );
+        return;
+      }
+      const tables = Object.values(doc.pageTables);
+      const sum = (f: (t: (typeof tables)[number]) => number) =>
+        tables.reduce((n, t) => n + f(t), 0);
+      expect(sum((t) => t.tablePages)).toBeLessThanOrEqual(limits.maxTablePages);
+      expect(sum((t) => t.mappings.length)).toBeLessThanOrEqual(limits.maxMappings);
+      expect(doc.problems.length).toBeLessThanOrEqual(limits.maxProblems + 1);
+      const others = doc.devices.reduce(
+        (n, d) => n + d.translations.filter((t) => !t.ridPasid).length,
+        0,
+      );
+      expect(others).toBeLessThanOrEqual(
+        doc.mode === "scalable" ? limits.maxPasidTranslations : 65536,
+      );
+      if (tables.some((t) => t.truncated) || doc.devices.some((d) => d.truncated))
+        expect(doc.truncated).toBe(true);
+      for (const d of doc.devices) {
+        if (doc.mode === "scalable")
+          expect(d.translations.filter((t) => t.ridPasid)).toHaveLength(1);
+        for (const t of d.translations) {
+          if (t.pageTable !== null) expect(doc.pageTables).toHaveProperty([t.pageTable]);
+        }
+      }
+      // Both outputs are built whole.
+      expect(JSON.parse(JSON.stringify(doc)).arch).toBe("vtd");
+      expect(formatVtdDecode(doc).endsWith("\n")).toBe(true);
+    },
+  );
 });

@@ -7,7 +7,9 @@
 // where there is one, and never thrown. This is an edge path: BigInt is used for printing, but
 // page tables are enumerated with number arithmetic (page numbers stay below 2^45): a million
 // leaves are walked in tens of milliseconds, and a million separate mappings built in about a
-// second.
+// second. The work is bounded whatever the image holds (looping or shared tables could otherwise
+// describe 512^5 pages): budgets of table pages, mappings, PASID entries and problems, and a
+// document that says when one of them cut it short (`truncated`).
 
 import {
   agawToLevels,
@@ -52,6 +54,7 @@ import {
 import { DEFAULT_VTD_CAPS, type VtdCapabilities } from "@iommu-sim/intel-vtd/hw";
 import {
   decode,
+  type Field,
   type FieldValue,
   fieldOf,
   formatLayout,
@@ -118,6 +121,11 @@ export interface VtdDecodedDevice {
   readonly sid: number;
   /** Sorted by PASID. */
   readonly translations: readonly VtdDecodedTranslation[];
+  /**
+   * A limit left PASID entries of this device undecoded (`maxPasidEntries` or
+   * `maxPasidTranslations`); its RID_PASID translation is always there.
+   */
+  readonly truncated: boolean;
   /** ATS translation requests are allowed (legacy TT = 1; scalable DTE with ECAP.DT). */
   readonly deviceTlb: boolean;
   readonly rootEntry: VtdDecodedEntry;
@@ -155,6 +163,13 @@ export interface VtdDecodedPageTable {
   readonly root: string;
   /** Table pages visited. */
   readonly tablePages: number;
+  /** A limit stopped the enumeration (`maxTablePages` or `maxMappings`): mappings are missing. */
+  readonly truncated: boolean;
+  /**
+   * Table pages this table points to that the image does not hold (a hole, or a page the dump
+   * left out): read as zeros. Only with an image whose coverage is known, and only when not 0.
+   */
+  readonly notInImage?: number;
   /** Nested first stage: the second-stage table (key) that translates its table addresses. */
   readonly secondStageTable?: string;
 }
@@ -180,7 +195,34 @@ export interface VtdDecodeDocument {
   /** The RTADDR value decoded. */
   readonly rtaddr: string;
   readonly problems: readonly VtdDecodeProblem[];
+  /**
+   * A limit cut the decode short (see `VTD_DECODE_LIMITS`): some mappings, PASID entries or
+   * problems are missing. The problems say which limit, and where.
+   */
+  readonly truncated: boolean;
 }
+
+/** The address ranges a memory image holds (`ImageCoverage`). */
+export interface VtdImageCoverage {
+  covers(pa: number, bytes: number): boolean;
+}
+
+/**
+ * The default work limits of `decodeVtd`. A machine's real tables stay far below them; an image
+ * with looping, shared or garbage tables reaches them in about a second and the document says so.
+ */
+export const VTD_DECODE_LIMITS = Object.freeze({
+  /** Page-table pages visited, over all page tables (2^18 pages: 1 GiB of tables). */
+  maxTablePages: 1 << 18,
+  /** Mappings listed, over all page tables. */
+  maxMappings: 1 << 20,
+  /** PASID directory and PASID table entries read, over all devices. */
+  maxPasidEntries: 1 << 22,
+  /** PASID translations listed besides each device's RID_PASID one, over all devices. */
+  maxPasidTranslations: 1 << 16,
+  /** Problems listed; the rest are counted in a last one. */
+  maxProblems: 1000,
+});
 
 /** Options of `decodeVtd`. */
 export interface VtdDecodeOptions {
@@ -199,8 +241,21 @@ export interface VtdDecodeOptions {
   readonly haw?: number;
   /** Enumerate the page tables (default true); false leaves `pageTables` empty. */
   readonly mappings?: boolean;
-  /** Most table pages visited per page table before enumeration stops (default 2^18). */
+  /** Most table pages visited over all page tables (default `VTD_DECODE_LIMITS`). */
   readonly maxTablePages?: number;
+  /** Most mappings listed over all page tables (default `VTD_DECODE_LIMITS`). */
+  readonly maxMappings?: number;
+  /** Most PASID directory and table entries read over all devices (default `VTD_DECODE_LIMITS`). */
+  readonly maxPasidEntries?: number;
+  /** Most PASID translations listed besides the RID_PASID ones (default `VTD_DECODE_LIMITS`). */
+  readonly maxPasidTranslations?: number;
+  /** Most problems listed (default `VTD_DECODE_LIMITS`). */
+  readonly maxProblems?: number;
+  /**
+   * Which memory the image holds (`MemoryImage.coverage`); root, context and PASID structures and
+   * page-table pages outside it are noted (they read as zeros). Default: all of memory.
+   */
+  readonly coverage?: VtdImageCoverage | null;
 }
 
 /**
@@ -227,9 +282,10 @@ const FS_LEAF_PAT = 0x1000;
 /** 4 KiB pages an entry at level l covers: 512^(l-1). */
 const PAGES = [0, 1, 512, 262144, 134217728, 68719476736];
 const TWO32 = 4294967296;
-const DEFAULT_MAX_TABLE_PAGES = 1 << 18;
 /** Problems listed per page table before the rest are only counted. */
 const MAX_TABLE_PROBLEMS = 32;
+/** Reserved bit positions spelled out in a message before the rest are only counted. */
+const MAX_BITS_LISTED = 8;
 
 const R_P = fieldOf(ROOT_ENTRY, "P");
 const R_CTP = fieldOf(ROOT_ENTRY, "CTP");
@@ -248,6 +304,7 @@ const SC_PASIDE = fieldOf(SM_CONTEXT_ENTRY, "PASIDE");
 const SC_PDTS = fieldOf(SM_CONTEXT_ENTRY, "PDTS");
 const SC_DIR = fieldOf(SM_CONTEXT_ENTRY, "PASIDDIRPTR");
 const SC_RID_PASID = fieldOf(SM_CONTEXT_ENTRY, "RID_PASID");
+const SC_RID_PRIV = fieldOf(SM_CONTEXT_ENTRY, "RID_PRIV");
 const D_P = fieldOf(PASID_DIR_ENTRY, "P");
 const D_TBL = fieldOf(PASID_DIR_ENTRY, "SMPTBLPTR");
 const E_P = fieldOf(PASID_ENTRY, "P");
@@ -257,6 +314,7 @@ const E_SLPTPTR = fieldOf(PASID_ENTRY, "SLPTPTR");
 const E_DID = fieldOf(PASID_ENTRY, "DID");
 const E_FLPM = fieldOf(PASID_ENTRY, "FLPM");
 const E_FLPTR = fieldOf(PASID_ENTRY, "FLPTR");
+const E_SRE = fieldOf(PASID_ENTRY, "SRE");
 
 const LAYOUTS: Readonly<Record<string, Layout>> = Object.freeze(
   Object.fromEntries(
@@ -288,6 +346,29 @@ export function formatBdf(sid: number): string {
   return `${hex2(sid >>> 8)}:${hex2((sid >>> 3) & 0x1f)}.${sid & 7}`;
 }
 
+/**
+ * Reserved bit positions (ascending) as ranges, `65-75,128`; a garbage entry may set hundreds, so
+ * after a few ranges the rest are counted.
+ */
+function formatBits(bits: readonly number[]): string {
+  const parts: string[] = [];
+  let i = 0;
+  while (i < bits.length && parts.length < MAX_BITS_LISTED) {
+    const first = bits[i] as number;
+    let last = first;
+    while (i + 1 < bits.length && bits[i + 1] === last + 1) last = bits[++i] as number;
+    parts.push(first === last ? `${first}` : `${first}-${last}`);
+    i++;
+  }
+  const rest = bits.length - i;
+  return rest > 0 ? `${parts.join(",")} and ${rest} more` : parts.join(",");
+}
+
+/** A field of at most 32 bits read straight from memory (a present bit before a whole entry). */
+function readField(mem: PhysMemory, pa: number, f: Field): number {
+  return (mem.read32(pa + 4 * f.word) >>> f.shift) & f.mask;
+}
+
 /** A page table some translation uses, waiting to be enumerated. */
 interface TableRef {
   key: string;
@@ -300,7 +381,10 @@ interface TableRef {
   ssKey: string | undefined;
 }
 
-/** Collects leaves in walk order and merges runs (flat array: vpn, pfn, pages, flags). */
+/**
+ * Collects leaves in walk order and merges runs (flat array: vpn, pfn, pages, flags), at most
+ * `limit` runs.
+ */
 class Coalescer {
   readonly runs: number[] = [];
   private vpn = 0;
@@ -308,7 +392,15 @@ class Coalescer {
   private pages = 0;
   private flags = 0;
 
-  add(vpn: number, pfn: number, pages: number, flags: number): void {
+  constructor(private readonly limit: number) {}
+
+  /** Runs so far, the open one included. */
+  get count(): number {
+    return this.runs.length / 4 + (this.pages > 0 ? 1 : 0);
+  }
+
+  /** Add a leaf; false (and nothing added) when it would start a run beyond the limit. */
+  add(vpn: number, pfn: number, pages: number, flags: number): boolean {
     if (
       this.pages > 0 &&
       vpn === this.vpn + this.pages &&
@@ -316,13 +408,15 @@ class Coalescer {
       flags === this.flags
     ) {
       this.pages += pages;
-      return;
+      return true;
     }
+    if (this.count >= this.limit) return false;
     this.flush();
     this.vpn = vpn;
     this.pfn = pfn;
     this.pages = pages;
     this.flags = flags;
+    return true;
   }
 
   flush(): void {
@@ -343,17 +437,44 @@ interface TableWalk {
   ref: TableRef;
   out: Coalescer;
   tablePages: number;
+  /** A limit stopped this walk. */
   stopped: boolean;
   problems: number;
+  notInImage: number;
 }
 
 /** Filter on PASIDs: none, one PASID, or only the context entry's RID_PASID. */
 type PasidFilter = number | "rid" | undefined;
 
+/** What one scalable-mode device's PASID scan collects. */
+interface PasidScan {
+  readonly bdf: string;
+  readonly at: number;
+  readonly dir: number;
+  readonly ridPasid: number;
+  /** RID_PRIV: requests without PASID are supervisor requests. */
+  readonly ridPriv: boolean;
+  readonly paside: boolean;
+  readonly pasidLimit: number;
+  readonly translations: VtdDecodedTranslation[];
+  sawRidPasid: boolean;
+  /** Why the RID_PASID entry could not be reached, when its directory entry was found bad. */
+  ridFault: number;
+  /** Present PASID entries other requests cannot reach (PASIDE = 0). */
+  unreachable: number;
+  truncated: boolean;
+}
+
 class VtdDecoder {
   readonly problems: VtdDecodeProblem[] = [];
   readonly devices: VtdDecodedDevice[] = [];
+  /** A limit cut something short. */
+  truncated = false;
   private readonly refs = new Map<string, TableRef>();
+  /** Each reading of a table (root, stage, levels, second stage) to its key in `refs`. */
+  private readonly refKeys = new Map<string, string>();
+  /** Readings per root address, for the `#n` suffix of the next one. */
+  private readonly readings = new Map<number, number>();
   private readonly caps: VtdCapabilities;
   private readonly hawLimit: number;
   private readonly memLimit: number;
@@ -363,9 +484,24 @@ class VtdDecoder {
   private readonly hawLo: number;
   private readonly ssLeafRsvLo: number;
   private readonly ssLeafRsvHi: number;
-  private readonly maxTablePages: number;
   /** CAP.SLLPS: bit 0 2 MiB, bit 1 1 GiB second-stage pages. */
   private readonly sllps: number;
+  private readonly coverage: VtdImageCoverage | null;
+  // Budgets: what is left of each limit.
+  private readonly maxTablePages: number;
+  private readonly maxMappings: number;
+  private readonly maxPasidEntries: number;
+  private readonly maxPasidTranslations: number;
+  private readonly maxProblems: number;
+  private tablePagesLeft: number;
+  private mappingsLeft: number;
+  private pasidEntriesLeft: number;
+  private pasidTranslationsLeft: number;
+  private problemsOmitted = 0;
+  private pasidEntriesReported = false;
+  private pasidTranslationsReported = false;
+  /** Why page-table enumeration stopped for good (a limit), or "". */
+  private enumerationStopped = "";
 
   constructor(
     private readonly mem: PhysMemory,
@@ -389,14 +525,30 @@ class VtdDecoder {
     const v = caps.version;
     const staleTm = caps.deviceTlb && (v.major < 3 || (v.major === 3 && v.minor < 2));
     this.ssLeafRsvHi = staleTm ? 0 : SS_PTE_TM_HI;
-    this.maxTablePages = options.maxTablePages ?? DEFAULT_MAX_TABLE_PAGES;
     this.sllps =
       (caps.superpages.includes("2M") ? 1 : 0) | (caps.superpages.includes("1G") ? 2 : 0);
+    this.coverage = options.coverage ?? null;
+    const limit = (given: number | undefined, d: number) =>
+      given === undefined || !(given >= 0) ? d : Math.floor(given);
+    const L = VTD_DECODE_LIMITS;
+    this.maxTablePages = limit(options.maxTablePages, L.maxTablePages);
+    this.maxMappings = limit(options.maxMappings, L.maxMappings);
+    this.maxPasidEntries = limit(options.maxPasidEntries, L.maxPasidEntries);
+    this.maxPasidTranslations = limit(options.maxPasidTranslations, L.maxPasidTranslations);
+    this.maxProblems = limit(options.maxProblems, L.maxProblems);
+    this.tablePagesLeft = this.maxTablePages;
+    this.mappingsLeft = this.maxMappings;
+    this.pasidEntriesLeft = this.maxPasidEntries;
+    this.pasidTranslationsLeft = this.maxPasidTranslations;
   }
 
   // --- Helpers -----------------------------------------------------------------------------------
 
   private problem(address: number, structure: string, message: string, faultReason?: number) {
+    if (this.problems.length >= this.maxProblems) {
+      this.problemsOmitted++;
+      return;
+    }
     this.problems.push({
       address: toHex(address),
       structure,
@@ -405,9 +557,31 @@ class VtdDecoder {
     });
   }
 
+  /** After the decode: count the problems the limit left out, in one last problem. */
+  finishProblems(): void {
+    if (this.problemsOmitted === 0) return;
+    this.truncated = true;
+    this.problems.push({
+      address: toHex(this.rta),
+      structure: "decode",
+      message: `${this.problemsOmitted} more problems not listed (limit maxProblems ${this.maxProblems})`,
+    });
+  }
+
   /** Whether `bytes` at `pa` lie inside the memory image's address space. */
   private inMemory(pa: number, bytes: number): boolean {
     return pa + bytes <= this.memLimit;
+  }
+
+  /**
+   * Whether the image holds `bytes` at `pa`; if not, say so (the structure reads as zeros: a hole,
+   * or a page the dump left out). Only with a known coverage.
+   */
+  private inImage(pa: number, bytes: number, structure: string, what: string): boolean {
+    if (this.coverage === null || this.coverage.covers(pa, bytes)) return true;
+    const msg = `${what} ${toHex(pa)} is not in the image (a hole, or a page the dump left out): read as zeros`;
+    this.problem(pa, structure, msg);
+    return false;
   }
 
   private load(layout: Layout, pa: number): Uint32Array {
@@ -435,28 +609,20 @@ class VtdDecoder {
   }
 
   /**
-   * The key under which the page table `ref` is listed; the first reference of an address takes
+   * The key under which the page table `ref` is listed; the first reading of an address takes
    * the plain address, a later one that reads it differently (other stage, levels or second stage)
-   * gets a suffix.
+   * gets a suffix. Constant time: garbage PASID tables may name one root a million ways.
    */
   private tableKey(ref: Omit<TableRef, "key">): string {
-    const base = toHex(ref.root);
-    for (let n = 1; ; n++) {
-      const key = n === 1 ? base : `${base}#${n}`;
-      const seen = this.refs.get(key);
-      if (seen === undefined) {
-        this.refs.set(key, { ...ref, key });
-        return key;
-      }
-      if (
-        seen.stage === ref.stage &&
-        seen.levels === ref.levels &&
-        seen.ssRoot === ref.ssRoot &&
-        seen.ssLevels === ref.ssLevels
-      ) {
-        return key;
-      }
-    }
+    const reading = `${ref.root}/${ref.stage}/${ref.levels}/${ref.ssRoot}/${ref.ssLevels}`;
+    const known = this.refKeys.get(reading);
+    if (known !== undefined) return known;
+    const n = (this.readings.get(ref.root) ?? 0) + 1;
+    this.readings.set(ref.root, n);
+    const key = n === 1 ? toHex(ref.root) : `${toHex(ref.root)}#${n}`;
+    this.refKeys.set(reading, key);
+    this.refs.set(key, { ...ref, key });
+    return key;
   }
 
   private ssTable(root: number, levels: number): string {
@@ -505,10 +671,14 @@ class VtdDecoder {
       const rsv = reservedBitsSet(ROOT_ENTRY, rw);
       const ctp = this.ptr(rw, R_CTP);
       if (rsv.length > 0) {
+        // A scalable-mode root entry read in legacy mode shows its UP bit (64) as reserved.
+        const hint = rsv.includes(64)
+          ? " (bit 64 is UP in a scalable-mode root entry: should RTADDR.TTM be 1?)"
+          : "";
         this.problem(
           rootAt,
           where,
-          `reserved bits set: ${rsv.join(",")}`,
+          `reserved bits set: ${formatBits(rsv)}${hint}`,
           VTD_FR.ROOT_ENTRY_RESERVED,
         );
         continue;
@@ -523,6 +693,7 @@ class VtdDecoder {
         this.problem(rootAt, where, msg, VTD_FR.CONTEXT_TABLE_ACCESS);
         continue;
       }
+      if (!this.inImage(ctp, 4096, where, "context table")) continue;
       const rootEntry = this.entry(ROOT_ENTRY, rootAt, rw);
       for (let devfn = 0; devfn < 256; devfn++) {
         const sid = (bus << 8) | devfn;
@@ -538,6 +709,7 @@ class VtdDecoder {
           bdf: formatBdf(sid),
           sid,
           translations,
+          truncated: false,
           deviceTlb: tt === TT_DEVTLB && this.caps.deviceTlb,
           rootEntry,
           contextEntry: this.entry(CONTEXT_ENTRY, at, cw),
@@ -556,7 +728,7 @@ class VtdDecoder {
     const rsv = reservedBitsSet(CONTEXT_ENTRY, cw);
     const fr = VTD_FR.CONTEXT_ENTRY_RESERVED;
     if (rsv.length > 0) {
-      this.problem(at, where, `reserved bits set: ${rsv.join(",")}`, fr);
+      this.problem(at, where, `reserved bits set: ${formatBits(rsv)}`, fr);
       return this.blocked(null, did, fr);
     }
     if (slptptr >= this.hawLimit) {
@@ -604,13 +776,15 @@ class VtdDecoder {
       const where = `scalable root entry of bus ${bus.toString(16).padStart(2, "0")}`;
       const rsv = reservedBitsSet(SM_ROOT_ENTRY, rw);
       if (rsv.length > 0) {
-        const msg = `reserved bits set: ${rsv.join(",")}`;
+        const msg = `reserved bits set: ${formatBits(rsv)}`;
         this.problem(rootAt, where, msg, VTD_FR.SM_ROOT_ENTRY_RESERVED);
         continue;
       }
       const rootEntry = this.entry(SM_ROOT_ENTRY, rootAt, rw);
       for (const upper of [false, true]) {
         if ((upper ? up : lp) === 0) continue;
+        // Only the half that serves the filtered device.
+        if (this.device !== undefined && (this.device & 0x80) !== (upper ? 0x80 : 0)) continue;
         const ctp = this.ptr(rw, upper ? SR_UCTP : SR_LCTP);
         const name = upper ? "UCTP" : "LCTP";
         if (ctp >= this.hawLimit) {
@@ -623,13 +797,14 @@ class VtdDecoder {
           this.problem(rootAt, where, msg, VTD_FR.SM_CONTEXT_ENTRY_ACCESS);
           continue;
         }
+        const table = upper ? "upper context table" : "lower context table";
+        if (!this.inImage(ctp, 4096, where, table)) continue;
         for (let i = 0; i < 128; i++) {
           const sid = (bus << 8) | (upper ? 0x80 : 0) | i;
           if (this.device !== undefined && this.device !== sid) continue;
           const at = ctp + i * SM_CONTEXT_ENTRY_SIZE;
-          const cw = this.load(SM_CONTEXT_ENTRY, at);
-          if (getField(SC_P, cw) === 0) continue;
-          this.scalableDevice(sid, at, cw, rootEntry);
+          if (readField(this.mem, at, SC_P) === 0) continue;
+          this.scalableDevice(sid, at, this.load(SM_CONTEXT_ENTRY, at), rootEntry);
         }
       }
     }
@@ -647,17 +822,29 @@ class VtdDecoder {
     const pdts = getField(SC_PDTS, cw);
     const dir = this.ptr(cw, SC_DIR);
     const ridPasid = getField(SC_RID_PASID, cw);
-    const paside = getField(SC_PASIDE, cw) !== 0;
     const dirEntries = 2 ** (pdts + 7);
-    const translations: VtdDecodedTranslation[] = [];
-    const wanted = (pasid: number) =>
-      this.pasidFilter === undefined ||
-      (this.pasidFilter === "rid" ? pasid === ridPasid : pasid === this.pasidFilter);
+    // PASIDs at or above this limit fault (PDTS, and ECAP.PSS).
+    const pasidLimit = 2 ** Math.min(pdts + 13, this.pasidBits);
+    const scan: PasidScan = {
+      bdf,
+      at,
+      dir,
+      ridPasid,
+      ridPriv: getField(SC_RID_PRIV, cw) !== 0,
+      paside: getField(SC_PASIDE, cw) !== 0,
+      pasidLimit,
+      translations: [],
+      sawRidPasid: false,
+      ridFault: 0,
+      unreachable: 0,
+      truncated: false,
+    };
     const finish = () =>
       this.devices.push({
         bdf,
         sid,
-        translations: translations.sort((a, b) => (a.pasid as number) - (b.pasid as number)),
+        translations: scan.translations.sort((a, b) => (a.pasid as number) - (b.pasid as number)),
+        truncated: scan.truncated,
         deviceTlb: getField(SC_DTE, cw) !== 0 && this.caps.deviceTlb,
         rootEntry,
         contextEntry: this.entry(SM_CONTEXT_ENTRY, at, cw),
@@ -667,12 +854,13 @@ class VtdDecoder {
       });
     const deviceBlocked = (fr: number, msg: string) => {
       this.problem(at, where, msg, fr);
-      if (wanted(ridPasid)) translations.push(this.blocked(ridPasid, 0, fr, { ridPasid: true }));
+      if (this.wanted(scan, ridPasid))
+        scan.translations.push(this.blocked(ridPasid, 0, fr, { ridPasid: true }));
       finish();
     };
     const rsv = reservedBitsSet(SM_CONTEXT_ENTRY, cw);
     if (rsv.length > 0) {
-      deviceBlocked(VTD_FR.SM_CONTEXT_ENTRY_RESERVED, `reserved bits set: ${rsv.join(",")}`);
+      deviceBlocked(VTD_FR.SM_CONTEXT_ENTRY_RESERVED, `reserved bits set: ${formatBits(rsv)}`);
       return;
     }
     if (dir >= this.hawLimit) {
@@ -684,13 +872,6 @@ class VtdDecoder {
       deviceBlocked(VTD_FR.SM_RID_PASID_ERROR, `RID_PASID ${ridPasid} is not 0 and ECAP.RPS is 0`);
       return;
     }
-    // PASIDs at or above this limit fault (PDTS, and ECAP.PSS).
-    const pasidLimit = 2 ** Math.min(pdts + 13, this.pasidBits);
-    let sawRidPasid = false;
-    /** Why the RID_PASID entry could not be reached, when its directory entry was found bad. */
-    let ridFault = 0;
-    const ridDir = Math.floor(ridPasid / PASID_TBL_ENTRIES);
-    let unreachable = 0;
     const dirLimit = Math.min(dirEntries, Math.ceil(pasidLimit / PASID_TBL_ENTRIES));
     let first = 0;
     let last = dirLimit - 1;
@@ -699,72 +880,145 @@ class VtdDecoder {
       first = Math.floor(only / PASID_TBL_ENTRIES);
       last = Math.min(first, dirLimit - 1);
     }
-    if (!this.inMemory(dir, dirLimit * PASID_DIR_ENTRY_SIZE)) {
+    const dirBytes = dirLimit * PASID_DIR_ENTRY_SIZE;
+    if (!this.inMemory(dir, dirBytes)) {
       this.problem(at, where, `PASID directory ${toHex(dir)} is outside memory`);
-      ridFault = VTD_FR.SM_PASID_DIR_ENTRY_ACCESS;
-      first = 1;
-      last = 0;
+      scan.ridFault = VTD_FR.SM_PASID_DIR_ENTRY_ACCESS;
+    } else if (this.inImage(dir, dirBytes, where, "PASID directory")) {
+      for (let d = first; d <= last && !scan.truncated; d++) this.scanDirEntry(scan, d, false);
+      // The budget ran out before the RID_PASID entry: read just that one, whatever it costs.
+      const ridDir = Math.floor(ridPasid / PASID_TBL_ENTRIES);
+      if (scan.truncated && !scan.sawRidPasid && ridDir < dirLimit && this.wanted(scan, ridPasid))
+        this.scanDirEntry(scan, ridDir, true);
     }
-    for (let d = first; d <= last; d++) {
-      const deAt = dir + d * PASID_DIR_ENTRY_SIZE;
-      const dw = this.load(PASID_DIR_ENTRY, deAt);
-      if (getField(D_P, dw) === 0) continue;
-      const range = `PASIDs ${d * 64}-${d * 64 + 63}`;
-      const dwhere = `PASID directory entry of ${bdf} (${range})`;
-      const drsv = reservedBitsSet(PASID_DIR_ENTRY, dw);
-      const table = this.ptr(dw, D_TBL);
-      let bad = "";
-      if (drsv.length > 0) bad = `reserved bits set: ${drsv.join(",")}`;
-      else if (table >= this.hawLimit)
-        bad = `SMPTBLPTR ${toHex(table)} is at or above the host address width`;
-      if (bad !== "") {
-        this.problem(deAt, dwhere, bad, VTD_FR.SM_PASID_DIR_ENTRY_RESERVED);
-        if (d === ridDir) ridFault = VTD_FR.SM_PASID_DIR_ENTRY_RESERVED;
-        continue;
-      }
-      if (!this.inMemory(table, 4096)) {
-        this.problem(deAt, dwhere, `PASID table ${toHex(table)} is outside memory`);
-        if (d === ridDir) ridFault = VTD_FR.SM_PASID_ENTRY_ACCESS;
-        continue;
-      }
-      const pasidDirEntry = this.entry(PASID_DIR_ENTRY, deAt, dw);
-      for (let t = 0; t < PASID_TBL_ENTRIES; t++) {
-        const pasid = d * PASID_TBL_ENTRIES + t;
-        if (pasid >= pasidLimit) break;
-        if (!wanted(pasid)) continue;
-        const eAt = table + t * PASID_ENTRY_SIZE;
-        const ew = this.load(PASID_ENTRY, eAt);
-        const isRid = pasid === ridPasid;
-        if (getField(E_P, ew) === 0) {
-          if (isRid) {
-            sawRidPasid = true;
-            const fr = VTD_FR.SM_PASID_ENTRY_NOT_PRESENT;
-            translations.push(this.blocked(pasid, 0, fr, { ridPasid: true, pasidDirEntry }));
-          }
-          continue;
-        }
-        if (isRid) sawRidPasid = true;
-        else if (!paside) unreachable++;
-        const tr = this.pasidTranslation(bdf, pasid, eAt, ew);
-        translations.push({
-          ...tr,
-          ...(isRid ? { ridPasid: true } : {}),
-          pasidDirEntry,
-          pasidEntry: this.entry(PASID_ENTRY, eAt, ew),
-        });
-      }
-    }
-    if (!sawRidPasid && wanted(ridPasid)) {
+    if (!scan.sawRidPasid && this.wanted(scan, ridPasid)) {
       // Requests without PASID find no usable PASID entry: the device is blocked for them.
-      let fr = ridFault === 0 ? VTD_FR.SM_PASID_DIR_ENTRY_NOT_PRESENT : ridFault;
+      let fr = scan.ridFault === 0 ? VTD_FR.SM_PASID_DIR_ENTRY_NOT_PRESENT : scan.ridFault;
       if (ridPasid >= pasidLimit) fr = VTD_FR.SM_PASID_TOO_LARGE;
-      translations.push(this.blocked(ridPasid, 0, fr, { ridPasid: true }));
+      scan.translations.push(this.blocked(ridPasid, 0, fr, { ridPasid: true }));
     }
-    if (unreachable > 0) {
-      const msg = `PASIDE is 0: ${unreachable} present PASID entr${unreachable === 1 ? "y is" : "ies are"} unreachable (requests with PASID fault)`;
+    if (scan.unreachable > 0) {
+      const n = scan.unreachable;
+      const msg = `PASIDE is 0: ${n} present PASID entr${n === 1 ? "y is" : "ies are"} unreachable (requests with PASID fault)`;
       this.problem(at, where, msg, VTD_FR.SM_PASIDE_CLEAR);
     }
     finish();
+  }
+
+  /** Whether the PASID filter keeps `pasid` of the device `scan` describes. */
+  private wanted(scan: PasidScan, pasid: number): boolean {
+    const f = this.pasidFilter;
+    return f === undefined || (f === "rid" ? pasid === scan.ridPasid : pasid === f);
+  }
+
+  /** Mark the device's PASID list cut short by a limit, saying so once per limit. */
+  private pasidLimitReached(scan: PasidScan, limit: "entries" | "translations"): void {
+    scan.truncated = true;
+    this.truncated = true;
+    const where = `scalable context entry of ${scan.bdf}`;
+    if (limit === "entries" && !this.pasidEntriesReported) {
+      this.pasidEntriesReported = true;
+      const msg = `stopped reading PASID directories and tables after ${this.maxPasidEntries} entries (limit maxPasidEntries): from this device on, only RID_PASID translations are certain to be listed`;
+      this.problem(scan.at, where, msg);
+    }
+    if (limit === "translations" && !this.pasidTranslationsReported) {
+      this.pasidTranslationsReported = true;
+      const msg = `stopped listing PASID translations after ${this.maxPasidTranslations} (limit maxPasidTranslations): from this device on, only RID_PASID translations are listed`;
+      this.problem(scan.at, where, msg);
+    }
+  }
+
+  /**
+   * Directory entry `d` of the device `scan` describes, and the PASID entries of its table. Each
+   * entry read is charged to the PASID budget; `ridOnly` reads just the RID_PASID entry, free.
+   */
+  private scanDirEntry(scan: PasidScan, d: number, ridOnly: boolean): void {
+    const mem = this.mem;
+    const { bdf, ridPasid } = scan;
+    const isRidDir = d === Math.floor(ridPasid / PASID_TBL_ENTRIES);
+    if (!ridOnly) {
+      if (this.pasidEntriesLeft <= 0) {
+        this.pasidLimitReached(scan, "entries");
+        return;
+      }
+      this.pasidEntriesLeft--;
+    }
+    const deAt = scan.dir + d * PASID_DIR_ENTRY_SIZE;
+    if (readField(mem, deAt, D_P) === 0) return;
+    const dw = this.load(PASID_DIR_ENTRY, deAt);
+    const range = `PASIDs ${d * 64}-${d * 64 + 63}`;
+    const dwhere = `PASID directory entry of ${bdf} (${range})`;
+    const drsv = reservedBitsSet(PASID_DIR_ENTRY, dw);
+    const table = this.ptr(dw, D_TBL);
+    let bad = "";
+    if (drsv.length > 0) bad = `reserved bits set: ${formatBits(drsv)}`;
+    else if (table >= this.hawLimit)
+      bad = `SMPTBLPTR ${toHex(table)} is at or above the host address width`;
+    if (bad !== "") {
+      this.problem(deAt, dwhere, bad, VTD_FR.SM_PASID_DIR_ENTRY_RESERVED);
+      if (isRidDir) scan.ridFault = VTD_FR.SM_PASID_DIR_ENTRY_RESERVED;
+      return;
+    }
+    if (!this.inMemory(table, 4096)) {
+      this.problem(deAt, dwhere, `PASID table ${toHex(table)} is outside memory`);
+      if (isRidDir) scan.ridFault = VTD_FR.SM_PASID_ENTRY_ACCESS;
+      return;
+    }
+    // A PASID table outside the image reads as zeros, as the unit reads it: its RID_PASID entry is
+    // then not present (fault 0x59), not unreachable.
+    this.inImage(table, 4096, dwhere, "PASID table");
+    const pasidDirEntry = this.entry(PASID_DIR_ENTRY, deAt, dw);
+    for (let t = 0; t < PASID_TBL_ENTRIES; t++) {
+      const pasid = d * PASID_TBL_ENTRIES + t;
+      if (pasid >= scan.pasidLimit) break;
+      const isRid = pasid === ridPasid;
+      if (ridOnly ? !isRid : !this.wanted(scan, pasid)) continue;
+      if (!isRid) {
+        if (this.pasidEntriesLeft <= 0) {
+          this.pasidLimitReached(scan, "entries");
+          return;
+        }
+        this.pasidEntriesLeft--;
+      }
+      const eAt = table + t * PASID_ENTRY_SIZE;
+      if (readField(mem, eAt, E_P) === 0) {
+        if (isRid) {
+          scan.sawRidPasid = true;
+          const fr = VTD_FR.SM_PASID_ENTRY_NOT_PRESENT;
+          scan.translations.push(this.blocked(pasid, 0, fr, { ridPasid: true, pasidDirEntry }));
+        }
+        continue;
+      }
+      if (!isRid) {
+        if (this.pasidTranslationsLeft <= 0) {
+          this.pasidLimitReached(scan, "translations");
+          continue;
+        }
+        this.pasidTranslationsLeft--;
+      }
+      const ew = this.load(PASID_ENTRY, eAt);
+      if (isRid) scan.sawRidPasid = true;
+      else if (!scan.paside) scan.unreachable++;
+      let tr = this.pasidTranslation(bdf, pasid, eAt, ew);
+      if (
+        isRid &&
+        scan.ridPriv &&
+        tr.type !== "blocked" &&
+        !(getField(E_SRE, ew) && this.caps.srs)
+      ) {
+        // RID_PRIV makes requests without PASID supervisor requests, which need SRE (and ECAP.SRS).
+        const fr = VTD_FR.SM_SRE_CLEAR;
+        const msg = `RID_PRIV of the context entry makes requests without PASID supervisor requests, and ${this.caps.srs ? "SRE is 0" : "ECAP.SRS is 0"}: they fault`;
+        this.problem(eAt, `PASID entry of ${bdf} PASID ${pasid}`, msg, fr);
+        tr = this.blocked(pasid, tr.did, fr);
+      }
+      scan.translations.push({
+        ...tr,
+        ...(isRid ? { ridPasid: true } : {}),
+        pasidDirEntry,
+        pasidEntry: this.entry(PASID_ENTRY, eAt, ew),
+      });
+    }
   }
 
   /** @spec Intel VT-d Architecture Specification 9.6 (PASID table entry) */
@@ -785,7 +1039,7 @@ class VtdDecoder {
     const rsvFr = VTD_FR.SM_PASID_ENTRY_RESERVED;
     const rsv = reservedBitsSet(PASID_ENTRY, ew);
     if (rsv.length > 0) {
-      this.problem(at, where, `reserved bits set: ${rsv.join(",")}`, rsvFr);
+      this.problem(at, where, `reserved bits set: ${formatBits(rsv)}`, rsvFr);
       return this.blocked(pasid, did, rsvFr);
     }
     const usesFs = pgtt === PGTT_FL || pgtt === PGTT_NESTED;
@@ -870,13 +1124,23 @@ class VtdDecoder {
     return out;
   }
 
+  /** Stop all page-table enumeration for good: a document-wide limit is spent. */
+  private stopEnumeration(walk: TableWalk, at: number, why: string): void {
+    walk.stopped = true;
+    if (this.enumerationStopped !== "") return;
+    this.enumerationStopped = why;
+    this.truncated = true;
+    this.problem(at, this.tableName(walk.ref), `${why}: this and later page tables are incomplete`);
+  }
+
   private enumerate(ref: TableRef): VtdDecodedPageTable {
     const walk: TableWalk = {
       ref,
-      out: new Coalescer(),
+      out: new Coalescer(this.mappingsLeft),
       tablePages: 0,
-      stopped: false,
+      stopped: this.enumerationStopped !== "",
       problems: 0,
+      notInImage: 0,
     };
     if (ref.stage === "second-stage") this.walkSs(walk, ref.root, ref.levels, 0, F_R | F_W);
     else this.walkFs(walk, ref.root, ref.levels, 0, F_R | F_W | F_X | F_U);
@@ -886,6 +1150,7 @@ class VtdDecoder {
       this.problem(ref.root, this.tableName(ref), `${more} more problems in this table not listed`);
     }
     const runs = walk.out.runs;
+    this.mappingsLeft -= runs.length / 4;
     const mappings: VtdMapping[] = [];
     const fs = ref.stage === "first-stage";
     // Canonical first-stage addresses: bits above 47 (56) copy bit 47 (56).
@@ -915,6 +1180,8 @@ class VtdDecoder {
       mappings,
       root: toHex(ref.root),
       tablePages: walk.tablePages,
+      truncated: walk.stopped,
+      ...(walk.notInImage === 0 ? {} : { notInImage: walk.notInImage }),
       ...(ref.ssKey === undefined ? {} : { secondStageTable: ref.ssKey }),
     };
   }
@@ -939,13 +1206,15 @@ class VtdDecoder {
     this.problem(at, `${this.tableName(walk.ref)}, ${what}`, message, fr);
   }
 
-  /** Count a table page; false when the budget is spent (reported once). */
+  /**
+   * Count a table page; false when it is not to be read: a limit is spent (said once), it is
+   * outside memory (the access fault), or outside the image (counted: it reads as zeros).
+   */
   private enter(walk: TableWalk, table: number, level: number): boolean {
     if (walk.stopped) return false;
-    if (walk.tablePages >= this.maxTablePages) {
-      walk.stopped = true;
-      const msg = `enumeration stopped after ${this.maxTablePages} table pages (shared or looping tables?)`;
-      this.problem(table, this.tableName(walk.ref), msg);
+    if (this.tablePagesLeft <= 0) {
+      const why = `enumeration stopped after ${this.maxTablePages} table pages in all (limit maxTablePages; looping or shared tables?)`;
+      this.stopEnumeration(walk, table, why);
       return false;
     }
     if (!this.inMemory(table, 4096)) {
@@ -957,15 +1226,61 @@ class VtdDecoder {
       this.tableProblem(walk, table, level, `table ${toHex(table)} is outside memory`, fr, true);
       return false;
     }
+    if (this.coverage !== null && !this.coverage.covers(table, 4096)) {
+      walk.notInImage++;
+      return false;
+    }
+    this.tablePagesLeft--;
     walk.tablePages++;
     return true;
   }
 
+  /** Record a leaf; false when the mapping limit is spent (enumeration stops, said once). */
+  private leaf(
+    walk: TableWalk,
+    at: number,
+    vpn: number,
+    pfn: number,
+    pages: number,
+    flags: number,
+  ) {
+    if (walk.out.add(vpn, pfn, pages, flags)) return true;
+    const why = `stopped listing mappings after ${this.maxMappings} (limit maxMappings)`;
+    this.stopEnumeration(walk, at, why);
+    return false;
+  }
+
   /**
-   * Second-stage table at `table`, `level`, covering input pages from `base`. The reserved-bit
-   * rules are the walker's (vtd-walk.ts): address bits at or above HAW; PS above level 3 or at a
-   * level CAP.SLLPS lacks; address bits inside a large page; SNP and TM outside leaves, and in
-   * leaves unless allowed.
+   * Why a present second-stage entry at `level` is refused, or "" when it is usable. The rules are
+   * the walker's (vtd-walk.ts): address bits at or above HAW; PS above level 3 or at a level
+   * CAP.SLLPS lacks; address bits inside a large page; SNP and TM outside leaves, and in leaves
+   * unless allowed.
+   */
+  private ssRefused(lo: number, hi: number, level: number): string {
+    if ((hi & this.hawHi) !== 0 || (lo & this.hawLo) !== 0) {
+      return "address bits at or above the host address width";
+    }
+    const leaf = level === 1 || (lo & SS_PTE_PS) !== 0;
+    if (leaf && level > 1) {
+      if (level > 3) return `PS set at level ${level}`;
+      if ((this.sllps & (1 << (level - 2))) === 0)
+        return "PS set but CAP.SLLPS lacks this page size";
+      if ((lo & (LEAF_ALIGN_LO[level] as number)) !== 0) {
+        return "address bits inside the large page are set";
+      }
+    }
+    if (leaf) {
+      if ((lo & this.ssLeafRsvLo) !== 0) return "SNP set without ECAP.SC";
+      if ((hi & this.ssLeafRsvHi) !== 0) return "TM set";
+    } else if ((lo & SS_PTE_SNP) !== 0 || (hi & SS_PTE_TM_HI) !== 0) {
+      return "SNP or TM set in a non-leaf entry";
+    }
+    return "";
+  }
+
+  /**
+   * Second-stage table at `table`, `level`, covering input pages from `base`; entries the walker
+   * refuses (`ssRefused`) are reported and left out.
    *
    * @spec Intel VT-d Architecture Specification 9.8 (second-stage paging entries)
    */
@@ -974,46 +1289,25 @@ class VtdDecoder {
     const mem = this.mem;
     const pages = PAGES[level] as number;
     const fr = this.scalable ? VTD_FR.SM_SS_ENTRY_RESERVED : VTD_FR.PAGING_ENTRY_RESERVED;
-    const sllps = this.sllps;
     for (let i = 0; i < 512; i++) {
       const at = table + i * 8;
       const lo = mem.read64(at);
       const hi = mem.hi;
       if ((lo & SS_PRESENT) === 0) continue;
-      if ((hi & this.hawHi) !== 0 || (lo & this.hawLo) !== 0) {
-        this.tableProblem(walk, at, level, "address bits at or above the host address width", fr);
+      const refused = this.ssRefused(lo, hi, level);
+      if (refused !== "") {
+        this.tableProblem(walk, at, level, refused, fr);
         continue;
       }
       const leaf = level === 1 || (lo & SS_PTE_PS) !== 0;
-      if (leaf && level > 1) {
-        if (level > 3 || (sllps & (1 << (level - 2))) === 0) {
-          const msg =
-            level > 3 ? `PS set at level ${level}` : `PS set but CAP.SLLPS lacks this page size`;
-          this.tableProblem(walk, at, level, msg, fr);
-          continue;
-        }
-        if ((lo & (LEAF_ALIGN_LO[level] as number)) !== 0) {
-          this.tableProblem(walk, at, level, "address bits inside the large page are set", fr);
-          continue;
-        }
-      }
-      if (leaf) {
-        if ((lo & this.ssLeafRsvLo) !== 0 || (hi & this.ssLeafRsvHi) !== 0) {
-          const msg = (lo & this.ssLeafRsvLo) !== 0 ? "SNP set without ECAP.SC" : "TM set";
-          this.tableProblem(walk, at, level, msg, fr);
-          continue;
-        }
-      } else if ((lo & SS_PTE_SNP) !== 0 || (hi & SS_PTE_TM_HI) !== 0) {
-        this.tableProblem(walk, at, level, "SNP or TM set in a non-leaf entry", fr);
-        continue;
-      }
       let p = perm;
       if ((lo & SS_PTE_R) === 0) p &= ~F_R;
       if ((lo & SS_PTE_W) === 0) p &= ~F_W;
       const addr = (hi & SS_PTE_ADDR_HI) * TWO32 + ((lo & SS_PTE_ADDR_LO) >>> 0);
       const vpn = base + i * pages;
       if (leaf) {
-        walk.out.add(vpn, addr / 4096, pages, p | ((lo & SS_PTE_SNP) !== 0 ? F_SNP : 0));
+        const flags = p | ((lo & SS_PTE_SNP) !== 0 ? F_SNP : 0);
+        if (!this.leaf(walk, at, vpn, addr / 4096, pages, flags)) return;
       } else {
         this.walkSs(walk, addr, level - 1, vpn, p);
         if (walk.stopped) return;
@@ -1023,29 +1317,33 @@ class VtdDecoder {
 
   /**
    * The host frame second-stage table `root` (`levels`) maps guest frame `gpfn` to with read
-   * permission, or -1. For nested first-stage table addresses.
+   * permission: the nested walk's translation of a first-stage table address (`root` says it is
+   * the first-stage root). Returns the frame, or minus the fault reason the walker gives, in its
+   * order: input beyond the table's width 0x74; an entry with R = W = 0 0x75 (root) / 0x76; an
+   * entry `ssRefused` refuses 0x7a; R clear on the path 0x75 / 0x76.
    */
-  private ssLookup(root: number, levels: number, gpfn: number): number {
+  private ssLookup(root: number, levels: number, gpfn: number, isRoot: boolean): number {
     const mem = this.mem;
+    const noRead = isRoot ? VTD_FR.SM_FS_ROOT_READ : VTD_FR.SM_FS_ENTRY_READ;
+    if (gpfn >= 2 ** (9 * levels)) return -VTD_FR.SM_FS_ENTRY_ADDR_BEYOND_MGAW;
     let table = root;
-    if (gpfn >= 2 ** (9 * levels)) return -1;
+    let readable = true;
     for (let level = levels; level >= 1; level--) {
-      if (!this.inMemory(table, 4096)) return -1;
+      if (!this.inMemory(table, 4096)) return -VTD_FR.SM_SS_ENTRY_ACCESS;
       const pages = PAGES[level] as number;
       const at = table + (Math.floor(gpfn / pages) % 512) * 8;
       const lo = mem.read64(at);
       const hi = mem.hi;
-      if ((lo & SS_PTE_R) === 0) return -1;
-      if ((hi & this.hawHi) !== 0 || (lo & this.hawLo) !== 0) return -1;
+      if ((lo & SS_PRESENT) === 0) return -noRead;
+      if (this.ssRefused(lo, hi, level) !== "") return -VTD_FR.SM_SS_ENTRY_RESERVED;
+      if ((lo & SS_PTE_R) === 0) readable = false;
       const addr = (hi & SS_PTE_ADDR_HI) * TWO32 + ((lo & SS_PTE_ADDR_LO) >>> 0);
-      const leaf = level === 1 || (lo & SS_PTE_PS) !== 0;
-      if (leaf) {
-        if (level > 3 || (lo & (LEAF_ALIGN_LO[level] as number)) !== 0) return -1;
-        return addr / 4096 + (gpfn % pages);
+      if (level === 1 || (lo & SS_PTE_PS) !== 0) {
+        return readable ? addr / 4096 + (gpfn % pages) : -noRead;
       }
       table = addr;
     }
-    return -1;
+    return -noRead;
   }
 
   /**
@@ -1062,10 +1360,18 @@ class VtdDecoder {
     const nested = ref.ssRoot >= 0;
     let table = gTable;
     if (nested) {
-      const hpfn = this.ssLookup(ref.ssRoot, ref.ssLevels, gTable / 4096);
+      const hpfn = this.ssLookup(ref.ssRoot, ref.ssLevels, gTable / 4096, level === ref.levels);
       if (hpfn < 0) {
-        const msg = `table at guest-physical ${toHex(gTable)} is not mapped readable by the second stage`;
-        const fr = level === ref.levels ? VTD_FR.SM_FS_ROOT_READ : VTD_FR.SM_FS_ENTRY_READ;
+        const fr = -hpfn;
+        const why =
+          fr === VTD_FR.SM_SS_ENTRY_RESERVED
+            ? "an entry the walker refuses"
+            : fr === VTD_FR.SM_FS_ENTRY_ADDR_BEYOND_MGAW
+              ? "an address beyond its width"
+              : fr === VTD_FR.SM_SS_ENTRY_ACCESS
+                ? "a table outside memory"
+                : "no read permission";
+        const msg = `table at guest-physical ${toHex(gTable)} is not mapped readable by the second stage (${why})`;
         this.tableProblem(walk, gTable, level, msg, fr, true);
         return;
       }
@@ -1110,7 +1416,7 @@ class VtdDecoder {
       const vpn = base + i * pages;
       if (leaf) {
         if (level > 1) addr -= addr % (pages * 4096);
-        walk.out.add(vpn, addr / 4096, pages, p);
+        if (!this.leaf(walk, at, vpn, addr / 4096, pages, p)) return;
       } else {
         this.walkFs(walk, addr, level - 1, vpn, p);
         if (walk.stopped) return;
@@ -1125,7 +1431,10 @@ export function vtdRtaddrMode(
 ): { rootTable: number; mode: "legacy" | "scalable" } | string {
   const v = BigInt.asUintN(64, BigInt(rtaddr));
   const ttm = Number((v >> 10n) & 3n);
-  if (ttm === 2) return "RTADDR.TTM is 2, a reserved mode: no tables to decode";
+  if (ttm === 2) {
+    // VT-d 2.x named bit 11 RTT (extended root table), which kernels of that time set with ECS.
+    return "RTADDR.TTM is 2, a reserved mode: no tables to decode (bit 11 was RTT, the extended root table of VT-d 2.x, which this decoder does not read)";
+  }
   if (ttm === 3) return "RTADDR.TTM is 3 (abort-DMA mode): every request is blocked, no tables";
   const rta = (v >> 12n) << 12n;
   if (rta >= 1n << 52n) return `RTADDR.RTA ${toHex(rta)} is beyond a 52-bit physical address`;
@@ -1141,7 +1450,13 @@ export function vtdRtaddrMode(
  * with AW + 2 levels, TT 2 pass-through. Scalable mode (TTM 1): lower/upper context tables of 128
  * 256-bit entries; PASID directory of 2^(PDTS+7) entries; PASID entries with P = 1 (PGTT 1
  * first-stage, 2 second-stage, 3 nested, 4 pass-through); the RID_PASID translation is always
- * listed, blocked when its entry is missing.
+ * listed, blocked when its entry is missing or refuses requests without PASID (RID_PRIV without
+ * SRE).
+ *
+ * Never throws, and its work is bounded whatever `mem` holds: the limits (`VTD_DECODE_LIMITS`, or
+ * the `max*` options) cap table pages, mappings, PASID entries and problems, and a document cut
+ * short by one has `truncated` set and a problem naming the limit. With `coverage`, structures the
+ * image does not hold are noted (they read as zeros, as `translate` reads them).
  *
  * @spec Intel VT-d Architecture Specification 3.4 (root, context, PASID structures), 9.1-9.8
  */
@@ -1150,27 +1465,49 @@ export function decodeVtd(mem: PhysMemory, options: VtdDecodeOptions): VtdDecode
   if (typeof mode === "string") return mode;
   const scalable = mode.mode === "scalable";
   const d = new VtdDecoder(mem, scalable, mode.rootTable, options.device, options.pasid, options);
+  const caps = options.caps ?? VTD_PERMISSIVE_CAPS;
+  const rootTable = toHex(mode.rootTable);
+  const coverage = options.coverage ?? null;
+  if (scalable && !caps.smts) {
+    // The unit refuses the root table; the tables are still decoded as written.
+    d.problems.push({
+      address: rootTable,
+      structure: "root table",
+      message:
+        "RTADDR.TTM selects scalable mode, which the unit lacks (ECAP.SMTS is 0): every request faults; the tables are decoded as written",
+      faultReason: VTD_FR.SM_ROOT_TABLE_ADDR_INVALID,
+    });
+  }
   if (mode.rootTable + 4096 > mem.pfnLimit * 4096) {
     d.problems.push({
-      address: toHex(mode.rootTable),
+      address: rootTable,
       structure: "root table",
       message: "the root table is outside memory",
       faultReason: scalable ? VTD_FR.SM_ROOT_TABLE_ADDR_INVALID : VTD_FR.ROOT_TABLE_ACCESS,
     });
+  } else if (coverage !== null && !coverage.covers(mode.rootTable, 4096)) {
+    d.problems.push({
+      address: rootTable,
+      structure: "root table",
+      message:
+        "the root table is not in the image (a hole, or a page the dump left out): read as zeros, no device",
+    });
   } else if (scalable) d.decodeScalable();
   else d.decodeLegacy();
   const pageTables = options.mappings === false ? {} : d.pageTables();
+  d.finishProblems();
   // With a PASID filter, only the devices that have that PASID.
   const devices =
     options.pasid === undefined ? d.devices : d.devices.filter((x) => x.translations.length > 0);
   return {
     arch: "vtd",
     mode: mode.mode,
-    rootTable: toHex(mode.rootTable),
+    rootTable,
     devices,
     pageTables,
     rtaddr: toHex(BigInt.asUintN(64, BigInt(options.rtaddr))),
     problems: d.problems,
+    truncated: d.truncated,
   };
 }
 
@@ -1239,7 +1576,8 @@ function formatTranslation(t: VtdDecodedTranslation): string {
   return `${who}: ${t.type}, DID ${t.did}, ${t.levels} levels, table ${t.pageTable}${nested}`;
 }
 
-function formatMapping(m: VtdMapping): string {
+/** The columns of one mapping line: input range, output, size, permissions. */
+function mappingColumns(m: VtdMapping): [string, string, string, string] {
   // Number() reads the hex exactly below 2^53; canonical upper-half addresses need BigInt.
   const start = Number(m.iova);
   const end =
@@ -1250,22 +1588,73 @@ function formatMapping(m: VtdMapping): string {
   if (m.x !== undefined) perms += m.x ? "x" : "-";
   if (m.u) perms += " user";
   if (m.snp) perms += " snoop";
-  return `  ${m.iova}-${end} -> ${m.pa}  ${formatSize(m.size)}  ${perms}`;
+  return [`${m.iova}-${end}`, m.pa, formatSize(m.size), perms];
+}
+
+/** `n thing` or `n things`. */
+function count(n: number, thing: string): string {
+  return `${n} ${thing}${n === 1 ? "" : "s"}`;
+}
+
+/** Who walks each page table: `00:03.0`, `00:03.0 PASID 5`, `... (second stage)`, by key. */
+function tableUsers(doc: VtdDecodeDocument): Map<string, string[]> {
+  const users = new Map<string, string[]>();
+  const add = (key: string | null | undefined, who: string) => {
+    if (key === null || key === undefined) return;
+    const list = users.get(key);
+    if (list === undefined) users.set(key, [who]);
+    else list.push(who);
+  };
+  for (const dev of doc.devices) {
+    for (const t of dev.translations) {
+      const who = t.pasid === null ? dev.bdf : `${dev.bdf} PASID ${t.pasid}`;
+      add(t.pageTable, who);
+      add(t.secondStageTable, `${who} (second stage)`);
+    }
+  }
+  return users;
+}
+
+/** At most a few users, then how many more: a shared domain may serve hundreds of devices. */
+function formatUsers(list: readonly string[] | undefined): string {
+  if (list === undefined || list.length === 0) return "";
+  const shown = list.slice(0, 4).join(", ");
+  return `, used by ${shown}${list.length > 4 ? ` and ${list.length - 4} more` : ""}`;
 }
 
 /**
- * The decode document as text: a tree device -> context -> (PASID) -> table root with each entry's
- * fields, then each page table's coalesced mappings, then the problems.
+ * The decode document as text: a summary, then per bus its root entry and per device the context
+ * entry and translations (each PASID with its directory and table entry), then each page table
+ * with who uses it and its coalesced mappings in aligned columns, then the problems. Meant to stay
+ * readable for a machine with hundreds of devices: entries shared by a bus are printed once, and
+ * a table shared by many devices names a few of them.
  */
 export function formatVtdDecode(doc: VtdDecodeDocument): string {
   const lines: string[] = [];
   lines.push(`VT-d ${doc.mode} mode, root table ${doc.rootTable} (RTADDR ${doc.rtaddr})`);
-  if (doc.devices.length === 0) lines.push("no device has a present context entry");
+  const tables = Object.entries(doc.pageTables);
+  let mappings = 0;
+  for (const [, t] of tables) mappings += t.mappings.length;
+  let translations = 0;
+  for (const dev of doc.devices) translations += dev.translations.length;
+  let summary =
+    doc.devices.length === 0
+      ? "no device has a present context entry"
+      : `${count(doc.devices.length, "device")}, ${count(translations, "translation")}, ${count(tables.length, "page table")} with ${count(mappings, "mapping")}`;
+  if (doc.problems.length > 0) summary += `; ${count(doc.problems.length, "problem")} (at the end)`;
+  if (doc.truncated) summary += "; TRUNCATED: a limit cut the decode short (see the problems)";
+  lines.push(summary);
+  let bus = -1;
   for (const dev of doc.devices) {
+    if (dev.sid >>> 8 !== bus) {
+      bus = dev.sid >>> 8;
+      lines.push("");
+      const b = bus.toString(16).padStart(2, "0");
+      lines.push(`bus ${b}: root entry @${dev.rootEntry.address}  ${formatEntry(dev.rootEntry)}`);
+    }
     lines.push("");
-    const extra = dev.deviceTlb ? ", device-TLB" : "";
+    const extra = `${dev.deviceTlb ? ", device-TLB" : ""}${dev.truncated ? ", PASID list truncated" : ""}`;
     lines.push(`${dev.bdf} (sid ${toHex(dev.sid, 4)}${extra})`);
-    lines.push(`  root entry     @${dev.rootEntry.address}  ${formatEntry(dev.rootEntry)}`);
     lines.push(`  context entry  @${dev.contextEntry.address}  ${formatEntry(dev.contextEntry)}`);
     if (dev.pasidDirectory !== undefined) {
       lines.push(
@@ -1282,17 +1671,35 @@ export function formatVtdDecode(doc: VtdDecodeDocument): string {
       }
     }
   }
-  for (const [key, table] of Object.entries(doc.pageTables)) {
+  const users = tableUsers(doc);
+  for (const [key, table] of tables) {
     lines.push("");
     const nested =
       table.secondStageTable === undefined
         ? ""
         : `, nested: table and output addresses guest-physical, through ${table.secondStageTable}`;
-    const count = table.mappings.length;
+    const n = table.mappings.length;
+    const notes = [
+      ...(table.truncated ? ["TRUNCATED by a limit"] : []),
+      ...(table.notInImage === undefined
+        ? []
+        : [`${count(table.notInImage, "table page")} not in the image, read as zeros`]),
+    ];
+    const note = notes.length === 0 ? "" : ` (${notes.join("; ")})`;
     lines.push(
-      `page table ${key}: ${table.stage}, ${table.levels} levels${nested}, ${count} mapping${count === 1 ? "" : "s"}`,
+      `page table ${key}: ${table.stage}, ${table.levels} levels${nested}, ${count(n, "mapping")}${note}${formatUsers(users.get(key))}`,
     );
-    for (const m of table.mappings) lines.push(formatMapping(m));
+    const rows = table.mappings.map(mappingColumns);
+    const width = [0, 0, 0];
+    for (const row of rows) {
+      for (let c = 0; c < 3; c++)
+        width[c] = Math.max(width[c] as number, (row[c] as string).length);
+    }
+    for (const [range, pa, size, perms] of rows) {
+      lines.push(
+        `  ${range.padEnd(width[0] as number)} -> ${pa.padEnd(width[1] as number)}  ${size.padStart(width[2] as number)}  ${perms}`,
+      );
+    }
   }
   if (doc.problems.length > 0) {
     lines.push("");

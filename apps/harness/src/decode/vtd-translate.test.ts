@@ -16,6 +16,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import {
   fsTable,
   GuestFsTable,
+  garbageImage,
   machine,
   mapRun,
   type RefRun,
@@ -29,7 +30,7 @@ import {
   tempDir,
 } from "../../test/vtd-images.js";
 import { ImageInputError, readImageInput } from "./image-input.js";
-import { VTD_PERMISSIVE_CAPS } from "./vtd-decode.js";
+import { decodeVtd, VTD_PERMISSIVE_CAPS } from "./vtd-decode.js";
 import {
   parsePasid,
   parseSid,
@@ -402,4 +403,99 @@ describe("translate agrees with the running unit's uncached walk on every mapped
     expect(got.result === "ok").toBe(want.status === XLATE_OK);
     if (got.result === "fault") expect(got.faultReason).toBe(want.code);
   });
+});
+
+describe("translate on garbage images", () => {
+  const u64Arb = fc.bigInt({ min: 0n, max: (1n << 64n) - 1n });
+  const queryArb = fc.record({
+    sid: fc.oneof(fc.integer({ min: 0, max: 0xffff }), fc.integer({ min: 0, max: 0x3ff })),
+    pasid: fc.option(
+      fc.oneof(fc.integer({ min: 0, max: 70 }), fc.integer({ min: 0, max: 0xfffff })),
+    ),
+    iova: fc.oneof(u64Arb, fc.bigInt({ min: 0n, max: (1n << 40n) - 1n })),
+  });
+
+  test.prop(
+    [
+      fc.integer({ min: 0, max: 0xffff_ffff }),
+      fc.integer({ min: 1, max: 20 }),
+      fc.option(fc.constantFrom(0, 1, 2, 3), { nil: undefined }),
+      fc.option(u64Arb, { nil: undefined }),
+      fc.option(u64Arb, { nil: undefined }),
+      fc.option(u64Arb, { nil: undefined }),
+      fc.record({ write: fc.boolean(), exec: fc.boolean(), priv: fc.boolean() }),
+      fc.array(queryArb, { minLength: 1, maxLength: 12 }),
+    ],
+    { seed: 0x7a45_6a4b, numRuns: 60 },
+  )(
+    "every query gets ok or a fault, never an exception; decode's verdicts and mappings are the unit's",
+    (seed, pointers, ttm, rtaddrJunk, cap, ecap, access, queries) => {
+      const g = garbageImage(seed, { pointers, ttm });
+      const rtaddr = rtaddrJunk ?? g.rtaddr;
+      const options = { rtaddr, cap, ecap };
+      const made = VtdTranslator.create(g.mem, {
+        ...options,
+        ...access,
+        write: access.write && !access.exec,
+      });
+      if (typeof made === "string") expect(made).not.toContain("\n");
+      const t = typeof made === "string" ? translator(g.mem, { rtaddr, ...access }) : made;
+      const doc = decodeVtd(g.mem, {
+        rtaddr,
+        caps: t.caps,
+        maxTablePages: 500,
+        maxMappings: 500,
+        maxPasidEntries: 2000,
+        maxPasidTranslations: 100,
+      });
+      // Queries to the devices decode found, without PASID, and the rest as generated.
+      const devices = typeof doc === "string" ? [] : doc.devices;
+      const asked = [
+        ...devices.slice(0, 8).map((d, i) => ({
+          sid: d.sid,
+          pasid: null,
+          iova: queries[i % queries.length]?.iova ?? 0n,
+        })),
+        ...queries,
+      ];
+      for (const q of asked) {
+        const r = t.translate(q);
+        expect(r).toMatchObject({ sid: q.sid, pasid: q.pasid, iova: toHex(q.iova) });
+        if (r.result === "fault") {
+          expect(r.faultReason > 0 && r.faultReason < 256).toBe(true);
+          expect(typeof r.faultName).toBe("string");
+          continue;
+        }
+        expect(r.result).toBe("ok");
+        expect(r.pa).toMatch(/^0x[0-9a-f]+$/);
+        expect(r.pageSize >= SZ_4K && Number.isInteger(Math.log2(r.pageSize))).toBe(true);
+      }
+      // Where decode says how a device's requests without PASID end, a reading unit agrees, and
+      // it finds the mappings decode lists where decode lists them.
+      if (typeof doc === "string" || (doc.mode === "scalable" && !t.caps.smts)) return;
+      const reader =
+        typeof made === "string" ? translator(g.mem, { rtaddr }) : translator(g.mem, options);
+      for (const d of devices) {
+        const v = d.translations.find((x) => x.pasid === null || x.ridPasid === true);
+        if (v === undefined) continue;
+        const r = reader.translate({ sid: d.sid, pasid: null, iova: 0x1000n });
+        if (v.type === "blocked") {
+          expect(r).toMatchObject({ result: "fault", faultReason: v.faultReason });
+          continue;
+        }
+        if (v.type === "pass-through") {
+          expect(r).toMatchObject({ result: "ok", pa: "0x1000", passThrough: true });
+          continue;
+        }
+        const table = v.pageTable === null ? undefined : doc.pageTables[v.pageTable];
+        if (v.type === "nested" || table === undefined) continue;
+        for (const m of table.mappings.slice(0, 8)) {
+          const got = reader.translate({ sid: d.sid, pasid: null, iova: BigInt(m.iova) });
+          // A request without PASID is a user request: a first-stage leaf must allow user access.
+          if (m.r && m.u !== false) expect(got).toMatchObject({ result: "ok", pa: m.pa });
+          else expect(got.result).toBe("fault");
+        }
+      }
+    },
+  );
 });

@@ -1,5 +1,6 @@
 // Fuzzing VT-d under the oracle: the Linux-faithful driver survives random operation sequences in
-// every mode and cache configuration with no violation; every injected driver bug is found.
+// every mode and cache configuration, strict or lazy, with or without devices racing the driver's
+// invalidations, with no violation; every injected driver bug is found.
 
 import { describe, expect, it } from "vitest";
 import { VTD_INJECTIONS, type VtdInjection } from "../machine/vtd-harness.js";
@@ -11,11 +12,16 @@ const CONFIGS = [
   { mode: "scalable", cachingMode: false, cache: "minimal" },
   { mode: "legacy", cachingMode: false, cache: "maximal" },
   { mode: "legacy", cachingMode: true, cache: "maximal" },
+  { mode: "scalable", cachingMode: false, cache: "maximal", race: true },
+  { mode: "scalable", cachingMode: true, cache: "minimal", race: true },
+  { mode: "legacy", cachingMode: true, cache: "maximal", race: true },
+  { mode: "scalable", cachingMode: false, cache: "maximal", lazy: true },
+  { mode: "legacy", cachingMode: false, cache: "maximal", lazy: true, race: true },
 ] as const;
 
 describe("random operation sequences on VT-d", () => {
   it.each(CONFIGS)(
-    "find no violation with the driver as Linux writes it ($mode, CM=$cachingMode, $cache)",
+    "find no violation with the driver as Linux writes it ($mode, CM=$cachingMode, $cache, lazy=$lazy, race=$race)",
     (cfg) => {
       for (let seed = 1; seed <= 6; seed++) {
         const r = runVtdFuzz({ seed, ops: 400, ...cfg });
@@ -30,6 +36,35 @@ describe("random operation sequences on VT-d", () => {
     const a = runVtdFuzz({ seed: 9, ops: 300, inject: "skip-iotlb-flush" });
     const b = runVtdFuzz({ seed: 9, ops: 300, inject: "skip-iotlb-flush" });
     expect(JSON.stringify(a)).toBe(JSON.stringify(b));
+    const c = runVtdFuzz({ seed: 9, ops: 300, race: true, lazy: true });
+    const d = runVtdFuzz({ seed: 9, ops: 300, race: true, lazy: true });
+    expect(JSON.stringify(c)).toBe(JSON.stringify(d));
+  });
+
+  it("race: devices do DMA while the driver waits for its invalidations, one descriptor at a time", () => {
+    const quiet = runVtdFuzz({ seed: 3, ops: 300 });
+    const racing = runVtdFuzz({ seed: 3, ops: 300, race: true });
+    expect(quiet.races).toBe(0);
+    expect(racing.races).toBeGreaterThan(100);
+    // The owners' operations are the same; only the devices' timing differs.
+    expect(racing.log).toEqual(quiet.log);
+  });
+
+  it("replace: a PASID's domain is replaced in place, and the old domain's pages fault after it", () => {
+    const lines = [1, 2, 3].flatMap((seed) => runVtdFuzz({ seed, ops: 400 }).log);
+    const replaced = lines.filter((l) =>
+      /^pasid-replace d\d \d+ domain#\d+ -> domain#\d+$/.test(l),
+    );
+    expect(replaced.length).toBeGreaterThan(0);
+    expect(lines.some((l) => / \(after replace\) -> /.test(l))).toBe(true);
+  });
+
+  it("lazy: flush-queue timeouts flush DMA-API unmaps, and the old addresses are tried after them", () => {
+    const lines = [1, 2, 3].flatMap((seed) => runVtdFuzz({ seed, ops: 400, lazy: true }).log);
+    expect(lines).toContain("flush-queue timeout");
+    expect(lines.some((l) => / \(unmapped, after the flush-queue timeout\) -> /.test(l))).toBe(
+      true,
+    );
   });
 
   // The fuzzer probes right after a detach, before the driver's next call: an early-freed PASID
@@ -52,5 +87,6 @@ describe("random operation sequences on VT-d", () => {
     // The log ends with the operation after which the first violation was seen.
     expect(found?.log.length).toBeGreaterThan(0);
     expect(found?.firstViolationOp).toBeGreaterThanOrEqual(0);
+    expect(found?.firstViolationOp).toBeLessThanOrEqual(400);
   });
 });

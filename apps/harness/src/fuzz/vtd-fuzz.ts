@@ -1,19 +1,23 @@
 // Fuzzing the VT-d driver and unit under the oracle: seeded random sequences of what owners do
-// (domains, attaches, PASIDs, maps, unmaps, DMA-API buffers, DMAs, queue processing) on a small
-// IOVA space, so that addresses, domain IDs and PASIDs are reused all the time. Every DMA is
-// checked by the oracle; the run ends with teardown and the leak check.
+// (domains, attaches, PASID attach / replace / detach, maps, unmaps, DMA-API buffers, DMAs, queue
+// processing, flush-queue timeouts) on a small IOVA space, so that addresses, domain IDs and PASIDs
+// are reused all the time; optionally with devices doing DMA while the driver waits for its
+// invalidations. Every DMA is checked by the oracle; the run ends with teardown and the leak check.
 
 import {
   type Device,
   DMA_BIDIRECTIONAL,
+  DMA_OK,
   IOMMU_DEV_FEAT_IOPF,
   IOMMU_PAGE_RESP_SUCCESS,
   IOMMU_READ,
   IOMMU_WRITE,
+  IOVA_DEFAULT_FQ_TIMEOUT,
   type IommuDomain,
   iommuDevEnableFeature,
   iommuGetDomainForDev,
   iommuGetDomainForDevPasid,
+  iommuReplaceDevicePasid,
   iopfGroupResponse,
   NO_PASID,
 } from "@iommu-sim/iommu-core";
@@ -30,6 +34,13 @@ const PAGE = 4096;
 /** The IOVA space the fuzzer maps in: small, so that ranges collide and are reused. */
 const IOVA_PAGES = 64;
 const IOVA_BASE = 0x40_0000;
+/** Recent DMA contexts the racing DMAs replay, most recent first. */
+const RACE_CONTEXTS = 2;
+/**
+ * Racing DMAs per operation: fewer than the unit's fault recording registers (8), so the faults
+ * they take never overflow before the fuzzer lets the driver read them after the operation.
+ */
+const RACE_BUDGET = 4;
 
 /** How to fuzz. */
 export interface VtdFuzzOptions {
@@ -42,6 +53,18 @@ export interface VtdFuzzOptions {
   /** IOTLB entries (small ones make replacement happen all the time). */
   readonly iotlb?: number;
   readonly inject?: VtdInjection | null;
+  /** Lazy (flush-queue) invalidation for DMA-API domains, with flush-queue timeouts among the operations. */
+  readonly lazy?: boolean;
+  /**
+   * Devices keep doing DMA while the driver waits for its invalidations: the unit carries out one
+   * descriptor per poll of the driver, and before each one a device re-reads a page it reached
+   * recently (unchecked: inside an operation either answer is allowed). What those DMAs leave in
+   * the caches is checked once the operation returns, which shows ordering bugs (an entry flushed
+   * before it was cleared, a device-TLB flushed before the IOTLB it refills from).
+   */
+  readonly race?: boolean;
+  /** Called once the devices are probed, before the first operation (tests plant driver bugs here). */
+  readonly setup?: (h: VtdHarness, devices: readonly Device[]) => void;
 }
 
 /** What one run found. */
@@ -53,9 +76,14 @@ export interface VtdFuzzResult {
   readonly dmas: number;
   /** Owner operations the core or driver refused (an errno): expected, counted. */
   readonly refused: number;
+  /** DMAs the devices did while the driver waited for an invalidation (`race`). */
+  readonly races: number;
   readonly violations: readonly Violation[];
   readonly violationsTotal: number;
-  /** Index of the operation after which the first violation was seen, or -1. */
+  /**
+   * Index of the operation after which the first violation was seen (`ops` when it was seen at
+   * teardown), or -1.
+   */
   readonly firstViolationOp: number;
   /** The operations, one line each (the last ones before the first violation, or all). */
   readonly log: readonly string[];
@@ -88,13 +116,17 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
     ],
     devices,
     memory: 64 * 2 ** 20,
+    lazy: options.lazy === true,
   };
   const h = new VtdHarness(spec, options.seed, options.inject ?? null);
   const prng = h.m.prng;
   const log: string[] = [];
   let refused = 0;
   let dmas = 0;
+  let races = 0;
   let firstViolationOp = -1;
+  /** The log line of the operation (or DMA) after which the first violation was seen. */
+  let firstViolationLine = -1;
   const devs: Device[] = [];
   for (const d of devices) {
     const dev = h.addDevice(d);
@@ -105,6 +137,47 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
   if (scalable && iommuDevEnableFeature(d2, IOMMU_DEV_FEAT_IOPF) !== 0) {
     throw new Error("fuzz: IOPF enable failed");
   }
+  options.setup?.(h, devs);
+  /** (device, PASID, IOVA) of recent DMAs that went through, most recent first. */
+  const recent: { dev: Device; pasid: number; iova: number }[] = [];
+  let raceBudget = 0;
+  let raceNext = 0;
+  let racing = options.race === true;
+  const raceBuf = new Uint8Array(8);
+  const race = (): void => {
+    if (!racing || raceBudget <= 0 || recent.length === 0) return;
+    raceBudget--;
+    const c = recent[raceNext++ % recent.length] as (typeof recent)[number];
+    // Not checked: the operation under way may legitimately leave either answer.
+    const observer = c.dev.observer;
+    c.dev.observer = null;
+    c.dev.read(c.iova, raceBuf, c.pasid);
+    c.dev.observer = observer;
+    races++;
+  };
+  if (racing) {
+    for (const { hw, iommu } of h.m.units) {
+      const qi = iommu.qi;
+      if (qi === null) continue;
+      hw.autoProcessQueue = false;
+      qi.idle = () => {
+        race();
+        hw.processInvalidations(1);
+      };
+    }
+  }
+  /** One DMA through the harness; one that went through is remembered for the racing DMAs. */
+  const dma = (dev: Device, pasid: number, iova: number, size: number, write: boolean): number => {
+    const status = h.dma(dev, pasid, iova, size, write);
+    if (status === DMA_OK) {
+      const page = Math.floor(iova / PAGE) * PAGE;
+      const i = recent.findIndex((c) => c.dev === dev && c.pasid === pasid && c.iova === page);
+      if (i >= 0) recent.splice(i, 1);
+      recent.unshift({ dev, pasid, iova: page });
+      if (recent.length > RACE_CONTEXTS) recent.length = RACE_CONTEXTS;
+    }
+    return status;
+  };
   const domains: IommuDomain[] = [];
   const pasids: number[] = [];
   const mappings: Mapping[] = [];
@@ -125,7 +198,7 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
     if (ctxs.length === 0) return;
     const [dev, pasid] = pick(ctxs);
     const write = prng.below(2) === 0;
-    const st = h.dma(dev, pasid, iova, 8, write);
+    const st = dma(dev, pasid, iova, 8, write);
     dmas++;
     log.push(
       `dma ${dev.name}${pasid === NO_PASID ? "" : ` pasid=${pasid}`} ${write ? "write" : "read"} ${hex(iova)} (${why}) -> ${st}`,
@@ -153,7 +226,11 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
     };
   };
 
+  /** The last DMA-API buffer unmapped: its old address must fault once the unmap is flushed. */
+  let lastUnmapped: DmaBuffer | null = null;
   for (let op = 0; op < options.ops; op++) {
+    raceBudget = RACE_BUDGET;
+    raceNext = 0;
     const r = prng.below(100);
     if (r < 8) {
       if (domains.length >= 4) continue;
@@ -208,14 +285,20 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
       const k = prng.below(mappings.length);
       const mp = mappings[k] as Mapping;
       mappings.splice(k, 1);
-      // Warm the caches, unmap, then try the old page again: a missed flush shows at once.
-      if (prng.below(2) === 0) probe(mp.domain, mp.iova, "before unmap");
+      // Warm the caches, unmap, then try the old pages again: a missed flush shows at once. The
+      // last page too, since a flush of too small a block misses the end of the range.
+      const last = mp.iova + mp.size - PAGE;
+      if (prng.below(2) === 0) {
+        probe(mp.domain, mp.iova, "before unmap");
+        if (last !== mp.iova) probe(mp.domain, last, "before unmap, last page");
+      }
       const ret = h.unmap(mp.domain, mp.iova, mp.size);
       note(
         typeof ret === "string" ? ret : 0,
         `unmap domain#${mp.domain.id} ${hex(mp.iova)} ${mp.size / PAGE}p`,
       );
       probe(mp.domain, mp.iova, "after unmap");
+      if (last !== mp.iova) probe(mp.domain, last, "after unmap, last page");
     } else if (scalable && r < 48) {
       if (pasids.length >= 4) continue;
       const p = h.pasidAlloc(pick(devs.slice(1)), "fuzz");
@@ -232,16 +315,31 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
         const at = m?.iova ?? IOVA_BASE;
         if (prng.below(2) === 0) {
           st(
-            h.dma(dev, p, at, 8, false),
+            dma(dev, p, at, 8, false),
             `dma ${dev.name} pasid=${p} read ${hex(at)} (before detach)`,
           );
         }
-        ret = h.pasidDetach(dev, p);
-        note(ret, `pasid-detach ${dev.name} ${p}`);
-        st(
-          h.dma(dev, p, at, 8, false),
-          `dma ${dev.name} pasid=${p} read ${hex(at)} (after detach)`,
-        );
+        const others = domains.filter((x) => x !== cur);
+        if (others.length > 0 && prng.below(3) === 0) {
+          // Replace in place (iommufd's way): the old domain's translations must go with it.
+          const d = pick(others);
+          ret = iommuReplaceDevicePasid(d, dev, p, "fuzz");
+          if (ret === 0)
+            h.oracle.note("pasid", null, p, `replaced on ${dev.name} by domain#${d.id}`);
+          h.oracle.attachmentsChanged();
+          note(ret, `pasid-replace ${dev.name} ${p} domain#${cur.id} -> domain#${d.id}`);
+          st(
+            dma(dev, p, at, 8, false),
+            `dma ${dev.name} pasid=${p} read ${hex(at)} (after replace)`,
+          );
+        } else {
+          ret = h.pasidDetach(dev, p);
+          note(ret, `pasid-detach ${dev.name} ${p}`);
+          st(
+            dma(dev, p, at, 8, false),
+            `dma ${dev.name} pasid=${p} read ${hex(at)} (after detach)`,
+          );
+        }
       } else {
         const d = prng.below(5) === 0 ? h.m.driver.identityDomain : pick(domains);
         ret = h.pasidAttach(dev, p, d);
@@ -272,8 +370,17 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
       // The DMA API serves a device only in its default domain; back there first if it left.
       if (iommuGetDomainForDev(b.dev) !== b.dev.iommu?.group?.defaultDomain)
         h.attach(b.dev, "default");
+      // Warm the caches with the buffer's first page, so a missed flush has something to show.
+      if (prng.below(2) === 0)
+        st(
+          dma(b.dev, NO_PASID, b.dma, 8, false),
+          `dma ${b.dev.name} read ${hex(b.dma)} (before dma-unmap)`,
+        );
       h.dmaUnmap(b);
       note(0, `dma-unmap ${b.dev.name} ${hex(b.dma)}`);
+      // Lazy: the old address may still be cached; it must fault once the flush queue flushed
+      // (tried after the next flush-queue timeout).
+      lastUnmapped = b;
     } else if (r < 80 && mappings.length > 0) {
       const mp = pick(mappings);
       probe(
@@ -294,38 +401,59 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
         iova = IOVA_BASE + prng.below(IOVA_PAGES * PAGE - 64);
       }
       const write = prng.below(2) === 0;
-      const st = h.dma(dev, pasid, iova, 1 + prng.below(64), write);
+      const st = dma(dev, pasid, iova, 1 + prng.below(64), write);
       dmas++;
       note(
         0,
         `dma ${dev.name}${pasid === NO_PASID ? "" : ` pasid=${pasid}`} ${write ? "write" : "read"} ${hex(iova)} -> ${st}`,
       );
+    } else if (options.lazy === true && prng.below(2) === 0) {
+      // The flush queues' timers run out: every lazy unmap is flushed now.
+      h.m.clock.advance(IOVA_DEFAULT_FQ_TIMEOUT);
+      note(0, "flush-queue timeout");
+      const b = lastUnmapped;
+      if (b !== null && iommuGetDomainForDev(b.dev) === b.dev.iommu?.group?.defaultDomain)
+        st(
+          dma(b.dev, NO_PASID, b.dma, 8, false),
+          `dma ${b.dev.name} read ${hex(b.dma)} (unmapped, after the flush-queue timeout)`,
+        );
     } else {
       h.processQueues();
       note(0, "process-queues");
     }
-    if (firstViolationOp < 0 && h.oracle.stats.violations > 0) firstViolationOp = log.length - 1;
+    // What the racing DMAs faulted on is read before the next operation, as the interrupt would.
+    if (racing) h.serviceInterrupts();
+    h.oracle.checkpoint();
+    if (firstViolationOp < 0 && h.oracle.stats.violations > 0) {
+      firstViolationOp = op;
+      firstViolationLine = log.length - 1;
+    }
   }
   // The owners give everything back; then the oracle's end checks.
+  racing = false;
   for (const b of buffers) {
     if (iommuGetDomainForDev(b.dev) !== b.dev.iommu?.group?.defaultDomain)
       h.attach(b.dev, "default");
     h.dmaUnmap(b);
   }
   h.teardown();
-  if (firstViolationOp < 0 && h.oracle.stats.violations > 0) firstViolationOp = log.length;
+  if (firstViolationOp < 0 && h.oracle.stats.violations > 0) {
+    firstViolationOp = options.ops;
+    firstViolationLine = log.length;
+  }
   return {
     seed: options.seed,
     mode,
     ops: options.ops,
     dmas,
     refused,
+    races,
     violations: h.oracle.violations,
     violationsTotal: h.oracle.stats.violations,
     firstViolationOp,
     log:
-      firstViolationOp >= 0
-        ? log.slice(Math.max(0, firstViolationOp - 19), firstViolationOp + 1)
+      firstViolationLine >= 0
+        ? log.slice(Math.max(0, firstViolationLine - 19), firstViolationLine + 1)
         : log,
   };
 }

@@ -373,6 +373,7 @@ export class VtdHarness {
       maps?.delete(iova);
       this.m.frames.free(mp.frame, mp.order);
     }
+    this.oracle.checkpoint();
     return ret;
   }
 
@@ -414,6 +415,7 @@ export class VtdHarness {
       );
     }
     this.m.frames.free(b.frame, b.order);
+    this.oracle.checkpoint();
   }
 
   // --- Device work ------------------------------------------------------------------------------------
@@ -483,7 +485,9 @@ export class VtdHarness {
 
   /** Let software catch up with the hardware (faults, page requests, IOPF). */
   processQueues(): number {
-    return this.m.processQueues();
+    const n = this.m.processQueues();
+    this.oracle.checkpoint();
+    return n;
   }
 
   // --- Teardown -------------------------------------------------------------------------------------

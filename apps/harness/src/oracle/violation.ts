@@ -10,6 +10,11 @@ export type ViolationKind =
   | "spurious-fault"
   /** Check 2: a cache answered after the operation that removed the translation returned. */
   | "stale-translation"
+  /**
+   * Check 2's means: the unit refused an invalidation descriptor (IQE) or the driver gave up
+   * waiting for one, so an invalidation the driver counted on never happened.
+   */
+  | "invalidation-error"
   /** Check 3: a PASID or domain ID was freed or handed out again while a cache still held it. */
   | "id-reuse"
   /** Check 4: something was left behind after teardown. */

@@ -1,9 +1,16 @@
-// The isolation oracle on a VT-d machine (DESIGN.md checks 1-4), live on every DMA page: the
+// The isolation oracle on a VT-d machine (DESIGN.md checks 1-4 and 6), live on every DMA page: the
 // unit's answer next to a fresh uncached walk of the tables in memory and next to what the
-// domain's owner mapped; domain IDs and PASIDs followed through their lives; leaks at the end.
+// domain's owner mapped; after every attachment change, the entries in memory next to what is
+// attached; domain IDs and PASIDs followed through their lives; leaks at the end.
 
 import type { DmarDomain, IntelIommu } from "@iommu-sim/intel-vtd/driver";
-import { vtdFaultReasonName } from "@iommu-sim/intel-vtd/format";
+import {
+  IQER_REG,
+  PGTT_PT,
+  PGTT_SL,
+  VTD_REG,
+  vtdFaultReasonName,
+} from "@iommu-sim/intel-vtd/format";
 import {
   VTD_KIND_FIRST_STAGE,
   VTD_KIND_NESTED,
@@ -34,6 +41,7 @@ import {
   newTranslationResult,
   XLATE_OK,
 } from "@iommu-sim/iommu-core";
+import { fieldOf } from "@iommu-sim/iommu-core/platform";
 import { SHADOW_BLOCKED, SHADOW_IDENTITY, SHADOW_PAGING, ShadowDomain } from "./shadow.js";
 import {
   type HistoryEvent,
@@ -44,6 +52,7 @@ import {
 } from "./violation.js";
 
 const PAGE = 4096;
+const IQEI = fieldOf(IQER_REG, "IQEI");
 /** Violations kept in full; more are only counted. */
 const MAX_VIOLATIONS = 64;
 
@@ -51,6 +60,10 @@ const MAX_VIOLATIONS = 64;
 interface DeviceRecord {
   readonly dev: Device;
   readonly hw: VtdUnit;
+  /** The driver's view of the unit (domain IDs of the domains attached through it). */
+  readonly iommu: IntelIommu | null;
+  /** The PASIDs attached at the last configuration check (a detach is checked once after). */
+  pasids: number[];
   /** The context of the last page checked: its PASID, the attachment epoch, the domain, the shadow. */
   pasid: number;
   epoch: number;
@@ -93,6 +106,12 @@ export class VtdOracle implements DmaPageObserver {
   private readonly reported = new Map<string, number>();
   private readonly lives = new Map<string, number>();
   private readonly staleSeen = new Set<string>();
+  /** The domain each domain ID was last handed to ("dmar0:5" → domain). */
+  private readonly didOwners = new Map<string, { unit: IntelIommu; did: number; domain: object }>();
+  /** Refused descriptors and given-up waits already reported, per unit. */
+  private readonly queueErrorsSeen = new Map<VtdUnit, { refused: number; timeouts: number }>();
+  /** Devices already reported for an unexpected page group response. */
+  private readonly unexpectedPrgSeen = new Set<Device>();
 
   constructor(machine: VtdMachine) {
     this.m = machine;
@@ -112,7 +131,17 @@ export class VtdOracle implements DmaPageObserver {
   watch(dev: Device): void {
     const hw = this.m.hwFor(dev.rid);
     if (hw === null) return;
-    this.records.set(dev, { dev, hw, pasid: -2, epoch: 0, domain: null, shadow: this.blocked });
+    const iommu = this.m.units.find((u) => u.hw === hw)?.iommu ?? null;
+    this.records.set(dev, {
+      dev,
+      hw,
+      iommu,
+      pasids: [],
+      pasid: -2,
+      epoch: 0,
+      domain: null,
+      shadow: this.blocked,
+    });
     dev.observer = this;
   }
 
@@ -135,8 +164,42 @@ export class VtdOracle implements DmaPageObserver {
     return s;
   }
 
+  /**
+   * The owner freed `domain`: nothing of it may stay behind in the driver (check 4): no cache tag
+   * (each one is an attachment whose detach forgot it) and no domain ID still allocated to it on
+   * any unit (the ID is lost to every later domain).
+   */
   domainFreed(domain: IommuDomain): void {
     this.shadows.delete(domain);
+    const label = `domain#${domain.id}`;
+    const tags = (domain as Partial<DmarDomain>).cacheTags?.tags ?? [];
+    if (tags.length > 0) {
+      const list = tags
+        .map(
+          (t) =>
+            `${["IOTLB", "device-TLB", "nesting IOTLB", "nesting device-TLB"][t.kind] ?? t.kind} tag (DID ${t.id}` +
+            `${t.pasid === NO_PASID || t.pasid === 0 ? "" : `, PASID ${t.pasid}`}${t.dev === null ? "" : `, ${t.dev.name}`}, ${t.users} user${t.users === 1 ? "" : "s"})`,
+        )
+        .join(", ");
+      this.report({
+        kind: "leak",
+        time: this.now,
+        message: `${label} was freed with ${tags.length} cache tag(s) still assigned: ${list}; the detach that should have unassigned them did not (cache_tag_unassign_domain)`,
+      });
+    }
+    for (const [key, o] of this.didOwners) {
+      if (o.domain !== domain) continue;
+      this.didOwners.delete(key);
+      if (!o.unit.domainIds.has(o.did)) continue;
+      const history = [...(this.histories.get(idKey("did", o.unit.name, o.did)) ?? [])];
+      this.report({
+        kind: "leak",
+        time: this.now,
+        message: `${label} was freed but its domain ID ${o.did} of ${o.unit.name} is still allocated (domain_detach_iommu never gave it back)`,
+        id: { space: "did", unit: o.unit.name, value: o.did },
+        history,
+      });
+    }
     this.attachmentsChanged();
   }
 
@@ -152,11 +215,27 @@ export class VtdOracle implements DmaPageObserver {
   unmapped(domain: IommuDomain, iova: number, size: number, op: string, lazy = false): void {
     const mark = lazy ? fqFlushes(domain) : -1;
     this.shadows.get(domain)?.unmap(iova, size, `${op} at t=${this.now}`, mark);
+    this.checkQueues();
   }
 
-  /** An attachment changed somewhere: contexts are resolved again. */
+  /**
+   * An attachment changed somewhere: contexts are resolved again, and the entries in memory must
+   * now say what is attached (checkConfig), whether or not a DMA comes to show it.
+   */
   attachmentsChanged(): void {
     this.epoch++;
+    this.checkConfig();
+    this.checkQueues();
+  }
+
+  /**
+   * The checks that need no DMA, for a driver of the oracle to run between two operations: the
+   * entries in memory against the attachments, the invalidation queues, the page group responses.
+   */
+  checkpoint(): void {
+    this.checkConfig();
+    this.checkQueues();
+    this.checkUnexpectedResponses();
   }
 
   /** Add an event to an ID's history. */
@@ -186,6 +265,7 @@ export class VtdOracle implements DmaPageObserver {
   }
 
   private didAllocated(unit: IntelIommu, did: number, domain: DmarDomain): void {
+    this.didOwners.set(`${unit.name}:${did}`, { unit, did, domain });
     const key = idKey("did", unit.name, did);
     this.lives.set(key, (this.lives.get(key) ?? 0) + 1);
     this.note("did", unit.name, did, `allocated to domain#${domain.id}`);
@@ -194,6 +274,18 @@ export class VtdOracle implements DmaPageObserver {
 
   private didFreed(unit: IntelIommu, did: number, domain: DmarDomain): void {
     this.note("did", unit.name, did, `freed by domain#${domain.id}`);
+    if (unit.domainIds.has(did)) {
+      // The driver let go of the ID but never gave it back to the allocator: lost for good.
+      this.didOwners.delete(`${unit.name}:${did}`);
+      this.report({
+        kind: "leak",
+        time: this.now,
+        message: `domain#${domain.id} let go of domain ID ${did} of ${unit.name}, but the ID is still allocated (never returned to the allocator)`,
+        id: { space: "did", unit: unit.name, value: did },
+        history: [...(this.histories.get(idKey("did", unit.name, did)) ?? [])],
+      });
+      return;
+    }
     this.checkDidUnused(unit, did, "freed");
   }
 
@@ -729,7 +821,165 @@ export class VtdOracle implements DmaPageObserver {
     });
   }
 
+  // --- Check 1 without a DMA: the entries in memory against the attachments ------------------------
+
+  /**
+   * For every watched device, at the RID and at every PASID attached now or at the last check:
+   * the context / PASID entry in memory must translate through what is attached there and nothing
+   * else: no entry (or a blocked one) when nothing or the blocked domain is, pass-through for the
+   * identity domain, and for a paging domain its own table root, stage and domain ID on the unit.
+   * An entry that reaches other tables (or any, where nothing is attached) is an isolation
+   * violation at once, before a DMA shows it; a missing one is reported as a spurious fault.
+   */
+  private checkConfig(): void {
+    for (const rec of this.records.values()) {
+      const dev = rec.dev;
+      const attached = dev.iommu?.group?.pasidArray;
+      const now: number[] = [];
+      if (attached !== undefined) for (const p of attached.keys()) now.push(p);
+      this.checkEntry(rec, NO_PASID, iommuGetDomainForDev(dev));
+      for (const p of now) this.checkEntry(rec, p, iommuGetDomainForDevPasid(dev, p));
+      for (const p of rec.pasids) if (!now.includes(p)) this.checkEntry(rec, p, null);
+      rec.pasids = now;
+    }
+  }
+
+  private checkEntry(rec: DeviceRecord, pasid: number, domain: IommuDomain | null): void {
+    const dev = rec.dev;
+    const req = newTranslationRequest();
+    req.rid = dev.rid;
+    req.sid = dev.sid;
+    req.pasid = pasid;
+    const ins = rec.hw.inspect(req);
+    const ctx = ins.context.fresh;
+    // What the entry in memory gives: nothing, pass-through, or a table (stage, root, DID).
+    let present: boolean;
+    let passThrough = false;
+    let firstStage = false;
+    let root = -1;
+    let did = -1;
+    let entryName: string;
+    if (ins.pasidEntry !== null) {
+      const pe = ins.pasidEntry.fresh;
+      entryName = `PASID entry ${ins.pasidEntry.pasid}${pasid === NO_PASID ? " (RID_PASID)" : ""}`;
+      present = ctx.status === 0 && pe !== null && pe.status === 0;
+      if (present && pe !== null) {
+        passThrough = pe.pgtt === PGTT_PT;
+        firstStage = pe.pgtt !== PGTT_SL && !passThrough;
+        root = pe.pgtt === PGTT_SL ? pe.slptptr : pe.flptr;
+        did = pe.did;
+      }
+    } else {
+      entryName = "context entry";
+      // Legacy mode has no PASIDs: a request with one always faults.
+      present = pasid === NO_PASID && ctx.status === 0;
+      if (present) {
+        passThrough = ctx.tt === 2;
+        root = ctx.slptptr;
+        did = ctx.did;
+      }
+    }
+    const paging = domain !== null && domain.type !== IOMMU_DOMAIN_BLOCKED;
+    const identity = domain !== null && domain.type === IOMMU_DOMAIN_IDENTITY;
+    const table = paging && !identity ? (domain as Partial<DmarDomain>).pgtable : undefined;
+    if (paging && !identity && table === undefined) return; // not a table the oracle can read
+    let problem: string | null = null;
+    let grantsMore = false;
+    if (!paging) {
+      if (present) {
+        problem = passThrough
+          ? "is present and passes requests through"
+          : `is present and translates through ${hex(root)} (DID ${did})`;
+        grantsMore = true;
+      }
+    } else if (!present) {
+      problem = `is not present (${ins.pasidEntry?.fresh === null ? "no PASID table" : "P clear or invalid"})`;
+    } else if (identity) {
+      if (!passThrough) {
+        problem = `translates through ${hex(root)} (DID ${did}) instead of passing requests through`;
+        grantsMore = true;
+      }
+    } else {
+      const d = domain as DmarDomain;
+      const wantRoot = (table as DmarDomain["pgtable"]).rootPa;
+      const wantDid = rec.iommu === null ? did : d.didOn(rec.iommu);
+      if (passThrough) {
+        problem = "passes requests through";
+        grantsMore = true;
+      } else if (root !== wantRoot) {
+        problem = `translates through ${hex(root)}, not the domain's table at ${hex(wantRoot)}`;
+        grantsMore = true;
+      } else if (ins.pasidEntry !== null && firstStage !== d.useFirstLevel) {
+        problem = `walks the table as ${firstStage ? "first" : "second"}-stage; the domain's is ${d.useFirstLevel ? "first" : "second"}-stage`;
+        grantsMore = true;
+      } else if (did !== wantDid) {
+        problem = `tags what it caches with DID ${did}, not the domain's ID ${wantDid} (its invalidations miss them)`;
+        grantsMore = true;
+      }
+    }
+    if (problem === null) return;
+    const where = `${dev.name}${pasid === NO_PASID ? "" : ` PASID ${pasid}`}`;
+    const key = `cfg:${where}:${problem}`;
+    if (this.staleSeen.has(key)) return;
+    this.staleSeen.add(key);
+    const what =
+      domain === null
+        ? "nothing is attached"
+        : domain.type === IOMMU_DOMAIN_BLOCKED
+          ? "the blocked domain is attached"
+          : identity
+            ? "the identity domain is attached"
+            : `${this.shadows.get(domain)?.label ?? `domain#${domain.id}`} is attached`;
+    this.report({
+      kind: grantsMore ? "isolation" : "spurious-fault",
+      time: this.now,
+      message: `${where}: ${what} there, but the ${entryName} in memory of ${rec.hw.name} ${problem}`,
+    });
+  }
+
+  // --- Invalidation queues ---------------------------------------------------------------------------
+
+  /**
+   * Every invalidation the driver queued was carried out: the unit refused none (IQE, with the
+   * bad descriptor replaced by a wait, so it never happened) and the driver never stopped waiting
+   * for one (a time-out).
+   */
+  private checkQueues(): void {
+    for (const { hw, iommu } of this.m.units) {
+      const seen = this.queueErrorsSeen.get(hw) ?? { refused: 0, timeouts: 0 };
+      const refused = hw.stats.invalidationErrors - seen.refused;
+      const timeouts = (iommu.qi?.stats.timeouts ?? 0) - seen.timeouts;
+      if (refused === 0 && timeouts === 0) continue;
+      this.queueErrorsSeen.set(hw, {
+        refused: hw.stats.invalidationErrors,
+        timeouts: iommu.qi?.stats.timeouts ?? 0,
+      });
+      const iqei = (hw.read32(VTD_REG.IQER) >>> IQEI.shift) & IQEI.mask;
+      this.report({
+        kind: "invalidation-error",
+        time: this.now,
+        message:
+          refused > 0
+            ? `${hw.name} refused ${refused} invalidation descriptor(s) (IQE, last IQEI ${iqei}: ${IQEI_NAMES[iqei] ?? "unknown"}): the invalidation never happened`
+            : `${iommu.name}: the driver gave up waiting for ${timeouts} invalidation batch(es)`,
+      });
+    }
+  }
+
   // --- Check 6: page requests and faults -----------------------------------------------------------
+
+  /** A device got a page group response for a group it had not asked (or asked and was answered). */
+  private checkUnexpectedResponses(): void {
+    for (const { dev } of this.records.values()) {
+      if (!dev.priUnexpectedPrgIndex || this.unexpectedPrgSeen.has(dev)) continue;
+      this.unexpectedPrgSeen.add(dev);
+      this.report({
+        kind: "page-request",
+        time: this.now,
+        message: `${dev.name}: a page group response came for a group it had not asked (PRI Unexpected PRG Index)`,
+      });
+    }
+  }
 
   /**
    * Every page request group a device sent got exactly one response: none left outstanding, none
@@ -745,14 +995,8 @@ export class VtdOracle implements DmaPageObserver {
           message: `${dev.name}: ${dev.priOutstanding} page request group(s) never answered`,
         });
       }
-      if (dev.priUnexpectedPrgIndex) {
-        this.report({
-          kind: "page-request",
-          time: this.now,
-          message: `${dev.name}: a page group response came for a group it had not asked (PRI Unexpected PRG Index)`,
-        });
-      }
     }
+    this.checkUnexpectedResponses();
   }
 
   /** Every fault the units took was recorded and read by the driver (none lost to overflow). */
@@ -836,6 +1080,22 @@ export class VtdOracle implements DmaPageObserver {
 function fqFlushes(domain: IommuDomain): number {
   return (domain.iovaCookie as IommuDmaCookie | null)?.fq?.flushes ?? 0;
 }
+
+/**
+ * IQER_REG.IQEI: what made the unit refuse a descriptor, by the values the unit model reports
+ * (the kernel prints only the number).
+ *
+ * @spec Intel VT-d Architecture Specification 10.4 IQER_REG
+ */
+const IQEI_NAMES: readonly string[] = [
+  "none",
+  "tail pointer beyond the queue",
+  "descriptor fetch failed",
+  "invalid descriptor type",
+  "reserved field set",
+  "descriptor width does not match the mode",
+  "tail pointer not aligned",
+];
 
 function idKey(space: "pasid" | "did", unit: string | null, value: number): string {
   return space === "pasid" ? `pasid:${value}` : `did:${unit}:${value}`;
