@@ -277,3 +277,30 @@ describe("page group responses", () => {
     expect(h.oracle.violations).toEqual([]);
   });
 });
+
+describe("the entry check compares the walk's levels with the domain's table", () => {
+  it("a PASID entry whose AW/FLPM says another number of levels is an isolation violation", async () => {
+    const { VtdHarness } = await import("../machine/vtd-harness.js");
+    const h = new VtdHarness(
+      { units: [{ name: "dmar0" }], devices: [{ name: "wq0", rid: 0x0020, pasidBits: 8 }] },
+      1,
+    );
+    const dev = h.addDevice({ name: "wq0", rid: 0x0020, pasidBits: 8 });
+    if (typeof dev === "string") throw new Error(dev);
+    const d = h.domainAlloc(dev, "paging", "second");
+    if (typeof d === "string") throw new Error(d);
+    const p = h.pasidAlloc(dev, "t");
+    if (typeof p === "string") throw new Error(p);
+    expect(h.pasidAttach(dev, p, d)).toBe(0);
+    expect(h.oracle.violations).toEqual([]);
+    // Rewrite the entry's AW (bits 4:2) to one level fewer, as a driver with a wrong AGAW would.
+    const info = h.m.driver.deviceInfo(dev);
+    const at = info?.pasidTable?.entryAddr(p, false) ?? 0;
+    const w0 = h.m.mem.read32(at);
+    const aw = (w0 >>> 2) & 7;
+    h.m.mem.write32(at, ((w0 & ~(7 << 2)) | ((aw - 1) << 2)) >>> 0);
+    h.oracle.checkpoint();
+    expect(h.oracle.violations.map((v) => v.kind)).toEqual(["isolation"]);
+    expect(h.oracle.violations[0]?.message).toMatch(/walks \d+ levels; the domain's table has \d+/);
+  });
+});

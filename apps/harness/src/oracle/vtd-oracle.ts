@@ -858,6 +858,7 @@ export class VtdOracle implements DmaPageObserver {
     let firstStage = false;
     let root = -1;
     let did = -1;
+    let levels = -1;
     let entryName: string;
     if (ins.pasidEntry !== null) {
       const pe = ins.pasidEntry.fresh;
@@ -867,6 +868,7 @@ export class VtdOracle implements DmaPageObserver {
         passThrough = pe.pgtt === PGTT_PT;
         firstStage = pe.pgtt !== PGTT_SL && !passThrough;
         root = pe.pgtt === PGTT_SL ? pe.slptptr : pe.flptr;
+        levels = pe.pgtt === PGTT_SL ? pe.ssLevels : pe.fsLevels;
         did = pe.did;
       }
     } else {
@@ -876,6 +878,7 @@ export class VtdOracle implements DmaPageObserver {
       if (present) {
         passThrough = ctx.tt === 2;
         root = ctx.slptptr;
+        levels = ctx.levels;
         did = ctx.did;
       }
     }
@@ -914,6 +917,10 @@ export class VtdOracle implements DmaPageObserver {
         grantsMore = true;
       } else if (did !== wantDid) {
         problem = `tags what it caches with DID ${did}, not the domain's ID ${wantDid} (its invalidations miss them)`;
+        grantsMore = true;
+      } else if (levels !== d.levels) {
+        // The walk would read the table's levels as the wrong ones: other addresses, other pages.
+        problem = `walks ${levels} levels; the domain's table has ${d.levels}`;
         grantsMore = true;
       }
     }
