@@ -83,6 +83,8 @@ interface Expected {
   readonly cache?: string;
   readonly descriptor?: string;
   readonly message?: RegExp;
+  /** The diagnosis must say an invalidation covered the entry but came too early. */
+  readonly early?: boolean;
 }
 
 type FuzzConfig = Omit<VtdFuzzOptions, "seed" | "ops" | "setup" | "inject">;
@@ -276,7 +278,7 @@ const MUTANTS: readonly Mutant[] = [
         if (table) table.clearPresent = () => {};
       }
     },
-    expect: { kind: "stale-translation", cache: "pasid-cache" },
+    expect: { kind: "stale-translation", cache: "pasid-cache", early: true },
   },
   {
     name: "devtlb-before-iotlb",
@@ -298,6 +300,7 @@ const MUTANTS: readonly Mutant[] = [
     },
     expect: {
       kind: "stale-translation",
+      early: true,
       cache: "device-tlb",
     },
   },
@@ -533,6 +536,7 @@ function matches(v: Violation, e: Expected): boolean {
   if (e.cache !== undefined && v.staleEntry?.cache !== e.cache) return false;
   if (e.descriptor !== undefined && v.missingInvalidation?.descriptor !== e.descriptor)
     return false;
+  if (e.early !== undefined && (v.earlyInvalidation !== undefined) !== e.early) return false;
   return e.message === undefined || e.message.test(v.message);
 }
 

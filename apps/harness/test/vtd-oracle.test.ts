@@ -54,6 +54,9 @@ describe("injected driver bugs are caught with the right diagnosis", () => {
     expect(v?.staleEntry?.fields.kind).toBe("first-stage");
     expect(v?.missingInvalidation?.descriptor).toBe("PASID-based IOTLB invalidation (type 6)");
     expect(v?.missingInvalidation?.fields.G).toBe("page");
+    // Nothing covered it during the unmap: missing, not too early.
+    expect(v?.earlyInvalidation).toBeUndefined();
+    expect(v?.message).toMatch(/; missing: PASID-based IOTLB invalidation \(type 6\)/);
     expect(v?.message).toMatch(/removed by dma_unmap\(nic0, 0x[0-9a-f]+\)/);
     expect(v?.dma?.expected).toBe("a fault (not mapped)");
     // Nothing else is wrong: teardown still flushes, so no ID is reused while cached.

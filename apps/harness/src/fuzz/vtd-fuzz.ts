@@ -323,6 +323,7 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
         if (others.length > 0 && prng.below(3) === 0) {
           // Replace in place (iommufd's way): the old domain's translations must go with it.
           const d = pick(others);
+          h.oracle.contextChanged(dev, p, h.oracle.mark());
           ret = iommuReplaceDevicePasid(d, dev, p, "fuzz");
           if (ret === 0)
             h.oracle.note("pasid", null, p, `replaced on ${dev.name} by domain#${d.id}`);

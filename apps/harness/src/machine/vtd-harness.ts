@@ -30,6 +30,7 @@ import {
   iommuMap,
   iommuPagingDomainAlloc,
   iommuUnmap,
+  NO_PASID,
 } from "@iommu-sim/iommu-core";
 import { VtdOracle } from "../oracle/vtd-oracle.js";
 
@@ -256,6 +257,7 @@ export class VtdHarness {
 
   /** Attach `domain` at the RID (`"default"`: back to the default domain). */
   attach(dev: Device, domain: IommuDomain | "default"): 0 | string {
+    this.oracle.contextChanged(dev, NO_PASID, this.oracle.mark());
     let ret: 0 | string;
     if (domain === "default") {
       const cur = iommuGetDomainForDev(dev);
@@ -290,6 +292,7 @@ export class VtdHarness {
   pasidDetach(dev: Device, pasid: number): 0 | string {
     const domain = iommuGetDomainForDevPasid(dev, pasid);
     if (domain === null) return "ENOENT";
+    this.oracle.contextChanged(dev, pasid, this.oracle.mark());
     const ret = iommuDetachDevicePasid(domain, dev, pasid);
     if (ret === 0)
       this.oracle.note("pasid", null, pasid, `detached from ${dev.name} (detach returned)`);
@@ -362,12 +365,15 @@ export class VtdHarness {
   unmap(domain: IommuDomain, iova: number, size: number): number | string {
     const maps = this.mappings.get(domain);
     const mp = maps?.get(iova);
+    const seq = this.oracle.mark();
     const ret = iommuUnmap(domain, iova, size);
     this.oracle.unmapped(
       domain,
       iova,
       size,
       `unmap(domain#${domain.id}, ${hex(iova)}, ${hex(size)})`,
+      false,
+      seq,
     );
     if (typeof ret === "number" && mp !== undefined && ret >= mp.size) {
       maps?.delete(iova);
@@ -400,6 +406,7 @@ export class VtdHarness {
   }
 
   dmaUnmap(b: DmaBuffer): void {
+    const seq = this.oracle.mark();
     iommuDmaUnmapPhys(b.dev, b.dma, b.size, b.dir);
     const domain = iommuGetDmaDomain(b.dev);
     const first = Math.floor(b.dma / PAGE) * PAGE;
@@ -412,6 +419,7 @@ export class VtdHarness {
         span,
         `dma_unmap(${b.dev.name}, ${hex(b.dma)})${lazy ? " (lazy)" : ""}`,
         lazy,
+        seq,
       );
     }
     this.m.frames.free(b.frame, b.order);

@@ -27,6 +27,8 @@ export class ShadowDomain {
   private readonly removedBy = new Map<number, string>();
   /** For pages unmapped lazily: the flush-queue flush count at the unmap. */
   private readonly lazyMark = new Map<number, number>();
+  /** The invalidation-log mark taken when the operation that removed a page started. */
+  private readonly removalSeq = new Map<number, number>();
 
   constructor(kind: number, label: string) {
     this.kind = kind;
@@ -51,16 +53,22 @@ export class ShadowDomain {
    * a lazy unmap, the domain's flush-queue flush count right after it (the pages may stay cached
    * until that count moves); -1 for a strict one.
    */
-  unmap(iova: number, size: number, op: string, fqFlushes = -1): void {
+  unmap(iova: number, size: number, op: string, fqFlushes = -1, seq = -1): void {
     const first = Math.floor(iova / PAGE);
     const n = Math.ceil(size / PAGE);
     for (let i = 0; i < n; i++) {
       if (this.pages.delete(first + i)) {
         this.removedBy.set(first + i, op);
+        this.removalSeq.set(first + i, seq);
         if (fqFlushes >= 0) this.lazyMark.set(first + i, fqFlushes);
         else this.lazyMark.delete(first + i);
       }
     }
+  }
+
+  /** The invalidation-log mark of the operation that last removed page `pfn`, or -1. */
+  removalMark(pfn: number): number {
+    return this.removalSeq.get(pfn) ?? -1;
   }
 
   /** The flush-queue flush count a lazy unmap of page `pfn` recorded, or -1. */

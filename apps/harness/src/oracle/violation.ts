@@ -73,6 +73,16 @@ export interface Violation {
   };
   readonly staleEntry?: StaleEntry;
   readonly missingInvalidation?: MissingInvalidation;
+  /**
+   * An invalidation that did cover the stale entry during the operation that removed the
+   * translation: the entry was filled again after it, so it came too early (before the entry was
+   * cleared, or before a walk that raced with it) rather than being missing.
+   */
+  readonly earlyInvalidation?: {
+    readonly descriptor: string;
+    readonly time: number;
+    readonly fields: Readonly<Record<string, string | number>>;
+  };
   /** The ID an id-reuse or leak is about. */
   readonly id?: {
     readonly space: "pasid" | "did";

@@ -50,6 +50,7 @@ import {
   type StaleEntry,
   type Violation,
 } from "./violation.js";
+import { VtdInvalidationLog } from "./vtd-invalidation-log.js";
 
 const PAGE = 4096;
 const IQEI = fieldOf(IQER_REG, "IQEI");
@@ -113,8 +114,17 @@ export class VtdOracle implements DmaPageObserver {
   /** Devices already reported for an unexpected page group response. */
   private readonly unexpectedPrgSeen = new Set<Device>();
 
+  /** What the units' invalidation queues carried out. */
+  private readonly invLog: VtdInvalidationLog;
+  /** The log mark at the start of the last operation that changed (device, PASID)'s context. */
+  private readonly contextMarks = new Map<string, number>();
+
   constructor(machine: VtdMachine) {
     this.m = machine;
+    this.invLog = new VtdInvalidationLog(
+      machine.units.map((u) => u.hw),
+      () => this.now,
+    );
     machine.driver.hooks = {
       didAllocated: (unit, did, domain) => this.didAllocated(unit, did, domain),
       didFreed: (unit, did, domain) => this.didFreed(unit, did, domain),
@@ -212,10 +222,31 @@ export class VtdOracle implements DmaPageObserver {
    * The owner's unmap of [iova, iova + size) returned (`op` says which call, for reports). For a
    * lazy DMA-API unmap the pages may stay cached until the domain's flush queue flushes next.
    */
-  unmapped(domain: IommuDomain, iova: number, size: number, op: string, lazy = false): void {
+  unmapped(
+    domain: IommuDomain,
+    iova: number,
+    size: number,
+    op: string,
+    lazy = false,
+    seq = -1,
+  ): void {
     const mark = lazy ? fqFlushes(domain) : -1;
-    this.shadows.get(domain)?.unmap(iova, size, `${op} at t=${this.now}`, mark);
+    this.shadows.get(domain)?.unmap(iova, size, `${op} at t=${this.now}`, mark, seq);
     this.checkQueues();
+  }
+
+  /**
+   * Where the invalidation log stands: an owner takes it before an operation that removes a
+   * translation and hands it to `unmapped` or `contextChanged`, so that a stale entry can be
+   * told apart from a flush that came too early.
+   */
+  mark(): number {
+    return this.invLog.mark();
+  }
+
+  /** What (dev, pasid) translates through changed by an operation that started at `seq`. */
+  contextChanged(dev: Device, pasid: number, seq: number): void {
+    this.contextMarks.set(`${dev.name}:${pasid}`, seq);
   }
 
   /**
@@ -486,6 +517,18 @@ export class VtdOracle implements DmaPageObserver {
         removed === undefined
           ? []
           : [{ time: this.now, event: `the mapping was removed by ${removed}` }];
+      // Was the entry covered by an invalidation during that operation, and filled again after?
+      const opMark =
+        removed !== undefined
+          ? rec.shadow.removalMark(iovaPfn)
+          : (this.contextMarks.get(`${dev.name}:${pasid}`) ?? -1);
+      const early = this.invLog.coveringSince(opMark, rec.hw.name, dev.rid & 0xffff, entry);
+      const diagnosis =
+        early === null
+          ? `; missing: ${missing.descriptor} ${fieldText(missing.fields)}`
+          : `; ${early.descriptor} ${fieldText(early.fields)} covered it at t=${early.time}, during that operation, ` +
+            "but the entry was filled again after it: the invalidation came too early " +
+            "(before the entry was cleared, or before a walk or translation request that raced with it)";
       this.report({
         kind: "stale-translation",
         time: this.now,
@@ -493,10 +536,11 @@ export class VtdOracle implements DmaPageObserver {
           `${dev.name}${pasid === NO_PASID ? "" : ` PASID ${pasid}`} ${accessName} at ${hex(iova)} reached ${hex(pa)} ` +
           `through a stale ${entry.cache} entry of ${entry.where}; the tables in memory give ${this.freshText()}` +
           (removed === undefined ? "" : ` (removed by ${removed})`) +
-          `; missing: ${missing.descriptor} ${fieldText(missing.fields)}`,
+          diagnosis,
         dma,
         staleEntry: entry,
         missingInvalidation: missing,
+        ...(early === null ? {} : { earlyInvalidation: early }),
         history,
       });
       return;

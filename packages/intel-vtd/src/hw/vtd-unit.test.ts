@@ -734,3 +734,24 @@ describe("fault record fields", () => {
     }
   });
 });
+
+describe("descriptorObserver", () => {
+  it("sees each descriptor the queue carried out, after it took effect, and not the refused one", () => {
+    const m = vtdTestMachine();
+    const seen: number[][] = [];
+    m.unit.descriptorObserver = (w, wide) => {
+      expect(wide).toBe(true);
+      seen.push([w[0] as number, w[1] as number]);
+    };
+    const qi = m.qi as QiSubmitter;
+    expect(qi.submit([[2, { G: 2, DID: 7 }]])).toBe(true);
+    // Type 2 then the wait the submitter appends.
+    expect(seen.map((w) => (w[0] as number) & 0xf)).toEqual([2, 5]);
+    expect(((seen[0] as number[])[0] as number) >>> 16).toBe(7);
+    // A reserved type is refused (IQE) and not reported.
+    qi.putRaw([0xe, 0, 0, 0]);
+    qi.commit();
+    expect(m.unit.queueStopped).toBe(true);
+    expect(seen).toHaveLength(2);
+  });
+});

@@ -230,6 +230,11 @@ export class VtdUnit implements IommuHardware, Mmio {
   };
   trace: Trace | null;
   autoProcessQueue: boolean;
+  /**
+   * Sees every invalidation-queue descriptor the unit carried out (its words, 8 of them; 256-bit
+   * when `wide`), after it took effect: an oracle keeps the history. Null: no cost.
+   */
+  descriptorObserver: ((words: Uint32Array, wide: boolean) => void) | null = null;
 
   readonly iotlb: VtdIotlb;
   readonly contextCache: VtdContextCache<VtdDevConfig>;
@@ -1320,6 +1325,7 @@ export class VtdUnit implements IommuHardware, Mmio {
         this.queueError(err);
         break;
       }
+      this.descriptorObserver?.(d, dw === 1);
       this.stats.descriptors++;
       done++;
       this.iqh = (this.iqh + descSize) % size;
