@@ -188,10 +188,12 @@ export class VtdHarness {
     return dev;
   }
 
-  /** Unplug: the kernel PASID and the DMA-API buffers of the device go first. */
+  /** Unplug: the kernel PASID and every PASID attachment of the device go first. */
   unplug(dev: Device): 0 | string {
     const kp = this.kernelPasids.get(dev);
     if (kp !== undefined) this.dmaPasidDisable(dev);
+    // Its driver detaches every PASID before the device goes (the core expects none attached).
+    for (const p of this.pasidsOf(dev)) this.pasidDetach(dev, p);
     const ret = this.m.removeDevice(dev);
     this.oracle.unwatch(dev);
     this.oracle.attachmentsChanged();
@@ -249,10 +251,9 @@ export class VtdHarness {
     return true;
   }
 
-  private *pasidsOf(dev: Device): Generator<number> {
-    for (const p of this.pasids) if (iommuGetDomainForDevPasid(dev, p) !== null) yield p;
-    const kp = this.kernelPasids.get(dev);
-    if (kp !== undefined) yield kp;
+  /** The PASIDs something is attached at on `dev` (the core's record, whoever allocated them). */
+  private pasidsOf(dev: Device): number[] {
+    return [...(dev.iommu?.group?.pasidArray.keys() ?? [])];
   }
 
   /** Attach `domain` at the RID (`"default"`: back to the default domain). */
@@ -507,9 +508,9 @@ export class VtdHarness {
   teardown(): void {
     this.m.processQueues();
     for (const dev of [...this.devices.values()]) {
-      for (const p of [...this.pasids]) {
-        if (iommuGetDomainForDevPasid(dev, p) !== null) this.pasidDetach(dev, p);
-      }
+      const kp = this.kernelPasids.get(dev);
+      // Every PASID still attached goes, also one an owner freed while it was attached.
+      for (const p of this.pasidsOf(dev)) if (p !== kp) this.pasidDetach(dev, p);
     }
     // Detaching answered whatever the handlers still held; nothing may be left unanswered now.
     this.m.processQueues();

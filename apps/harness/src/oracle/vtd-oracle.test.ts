@@ -304,3 +304,30 @@ describe("the entry check compares the walk's levels with the domain's table", (
     expect(h.oracle.violations[0]?.message).toMatch(/walks \d+ levels; the domain's table has \d+/);
   });
 });
+
+describe("a PASID freed while still attached", () => {
+  it("is reported as id-reuse naming the device and domain, and teardown still cleans up", async () => {
+    const { VtdHarness } = await import("../machine/vtd-harness.js");
+    const h = new VtdHarness(
+      { units: [{ name: "dmar0" }], devices: [{ name: "acc0", rid: 0x0018, pasidBits: 8 }] },
+      1,
+    );
+    const dev = h.addDevice({ name: "acc0", rid: 0x0018, pasidBits: 8 });
+    if (typeof dev === "string") throw new Error(dev);
+    const d = h.domainAlloc(dev, "paging");
+    const p = h.pasidAlloc(dev, "owner");
+    if (typeof d === "string" || typeof p === "string") throw new Error("setup");
+    expect(h.pasidAttach(dev, p, d)).toBe(0);
+    expect(h.pasidFree(p)).toBe(0);
+    expect(h.oracle.violations).toHaveLength(1);
+    expect(h.oracle.violations[0]).toMatchObject({
+      kind: "id-reuse",
+      id: { space: "pasid", value: p },
+    });
+    expect(h.oracle.violations[0]?.message).toMatch(
+      new RegExp(`^PASID ${p} freed while still attached to acc0 \\(domain#${d.id}\\)`),
+    );
+    h.teardown();
+    expect(h.oracle.violations.map((v) => v.kind)).toEqual(["id-reuse"]);
+  });
+});

@@ -285,6 +285,18 @@ export class VtdOracle implements DmaPageObserver {
   /** A global PASID went back to the allocator: no cache may hold it any more. */
   pasidFreed(pasid: number): void {
     this.note("pasid", null, pasid, "freed");
+    for (const rec of this.records.values()) {
+      const attached = iommuGetDomainForDevPasid(rec.dev, pasid);
+      if (attached === null) continue;
+      this.reportId(
+        "pasid",
+        null,
+        pasid,
+        `PASID ${pasid} freed while still attached to ${rec.dev.name} (domain#${attached.id}): it can be handed to another owner and reach that domain`,
+        { descriptor: "none: detach the PASID before freeing it", fields: {} },
+      );
+      return;
+    }
     this.checkPasidUnused(pasid, "freed");
   }
 
