@@ -17,6 +17,8 @@ export type ViolationKind =
   | "invalidation-error"
   /** Check 3: a PASID or domain ID was freed or handed out again while a cache still held it. */
   | "id-reuse"
+  /** Check 5: between two stores an entry was present as neither the old nor the new one. */
+  | "torn-update"
   /** Check 4: something was left behind after teardown. */
   | "leak"
   /** Check 6: a page request group was never answered (or answered when nobody asked). */

@@ -331,3 +331,99 @@ describe("a PASID freed while still attached", () => {
     expect(h.oracle.violations.map((v) => v.kind)).toEqual(["id-reuse"]);
   });
 });
+
+describe("check 5: torn entry updates", () => {
+  async function machine(legacy = false) {
+    const { VtdHarness } = await import("../machine/vtd-harness.js");
+    const h = new VtdHarness(
+      {
+        units: [{ name: "dmar0", ...(legacy ? { mode: "legacy" as const } : {}) }],
+        devices: [{ name: "acc0", rid: 0x0018, pasidBits: legacy ? 0 : 8 }],
+      },
+      1,
+    );
+    const dev = h.addDevice({ name: "acc0", rid: 0x0018, pasidBits: legacy ? 0 : 8 });
+    if (typeof dev === "string") throw new Error(dev);
+    return { h, dev };
+  }
+
+  it("a PASID entry written with P first (qword 0 before the rest) is seen present as a mix", async () => {
+    const { h, dev } = await machine();
+    const table = h.m.driver.deviceInfo(dev)?.pasidTable;
+    if (!table) throw new Error("no PASID table");
+    const { encode } = await import("@iommu-sim/iommu-core/platform");
+    const { PASID_ENTRY } = await import("@iommu-sim/intel-vtd/format");
+    // The planted bug: qwords in ascending order, so P lands before DID and the table pointer.
+    table.write = (pasid, fields) => {
+      const at = table.entryAddr(pasid, true);
+      const w = encode(PASID_ENTRY, fields);
+      for (let q = 0; q < 8; q++)
+        h.m.mem.write64(at + q * 8, w[q * 2] as number, w[q * 2 + 1] as number);
+      return 0;
+    };
+    const d = h.domainAlloc(dev, "paging");
+    const p = h.pasidAlloc(dev, "t");
+    if (typeof d === "string" || typeof p === "string") throw new Error("setup");
+    expect(h.pasidAttach(dev, p, d)).toBe(0);
+    const v = h.oracle.violations.find((x) => x.kind === "torn-update");
+    expect(v?.message).toMatch(
+      new RegExp(
+        `^acc0 PASID ${p}: between two stores the PASID entry in dmar0's memory was present as neither the old nor the new configuration: seen "PGTT 1 DID 0 `,
+      ),
+    );
+  });
+
+  it("the driver as Linux writes it never tears: setup, replace and tear-down of PASIDs and RIDs", async () => {
+    const { h, dev } = await machine();
+    const d1 = h.domainAlloc(dev, "paging", "first");
+    const d2 = h.domainAlloc(dev, "paging", "second");
+    const p = h.pasidAlloc(dev, "t");
+    if (typeof d1 === "string" || typeof d2 === "string" || typeof p === "string")
+      throw new Error("setup");
+    expect(h.pasidAttach(dev, p, d1)).toBe(0);
+    const { iommuReplaceDevicePasid } = await import("@iommu-sim/iommu-core");
+    expect(iommuReplaceDevicePasid(d2, dev, p, "h")).toBe(0);
+    h.oracle.attachmentsChanged();
+    expect(h.pasidDetach(dev, p)).toBe(0);
+    expect(h.attach(dev, d1)).toBe(0);
+    expect(h.attach(dev, "default")).toBe(0);
+    expect(h.attach(dev, h.m.driver.identityDomain)).toBe(0);
+    expect(h.attach(dev, "default")).toBe(0);
+    h.teardown();
+    expect(h.oracle.violations).toEqual([]);
+  });
+
+  it("a legacy context entry written low qword (P) first is seen present with the wrong DID", async () => {
+    const { h, dev } = await machine(true);
+    const mem = h.m.mem;
+    // The planted bug: every 64-bit store pair into the context entry goes low qword first.
+    const write64 = mem.write64.bind(mem);
+    let held: [number, number, number] | null = null;
+    mem.write64 = (pa: number, lo: number, hi: number) => {
+      if (held !== null) {
+        const [hpa, hlo, hhi] = held;
+        held = null;
+        if (pa === hpa - 8) {
+          write64(pa, lo, hi);
+          write64(hpa, hlo, hhi);
+          return;
+        }
+        write64(hpa, hlo, hhi);
+      }
+      // Hold the high qword of a context entry (offset 8 in its 16 bytes) until its low one.
+      const rta = h.m.units[0]?.hw.read32(0x20) ?? 0;
+      if (pa % 16 === 8 && Math.abs(pa - rta) < 0x10_0000 && (lo & 0xffff00) !== 0) {
+        held = [pa, lo, hi];
+        return;
+      }
+      write64(pa, lo, hi);
+    };
+    const d = h.domainAlloc(dev, "paging");
+    if (typeof d === "string") throw new Error(d);
+    expect(h.attach(dev, d)).toBe(0);
+    mem.write64 = write64;
+    expect(
+      h.oracle.violations.some((v) => v.kind === "torn-update" && /context entry/.test(v.message)),
+    ).toBe(true);
+  });
+});

@@ -43,6 +43,7 @@ import { fieldOf } from "@iommu-sim/iommu-core/platform";
 import { SHADOW_BLOCKED, SHADOW_IDENTITY, SHADOW_PAGING, ShadowDomain } from "./shadow.js";
 import { type HistoryEvent, hex, type MissingInvalidation, type Violation } from "./violation.js";
 import { diagnoseVtdStale, kindName } from "./vtd-diagnose.js";
+import { VtdEntryWatch } from "./vtd-hitless.js";
 import { VtdInvalidationLog } from "./vtd-invalidation-log.js";
 
 const PAGE = 4096;
@@ -109,11 +110,14 @@ export class VtdOracle implements DmaPageObserver {
 
   /** What the units' invalidation queues carried out. */
   private readonly invLog: VtdInvalidationLog;
+  /** Context and PASID entries sampled after every store (check 5). */
+  private readonly entries: VtdEntryWatch;
   /** The log mark at the start of the last operation that changed (device, PASID)'s context. */
   private readonly contextMarks = new Map<string, number>();
 
   constructor(machine: VtdMachine) {
     this.m = machine;
+    this.entries = new VtdEntryWatch(machine.mem);
     this.invLog = new VtdInvalidationLog(
       machine.units.map((u) => u.hw),
       () => this.now,
@@ -146,13 +150,16 @@ export class VtdOracle implements DmaPageObserver {
       shadow: this.blocked,
     });
     dev.observer = this;
+    this.entries.watch(dev, hw);
   }
 
   /** Stop checking `dev` (unplugged). */
   unwatch(dev: Device): void {
+    this.checkTorn();
     this.records.delete(dev);
     if (this.last?.dev === dev) this.last = null;
     dev.observer = null;
+    this.entries.unwatch(dev);
   }
 
   /** A paging domain an owner will map into. */
@@ -248,6 +255,7 @@ export class VtdOracle implements DmaPageObserver {
    */
   attachmentsChanged(): void {
     this.epoch++;
+    this.checkTorn();
     this.checkConfig();
     this.checkQueues();
   }
@@ -257,9 +265,32 @@ export class VtdOracle implements DmaPageObserver {
    * entries in memory against the attachments, the invalidation queues, the page group responses.
    */
   checkpoint(): void {
+    this.checkTorn();
     this.checkConfig();
     this.checkQueues();
     this.checkUnexpectedResponses();
+  }
+
+  /**
+   * Check 5: what the hardware could have seen of each context and PASID entry between the
+   * stores of the operation that just ended was the entry before, after, or not present.
+   */
+  private checkTorn(): void {
+    for (const t of this.entries.settle()) {
+      const where = `${t.device}${t.pasid === null ? "" : ` PASID ${t.pasid}`}`;
+      const entry = t.pasid === null ? "context entry" : "PASID entry";
+      const key = `torn:${where}:${t.seen}`;
+      if (this.staleSeen.has(key)) continue;
+      this.staleSeen.add(key);
+      this.report({
+        kind: "torn-update",
+        time: this.now,
+        message:
+          t.illegal !== null
+            ? `${where}: between two stores the ${entry} in ${t.unit}'s memory was present and illegal (fault ${hex(t.illegal)}, ${vtdFaultReasonName(t.illegal)}): ${t.unit} could have used it`
+            : `${where}: between two stores the ${entry} in ${t.unit}'s memory was present as neither the old nor the new configuration: seen "${t.seen}", before "${t.before}", after "${t.after}"`,
+      });
+    }
   }
 
   /** Add an event to an ID's history. */
