@@ -431,6 +431,62 @@ describe("iommu-sim run", () => {
     );
   });
 
+  it("--dump writes the machine before teardown as an ELF core that decode and translate read", async () => {
+    const tmp = tempDir();
+    const file = tmp.file("run.elf");
+    const r = await cli("run", "--dump", file);
+    expect(r.code).toBe(EXIT.OK);
+    const m = /^dump {8}(\S+) \(ELF core; dmar0 RTADDR (0x[0-9a-f]+)\)$/m.exec(r.stdout);
+    expect(m?.[1]).toBe(file);
+    const rtaddr = m?.[2] as string;
+    const json = JSON.parse((await cli("run", "--dump", file, "--json")).stdout);
+    expect(json.dump).toEqual({
+      file,
+      units: [{ name: "dmar0", register: "RTADDR", value: rtaddr }],
+    });
+    const decoded = await cli("decode", "vtd", "--image", file, "--rtaddr", rtaddr, "--json");
+    expect(decoded.code).toBe(EXIT.OK);
+    const doc = JSON.parse(decoded.stdout);
+    expect(doc.mode).toBe("scalable");
+    expect(doc.devices.map((d: { bdf: string }) => d.bdf)).toEqual([
+      "00:01.0",
+      "00:02.0",
+      "00:03.0",
+      "00:04.0",
+    ]);
+    // Every device's requests without PASID translate through a first-stage table.
+    for (const d of doc.devices) {
+      expect(d.translations.find((t: { ridPasid?: boolean }) => t.ridPasid)?.type).toBe(
+        "first-stage",
+      );
+    }
+    const t = await cli(
+      "translate",
+      "vtd",
+      "--image",
+      file,
+      "--rtaddr",
+      rtaddr,
+      "0x18:3@0x1000000",
+    );
+    expect(JSON.parse(t.stdout)).toMatchObject({
+      sid: 24,
+      pasid: 3,
+      result: "ok",
+      r: true,
+      w: true,
+    });
+    expectUsageError(
+      await cli("run", "--arch", "mock", "--dump", file),
+      /--dump: scenario 'default' offers no memory snapshot/,
+    );
+    expectUsageError(
+      await cli("run", "--dump", tmp.file("no/such/dir/x.elf")),
+      /--dump: .*x\.elf: cannot write the image \(ENOENT\)/,
+    );
+    tmp.cleanup();
+  });
+
   it("a bare -- (as pnpm passes it through) is ignored", async () => {
     const r = await cli("run", "--", "--seed", "7", "--json");
     expect(r.code).toBe(EXIT.OK);

@@ -1,9 +1,10 @@
 // The `iommu-sim` command line: parses options, runs a scenario or decodes and translates through
 // a memory image, prints the result, and maps the outcome to an exit code.
 
-import { readFileSync, realpathSync } from "node:fs";
+import { readFileSync, realpathSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { type PhysMemory, saveElfCore } from "@iommu-sim/iommu-core/platform";
 import { Command, CommanderError } from "commander";
 import { ImageInputError, readMemoryImage } from "./decode/image-input.js";
 import { decodeVtd, formatVtdDecode, VTD_DECODE_LIMITS } from "./decode/vtd-decode.js";
@@ -19,7 +20,14 @@ import {
 import { runVtdFuzz, type VtdFuzzResult } from "./fuzz/vtd-fuzz.js";
 import { VTD_INJECTIONS, type VtdInjection } from "./machine/vtd-harness.js";
 import { formatHuman, formatTraceEvent, toJson } from "./report.js";
-import { type RunReport, runScenario, type Scenario, scenarioKey, scenarios } from "./scenario.js";
+import {
+  type RunReport,
+  runScenario,
+  type Scenario,
+  type SnapshotUnit,
+  scenarioKey,
+  scenarios,
+} from "./scenario.js";
 import { parseScenarioFile, ScenarioFileError } from "./scenario-file/parse-scenario.js";
 import { scenarioFromFile } from "./scenario-file/run-scenario-file.js";
 import { HARNESS_VERSION } from "./version.js";
@@ -76,6 +84,7 @@ interface RunOptions {
   arch?: string;
   scenario?: string;
   inject?: string;
+  dump?: string;
   json?: boolean;
   trace?: boolean;
   verbose?: boolean;
@@ -199,10 +208,18 @@ async function runCommand(
   }
 
   let report: RunReport;
+  let dumped: { bytes: Uint8Array; units: readonly SnapshotUnit[] } | null = null;
   try {
     report = await runScenario(scenario, seed, {
       trace: opts.trace === true,
       inject: opts.inject ?? null,
+      ...(opts.dump === undefined
+        ? {}
+        : {
+            snapshot: (mem: PhysMemory, units: readonly SnapshotUnit[]) => {
+              dumped = { bytes: saveElfCore(mem), units };
+            },
+          }),
     });
   } catch (err) {
     io.stderr.write(`iommu-sim: internal error: ${describeError(err)}\n`);
@@ -211,11 +228,30 @@ async function runCommand(
     }
     return EXIT.INTERNAL;
   }
+  let dumpLine = "";
+  let dumpDoc: { file: string; units: readonly SnapshotUnit[] } | null = null;
+  if (opts.dump !== undefined) {
+    const snap = dumped as { bytes: Uint8Array; units: readonly SnapshotUnit[] } | null;
+    if (snap === null) {
+      return fail(`--dump: scenario '${scenario.name}' offers no memory snapshot`, EXIT.USAGE);
+    }
+    try {
+      writeFileSync(opts.dump, snap.bytes);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? "unwritable";
+      return fail(`--dump: ${opts.dump}: cannot write the image (${code})`, EXIT.USAGE);
+    }
+    dumpDoc = { file: opts.dump, units: snap.units };
+    dumpLine = `${"dump".padEnd(12)}${opts.dump} (ELF core; ${snap.units.map((u) => `${u.name} ${u.register} ${u.value}`).join(", ")})\n`;
+  }
   if (opts.json) {
-    io.stdout.write(`${toJson(report)}\n`);
+    const doc = toJson(report);
+    io.stdout.write(
+      `${dumpDoc === null ? doc : `${doc.slice(0, -1)},"dump":${JSON.stringify(dumpDoc)}}`}\n`,
+    );
   } else {
     for (const event of report.trace ?? []) io.stdout.write(formatTraceEvent(event));
-    io.stdout.write(formatHuman(report));
+    io.stdout.write(formatHuman(report) + dumpLine);
   }
   return report.checks.failed === 0 && report.violationsTotal === 0 ? EXIT.OK : EXIT.CHECK_FAILED;
 }
@@ -395,6 +431,10 @@ function buildProgram(io: CliIo, onRequest: (request: CliRequest) => void): Comm
     .option(
       "--inject <name>",
       `make the driver skip one step, to see the oracle catch it (vtd: ${Object.keys(VTD_INJECTIONS).join(", ")})`,
+    )
+    .option(
+      "--dump <file>",
+      "write the machine's memory before teardown as an ELF core, for decode and translate",
     )
     .option("--json", "print one JSON document on stdout instead of the summary")
     .option("--trace", "print every trace event of the run (in --json: a trace array)")

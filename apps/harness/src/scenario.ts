@@ -1,6 +1,7 @@
 // Scenarios: named runs on one architecture, the counters they keep and the checks they make.
 
 import type { TraceEvent, TraceListener } from "@iommu-sim/iommu-core";
+import type { PhysMemory } from "@iommu-sim/iommu-core/platform";
 import type { Violation } from "./oracle/violation.js";
 import { defaultScenario } from "./scenarios/default.js";
 import { vtdDefaultScenario } from "./scenarios/vtd-default.js";
@@ -30,6 +31,18 @@ export interface ScenarioContext {
   violations(list: readonly Violation[], total?: number): void;
   /** The driver step to skip (`--inject`), or null. */
   readonly inject: string | null;
+  /**
+   * Offer the machine's memory as it is now, with each IOMMU unit's root-table register, for
+   * `--dump` (scenarios call it once, before their teardown). Does nothing unless asked for.
+   */
+  snapshot(mem: PhysMemory, units: readonly SnapshotUnit[]): void;
+}
+
+/** A unit's register a decoder needs to read the snapshot (VT-d: RTADDR). */
+export interface SnapshotUnit {
+  readonly name: string;
+  readonly register: string;
+  readonly value: string;
 }
 
 /** A named, deterministic run on one architecture. */
@@ -74,6 +87,8 @@ export interface ScenarioRunOptions {
   trace?: boolean;
   /** The driver step the scenario's machine skips (`--inject NAME`). */
   inject?: string | null;
+  /** Receives the scenario's snapshot (`--dump`). */
+  snapshot?: (mem: PhysMemory, units: readonly SnapshotUnit[]) => void;
 }
 
 /** The key of a scenario in `scenarios`: its name and arch. */
@@ -111,6 +126,9 @@ export async function runScenario(
     seed,
     inject: options.inject ?? null,
     traceListener: options.trace ? (event) => events.push(event) : null,
+    snapshot(mem, units) {
+      options.snapshot?.(mem, units);
+    },
     violations(list, total) {
       violations.push(...list);
       violationsTotal += Math.max(total ?? list.length, list.length);

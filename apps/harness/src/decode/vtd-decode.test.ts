@@ -1689,3 +1689,27 @@ describe("decodeVtd bounds its work on hostile images and says when it stopped",
     },
   );
 });
+
+describe("images that leave out pages of zeros", () => {
+  it("a PASID directory whose second page is all zeros (and left out of the ELF core) is still read", async () => {
+    const { VtdHarness } = await import("../machine/vtd-harness.js");
+    const { saveElfCore } = await import("@iommu-sim/iommu-core/platform");
+    const { loadMemoryImage } = await import("./image-input.js");
+    const h = new VtdHarness(
+      { units: [{ name: "dmar0" }], devices: [{ name: "acc0", rid: 0x0018, pasidBits: 16 }] },
+      1,
+    );
+    expect(typeof h.addDevice({ name: "acc0", rid: 0x0018, pasidBits: 16 })).not.toBe("string");
+    const rtaddr = BigInt(h.rtaddrs()[0]?.value ?? "0");
+    // 2^16 PASIDs: an 8 KiB directory whose second page holds no entry.
+    const image = loadMemoryImage(saveElfCore(h.m.mem), "core.elf", {});
+    if (!("mem" in image)) throw new Error(String(image));
+    const doc = decodeVtd(image.mem, { rtaddr, coverage: image.coverage ?? undefined });
+    if (typeof doc === "string") throw new Error(doc);
+    const rid = doc.devices[0]?.translations.find((t) => t.ridPasid === true);
+    expect(rid?.type).toBe("first-stage");
+    expect(
+      doc.problems.some((p) => /PASID directory 0x[0-9a-f]+ is not in the image/.test(p.message)),
+    ).toBe(true);
+  });
+});

@@ -884,7 +884,11 @@ class VtdDecoder {
     if (!this.inMemory(dir, dirBytes)) {
       this.problem(at, where, `PASID directory ${toHex(dir)} is outside memory`);
       scan.ridFault = VTD_FR.SM_PASID_DIR_ENTRY_ACCESS;
-    } else if (this.inImage(dir, dirBytes, where, "PASID directory")) {
+    } else {
+      // A directory page the image lacks (dumps leave out pages of zeros) reads as zeros: noted,
+      // and the pages that are there are still read.
+      const partly = this.coverage?.covers(dir, Math.min(dirBytes, 4096)) === true;
+      this.inImage(dir, dirBytes, where, partly ? "part of PASID directory" : "PASID directory");
       for (let d = first; d <= last && !scan.truncated; d++) this.scanDirEntry(scan, d, false);
       // The budget ran out before the RID_PASID entry: read just that one, whatever it costs.
       const ridDir = Math.floor(ridPasid / PASID_TBL_ENTRIES);

@@ -33,6 +33,7 @@ import {
   NO_PASID,
 } from "@iommu-sim/iommu-core";
 import { VtdOracle } from "../oracle/vtd-oracle.js";
+import type { SnapshotUnit } from "../scenario.js";
 
 const PAGE = 4096;
 
@@ -490,6 +491,15 @@ export class VtdHarness {
       done++;
     }
     return done;
+  }
+
+  /** Each unit's RTADDR register, as `decode vtd --rtaddr` takes it. */
+  rtaddrs(): SnapshotUnit[] {
+    return this.m.units.map(({ hw }) => ({
+      name: hw.name,
+      register: "RTADDR",
+      value: `0x${(hw.read32(0x24) * 2 ** 32 + hw.read32(0x20)).toString(16)}`,
+    }));
   }
 
   /** Let software catch up with the hardware (faults, page requests, IOPF). */

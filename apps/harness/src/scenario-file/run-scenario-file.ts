@@ -497,6 +497,7 @@ export function scenarioFromFile(spec: ScenarioSpec): Scenario {
       }
       run.run(spec.steps);
       for (const b of run.buffers.values()) h.dmaUnmap(b);
+      ctx.snapshot(h.m.mem, h.rtaddrs());
       h.teardown();
       ctx.violations(h.oracle.violations, h.oracle.stats.violations);
     },

@@ -291,6 +291,7 @@ export function runVtdDefault(h: VtdHarness, ctx: ScenarioContext): void {
 
   // 8. Everything back; the oracle checks for leaks.
   h.processQueues();
+  ctx.snapshot(h.m.mem, h.rtaddrs());
   h.teardown();
   ctx.countOp();
 }
