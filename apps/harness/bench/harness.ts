@@ -4,11 +4,14 @@
 // 4 KiB map + unmap through the driver, the unmap's invalidation going round the queue with a wait
 // descriptor, for first- and second-stage domains.
 
+import { VtdMachine } from "@iommu-sim/intel-vtd/testing";
 import {
   IOMMU_READ,
   IOMMU_WRITE,
   type IommuDomain,
+  iommuAttachDevice,
   iommuMap,
+  iommuPagingDomainAlloc,
   iommuUnmap,
   NO_PASID,
 } from "@iommu-sim/iommu-core";
@@ -66,45 +69,85 @@ function benchDma(checked: boolean): void {
   });
 }
 
-function benchMapUnmap(stage: "first" | "second"): void {
-  const h = new VtdHarness(
-    { units: [{ name: "dmar0" }], devices: [{ name: "nic0", rid: 0x0008, ats: true }] },
-    1,
-  );
-  const dev = h.addDevice({ name: "nic0", rid: 0x0008, ats: true });
-  if (typeof dev === "string") fail(`probe: ${dev}`);
-  const domain = h.domainAlloc(dev, "paging", stage);
-  if (typeof domain === "string") fail(`domain: ${domain}`);
-  if (h.attach(dev, domain) !== 0) fail("attach");
-  const pa = h.m.frames.alloc(0) as number;
+/**
+ * One 4 KiB map + unmap through the driver, the unmap's IOTLB and device-TLB invalidations and
+ * their wait going round the queue. `checked`: on the harness, with the oracle watching (its
+ * shadow map, the entry watch and the invalidation log); else on a bare VtdMachine.
+ */
+function benchMapUnmap(stage: "first" | "second", checked: boolean): void {
+  let domain: IommuDomain;
+  let frames: { alloc(order: number): number | string };
+  let qiWaits: () => number;
+  let map: (iova: number, pa: number) => number;
+  let unmap: (iova: number) => number;
+  if (checked) {
+    const h = new VtdHarness(
+      { units: [{ name: "dmar0" }], devices: [{ name: "nic0", rid: 0x0008, ats: true }] },
+      1,
+    );
+    const dev = h.addDevice({ name: "nic0", rid: 0x0008, ats: true });
+    if (typeof dev === "string") fail(`probe: ${dev}`);
+    const d = h.domainAlloc(dev, "paging", stage);
+    if (typeof d === "string") fail(`domain: ${d}`);
+    if (h.attach(dev, d) !== 0) fail("attach");
+    domain = d;
+    frames = h.m.frames;
+    qiWaits = () => h.m.driver.units[0]?.qi?.stats.waits ?? 0;
+    map = (iova, pa) => {
+      const r = iommuMap(d, iova, pa, PAGE, IOMMU_READ | IOMMU_WRITE);
+      h.oracle.mapped(d, iova, pa, PAGE, IOMMU_READ | IOMMU_WRITE);
+      return r === 0 ? 0 : 1;
+    };
+    unmap = (iova) => {
+      const seq = h.oracle.mark();
+      const r = iommuUnmap(d, iova, PAGE);
+      h.oracle.unmapped(d, iova, PAGE, "unmap", false, seq);
+      return r === PAGE ? 0 : 1;
+    };
+  } else {
+    const m = new VtdMachine({ units: [{ name: "dmar0" }] });
+    const dev = m.addDevice({ name: "nic0", rid: 0x0008, ats: true });
+    if (typeof dev === "string") fail(`probe: ${dev}`);
+    m.driver.firstStage = stage === "first";
+    const d = iommuPagingDomainAlloc(dev);
+    if (typeof d === "string") fail(`domain: ${d}`);
+    if (iommuAttachDevice(d, dev) !== 0) fail("attach");
+    domain = d;
+    frames = m.frames;
+    qiWaits = () => m.driver.units[0]?.qi?.stats.waits ?? 0;
+    map = (iova, pa) => (iommuMap(d, iova, pa, PAGE, IOMMU_READ | IOMMU_WRITE) === 0 ? 0 : 1);
+    unmap = (iova) => (iommuUnmap(d, iova, PAGE) === PAGE ? 0 : 1);
+  }
+  const pa = frames.alloc(0) as number;
   const N = 50_000;
-  const qi = h.m.driver.units[0]?.qi;
-  const before = qi?.stats.waits ?? 0;
+  const before = qiWaits();
   let bad = 0;
   const r = repeat(() => {
     const t0 = nowNs();
     for (let i = 0; i < N; i++) {
       const iova = IOVA0 + (i & 255) * PAGE;
-      bad += iommuMap(domain, iova, pa, PAGE, IOMMU_READ | IOMMU_WRITE) === 0 ? 0 : 1;
-      bad += iommuUnmap(domain, iova, PAGE) === PAGE ? 0 : 1;
+      bad += map(iova, pa) === 0 ? 0 : 1;
+      bad += unmap(iova);
     }
     return (nowNs() - t0) / N;
   });
   if (bad !== 0) fail(`${bad} map/unmap calls failed`);
-  const waits = (qi?.stats.waits ?? 0) - before;
+  const waits = qiWaits() - before;
   if (waits < N) fail(`only ${waits} invalidation waits for ${N} unmaps`);
+  void domain;
   emit({
     bench: "harness",
-    name: stage === "first" ? "map_unmap_driver" : "map_unmap_driver_ss",
+    name: `map_unmap_${checked ? "checked" : "driver"}${stage === "first" ? "" : "_ss"}`,
     ns_per_op: r.ns,
     min_ns: r.min,
     max_ns: r.max,
     ops: N,
-    unit: `4 KiB iommu_map + iommu_unmap, ${stage}-stage domain, IOTLB + device-TLB invalidation and wait through the queue`,
+    unit: `4 KiB iommu_map + iommu_unmap, ${stage}-stage domain, IOTLB + device-TLB invalidation and wait through the queue${checked ? ", under the oracle" : ""}`,
   });
 }
 
 benchDma(true);
 benchDma(false);
-benchMapUnmap("first");
-benchMapUnmap("second");
+benchMapUnmap("first", false);
+benchMapUnmap("second", false);
+benchMapUnmap("first", true);

@@ -82,6 +82,8 @@ export class VtdEntryWatch {
     string,
     { w: Watched; pasid: number | null; seen: Set<string> }
   >();
+  /** Every watched page (context, directory or PASID table): one lookup decides most stores. */
+  private readonly pages = new Set<number>();
   private readonly prev: PhysMemory["onWrite"];
   private readonly req = newTranslationRequest();
 
@@ -107,6 +109,7 @@ export class VtdEntryWatch {
   }
 
   private add<T>(map: Map<number, T[]>, page: number, v: T): void {
+    this.pages.add(page);
     const list = map.get(page);
     if (list === undefined) map.set(page, [v]);
     else if (!list.includes(v)) list.push(v);
@@ -150,13 +153,16 @@ export class VtdEntryWatch {
     const e = this.mem.read64(dir + dirIndex * 8);
     if ((e & 1) === 0) return;
     const table = this.mem.hi * TWO32 + ((e & 0xfffff000) >>> 0);
-    const list = this.tablePages.get(Math.floor(table / PAGE)) ?? [];
+    const page = Math.floor(table / PAGE);
+    const list = this.tablePages.get(page) ?? [];
     if (!list.some((x) => x.w === w && x.dirIndex === dirIndex)) list.push({ w, dirIndex });
-    this.tablePages.set(Math.floor(table / PAGE), list);
+    this.tablePages.set(page, list);
+    this.pages.add(page);
   }
 
   private onWrite(pa: number, bytes: number): void {
     const page = Math.floor(pa / PAGE);
+    if (!this.pages.has(page)) return;
     const ctx = this.ctxPages.get(page);
     if (ctx !== undefined) {
       for (const w of ctx) this.record(w, null);

@@ -27,7 +27,7 @@ const NAMES: Readonly<Record<number, string>> = {
   [INV_DESC_TYPE.PDEV_TLB]: "PASID-based device-TLB invalidation (type 8)",
 };
 
-/** One descriptor a unit carried out. */
+/** One descriptor a unit carried out, decoded when a diagnosis asks for it. */
 interface Record_ {
   readonly seq: number;
   readonly time: number;
@@ -46,17 +46,29 @@ export interface EarlyInvalidation {
   readonly fields: Readonly<Record<string, string | number>>;
 }
 
-/** Every unit's executed descriptors, numbered across units. */
+/**
+ * Every unit's executed descriptors, numbered across units. Recording copies the descriptor's
+ * words into a ring (no decoding, no allocation: it runs on every invalidation); a diagnosis
+ * decodes what it reads back.
+ */
 export class VtdInvalidationLog {
-  private readonly records: Record_[] = [];
   private seq = 0;
+  private readonly words = new Uint32Array(KEEP * 8);
+  private readonly seqs = new Float64Array(KEEP).fill(-1);
+  private readonly times = new Float64Array(KEEP);
+  private readonly unitOf = new Int32Array(KEEP);
+  private readonly units: string[] = [];
   private readonly span = { pfn: 0, pages: 0 };
 
   constructor(
     units: readonly VtdUnit[],
     private readonly now: () => number,
   ) {
-    for (const hw of units) hw.descriptorObserver = (w) => this.add(hw.name, w);
+    for (const hw of units) {
+      const index = this.units.length;
+      this.units.push(hw.name);
+      hw.descriptorObserver = (w) => this.add(index, w);
+    }
   }
 
   /** The number the next descriptor gets: what an operation records when it starts. */
@@ -64,27 +76,42 @@ export class VtdInvalidationLog {
     return this.seq;
   }
 
-  private add(unit: string, w: Uint32Array): void {
+  private add(unit: number, w: Uint32Array): void {
+    const slot = this.seq % KEEP;
+    this.seqs[slot] = this.seq++;
+    this.times[slot] = this.now();
+    this.unitOf[slot] = unit;
+    this.words.set(w.subarray(0, 8), slot * 8);
+  }
+
+  private record(slot: number): Record_ | null {
+    const w = this.words.subarray(slot * 8, slot * 8 + 8);
     const type = invDescType(w[0] as number);
-    const seq = this.seq++;
-    if (!(type in NAMES)) return;
+    if (!(type in NAMES)) return null;
     const layout = invDescLayout(type);
-    if (layout === null) return;
+    if (layout === null) return null;
+    const f = decode(layout, w);
     let pfn = 0;
     let pages = 0;
-    const f = decode(layout, w);
     if (type === INV_DESC_TYPE.DEV_TLB || type === INV_DESC_TYPE.PDEV_TLB) {
       decodeDevTlbRange(w[2] as number, w[3] as number, Number(f.S), this.span);
       pfn = this.span.pfn;
       pages = this.span.pages;
     }
-    this.records.push({ seq, time: this.now(), unit, type, f, pfn, pages });
-    if (this.records.length > KEEP) this.records.splice(0, this.records.length - KEEP);
+    return {
+      seq: this.seqs[slot] as number,
+      time: this.times[slot] as number,
+      unit: this.units[this.unitOf[slot] as number] as string,
+      type,
+      f,
+      pfn,
+      pages,
+    };
   }
 
   /**
    * The last descriptor carried out at or after `mark` on unit `unit` (device-TLB ones: for
-   * requester `sid`) that covers `entry`, or null.
+   * requester `sid`) that covers `entry`, or null. Only the last KEEP descriptors are kept.
    */
   coveringSince(
     mark: number,
@@ -93,21 +120,20 @@ export class VtdInvalidationLog {
     entry: StaleEntry,
   ): EarlyInvalidation | null {
     if (mark < 0) return null;
-    for (let i = this.records.length - 1; i >= 0; i--) {
-      const r = this.records[i] as Record_;
-      if (r.seq < mark) break;
-      if (r.unit !== unit) continue;
-      if (covers(r, entry, sid)) {
-        const fields: Record<string, string | number> = {};
-        for (const [k, v] of Object.entries(r.f)) {
-          if (k === "Type" || v === 0 || v === 0n) continue;
-          fields[k] =
-            typeof v === "bigint" || (typeof v === "number" && v > 0xffff)
-              ? `0x${v.toString(16)}`
-              : v;
-        }
-        return { descriptor: NAMES[r.type] as string, time: r.time, fields };
+    for (let s = this.seq - 1; s >= mark && s >= this.seq - KEEP; s--) {
+      const slot = s % KEEP;
+      if (this.units[this.unitOf[slot] as number] !== unit) continue;
+      const r = this.record(slot);
+      if (r === null || !covers(r, entry, sid)) continue;
+      const fields: Record<string, string | number> = {};
+      for (const [k, v] of Object.entries(r.f)) {
+        if (k === "Type" || v === 0 || v === 0n) continue;
+        fields[k] =
+          typeof v === "bigint" || (typeof v === "number" && v > 0xffff)
+            ? `0x${v.toString(16)}`
+            : v;
       }
+      return { descriptor: NAMES[r.type] as string, time: r.time, fields };
     }
     return null;
   }
