@@ -75,7 +75,6 @@ function benchDma(checked: boolean): void {
  * shadow map, the entry watch and the invalidation log); else on a bare VtdMachine.
  */
 function benchMapUnmap(stage: "first" | "second", checked: boolean): void {
-  let domain: IommuDomain;
   let frames: { alloc(order: number): number | string };
   let qiWaits: () => number;
   let map: (iova: number, pa: number) => number;
@@ -90,7 +89,6 @@ function benchMapUnmap(stage: "first" | "second", checked: boolean): void {
     const d = h.domainAlloc(dev, "paging", stage);
     if (typeof d === "string") fail(`domain: ${d}`);
     if (h.attach(dev, d) !== 0) fail("attach");
-    domain = d;
     frames = h.m.frames;
     qiWaits = () => h.m.driver.units[0]?.qi?.stats.waits ?? 0;
     map = (iova, pa) => {
@@ -112,7 +110,6 @@ function benchMapUnmap(stage: "first" | "second", checked: boolean): void {
     const d = iommuPagingDomainAlloc(dev);
     if (typeof d === "string") fail(`domain: ${d}`);
     if (iommuAttachDevice(d, dev) !== 0) fail("attach");
-    domain = d;
     frames = m.frames;
     qiWaits = () => m.driver.units[0]?.qi?.stats.waits ?? 0;
     map = (iova, pa) => (iommuMap(d, iova, pa, PAGE, IOMMU_READ | IOMMU_WRITE) === 0 ? 0 : 1);
@@ -134,7 +131,6 @@ function benchMapUnmap(stage: "first" | "second", checked: boolean): void {
   if (bad !== 0) fail(`${bad} map/unmap calls failed`);
   const waits = qiWaits() - before;
   if (waits < N) fail(`only ${waits} invalidation waits for ${N} unmaps`);
-  void domain;
   emit({
     bench: "harness",
     name: `map_unmap_${checked ? "checked" : "driver"}${stage === "first" ? "" : "_ss"}`,

@@ -245,10 +245,7 @@ async function runCommand(
     dumpLine = `${"dump".padEnd(12)}${opts.dump} (ELF core; ${snap.units.map((u) => `${u.name} ${u.register} ${u.value}`).join(", ")})\n`;
   }
   if (opts.json) {
-    const doc = toJson(report);
-    io.stdout.write(
-      `${dumpDoc === null ? doc : `${doc.slice(0, -1)},"dump":${JSON.stringify(dumpDoc)}}`}\n`,
-    );
+    io.stdout.write(`${toJson(report, dumpDoc === null ? {} : { dump: dumpDoc })}\n`);
   } else {
     for (const event of report.trace ?? []) io.stdout.write(formatTraceEvent(event));
     io.stdout.write(formatHuman(report) + dumpLine);

@@ -43,7 +43,7 @@ export function formatHuman(report: RunReport): string {
  * missingInvalidation?, id?, history?}]`, `violationsTotal`, and `trace: [{kind, seq, time, data}]`
  * for a traced run.
  */
-export function toJson(report: RunReport): string {
+export function toJson(report: RunReport, extra: Readonly<Record<string, unknown>> = {}): string {
   return JSON.stringify({
     version: report.version,
     scenario: report.scenario,
@@ -57,6 +57,7 @@ export function toJson(report: RunReport): string {
     violations: report.violations,
     violationsTotal: report.violationsTotal,
     ...(report.trace === undefined ? {} : { trace: report.trace }),
+    ...extra,
   });
 }
 

@@ -28,7 +28,7 @@ import {
   VtdHarness,
   type VtdInjection,
 } from "../machine/vtd-harness.js";
-import type { Violation } from "../oracle/violation.js";
+import { hex, type Violation } from "../oracle/violation.js";
 
 const PAGE = 4096;
 /** The IOVA space the fuzzer maps in: small, so that ranges collide and are reused. */
@@ -457,8 +457,4 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
         ? log.slice(Math.max(0, firstViolationLine - 19), firstViolationLine + 1)
         : log,
   };
-}
-
-function hex(n: number): string {
-  return `0x${n.toString(16)}`;
 }

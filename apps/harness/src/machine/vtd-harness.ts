@@ -2,6 +2,7 @@
 // a scenario performs as the owners of domains, buffers and PASIDs (each one reported to the
 // oracle), plus the devices' workloads: copy engines and a work-queue device.
 
+import { VTD_REG } from "@iommu-sim/intel-vtd/format";
 import type { VtdCapabilities } from "@iommu-sim/intel-vtd/hw";
 import { LEGACY_VTD_CAPS } from "@iommu-sim/intel-vtd/hw";
 import { VtdMachine, type VtdMachineUnitOptions } from "@iommu-sim/intel-vtd/testing";
@@ -32,6 +33,8 @@ import {
   iommuUnmap,
   NO_PASID,
 } from "@iommu-sim/iommu-core";
+import { mmioRead64 } from "@iommu-sim/iommu-core/platform";
+import { hex } from "../oracle/violation.js";
 import { VtdOracle } from "../oracle/vtd-oracle.js";
 import type { SnapshotUnit } from "../scenario.js";
 
@@ -498,7 +501,7 @@ export class VtdHarness {
     return this.m.units.map(({ hw }) => ({
       name: hw.name,
       register: "RTADDR",
-      value: `0x${(hw.read32(0x24) * 2 ** 32 + hw.read32(0x20)).toString(16)}`,
+      value: hex(mmioRead64(hw, VTD_REG.RTADDR)),
     }));
   }
 
@@ -539,8 +542,4 @@ export class VtdHarness {
 function iotlbGeometry(entries: number): { iotlbSets: number; iotlbWays: number } {
   const ways = Math.min(4, entries);
   return { iotlbSets: Math.max(1, entries / ways), iotlbWays: ways };
-}
-
-function hex(n: number): string {
-  return `0x${n.toString(16)}`;
 }

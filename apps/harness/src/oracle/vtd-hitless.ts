@@ -3,10 +3,10 @@
 // it, or not present. A present entry that is neither (a torn update: P set before the rest, one
 // qword of a replace written before the other) or that is present and illegal is reported.
 
-import { VTD_FR } from "@iommu-sim/intel-vtd/format";
+import { VTD_FR, VTD_REG } from "@iommu-sim/intel-vtd/format";
 import type { VtdDevConfig, VtdPasidConfig, VtdUnit } from "@iommu-sim/intel-vtd/hw";
 import { type Device, newTranslationRequest } from "@iommu-sim/iommu-core";
-import type { PhysMemory } from "@iommu-sim/iommu-core/platform";
+import { mmioRead64, type PhysMemory } from "@iommu-sim/iommu-core/platform";
 
 const PAGE = 4096;
 const TWO32 = 4294967296;
@@ -116,9 +116,8 @@ export class VtdEntryWatch {
   }
 
   private rootTable(hw: VtdUnit): number {
-    const lo = hw.read32(0x20);
-    const hi = hw.read32(0x24);
-    return hi * TWO32 + ((lo & 0xfffff000) >>> 0);
+    const rtaddr = mmioRead64(hw, VTD_REG.RTADDR);
+    return rtaddr - (rtaddr % PAGE);
   }
 
   /** The context entry address of `sid` (-1 when the root entry has no table). */
