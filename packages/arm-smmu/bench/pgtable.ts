@@ -20,7 +20,7 @@ import {
 } from "@iommu-sim/iommu-core";
 import { emit, fail, nowNs, repeat, xorshift32 } from "../../../scripts/bench-kit.js";
 import { type LpaeGranule, LpaePgtable } from "../src/pgtable/lpae.js";
-import { smmuTestMachine, tcrTgOfShift } from "../test/table-builder.js";
+import { smmuTestMachine, tcrTgOfShift } from "../src/testing/table-builder.js";
 
 const NPAGES = 1_000_000;
 const NWALK = 10_000_000;

@@ -25,7 +25,7 @@ import {
 } from "../../../scripts/bench-kit.js";
 import { CMDQ_OP } from "../src/format/commands.js";
 import { SMMU_REG } from "../src/format/registers.js";
-import { SmmuTestMachine, smmuTestMachine } from "../test/table-builder.js";
+import { SmmuTestMachine, smmuTestMachine } from "../src/testing/table-builder.js";
 
 const NDOM = W3.DOMAINS;
 const PAGES_PER_DOM = W3.PAGES_PER_DOM;

@@ -30,7 +30,7 @@ import {
   SmmuTestMachine,
   type SmmuTestMachineOptions,
   smmuTestMachine,
-} from "./table-builder.js";
+} from "../src/testing/table-builder.js";
 
 const O = CMDQ_OP;
 const cmd = SmmuTestMachine.command;

@@ -13,7 +13,7 @@ import {
 } from "@iommu-sim/iommu-core";
 import { decode } from "@iommu-sim/iommu-core/platform";
 import { describe, expect, it } from "vitest";
-import { SmmuTestMachine, smmuTestMachine } from "../../test/table-builder.js";
+import { SmmuTestMachine, smmuTestMachine } from "../testing/table-builder.js";
 import { L1_CD } from "../format/cd.js";
 import { CMDQ_OP } from "../format/commands.js";
 import { EVT_ID } from "../format/events.js";

@@ -1,6 +1,6 @@
 import { DMA_READ, DMA_WRITE, XLATE_OK } from "@iommu-sim/iommu-core";
 import { describe, expect, it } from "vitest";
-import { SmmuTestMachine, smmuTestMachine } from "../../test/table-builder.js";
+import { SmmuTestMachine, smmuTestMachine } from "../testing/table-builder.js";
 import { CMDQ_OP } from "../format/commands.js";
 import { EVT_ID } from "../format/events.js";
 

@@ -23,16 +23,16 @@ import {
   PhysMemory,
   storeLayout,
 } from "@iommu-sim/iommu-core/platform";
-import { CD, L1_CD } from "../src/format/cd.js";
-import { CMD_SYNC, cmdLayout } from "../src/format/commands.js";
-import { EVT_SIZE, eventLayout } from "../src/format/events.js";
+import { CD, L1_CD } from "../format/cd.js";
+import { CMD_SYNC, cmdLayout } from "../format/commands.js";
+import { EVT_SIZE, eventLayout } from "../format/events.js";
 import {
   LPAE_S1_BLOCK_DESC,
   LPAE_S1_TABLE_DESC,
   LPAE_S2_BLOCK_DESC,
   LPAE_S2_TABLE_DESC,
-} from "../src/format/lpae-desc.js";
-import { PRIQ_ENTRY } from "../src/format/pri.js";
+} from "../format/lpae-desc.js";
+import { PRIQ_ENTRY } from "../format/pri.js";
 import {
   CR0_CMDQEN,
   CR0_EVTQEN,
@@ -44,11 +44,11 @@ import {
   IRQ_CTRL_PRIQ_IRQEN,
   qInc,
   SMMU_REG,
-} from "../src/format/registers.js";
-import { L1_STD, STE } from "../src/format/ste.js";
-import type { SmmuCacheConfig } from "../src/hw/smmu-cache-policy.js";
-import type { SmmuFeatures } from "../src/hw/smmu-features.js";
-import { type SmmuInterruptSource, SmmuV3 } from "../src/hw/smmu-v3.js";
+} from "../format/registers.js";
+import { L1_STD, STE } from "../format/ste.js";
+import type { SmmuCacheConfig } from "../hw/smmu-cache-policy.js";
+import type { SmmuFeatures } from "../hw/smmu-features.js";
+import { type SmmuInterruptSource, SmmuV3 } from "../hw/smmu-v3.js";
 
 const PAGE = 4096;
 
