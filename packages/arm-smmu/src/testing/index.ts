@@ -3,3 +3,4 @@
 // translate, the driver's tests).
 
 export * from "./table-builder.js";
+export * from "./smmu-machine.js";
