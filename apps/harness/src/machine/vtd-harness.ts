@@ -1,44 +1,18 @@
-// A VT-d machine as the harness runs it: the machine, the oracle watching it, and the operations
-// a scenario performs as the owners of domains, buffers and PASIDs (each one reported to the
-// oracle), plus the devices' workloads: copy engines and a work-queue device.
+// A VT-d machine as the harness runs it: VtdMachine with its units built from the machine spec,
+// the VT-d oracle, the driver's injections, and RTADDR for decode.
 
 import { VTD_REG } from "@iommu-sim/intel-vtd/format";
 import type { VtdCapabilities } from "@iommu-sim/intel-vtd/hw";
 import { LEGACY_VTD_CAPS } from "@iommu-sim/intel-vtd/hw";
 import { VtdMachine, type VtdMachineUnitOptions } from "@iommu-sim/intel-vtd/testing";
-import {
-  type Device,
-  DMA_OK,
-  dmaInfoToProt,
-  IOMMU_DOMAIN_BLOCKED,
-  IOMMU_DOMAIN_IDENTITY,
-  type IommuDomain,
-  iommuAllocGlobalPasidOrErrno,
-  iommuAttachDevice,
-  iommuAttachDevicePasid,
-  iommuDetachDevice,
-  iommuDetachDevicePasid,
-  iommuDmaDisablePasid,
-  iommuDmaEnablePasid,
-  iommuDmaMapPhys,
-  iommuDmaUnmapPhys,
-  iommuDomainFree,
-  iommuDomainIsLazy,
-  iommuFreeGlobalPasid,
-  iommuGetDmaDomain,
-  iommuGetDomainForDev,
-  iommuGetDomainForDevPasid,
-  iommuMap,
-  iommuPagingDomainAlloc,
-  iommuUnmap,
-  NO_PASID,
-} from "@iommu-sim/iommu-core";
+import { type Device, type IommuDomain, iommuPagingDomainAlloc } from "@iommu-sim/iommu-core";
 import { mmioRead64 } from "@iommu-sim/iommu-core/platform";
 import { hex } from "../oracle/violation.js";
 import { VtdOracle } from "../oracle/vtd-oracle.js";
 import type { SnapshotUnit } from "../scenario.js";
+import { Harness, type MachineSpec, type UnitSpec } from "./harness.js";
 
-const PAGE = 4096;
+export type { DeviceSpec, DmaBuffer, MachineSpec, UnitSpec } from "./harness.js";
 
 /** Driver steps `--inject` can make the VT-d driver skip. */
 export const VTD_INJECTIONS = Object.freeze({
@@ -49,62 +23,6 @@ export const VTD_INJECTIONS = Object.freeze({
   "early-did-reuse": "earlyDidReuse",
 } as const);
 export type VtdInjection = keyof typeof VTD_INJECTIONS;
-
-/** One unit of a harness machine. */
-export interface UnitSpec {
-  readonly name: string;
-  readonly mode?: "scalable" | "legacy";
-  readonly cache?: "maximal" | "minimal";
-  /** IOTLB entries (a power of two). */
-  readonly iotlb?: number;
-  readonly cachingMode?: boolean;
-  readonly pasidBits?: number;
-  readonly ats?: boolean;
-  readonly pri?: boolean;
-  readonly superpages?: readonly ("2M" | "1G")[];
-}
-
-/** One device of a harness machine. */
-export interface DeviceSpec {
-  readonly name: string;
-  /** bus << 8 | device << 3 | function. */
-  readonly rid: number;
-  /** The unit it sits behind (default: the first). */
-  readonly unit?: string;
-  readonly kind?: "copy-engine" | "work-queue";
-  readonly pasidBits?: number;
-  readonly ats?: boolean;
-  readonly pri?: boolean;
-  readonly atc?: number;
-}
-
-/** A machine to build. */
-export interface MachineSpec {
-  readonly units: readonly UnitSpec[];
-  readonly devices: readonly DeviceSpec[];
-  /** Bytes of the frame pool (default 256 MiB). */
-  readonly memory?: number;
-  /** Lazy (flush-queue) invalidation for DMA-API domains (default strict). */
-  readonly lazy?: boolean;
-}
-
-/** A DMA-API buffer: host memory, its DMA address, its direction. */
-export interface DmaBuffer {
-  readonly dev: Device;
-  readonly frame: number;
-  readonly order: number;
-  readonly pa: number;
-  readonly size: number;
-  readonly dma: number;
-  readonly dir: number;
-}
-
-/** A range mapped by `map`: its size and its host frames. */
-interface Mapping {
-  size: number;
-  frame: number;
-  order: number;
-}
 
 /** The capabilities of a unit spec, over the defaults of its mode. */
 function unitCaps(u: UnitSpec): Partial<VtdCapabilities> {
@@ -123,20 +41,9 @@ function unitCaps(u: UnitSpec): Partial<VtdCapabilities> {
   return caps;
 }
 
-/**
- * A VT-d machine under the oracle. Every owner operation goes through here so the oracle knows
- * what is mapped where; errnos come back as the core returns them.
- */
-export class VtdHarness {
-  readonly m: VtdMachine;
-  readonly oracle: VtdOracle;
-  readonly devices = new Map<string, Device>();
-  /** Frames in use after bring-up: the leak check's baseline. */
-  readonly framesBaseline: number;
-  private readonly mappings = new Map<IommuDomain, Map<number, Mapping>>();
-  private readonly domains = new Set<IommuDomain>();
-  private readonly pasids = new Set<number>();
-  private readonly kernelPasids = new Map<Device, number>();
+/** A VT-d machine under the oracle. */
+export class VtdHarness extends Harness<VtdMachine, VtdOracle> {
+  readonly arch = "vtd";
 
   constructor(spec: MachineSpec, seed: number, inject: VtdInjection | null = null) {
     const units: VtdMachineUnitOptions[] = spec.units.map((u, i) => {
@@ -155,345 +62,38 @@ export class VtdHarness {
         rids: i === 0 ? undefined : rids,
       };
     });
-    this.m = new VtdMachine({
+    const m = new VtdMachine({
       seed,
       units,
       framesSize: spec.memory ?? 256 * 2 ** 20,
       strict: spec.lazy !== true,
     });
-    this.oracle = new VtdOracle(this.m);
+    super(m, new VtdOracle(m));
     this.oracle.lazy = spec.lazy === true;
     if (inject !== null) this.m.driver.inject[VTD_INJECTIONS[inject]] = true;
-    this.framesBaseline = this.m.frames.liveFrames;
   }
 
-  get now(): number {
-    return this.m.clock.now;
+  protected get driverOps(): VtdMachine["driver"] {
+    return this.m.driver;
   }
 
-  // --- Devices ---------------------------------------------------------------------------------------
-
-  /** Plug in and probe a device; the oracle watches it from its first DMA. */
-  addDevice(d: DeviceSpec): Device | string {
-    const dev = this.m.addDevice({
-      name: d.name,
-      rid: d.rid,
-      pasidBits: d.pasidBits ?? 0,
-      ats: d.ats ?? false,
-      pri: d.pri ?? false,
-      ...(d.atc === undefined ? {} : { atcEntries: d.atc }),
-    });
-    if (typeof dev === "string") return dev;
-    this.devices.set(d.name, dev);
-    this.oracle.watch(dev);
-    this.oracle.attachmentsChanged();
-    const dma = iommuGetDmaDomain(dev);
-    if (dma !== null) this.oracle.domainCreated(dma, `domain#${dma.id} (DMA API of ${dev.name})`);
-    return dev;
-  }
-
-  /** Unplug: the kernel PASID and every PASID attachment of the device go first. */
-  unplug(dev: Device): 0 | string {
-    const kp = this.kernelPasids.get(dev);
-    if (kp !== undefined) this.dmaPasidDisable(dev);
-    // Its driver detaches every PASID before the device goes (the core expects none attached).
-    for (const p of this.pasidsOf(dev)) this.pasidDetach(dev, p);
-    const ret = this.m.removeDevice(dev);
-    this.oracle.unwatch(dev);
-    this.oracle.attachmentsChanged();
-    this.devices.delete(dev.name);
-    return ret;
-  }
-
-  // --- Domains ---------------------------------------------------------------------------------------
-
-  /** A domain: paging (first or second stage), or the driver's identity or blocked domain. */
-  domainAlloc(
-    dev: Device,
-    type: "paging" | "identity" | "blocked",
-    stage?: "first" | "second",
-  ): IommuDomain | string {
+  /** A paging domain: first- or second-stage tables as asked, else the driver's choice. */
+  protected pagingDomainAlloc(dev: Device, stage?: "first" | "second"): IommuDomain | string {
     const ops = this.m.driver;
-    if (type === "identity") return ops.identityDomain;
-    if (type === "blocked") return ops.blockedDomain;
     const saved = ops.firstStage;
     if (stage !== undefined) ops.firstStage = stage === "first";
     const d = iommuPagingDomainAlloc(dev);
     ops.firstStage = saved;
-    if (typeof d === "string") return d;
-    this.domains.add(d);
-    this.oracle.domainCreated(d, `domain#${d.id}`);
     return d;
   }
 
-  /** Free a paging domain (its remaining mappings' frames too). */
-  domainFree(domain: IommuDomain): 0 | string {
-    if (domain.type === IOMMU_DOMAIN_IDENTITY || domain.type === IOMMU_DOMAIN_BLOCKED) return 0;
-    if (!this.domains.has(domain)) return "ENOENT";
-    if (!this.domainDetachable(domain)) return "EBUSY";
-    const maps = this.mappings.get(domain);
-    if (maps !== undefined) {
-      for (const [iova, mp] of [...maps]) {
-        iommuUnmap(domain, iova, mp.size);
-        this.m.frames.free(mp.frame, mp.order);
-      }
-      this.mappings.delete(domain);
-    }
-    iommuDomainFree(domain);
-    this.domains.delete(domain);
-    this.oracle.domainFreed(domain);
-    return 0;
+  protected drainDeferred(): void {
+    this.m.driver.drainDeferred();
   }
 
-  /** Whether nothing uses `domain` (so it may be freed). */
-  private domainDetachable(domain: IommuDomain): boolean {
-    for (const dev of this.devices.values()) {
-      if (iommuGetDomainForDev(dev) === domain) return false;
-      for (const p of this.pasidsOf(dev))
-        if (iommuGetDomainForDevPasid(dev, p) === domain) return false;
-    }
-    return true;
-  }
-
-  /** The PASIDs something is attached at on `dev` (the core's record, whoever allocated them). */
-  private pasidsOf(dev: Device): number[] {
-    return [...(dev.iommu?.group?.pasidArray.keys() ?? [])];
-  }
-
-  /** Attach `domain` at the RID (`"default"`: back to the default domain). */
-  attach(dev: Device, domain: IommuDomain | "default"): 0 | string {
-    this.oracle.contextChanged(dev, NO_PASID, this.oracle.mark());
-    let ret: 0 | string;
-    if (domain === "default") {
-      const cur = iommuGetDomainForDev(dev);
-      if (cur === null) return "ENODEV";
-      ret = cur === dev.iommu?.group?.defaultDomain ? 0 : iommuDetachDevice(cur, dev);
-    } else {
-      ret = iommuAttachDevice(domain, dev);
-    }
-    this.oracle.attachmentsChanged();
-    return ret;
-  }
-
-  // --- PASIDs ----------------------------------------------------------------------------------------
-
-  /** A global PASID for `dev`'s use. */
-  pasidAlloc(dev: Device, owner: string): number | string {
-    const p = iommuAllocGlobalPasidOrErrno(dev);
-    if (typeof p === "string") return p;
-    this.pasids.add(p);
-    this.oracle.pasidAllocated(p, owner);
-    return p;
-  }
-
-  pasidAttach(dev: Device, pasid: number, domain: IommuDomain): 0 | string {
-    const ret = iommuAttachDevicePasid(domain, dev, pasid);
-    if (ret === 0)
-      this.oracle.note("pasid", null, pasid, `attached ${dev.name} to domain#${domain.id}`);
-    this.oracle.attachmentsChanged();
-    return ret;
-  }
-
-  pasidDetach(dev: Device, pasid: number): 0 | string {
-    const domain = iommuGetDomainForDevPasid(dev, pasid);
-    if (domain === null) return "ENOENT";
-    this.oracle.contextChanged(dev, pasid, this.oracle.mark());
-    const ret = iommuDetachDevicePasid(domain, dev, pasid);
-    if (ret === 0)
-      this.oracle.note("pasid", null, pasid, `detached from ${dev.name} (detach returned)`);
-    this.oracle.attachmentsChanged();
-    return ret;
-  }
-
-  pasidFree(pasid: number): 0 | string {
-    if (!this.pasids.delete(pasid)) return "ENOENT";
-    const ret = iommuFreeGlobalPasid(this.m.subsys, pasid);
-    this.oracle.pasidFreed(pasid);
-    return ret;
-  }
-
-  /** In-kernel DMA at a PASID (ENQCMDS work): the default domain at a global PASID. */
-  dmaPasidEnable(dev: Device): number | string {
-    const p = iommuDmaEnablePasid(dev);
-    if (typeof p === "string") return p;
-    this.kernelPasids.set(dev, p);
-    this.oracle.pasidAllocated(p, `${dev.name} (kernel DMA)`);
-    this.oracle.note("pasid", null, p, `attached ${dev.name} to its DMA domain`);
-    this.oracle.attachmentsChanged();
-    return p;
-  }
-
-  dmaPasidDisable(dev: Device): 0 | string {
-    const p = this.kernelPasids.get(dev);
-    if (p === undefined) return "EINVAL";
-    const ret = iommuDmaDisablePasid(dev);
-    this.kernelPasids.delete(dev);
-    this.oracle.note(
-      "pasid",
-      null,
-      p,
-      `detached from ${dev.name} and freed (iommu_dma_disable_pasid)`,
-    );
-    this.oracle.pasidFreed(p);
-    this.oracle.attachmentsChanged();
-    return ret;
-  }
-
-  // --- Mappings --------------------------------------------------------------------------------------
-
-  /**
-   * Map `size` bytes at `iova` of `domain` to fresh host memory (one naturally aligned block of
-   * frames), filled with a pattern. Returns the physical address.
-   */
-  map(domain: IommuDomain, iova: number, size: number, prot: number): number | string {
-    const pages = Math.ceil(size / PAGE);
-    let order = 0;
-    while (1 << order < pages) order++;
-    const frame = this.m.frames.alloc(order);
-    if (typeof frame !== "number") return frame;
-    const ret = iommuMap(domain, iova, frame, pages * PAGE, prot);
-    if (ret !== 0) {
-      this.m.frames.free(frame, order);
-      return ret;
-    }
-    let maps = this.mappings.get(domain);
-    if (maps === undefined) {
-      maps = new Map();
-      this.mappings.set(domain, maps);
-    }
-    maps.set(iova, { size: pages * PAGE, frame, order });
-    this.oracle.mapped(domain, iova, frame, pages * PAGE, prot);
-    return frame;
-  }
-
-  /** Unmap a range `map` made (the whole range), and give its memory back. */
-  unmap(domain: IommuDomain, iova: number, size: number): number | string {
-    const maps = this.mappings.get(domain);
-    const mp = maps?.get(iova);
-    const seq = this.oracle.mark();
-    const ret = iommuUnmap(domain, iova, size);
-    this.oracle.unmapped(
-      domain,
-      iova,
-      size,
-      `unmap(domain#${domain.id}, ${hex(iova)}, ${hex(size)})`,
-      false,
-      seq,
-    );
-    if (typeof ret === "number" && mp !== undefined && ret >= mp.size) {
-      maps?.delete(iova);
-      this.m.frames.free(mp.frame, mp.order);
-    }
-    this.oracle.checkpoint();
-    return ret;
-  }
-
-  /** A DMA-API buffer of `size` bytes at a random offset in fresh memory. */
-  dmaMap(dev: Device, size: number, dir: number): DmaBuffer | string {
-    const pages = Math.ceil(size / PAGE) + 1;
-    let order = 0;
-    while (1 << order < pages) order++;
-    const frame = this.m.frames.alloc(order);
-    if (typeof frame !== "number") return frame;
-    const offset = this.m.prng.below(PAGE / 8) * 8;
-    const pa = frame + offset;
-    const dma = iommuDmaMapPhys(dev, pa, size, dir);
-    if (typeof dma !== "number") {
-      this.m.frames.free(frame, order);
-      return dma;
-    }
-    const domain = iommuGetDmaDomain(dev);
-    const first = Math.floor(dma / PAGE) * PAGE;
-    const span = Math.ceil((dma + size) / PAGE) * PAGE - first;
-    if (domain !== null)
-      this.oracle.mapped(domain, first, Math.floor(pa / PAGE) * PAGE, span, dmaInfoToProt(dir));
-    return { dev, frame, order, pa, size, dma, dir };
-  }
-
-  dmaUnmap(b: DmaBuffer): void {
-    const seq = this.oracle.mark();
-    iommuDmaUnmapPhys(b.dev, b.dma, b.size, b.dir);
-    const domain = iommuGetDmaDomain(b.dev);
-    const first = Math.floor(b.dma / PAGE) * PAGE;
-    const span = Math.ceil((b.dma + b.size) / PAGE) * PAGE - first;
-    if (domain !== null) {
-      const lazy = iommuDomainIsLazy(domain);
-      this.oracle.unmapped(
-        domain,
-        first,
-        span,
-        `dma_unmap(${b.dev.name}, ${hex(b.dma)})${lazy ? " (lazy)" : ""}`,
-        lazy,
-        seq,
-      );
-    }
-    this.m.frames.free(b.frame, b.order);
-    this.oracle.checkpoint();
-  }
-
-  // --- Device work ------------------------------------------------------------------------------------
-
-  /** One DMA of `size` bytes. The clock advances by one per DMA. Returns the device's DMA status. */
-  dma(dev: Device, pasid: number, iova: number, size: number, write: boolean): number {
-    const buf = new Uint8Array(size);
-    if (write) for (let i = 0; i < size; i++) buf[i] = (iova + i) & 0xff;
-    const st = write ? dev.write(iova, buf, pasid) : dev.read(iova, buf, pasid);
-    this.m.clock.advance(1);
-    this.serviceInterrupts();
-    return st;
-  }
-
-  /**
-   * The CPU takes the units' pending interrupts: fault records are read and page requests go to
-   * IOPF, as the interrupt handlers would between two DMAs. Returns the records processed.
-   */
-  serviceInterrupts(): number {
-    return this.m.pendingInterrupts > 0 ? this.m.processQueues() : 0;
-  }
-
-  /**
-   * A copy engine's job: read `size` bytes at `src`, write them at `dst` (both in the address
-   * space of `pasid`). Returns the first failing status, or DMA_OK.
-   */
-  copy(dev: Device, pasid: number, src: number, dst: number, size: number): number {
-    const buf = new Uint8Array(size);
-    let st = dev.read(src, buf, pasid);
-    this.m.clock.advance(1);
-    this.serviceInterrupts();
-    if (st !== DMA_OK) return st;
-    st = dev.write(dst, buf, pasid);
-    this.m.clock.advance(1);
-    this.serviceInterrupts();
-    return st;
-  }
-
-  /**
-   * A work-queue device (DSA-like) runs `count` descriptors submitted at `pasid`: each one it
-   * reads from a ring (src, dst, size), copies, then writes a completion record. The ring and the
-   * buffers live in `domain`'s address space at `base`. Returns the descriptors completed.
-   */
-  workQueue(dev: Device, pasid: number, base: number, count: number, size: number): number {
-    let done = 0;
-    const desc = new Uint8Array(32);
-    const view = new DataView(desc.buffer);
-    for (let i = 0; i < count; i++) {
-      const at = base + (i % 64) * 32;
-      const got = dev.read(at, desc, pasid);
-      this.m.clock.advance(1);
-      this.serviceInterrupts();
-      if (got !== DMA_OK) break;
-      const src = view.getUint32(0, true) + view.getUint32(4, true) * 2 ** 32;
-      const dst = view.getUint32(8, true) + view.getUint32(12, true) * 2 ** 32;
-      const n = Math.min(view.getUint32(16, true), size);
-      if (this.copy(dev, pasid, src, dst, n) !== DMA_OK) break;
-      // Completion record: status 1 at the descriptor's offset 24.
-      const wrote = dev.write32(at + 24, 1, pasid);
-      this.m.clock.advance(1);
-      this.serviceInterrupts();
-      if (wrote !== DMA_OK) break;
-      done++;
-    }
-    return done;
+  /** Each unit's RTADDR register, as `decode vtd --rtaddr` takes it. */
+  snapshotRegisters(): SnapshotUnit[] {
+    return this.rtaddrs();
   }
 
   /** Each unit's RTADDR register, as `decode vtd --rtaddr` takes it. */
@@ -503,38 +103,6 @@ export class VtdHarness {
       register: "RTADDR",
       value: hex(mmioRead64(hw, VTD_REG.RTADDR)),
     }));
-  }
-
-  /** Let software catch up with the hardware (faults, page requests, IOPF). */
-  processQueues(): number {
-    const n = this.m.processQueues();
-    this.oracle.checkpoint();
-    return n;
-  }
-
-  // --- Teardown -------------------------------------------------------------------------------------
-
-  /**
-   * Give everything back: kernel PASIDs, PASID attachments, devices, domains, PASIDs; then check
-   * that nothing leaked.
-   */
-  teardown(): void {
-    this.m.processQueues();
-    for (const dev of [...this.devices.values()]) {
-      const kp = this.kernelPasids.get(dev);
-      // Every PASID still attached goes, also one an owner freed while it was attached.
-      for (const p of this.pasidsOf(dev)) if (p !== kp) this.pasidDetach(dev, p);
-    }
-    // Detaching answered whatever the handlers still held; nothing may be left unanswered now.
-    this.m.processQueues();
-    this.oracle.checkPageRequests();
-    for (const dev of [...this.devices.values()]) this.unplug(dev);
-    for (const d of [...this.domains]) this.domainFree(d);
-    for (const p of [...this.pasids]) this.pasidFree(p);
-    this.m.driver.drainDeferred();
-    this.m.processQueues();
-    this.oracle.checkFaultsReported();
-    this.oracle.checkLeaks(this.framesBaseline);
   }
 }
 

@@ -330,7 +330,12 @@ export class ArmSmmuDevice {
     m.write32(SMMU_REG.CR1, CR1_WB_ISH);
     m.write32(SMMU_REG.CR2, (CR2_RECINVSID | CR2_PTM | (f.e2h ? CR2_E2H : 0)) >>> 0);
     const st = this.strtab;
-    mmioWrite2x32(m, SMMU_REG.STRTAB_BASE, st.base % TWO32, Math.floor(st.base / TWO32) | (1 << 30));
+    mmioWrite2x32(
+      m,
+      SMMU_REG.STRTAB_BASE,
+      st.base % TWO32,
+      Math.floor(st.base / TWO32) | (1 << 30),
+    );
     const cfg = (st.fmt << 16) | (st.fmt === STRTAB_FMT_2LVL ? STRTAB_SPLIT << 6 : 0) | st.log2size;
     m.write32(SMMU_REG.STRTAB_BASE_CFG, cfg);
     this.cmdq.program();
@@ -339,7 +344,12 @@ export class ArmSmmuDevice {
     if (q.cfgiAll().issueWithSync() !== 0) return "ETIMEDOUT";
     if (f.hyp && q.bare(CMDQ_OP.TLBI_EL2_ALL).issueWithSync() !== 0) return "ETIMEDOUT";
     if (q.bare(CMDQ_OP.TLBI_NSNH_ALL).issueWithSync() !== 0) return "ETIMEDOUT";
-    this.programReadQueue(SMMU_REG.EVENTQ_BASE, SMMU_REG.EVENTQ_PROD, SMMU_REG.EVENTQ_CONS, this.evtq);
+    this.programReadQueue(
+      SMMU_REG.EVENTQ_BASE,
+      SMMU_REG.EVENTQ_PROD,
+      SMMU_REG.EVENTQ_CONS,
+      this.evtq,
+    );
     if (this.enable(CR0_EVTQEN) !== 0) return "ETIMEDOUT";
     if (this.priq !== null) {
       this.programReadQueue(SMMU_REG.PRIQ_BASE, SMMU_REG.PRIQ_PROD, SMMU_REG.PRIQ_CONS, this.priq);
@@ -358,7 +368,12 @@ export class ArmSmmuDevice {
     return this.enable(CR0_SMMUEN);
   }
 
-  private programReadQueue(baseReg: number, prodReg: number, consReg: number, q: ArmSmmuReadQueue): void {
+  private programReadQueue(
+    baseReg: number,
+    prodReg: number,
+    consReg: number,
+    q: ArmSmmuReadQueue,
+  ): void {
     mmioWrite2x32(
       this.mmio,
       baseReg,
@@ -415,4 +430,3 @@ export class ArmSmmuDevice {
     return l2 + (sid % 2 ** STRTAB_SPLIT) * STE_SIZE;
   }
 }
-

@@ -66,7 +66,11 @@ export class CdTable {
       leaf = pa;
       this.l2.set(idx, pa);
       // L1CD: V (bit 0) and L2Ptr[55:12].
-      this.smmu.mem.write64(this.pa + idx * L1_CD_SIZE, ((pa % TWO32) | 1) >>> 0, Math.floor(pa / TWO32));
+      this.smmu.mem.write64(
+        this.pa + idx * L1_CD_SIZE,
+        ((pa % TWO32) | 1) >>> 0,
+        Math.floor(pa / TWO32),
+      );
       onL1?.();
     }
     return leaf + (ssid % CD_L2_ENTRIES_64K) * CD_SIZE;

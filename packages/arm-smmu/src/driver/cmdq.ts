@@ -2,12 +2,7 @@
 // staged in batches, written into queue memory, published with one CMDQ_PROD store and completed
 // with a CMD_SYNC the driver waits for, as arm_smmu_cmdq_issue_cmdlist does.
 
-import {
-  fieldOf,
-  type Mmio,
-  type PhysMemory,
-  TWO32,
-} from "@iommu-sim/iommu-core/platform";
+import { fieldOf, type Mmio, type PhysMemory, TWO32 } from "@iommu-sim/iommu-core/platform";
 import {
   ATC_INV_SIZE_ALL,
   CMD_ATC_INV,
@@ -444,7 +439,6 @@ export class SmmuCmdq {
     this.mmio.write32(SMMU_REG.GERRORN, (gerrorn ^ GERROR_CMDQ_ERR) >>> 0);
   }
 }
-
 
 /** A 64-bit register written as two 32-bit stores, low word first. */
 export function mmioWrite2x32(mmio: Mmio, offset: number, lo: number, hi: number): void {

@@ -44,8 +44,20 @@ import {
   iommuIotlbGatherAddPage,
   iommuReportDeviceFault,
 } from "@iommu-sim/iommu-core";
-import { bug, type FrameAllocator, type Mmio, type PhysMemory, TWO32 } from "@iommu-sim/iommu-core/platform";
-import { ATC_INV_SIZE_ALL, CMDQ_OP, PRI_RESP_DENY, PRI_RESP_FAIL, PRI_RESP_SUCC } from "../format/commands.js";
+import {
+  bug,
+  type FrameAllocator,
+  type Mmio,
+  type PhysMemory,
+  TWO32,
+} from "@iommu-sim/iommu-core/platform";
+import {
+  ATC_INV_SIZE_ALL,
+  CMDQ_OP,
+  PRI_RESP_DENY,
+  PRI_RESP_FAIL,
+  PRI_RESP_SUCC,
+} from "../format/commands.js";
 import { EVT_ID } from "../format/events.js";
 import { Q_OVERFLOW_FLAG, Q_WR_MASK, SMMU_REG } from "../format/registers.js";
 import {
@@ -295,7 +307,9 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
       case IOMMU_CAP_DEFERRED_FLUSH:
         return true;
       case IOMMU_CAP_DIRTY_TRACKING:
-        return (master?.smmu.features.httuDirty ?? false) && (master?.smmu.features.coherent ?? false);
+        return (
+          (master?.smmu.features.httuDirty ?? false) && (master?.smmu.features.coherent ?? false)
+        );
       default:
         return false;
     }
@@ -393,7 +407,8 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     if (stage === ARM_SMMU_DOMAIN_S2 && !f.s2) return "EOPNOTSUPP";
     const granule = granuleOf(f.pgsizeBitmap);
     if (granule === 0) return "EINVAL";
-    const ias = stage === ARM_SMMU_DOMAIN_S1 ? (f.vax && granule === 65536 ? 52 : 48) : Math.min(f.oas, 48);
+    const ias =
+      stage === ARM_SMMU_DOMAIN_S1 ? (f.vax && granule === 65536 ? 52 : 48) : Math.min(f.oas, 48);
     const oas = Math.min(f.oas, 48);
     const ref: { d: ArmSmmuDomain | null } = { d: null };
     const tlb: IommuFlushOps = {
@@ -458,7 +473,12 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     if (flags !== 0) return "EOPNOTSUPP";
     if (!(parent instanceof ArmSmmuDomain) || !parent.nestParent) return "EINVAL";
     const data = userData as Partial<SmmuNestedData> | null;
-    if (data === null || typeof data !== "object" || data.vste === undefined || data.vste.length !== 4)
+    if (
+      data === null ||
+      typeof data !== "object" ||
+      data.vste === undefined ||
+      data.vste.length !== 4
+    )
       return "EINVAL";
     const v = Uint32Array.from(data.vste);
     const ats = validateVste(v);
@@ -478,7 +498,12 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     if (master === null) return;
     const q = master.smmu.cmdq;
     if (master.stallEnabled) {
-      q.resume(master.sid, msg.grpid, msg.code === IOMMU_PAGE_RESP_SUCCESS, msg.code !== IOMMU_PAGE_RESP_SUCCESS);
+      q.resume(
+        master.sid,
+        msg.grpid,
+        msg.code === IOMMU_PAGE_RESP_SUCCESS,
+        msg.code !== IOMMU_PAGE_RESP_SUCCESS,
+      );
     } else {
       const ssv = (evt.fault.flags & IOMMU_FAULT_PAGE_RESPONSE_NEEDS_PASID) !== 0;
       const resp =
@@ -566,7 +591,8 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     q.prefetchConfig(master.sid).add();
     q.submitNoSync();
     const cfg = ((target[0] as number) >>> 1) & 7;
-    if (master.cdTable !== null) master.cdTable.inSte = (target[0] as number & 1) === 1 && cfg === STE_CFG_S1_TRANS;
+    if (master.cdTable !== null)
+      master.cdTable.inSte = (target[0] as number & 1) === 1 && cfg === STE_CFG_S1_TRANS;
     master.steAtsEnabled = (((target[2] as number) >>> 28) & 3) === 1;
   }
 
@@ -581,7 +607,6 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     const curValid = (this.mem.read32(pa) & (1 << 31)) !== 0;
     const tgtValid = ((target[0] as number) & (1 << 31)) !== 0;
     if (ssid !== IOMMU_NO_PASID && curValid !== tgtValid) table.usedSsids += tgtValid ? 1 : -1;
-    const q = master.smmu.cmdq;
     const ops: EntryWriterOps = {
       ...CD_USED_OPS,
       sync: () => this.syncCd(master, ssid, true),
@@ -659,7 +684,12 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     };
   }
 
-  private makeCdtableSteFor(master: ArmSmmuMaster, ats: boolean, s1dss: number, out: Uint32Array): void {
+  private makeCdtableSteFor(
+    master: ArmSmmuMaster,
+    ats: boolean,
+    s1dss: number,
+    out: Uint32Array,
+  ): void {
     const t = master.cdTable as CdTable;
     makeCdtableSte(
       out,
@@ -702,7 +732,8 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
       domain.devices.push({ master, ssid, ats, nestedAtsFlush });
       if (ats) domain.nrAtsMasters++;
       domain.cacheTags.assign(CACHE_TAG_IOTLB, master.smmu.iommu, domain.tag, -1, null);
-      if (ats) domain.cacheTags.assign(CACHE_TAG_DEVTLB, master.smmu.iommu, domain.tag, ssid, master.dev);
+      if (ats)
+        domain.cacheTags.assign(CACHE_TAG_DEVTLB, master.smmu.iommu, domain.tag, ssid, master.dev);
     }
     if (!ats && master.atsEnabled) master.dev.disableAts();
     return { ats };
@@ -761,7 +792,8 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     domain.devices.splice(i, 1);
     if (md.ats) domain.nrAtsMasters--;
     domain.cacheTags.unassign(CACHE_TAG_IOTLB, master.smmu.iommu, domain.tag, -1, null);
-    if (md.ats) domain.cacheTags.unassign(CACHE_TAG_DEVTLB, master.smmu.iommu, domain.tag, ssid, master.dev);
+    if (md.ats)
+      domain.cacheTags.unassign(CACHE_TAG_DEVTLB, master.smmu.iommu, domain.tag, ssid, master.dev);
   }
 
   /** ATC_INV of everything at `ssid` (SSV 0 for the RID: the whole ATC), then a sync. @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_atc_inv_master */
@@ -796,7 +828,11 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
       this.attachCommit(master, IOMMU_NO_PASID, ats, old);
     } else {
       const { ats } = this.attachPrepare(master, domain, IOMMU_NO_PASID, true);
-      makeS2DomainSte(ste, this.s2Params(domain, ats, master.stallEnabled), this.entryFeatures(master.smmu));
+      makeS2DomainSte(
+        ste,
+        this.s2Params(domain, ats, master.stallEnabled),
+        this.entryFeatures(master.smmu),
+      );
       this.installSte(master, ste);
       this.clearCdAt(master, IOMMU_NO_PASID);
       this.attachCommit(master, IOMMU_NO_PASID, ats, old);
@@ -847,7 +883,11 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3-iommufd.c arm_smmu_attach_dev_nested
    */
-  private attachDevNested(domain: ArmSmmuNestedDomain, dev: Device, old: IommuDomain | null): 0 | AttachErrno {
+  private attachDevNested(
+    domain: ArmSmmuNestedDomain,
+    dev: Device,
+    old: IommuDomain | null,
+  ): 0 | AttachErrno {
     const master = this.master(dev);
     if (master === null) return "ENODEV";
     const parent = domain.parent;
@@ -927,7 +967,11 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_blocking_set_dev_pasid
    */
-  private blockingSetDevPasid(dev: Device, pasid: number, old: IommuDomain | null): 0 | AttachErrno {
+  private blockingSetDevPasid(
+    dev: Device,
+    pasid: number,
+    old: IommuDomain | null,
+  ): 0 | AttachErrno {
     const master = this.master(dev);
     if (master === null) return "ENODEV";
     this.clearCdAt(master, pasid);
@@ -947,7 +991,13 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
   /** @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_iotlb_sync */
   private iotlbSync(domain: ArmSmmuDomain, gather: IommuIotlbGather): void {
     if (gather.pgsize === 0) return;
-    this.tlbInvRangeDomain(domain, gather.start, gather.end - gather.start + 1, gather.pgsize, true);
+    this.tlbInvRangeDomain(
+      domain,
+      gather.start,
+      gather.end - gather.start + 1,
+      gather.pgsize,
+      true,
+    );
   }
 
   /**
@@ -957,7 +1007,13 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_tlb_inv_range_domain
    */
-  tlbInvRangeDomain(domain: ArmSmmuDomain, iova: number, size: number, granule: number, leaf: boolean): void {
+  tlbInvRangeDomain(
+    domain: ArmSmmuDomain,
+    iova: number,
+    size: number,
+    granule: number,
+    leaf: boolean,
+  ): void {
     if (size === 0) return;
     this.flushing = domain;
     this.flushGranule = granule;
@@ -1100,7 +1156,8 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     if (!(domain.stage === ARM_SMMU_DOMAIN_S1 && this.inject.earlyAsidReuse)) {
       const q = domain.smmu.cmdq;
       if (!this.inject.skipTlbi) {
-        if (domain.stage === ARM_SMMU_DOMAIN_S1) q.tlbiAsid(domain.asid, domain.smmu.features.e2h).add();
+        if (domain.stage === ARM_SMMU_DOMAIN_S1)
+          q.tlbiAsid(domain.asid, domain.smmu.features.e2h).add();
         else q.tlbiS12Vmall(domain.vmid).add();
         q.submit();
       }
@@ -1126,7 +1183,10 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
    */
   processEvents(): number {
     let n = 0;
-    for (const smmu of this.smmus) n += this.readQueue(smmu, smmu.evtq, SMMU_REG.EVENTQ_PROD, SMMU_REG.EVENTQ_CONS, (at) => this.handleEvent(smmu, at));
+    for (const smmu of this.smmus)
+      n += this.readQueue(smmu, smmu.evtq, SMMU_REG.EVENTQ_PROD, SMMU_REG.EVENTQ_CONS, (at) =>
+        this.handleEvent(smmu, at),
+      );
     return n;
   }
 
@@ -1140,7 +1200,9 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     let n = 0;
     for (const smmu of this.smmus) {
       if (smmu.priq === null) continue;
-      n += this.readQueue(smmu, smmu.priq, SMMU_REG.PRIQ_PROD, SMMU_REG.PRIQ_CONS, (at) => this.handlePpr(smmu, at));
+      n += this.readQueue(smmu, smmu.priq, SMMU_REG.PRIQ_PROD, SMMU_REG.PRIQ_CONS, (at) =>
+        this.handlePpr(smmu, at),
+      );
     }
     return n;
   }
@@ -1176,7 +1238,7 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
       cons = (cons + 1) & wrapMask;
       n++;
     }
-    if (((q.cons & Q_OVERFLOW_FLAG) >>> 0) !== ovf >>> 0) q.overflows++;
+    if ((q.cons & Q_OVERFLOW_FLAG) >>> 0 !== ovf >>> 0) q.overflows++;
     q.cons = (cons | ovf) >>> 0;
     m.write32(consReg, q.cons);
     return n;
@@ -1209,7 +1271,8 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
         const ind = (w3 & (1 << 2)) !== 0;
         const pnu = (w3 & (1 << 1)) !== 0;
         const fault = {
-          flags: IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE | (ssv ? IOMMU_FAULT_PAGE_REQUEST_PASID_VALID : 0),
+          flags:
+            IOMMU_FAULT_PAGE_REQUEST_LAST_PAGE | (ssv ? IOMMU_FAULT_PAGE_REQUEST_PASID_VALID : 0),
           pasid: ssv ? ssid : 0,
           grpid: w2 & 0xffff,
           perm:

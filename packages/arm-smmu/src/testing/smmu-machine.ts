@@ -99,7 +99,8 @@ export class SmmuMachine {
         },
       });
       const smmu = this.driver.addSmmu({ name, mmio: hw, sids: spec.sids, vhe: spec.vhe });
-      if (typeof smmu === "string") throw new Error(`smmu machine: ${name}: bring-up failed: ${smmu}`);
+      if (typeof smmu === "string")
+        throw new Error(`smmu machine: ${name}: bring-up failed: ${smmu}`);
       this.smmus.push({ hw, smmu });
     });
   }
