@@ -57,5 +57,11 @@ export { parseScenarioFile, ScenarioFileError } from "./scenario-file/parse-scen
 export { scenarioFromFile } from "./scenario-file/run-scenario-file.js";
 export type { ScenarioSpec, StepSpec } from "./scenario-file/scenario-spec.js";
 export { defaultScenario } from "./scenarios/default.js";
-export { runVtdDefault, VTD_DEFAULT_MACHINE, vtdDefaultScenario } from "./scenarios/vtd-default.js";
+export {
+  runMachineDefault,
+  SMMU_DEFAULT_MACHINE,
+  smmuDefaultScenario,
+  VTD_DEFAULT_MACHINE,
+  vtdDefaultScenario,
+} from "./scenarios/machine-default.js";
 export { HARNESS_VERSION } from "./version.js";

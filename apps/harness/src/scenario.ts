@@ -4,7 +4,7 @@ import type { TraceEvent, TraceListener } from "@iommu-sim/iommu-core";
 import type { PhysMemory } from "@iommu-sim/iommu-core/platform";
 import type { Violation } from "./oracle/violation.js";
 import { defaultScenario } from "./scenarios/default.js";
-import { vtdDefaultScenario } from "./scenarios/vtd-default.js";
+import { smmuDefaultScenario, vtdDefaultScenario } from "./scenarios/machine-default.js";
 import { HARNESS_VERSION } from "./version.js";
 
 /** What a running scenario sees: its seed, and where it reports checks and counts. */
@@ -101,7 +101,10 @@ export function scenarioKey(name: string, arch: string): string {
  * Tests may add their own and must remove them again.
  */
 export const scenarios: Map<string, Scenario> = new Map(
-  [defaultScenario, vtdDefaultScenario].map((s) => [scenarioKey(s.name, s.arch), s]),
+  [defaultScenario, vtdDefaultScenario, smmuDefaultScenario].map((s) => [
+    scenarioKey(s.name, s.arch),
+    s,
+  ]),
 );
 
 /**

@@ -25,7 +25,7 @@ import { runVtdFuzz, type VtdFuzzOptions, type VtdFuzzResult } from "../src/fuzz
 import { VtdHarness } from "../src/machine/vtd-harness.js";
 import type { Violation, ViolationKind } from "../src/oracle/violation.js";
 import { runScenario, type Scenario } from "../src/scenario.js";
-import { runVtdDefault, VTD_DEFAULT_MACHINE } from "../src/scenarios/vtd-default.js";
+import { runMachineDefault, VTD_DEFAULT_MACHINE } from "../src/scenarios/machine-default.js";
 
 const PAGE = 4096;
 
@@ -551,7 +551,7 @@ async function scenarioRun(m: Mutant, seed: number): Promise<Hunt> {
       const h = new VtdHarness(VTD_DEFAULT_MACHINE, ctx.seed);
       m.plant(h, []);
       planted = h;
-      runVtdDefault(h, ctx);
+      runMachineDefault(h, ctx);
       ctx.violations(h.oracle.violations, h.oracle.stats.violations);
     },
   };

@@ -19,7 +19,7 @@ import { describe, expect, it } from "vitest";
 import { VtdHarness } from "../src/machine/vtd-harness.js";
 import type { Violation } from "../src/oracle/violation.js";
 import { runScenario } from "../src/scenario.js";
-import { vtdDefaultScenario } from "../src/scenarios/vtd-default.js";
+import { vtdDefaultScenario } from "../src/scenarios/machine-default.js";
 
 async function run(inject: string | null, seed = 1) {
   return runScenario(vtdDefaultScenario, seed, { inject });

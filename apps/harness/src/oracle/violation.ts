@@ -26,13 +26,18 @@ export type ViolationKind =
   /** Check 6: a fault the hardware took was lost (overflow) or never read by the driver. */
   | "lost-fault";
 
-/** Caches a stale answer can come from. */
+/** Caches a stale answer can come from (VT-d's, then the SMMU's; "atc" is the device's ATC). */
 export type CacheName =
   | "iotlb"
   | "pasid-cache"
   | "context-cache"
   | "paging-structure-cache"
   | "device-tlb"
+  | "ste-cache"
+  | "cd-cache"
+  | "tlb"
+  | "walk-cache"
+  | "atc"
   | "unknown";
 
 /** The cache entry that answered, by its tag fields (spec names where there are some). */
@@ -87,7 +92,7 @@ export interface Violation {
   };
   /** The ID an id-reuse or leak is about. */
   readonly id?: {
-    readonly space: "pasid" | "did";
+    readonly space: "pasid" | "did" | "asid" | "vmid";
     readonly unit: string | null;
     readonly value: number;
   };

@@ -592,7 +592,7 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     q.submitNoSync();
     const cfg = ((target[0] as number) >>> 1) & 7;
     if (master.cdTable !== null)
-      master.cdTable.inSte = (target[0] as number & 1) === 1 && cfg === STE_CFG_S1_TRANS;
+      master.cdTable.inSte = ((target[0] as number) & 1) === 1 && cfg === STE_CFG_S1_TRANS;
     master.steAtsEnabled = (((target[2] as number) >>> 28) & 3) === 1;
   }
 

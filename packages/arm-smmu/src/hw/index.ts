@@ -58,6 +58,7 @@ export {
 } from "./smmu-features.js";
 export * from "./smmu-tlb.js";
 export {
+  type SmmuCacheInspection,
   type SmmuConfigWriteCallback,
   type SmmuInterruptSource,
   SmmuV3,

@@ -50,6 +50,12 @@ class KeyedLru<T> {
     return this.slots.find(a, b);
   }
 
+  /** The value for (a, b) or undefined, without counting or touching (the oracle's look). */
+  peek(a: number, b: number): T | undefined {
+    const s = this.slots.find(a, b);
+    return s < 0 ? undefined : this.values[s];
+  }
+
   /** The value for (a, b) or undefined; counts, and a hit becomes most recent. */
   lookup(a: number, b: number): T | undefined {
     // The most recent entry first: a stream's consecutive requests find it without hashing.
@@ -229,6 +235,16 @@ export class SmmuConfigCache<S, C> {
   /** The decoded STE cached for `sid`, or undefined (a miss). A hit becomes most recent. */
   lookupSte(sid: number): S | undefined {
     return this.ste.lookup(sid | 0, 0);
+  }
+
+  /** The decoded STE cached for `sid`, or undefined; counts nothing and leaves the LRU order. */
+  peekSte(sid: number): S | undefined {
+    return this.ste.peek(sid | 0, 0);
+  }
+
+  /** The decoded CD cached for (sid, ssid), or undefined; counts nothing, touches nothing. */
+  peekCd(sid: number, ssid: number): C | undefined {
+    return this.cd.peek(sid | 0, ssid | 0);
   }
 
   /** Cache `cfg` for `sid`. Returns the object that left the cache (replaced or evicted). */

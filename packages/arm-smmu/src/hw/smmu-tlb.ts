@@ -236,6 +236,26 @@ export class SmmuTlb {
     return this.lookupSlow(lo, mid, w2, h);
   }
 
+  /**
+   * The slot `lookup(vmid, asid, vpn)` would return now, or -1, without counting, touching the
+   * LRU stamps or moving the hint: the oracle's look at what would answer a request.
+   */
+  peek(vmid: number, asid: number, vpn: number): number {
+    if (this.live === 0) return -1;
+    const lo = vpn | 0;
+    const mid =
+      ((vpn * INV_TWO32) & VPN_HI_MASK) |
+      VALID |
+      ((vmid >>> 16) << EL2_SHIFT) |
+      ((asid >>> 16) << IPA_SHIFT);
+    const w2 = (vmid << 16) | (asid & 0xffff);
+    const i = this.hint[hintHash(lo, mid, w2, this.hintBits)] as number;
+    if (this.covers(i, lo, mid, w2)) return i;
+    const s = this.scan(lo, mid, w2, this.sizeBits);
+    if (s >= 0 || (mid & IPA) !== 0) return s;
+    return this.scan(lo, mid | GLOBAL, w2 & VMID_HALF, this.globalBits);
+  }
+
   /** A stage-2-only lookup: `lookup(vmid, SMMU_ASID_IPA, ipn)`. */
   lookupS2(vmid: number, ipn: number): number {
     return this.lookup(vmid, SMMU_ASID_IPA, ipn);
@@ -768,8 +788,13 @@ export class SmmuTlb {
 
   /** Call `cb` for each entry, in slot order (allocates; for the oracle and tests). */
   forEach(cb: (entry: SmmuTlbEntry) => void): void {
+    this.forEachIn(0, this.capacity, cb);
+  }
+
+  /** `forEach` over slots [from, to). */
+  private forEachIn(from: number, to: number, cb: (entry: SmmuTlbEntry) => void): void {
     const tags = this.tags;
-    for (let i = 0; i < this.capacity; i++) {
+    for (let i = from; i < to; i++) {
       const t = i * STRIDE;
       const m = tags[t + 1] as number;
       if (m === 0) continue;
@@ -791,6 +816,16 @@ export class SmmuTlb {
         stamp: this.stamps[i] as number,
       });
     }
+  }
+
+  /** The entry in slot `i` as plain data, or null for a free slot (allocates). */
+  entryAt(i: number): SmmuTlbEntry | null {
+    if (!Number.isInteger(i) || i < 0 || i >= this.capacity) return null;
+    const out: SmmuTlbEntry[] = [];
+    this.forEachIn(i, i + 1, (e) => {
+      out.push(e);
+    });
+    return out[0] ?? null;
   }
 
   /** Every entry, in slot order (allocates). */

@@ -119,7 +119,15 @@ import {
   smmuCommandFeatures,
   smmuIdRegs,
 } from "./smmu-features.js";
-import { SMMU_TLB_NESTED, SMMU_TLB_S1, SMMU_TLB_S2, SMMU_VMID_EL2, SmmuTlb } from "./smmu-tlb.js";
+import {
+  SMMU_ASID_IPA,
+  SMMU_TLB_NESTED,
+  SMMU_TLB_S1,
+  SMMU_TLB_S2,
+  SMMU_VMID_EL2,
+  SmmuTlb,
+  type SmmuTlbEntry,
+} from "./smmu-tlb.js";
 import {
   CLASS_CD,
   CLASS_IN,
@@ -141,7 +149,7 @@ import {
   W_EABT,
   W_OK,
 } from "./smmu-walk.js";
-import { SmmuWalkCache } from "./smmu-walk-cache.js";
+import { SmmuWalkCache, type SmmuWalkCacheEntry } from "./smmu-walk-cache.js";
 
 /** Where an interrupt of the SMMU comes from. */
 export type SmmuInterruptSource = "event" | "pri" | "gerror" | "cmd-sync";
@@ -316,6 +324,12 @@ export class SmmuV3 implements IommuHardware, Mmio {
   };
   trace: Trace | null;
   autoProcessQueue: boolean;
+  /**
+   * Sees every command the SMMU executes, before it takes effect: its 4 words (reused by the
+   * SMMU: an observer copies what it keeps) and the physical address of its queue slot. Illegal
+   * commands, which are not executed, are not shown. An oracle keeps the history. Null: no cost.
+   */
+  commandObserver: ((w: Uint32Array, at: number) => void) | null = null;
 
   readonly tlb: SmmuTlb;
   readonly walkCache: SmmuWalkCache;
@@ -1510,6 +1524,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
         this.commandFailed(CMDQ_CONS_ERR_ATC_INV_SYNC);
         break;
       }
+      this.commandObserver?.(w, at);
       this.execute(w);
       this.stats.commands++;
       done++;
@@ -2029,6 +2044,131 @@ export class SmmuV3 implements IommuHardware, Mmio {
     const pa = this.steAddress(sid);
     return pa < 0 ? {} : decode(STE, loadLayout(this.mem, STE, pa));
   }
+
+  // --- Inspection (the oracle) -------------------------------------------------------------------
+
+  /**
+   * What the SMMU's caches hold for `req`, next to what memory says now, for an oracle that must
+   * explain a cached answer. Never on a DMA path: it allocates; and it touches no cache entry, LRU
+   * order, counter, Access flag or event. The STE of the StreamID, cached and freshly decoded;
+   * with a stage 1 STE, the CD the request selects, cached (looked up as a translation would:
+   * only when the SubstreamID selects the CD by itself) and fresh (through the fresh STE); the
+   * VMID and ASID a TLB lookup would use (under the cached configuration where there is one, as
+   * a translation would); the TLB entry that lookup would hit; and the walk-cache entries on the
+   * path to the page (stage 1 ones of a stage 1 or nested configuration, stage 2 ones of a stage
+   * 2 only one).
+   *
+   * @spec Arm SMMUv3 (IHI 0070) 3.17 (TLB tagging), 16.2 (caches)
+   */
+  inspect(req: TranslationRequest): SmmuCacheInspection {
+    const mem = this.mem;
+    const walker = this.walker;
+    const busError = mem.busError;
+    const flags = walker.updateFlags;
+    const wc = walker.walkCache;
+    const reads = walker.reads;
+    walker.updateFlags = false;
+    walker.walkCache = null;
+    const sid = req.sid >>> 0;
+    const ssid = req.pasid === NO_PASID ? NO_SSID : req.pasid >>> 0;
+    const features = this.features;
+    const fresh = decodeSte(mem, this.st, sid, features, new SmmuSteConfig());
+    const cachedSte = this.configCache.peekSte(sid) ?? null;
+    let cd: SmmuCacheInspection["cd"] = null;
+    let vmid: number | null = null;
+    let asid: number | null = null;
+    let stage: 1 | 2 = 1;
+    // A disabled SMMU bypasses or aborts: nothing of its caches is used.
+    const ste = cachedSte ?? fresh;
+    if (this.enabled && ste.status === CFG_OK && ste.config > STE_CFG_BYPASS) {
+      if (ste.s1) {
+        const index = ssid === NO_SSID ? 0 : ssid;
+        const direct =
+          ssid === NO_SSID
+            ? ste.s1CdMax === 0 || ste.s1Dss === 2
+            : ste.s1CdMax > 0 && ssid < ste.cdLimit && !(ssid === 0 && ste.s1Dss === 2);
+        const cachedCd = direct ? (this.configCache.peekCd(ste.sid, index) ?? null) : null;
+        const freshCd =
+          fresh.status === CFG_OK && fresh.s1 && fresh.config > STE_CFG_BYPASS
+            ? decodeCd(mem, fresh, ssid, features, this.cdPort, new SmmuCdConfig())
+            : null;
+        cd = { index, cached: cachedCd, fresh: freshCd };
+        const used =
+          cachedCd ??
+          (ste === fresh
+            ? freshCd
+            : decodeCd(mem, ste, ssid, features, this.cdPort, new SmmuCdConfig()));
+        if (used !== null && used.status === CFG_OK) {
+          if (!used.bypass) {
+            vmid = ste.vmid;
+            asid = used.asid;
+            if (ste.el2) {
+              vmid = SMMU_VMID_EL2;
+              if ((this.cr2 & CR2_E2H) === 0) asid = 0;
+            }
+          } else if (ste.s2) {
+            vmid = ste.vmid;
+            asid = SMMU_ASID_IPA;
+            stage = 2;
+          }
+        }
+      } else if (ste.s2) {
+        vmid = ste.vmid;
+        asid = SMMU_ASID_IPA;
+        stage = 2;
+      }
+    }
+    let tlb: SmmuTlbEntry | null = null;
+    let walk: SmmuWalkCacheEntry[] = [];
+    if (vmid !== null && asid !== null) {
+      const slot = this.tlb.peek(vmid, asid, req.iovaPfn);
+      tlb = slot < 0 ? null : this.tlb.entryAt(slot);
+      walk = this.walkCache.onPath(vmid, asid, stage, req.iovaPfn);
+    }
+    walker.updateFlags = flags;
+    walker.walkCache = wc;
+    walker.reads = reads;
+    mem.busError = busError;
+    return {
+      sid,
+      ssid,
+      ste: { cached: cachedSte, fresh },
+      cd,
+      vmid,
+      asid,
+      tlb,
+      walkCache: walk,
+    };
+  }
+}
+
+/** What `SmmuV3.inspect` found for a request. */
+export interface SmmuCacheInspection {
+  readonly sid: number;
+  /** The request's SubstreamID, or NO_SSID. */
+  readonly ssid: number;
+  /** The STE cached for the StreamID (null: not cached) and the STE in memory now. */
+  readonly ste: { readonly cached: SmmuSteConfig | null; readonly fresh: SmmuSteConfig };
+  /**
+   * With a stage 1 (or nested) STE: the CD index the request selects, the CD cached for it and
+   * the CD in memory now (null: the fresh STE has no stage 1). Null for other STEs.
+   */
+  readonly cd: {
+    readonly index: number;
+    readonly cached: SmmuCdConfig | null;
+    readonly fresh: SmmuCdConfig | null;
+  } | null;
+  /**
+   * The TLB tags a lookup for the request uses: VMID (SMMU_VMID_EL2 for an EL2 StreamWorld) and
+   * ASID (SMMU_ASID_IPA for a stage 2 only one), or null when no TLB lookup happens (disabled,
+   * abort, bypass, bad configuration).
+   */
+  readonly vmid: number | null;
+  readonly asid: number | null;
+  /** The TLB entry that lookup would hit now. */
+  readonly tlb: SmmuTlbEntry | null;
+  /** Walk-cache entries on the path to the page, deepest first. */
+  readonly walkCache: readonly SmmuWalkCacheEntry[];
 }
 
 /**

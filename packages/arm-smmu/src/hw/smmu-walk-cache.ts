@@ -392,6 +392,22 @@ export class SmmuWalkCache {
     }
   }
 
+  /**
+   * The entries on the path to page `vpn` for (vmid, asid, stage), of any granule, deepest
+   * level first: those a walk of that page could resume from. The ASID is ignored for stage 2.
+   * Counts nothing and touches nothing (allocates; for the oracle).
+   */
+  onPath(vmid: number, asid: number, stage: 1 | 2, vpn: number): SmmuWalkCacheEntry[] {
+    const a = stage === 2 ? 0 : asid;
+    const out: SmmuWalkCacheEntry[] = [];
+    this.forEach((e) => {
+      if (e.vmid !== vmid || e.stage !== stage || e.asid !== a) return;
+      const tag = Math.floor(vpn * (INV2[smmuReachShift(e.tgShift, e.level) - 12] as number));
+      if (tag === e.tag) out.push(e);
+    });
+    return out.sort((x, y) => y.level - x.level);
+  }
+
   entries(): SmmuWalkCacheEntry[] {
     const out: SmmuWalkCacheEntry[] = [];
     this.forEach((e) => {

@@ -1,7 +1,8 @@
-// The default scenario on VT-d: four PCI devices behind one scalable-mode unit doing DMA-API
-// traffic, kernel DMA at a PASID, user domains at PASIDs fed to a work-queue device, page faults
-// served through the page request queue, domain and PASID turnover, and a seeded random mix;
-// the oracle checks every DMA page, and every removal is followed by a DMA that must fault.
+// The default scenario, on VT-d and on SMMUv3: four PCI devices behind one IOMMU (a
+// scalable-mode unit, or an SMMU) doing DMA-API traffic, kernel DMA at a PASID, user domains at
+// PASIDs fed to a work-queue device, page faults served through the page request queue, domain
+// and PASID turnover, and a seeded random mix; the oracle checks every DMA page, and every
+// removal is followed by a DMA that must fault.
 
 import {
   type Device,
@@ -19,29 +20,35 @@ import {
   iopfGroupResponse,
   NO_PASID,
 } from "@iommu-sim/iommu-core";
-import {
-  type DeviceSpec,
-  type MachineSpec,
-  VtdHarness,
-  type VtdInjection,
-} from "../machine/vtd-harness.js";
+import type { DeviceSpec, DmaBuffer, Harness, MachineSpec } from "../machine/harness.js";
+import { SmmuHarness, type SmmuInjection } from "../machine/smmu-harness.js";
+import { VtdHarness, type VtdInjection } from "../machine/vtd-harness.js";
 import type { Scenario, ScenarioContext } from "../scenario.js";
 
 const PAGE = 4096;
 
+/** The devices of the default scenario (behind an SMMU, the requester ID is the StreamID). */
+const DEFAULT_DEVICES: readonly DeviceSpec[] = [
+  { name: "nic0", rid: 0x0008 },
+  { name: "nvme0", rid: 0x0010, pasidBits: 8, ats: true },
+  { name: "accel0", rid: 0x0018, pasidBits: 16, ats: true, pri: true },
+  { name: "wq0", rid: 0x0020, pasidBits: 20, ats: true, kind: "work-queue" },
+];
+
 /** The machine of the default VT-d scenario. */
 export const VTD_DEFAULT_MACHINE: MachineSpec = {
   units: [{ name: "dmar0" }],
-  devices: [
-    { name: "nic0", rid: 0x0008 },
-    { name: "nvme0", rid: 0x0010, pasidBits: 8, ats: true },
-    { name: "accel0", rid: 0x0018, pasidBits: 16, ats: true, pri: true },
-    { name: "wq0", rid: 0x0020, pasidBits: 20, ats: true, kind: "work-queue" },
-  ] satisfies DeviceSpec[],
+  devices: DEFAULT_DEVICES,
 };
 
-/** Run the default VT-d scenario on `h`, reporting checks to `ctx`. */
-export function runVtdDefault(h: VtdHarness, ctx: ScenarioContext): void {
+/** The machine of the default SMMUv3 scenario. */
+export const SMMU_DEFAULT_MACHINE: MachineSpec = {
+  units: [{ name: "smmu0" }],
+  devices: DEFAULT_DEVICES,
+};
+
+/** Run the default scenario on `h` (either architecture), reporting checks to `ctx`. */
+export function runMachineDefault(h: Harness, ctx: ScenarioContext): void {
   const prng = h.m.prng;
   const check = (name: string, ok: boolean, message: string): boolean => {
     ctx.check(name, ok, message);
@@ -79,7 +86,7 @@ export function runVtdDefault(h: VtdHarness, ctx: ScenarioContext): void {
     );
   };
 
-  for (const spec of VTD_DEFAULT_MACHINE.devices) {
+  for (const spec of DEFAULT_DEVICES) {
     const d = h.addDevice(spec);
     ctx.countOp();
     if (!check("probe", typeof d !== "string", `${spec.name}: probe failed: ${String(d)}`)) return;
@@ -232,6 +239,30 @@ export function runVtdDefault(h: VtdHarness, ctx: ScenarioContext): void {
     h.domainFree(d3);
   }
 
+  // 5b. Other kinds of translation at nic0's RID: a second-stage (stage-2) table, then identity,
+  // then back to its DMA domain; each change rewrites the device's entry in place.
+  const d6 = h.domainAlloc(nic, "paging", "second");
+  const idf = h.m.frames.alloc(0);
+  ctx.countOp(2);
+  if (typeof d6 !== "string" && typeof idf === "number") {
+    const y = 0x50_0000;
+    h.map(d6, y, 2 * PAGE, IOMMU_READ | IOMMU_WRITE);
+    check("attach-second-stage", h.attach(nic, d6) === 0, "nic0: second-stage attach failed");
+    dmaOk(nic, NO_PASID, y, 2 * PAGE, true, "second-stage-dma");
+    check("attach-default", h.attach(nic, "default") === 0, "nic0: back to default failed");
+    dmaFaults(nic, NO_PASID, y, false, "dma-after-second-stage-detach");
+    const identity = h.domainAlloc(nic, "identity");
+    if (typeof identity !== "string") {
+      check("attach-identity", h.attach(nic, identity) === 0, "nic0: identity attach failed");
+      dmaOk(nic, NO_PASID, idf, 64, false, "identity-dma");
+      check("attach-default", h.attach(nic, "default") === 0, "nic0: back to default failed");
+      dmaFaults(nic, NO_PASID, idf, false, "dma-after-identity-detach");
+    }
+    h.domainFree(d6);
+    h.m.frames.free(idf, 0);
+    ctx.countOp(4);
+  }
+
   // 6. Page faults: accel0 at a PASID whose domain maps pages on demand.
   const d5 = h.domainAlloc(accel, "paging");
   const p5 = h.pasidAlloc(accel, "accel0 demand paging");
@@ -266,7 +297,7 @@ export function runVtdDefault(h: VtdHarness, ctx: ScenarioContext): void {
   }
 
   // 7. A seeded random mix on nvme0's and accel0's DMA-API domains.
-  const live: { b: Exclude<ReturnType<VtdHarness["dmaMap"]>, string> }[] = [];
+  const live: { b: DmaBuffer }[] = [];
   for (let i = 0; i < 400; i++) {
     const d = prng.below(2) === 0 ? nvme : accel;
     const r = prng.below(10);
@@ -291,7 +322,7 @@ export function runVtdDefault(h: VtdHarness, ctx: ScenarioContext): void {
 
   // 8. Everything back; the oracle checks for leaks.
   h.processQueues();
-  ctx.snapshot(h.m.mem, h.rtaddrs());
+  ctx.snapshot(h.m.mem, h.snapshotRegisters());
   h.teardown();
   ctx.countOp();
 }
@@ -315,7 +346,25 @@ export const vtdDefaultScenario: Scenario = {
       (ctx.inject as VtdInjection | null) ?? null,
     );
     if (ctx.traceListener !== null) h.m.trace.subscribe(ctx.traceListener);
-    runVtdDefault(h, ctx);
+    runMachineDefault(h, ctx);
+    ctx.violations(h.oracle.violations, h.oracle.stats.violations);
+  },
+};
+
+/** The default scenario on SMMUv3; `ctx.inject` names the driver step to skip. */
+export const smmuDefaultScenario: Scenario = {
+  name: "default",
+  arch: "smmu",
+  description:
+    "the same four devices behind an SMMUv3: stage-1 DMA domains, CD tables for PASIDs, PRI page faults, ASID turnover, a random mix; the oracle on every DMA",
+  run(ctx: ScenarioContext): void {
+    const h = new SmmuHarness(
+      SMMU_DEFAULT_MACHINE,
+      ctx.seed,
+      (ctx.inject as SmmuInjection | null) ?? null,
+    );
+    if (ctx.traceListener !== null) h.m.trace.subscribe(ctx.traceListener);
+    runMachineDefault(h, ctx);
     ctx.violations(h.oracle.violations, h.oracle.stats.violations);
   },
 };
