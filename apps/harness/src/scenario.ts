@@ -2,6 +2,7 @@
 
 import type { TraceEvent, TraceListener } from "@iommu-sim/iommu-core";
 import type { PhysMemory } from "@iommu-sim/iommu-core/platform";
+import type { DmaOutcome } from "./machine/harness.js";
 import type { Violation } from "./oracle/violation.js";
 import { defaultScenario } from "./scenarios/default.js";
 import { smmuDefaultScenario, vtdDefaultScenario } from "./scenarios/machine-default.js";
@@ -36,6 +37,11 @@ export interface ScenarioContext {
    * `--dump` (scenarios call it once, before their teardown). Does nothing unless asked for.
    */
   snapshot(mem: PhysMemory, units: readonly SnapshotUnit[]): void;
+  /**
+   * Where a scenario whose machine can record DMA outcomes appends them, in order, when the run
+   * compares architectures (`--arch both`); null otherwise.
+   */
+  readonly outcomes: DmaOutcome[] | null;
 }
 
 /** A unit's register a decoder needs to read the snapshot (VT-d: RTADDR). */
@@ -79,6 +85,8 @@ export interface RunReport {
   readonly violationsTotal: number;
   /** The trace events, in order, when the run was traced. */
   readonly trace?: readonly TraceEvent[];
+  /** Every DMA's outcome, when the run recorded them (`outcomes` option). */
+  readonly outcomes?: readonly DmaOutcome[];
 }
 
 /** How to run a scenario. */
@@ -89,6 +97,8 @@ export interface ScenarioRunOptions {
   inject?: string | null;
   /** Receives the scenario's snapshot (`--dump`). */
   snapshot?: (mem: PhysMemory, units: readonly SnapshotUnit[]) => void;
+  /** Record every DMA's outcome into the report (for comparing architectures). */
+  outcomes?: boolean;
 }
 
 /** The key of a scenario in `scenarios`: its name and arch. */
@@ -125,7 +135,9 @@ export async function runScenario(
   const events: TraceEvent[] = [];
   const violations: Violation[] = [];
   let violationsTotal = 0;
+  const outcomes: DmaOutcome[] | null = options.outcomes ? [] : null;
   const ctx: ScenarioContext = {
+    outcomes,
     seed,
     inject: options.inject ?? null,
     traceListener: options.trace ? (event) => events.push(event) : null,
@@ -164,6 +176,7 @@ export async function runScenario(
     violations,
     violationsTotal,
     ...(options.trace ? { trace: events } : {}),
+    ...(outcomes === null ? {} : { outcomes }),
   };
 }
 

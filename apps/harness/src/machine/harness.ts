@@ -105,6 +105,25 @@ interface Mapping {
   order: number;
 }
 
+/** One DMA's outcome: who, where, which way, the status, and a digest of the bytes read. */
+export interface DmaOutcome {
+  readonly device: string;
+  readonly pasid: number | null;
+  readonly iova: number;
+  readonly size: number;
+  readonly write: boolean;
+  readonly status: number;
+  /** FNV-1a of the bytes a successful read returned (0 otherwise). */
+  readonly digest: number;
+}
+
+/** 32-bit FNV-1a of `bytes`. */
+function fnv1a(bytes: Uint8Array): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ (bytes[i] as number), 0x01000193);
+  return h >>> 0;
+}
+
 /** What the harness needs of a machine (VtdMachine and SmmuMachine have it). */
 export interface HarnessMachine {
   readonly clock: LogicalClock;
@@ -138,11 +157,21 @@ export abstract class Harness<
   private readonly domains = new Set<IommuDomain>();
   private readonly pasids = new Set<number>();
   private readonly kernelPasids = new Map<Device, number>();
+  /**
+   * Every DMA the harness made, in order, while recording (`recordOutcomes()`): what `--arch both`
+   * compares between two architectures.
+   */
+  outcomes: DmaOutcome[] | null = null;
 
   constructor(m: M, oracle: O) {
     this.m = m;
     this.oracle = oracle;
     this.framesBaseline = m.frames.liveFrames;
+  }
+
+  /** Record every DMA's outcome from now on. */
+  recordOutcomes(): void {
+    this.outcomes ??= [];
   }
 
   /** The driver's ops (its identity and blocked domains). */
@@ -425,10 +454,47 @@ export abstract class Harness<
   dma(dev: Device, pasid: number, iova: number, size: number, write: boolean): number {
     const buf = new Uint8Array(size);
     if (write) for (let i = 0; i < size; i++) buf[i] = (iova + i) & 0xff;
-    const st = write ? dev.write(iova, buf, pasid) : dev.read(iova, buf, pasid);
+    return write ? this.deviceWrite(dev, pasid, iova, buf) : this.deviceRead(dev, pasid, iova, buf);
+  }
+
+  /**
+   * The device reads `buf.length` bytes at `iova` into `buf` (at `pasid`, or none), then the clock
+   * advances and pending interrupts are serviced. Returns the device's DMA status.
+   */
+  deviceRead(dev: Device, pasid: number, iova: number, buf: Uint8Array): number {
+    const st = dev.read(iova, buf, pasid);
+    this.afterDma(dev, pasid, iova, buf, false, st);
+    return st;
+  }
+
+  /** The device writes `buf` at `iova`; as `deviceRead`. */
+  deviceWrite(dev: Device, pasid: number, iova: number, buf: Uint8Array): number {
+    const st = dev.write(iova, buf, pasid);
+    this.afterDma(dev, pasid, iova, buf, true, st);
+    return st;
+  }
+
+  private afterDma(
+    dev: Device,
+    pasid: number,
+    iova: number,
+    buf: Uint8Array,
+    write: boolean,
+    status: number,
+  ): void {
+    if (this.outcomes !== null) {
+      this.outcomes.push({
+        device: dev.name,
+        pasid: pasid === NO_PASID ? null : pasid,
+        iova,
+        size: buf.length,
+        write,
+        status,
+        digest: status === DMA_OK && !write ? fnv1a(buf) : 0,
+      });
+    }
     this.m.clock.advance(1);
     this.serviceInterrupts();
-    return st;
   }
 
   /**
@@ -445,14 +511,9 @@ export abstract class Harness<
    */
   copy(dev: Device, pasid: number, src: number, dst: number, size: number): number {
     const buf = new Uint8Array(size);
-    let st = dev.read(src, buf, pasid);
-    this.m.clock.advance(1);
-    this.serviceInterrupts();
+    const st = this.deviceRead(dev, pasid, src, buf);
     if (st !== DMA_OK) return st;
-    st = dev.write(dst, buf, pasid);
-    this.m.clock.advance(1);
-    this.serviceInterrupts();
-    return st;
+    return this.deviceWrite(dev, pasid, dst, buf);
   }
 
   /**
@@ -464,21 +525,16 @@ export abstract class Harness<
     let done = 0;
     const desc = new Uint8Array(32);
     const view = new DataView(desc.buffer);
+    const completion = new Uint8Array([1, 0, 0, 0]);
     for (let i = 0; i < count; i++) {
       const at = base + (i % 64) * 32;
-      const got = dev.read(at, desc, pasid);
-      this.m.clock.advance(1);
-      this.serviceInterrupts();
-      if (got !== DMA_OK) break;
+      if (this.deviceRead(dev, pasid, at, desc) !== DMA_OK) break;
       const src = view.getUint32(0, true) + view.getUint32(4, true) * 2 ** 32;
       const dst = view.getUint32(8, true) + view.getUint32(12, true) * 2 ** 32;
       const n = Math.min(view.getUint32(16, true), size);
       if (this.copy(dev, pasid, src, dst, n) !== DMA_OK) break;
       // Completion record: status 1 at the descriptor's offset 24.
-      const wrote = dev.write32(at + 24, 1, pasid);
-      this.m.clock.advance(1);
-      this.serviceInterrupts();
-      if (wrote !== DMA_OK) break;
+      if (this.deviceWrite(dev, pasid, at + 24, completion) !== DMA_OK) break;
       done++;
     }
     return done;
