@@ -38,6 +38,7 @@ import type {
   LogicalClock,
   PhysMemory,
   Prng,
+  Trace,
 } from "@iommu-sim/iommu-core/platform";
 import type { IsolationOracle, OracleHardware } from "../oracle/oracle.js";
 import { hex } from "../oracle/violation.js";
@@ -127,6 +128,7 @@ function fnv1a(bytes: Uint8Array): number {
 /** What the harness needs of a machine (VtdMachine and SmmuMachine have it). */
 export interface HarnessMachine {
   readonly clock: LogicalClock;
+  readonly trace: Trace;
   readonly prng: Prng;
   readonly mem: PhysMemory;
   readonly frames: FrameAllocator;

@@ -182,10 +182,7 @@ const VERSION: C<1> = refine(int({ min: 0, max: Number.MAX_SAFE_INTEGER }), (n, 
     : v.fail(at, "unsupported", `unsupported version ${n} (this iommu-sim reads version 1)`),
 );
 
-const ARCH: C<ScenarioArch> = refine(oneOf(["vtd", "mock", "smmu"]), (arch, v: V, at) => {
-  if (arch === "smmu") {
-    return v.fail(at, "unavailable", "arch smmu is not available yet (available: vtd, mock)");
-  }
+const ARCH: C<ScenarioArch> = refine(oneOf(["vtd", "mock", "smmu", "both"]), (arch, v: V) => {
   v.env.arch = arch;
   return arch;
 });
@@ -323,6 +320,17 @@ const UNIT: C<UnitSpec> = object(
     superpages: optional(list(oneOf(SUPERPAGES), 0, 2, (s) => s)),
   },
   (f, at, v: V, self) => {
+    const smmu = v.env.arch === "smmu" || v.env.arch === "both";
+    if (smmu && f.mode === "legacy") {
+      return v.fail(
+        at.mode,
+        "bad-value",
+        `legacy mode is VT-d's; arch ${v.env.arch} needs scalable units`,
+      );
+    }
+    if (v.env.arch === "smmu" && f.cachingMode) {
+      return v.fail(at.cachingMode, "bad-value", "caching mode is VT-d's (arch smmu)");
+    }
     if (f.mode === "legacy" && f.pasidBits !== undefined && f.pasidBits !== 0) {
       return v.fail(at.pasidBits, "bad-value", "must be 0 in legacy mode (no PASID tables)");
     }
@@ -385,7 +393,7 @@ function buildDevice(
   self: At,
 ): DeviceSpec | Invalid {
   let unit: UnitSpec | null = null;
-  if (v.env.arch === "vtd") {
+  if (v.env.arch !== "mock") {
     const first = v.env.units.values().next();
     unit =
       f.unit === undefined ? (first.done ? null : first.value) : (v.env.units.get(f.unit) ?? null);
@@ -442,7 +450,7 @@ function buildDevice(
   return dev;
 }
 
-const DEVICE_VTD: C<DeviceSpec> = object(
+const DEVICE_IOMMU: C<DeviceSpec> = object(
   { ...DEVICE_FIELDS, unit: optional(text()) },
   (f, at, v, self) => buildDevice(f, at, v, self),
 );
@@ -459,11 +467,11 @@ function buildMachine(
   return { memory: f.memory, units: f.units ?? [], devices: f.devices, loc: self.loc };
 }
 
-const MACHINE_VTD: C<MachineSpec> = object(
+const MACHINE_IOMMU: C<MachineSpec> = object(
   {
     memory: optional(memory, DEFAULT_MEMORY),
     units: required(list(UNIT, 1, 8)),
-    devices: required(list(DEVICE_VTD, 1, 64)),
+    devices: required(list(DEVICE_IOMMU, 1, 64)),
   },
   (f, _at, _v, self) => buildMachine(f, self),
 );
@@ -478,11 +486,11 @@ const MACHINE_MOCK: C<MachineSpec> = object(
 );
 
 const MACHINE: C<MachineSpec> = (v, node, at) =>
-  v.env.arch === "vtd"
-    ? MACHINE_VTD(v, node, at)
+  v.env.arch === null
+    ? bug("machine checked before arch")
     : v.env.arch === "mock"
       ? MACHINE_MOCK(v, node, at)
-      : bug("machine checked before arch");
+      : MACHINE_IOMMU(v, node, at);
 
 // ---- steps ------------------------------------------------------------------------------------
 

@@ -16,7 +16,9 @@ import {
   iommuGetDomainForDevPasid,
   NO_PASID,
 } from "@iommu-sim/iommu-core";
-import { type DmaBuffer, VtdHarness, type VtdInjection } from "../machine/vtd-harness.js";
+import type { DmaBuffer, Harness, MachineSpec as HarnessMachineSpec } from "../machine/harness.js";
+import { SmmuHarness, type SmmuInjection } from "../machine/smmu-harness.js";
+import { VtdHarness, type VtdInjection } from "../machine/vtd-harness.js";
 import type { Scenario, ScenarioContext } from "../scenario.js";
 import type { Loc, PasidRef, ScenarioSpec, StepSpec } from "./scenario-spec.js";
 
@@ -46,7 +48,7 @@ class FileRun {
 
   constructor(
     readonly spec: ScenarioSpec,
-    readonly h: VtdHarness,
+    readonly h: Harness,
     readonly ctx: ScenarioContext,
   ) {}
 
@@ -440,42 +442,49 @@ class FileRun {
   }
 }
 
-/** The scenario a validated file describes (arch vtd). */
-export function scenarioFromFile(spec: ScenarioSpec): Scenario {
+/**
+ * The scenario a validated file describes, on `arch` (default: the file's; a file with arch `both`
+ * gives one scenario per architecture).
+ */
+export function scenarioFromFile(
+  spec: ScenarioSpec,
+  arch: "vtd" | "smmu" = fileArch(spec),
+): Scenario {
   return {
     name: spec.scenario,
-    arch: spec.arch,
+    arch,
     description: spec.description,
     run(ctx: ScenarioContext): void {
-      const h = new VtdHarness(
-        {
-          memory: spec.machine.memory,
-          lazy: spec.invalidation === "lazy",
-          units: spec.machine.units.map((u) => ({
-            name: u.name,
-            mode: u.mode,
-            cache: u.cache,
-            cachingMode: u.cachingMode,
-            pasidBits: u.pasidBits,
-            ats: u.ats,
-            pri: u.pri,
-            superpages: u.superpages,
-            ...(u.iotlb === undefined ? {} : { iotlb: u.iotlb }),
-          })),
-          devices: spec.machine.devices.map((d) => ({
-            name: d.name,
-            rid: d.rid,
-            kind: d.kind,
-            pasidBits: d.pasidBits,
-            ats: d.ats,
-            pri: d.pri,
-            ...(d.unit === null ? {} : { unit: d.unit }),
-            ...(d.ats ? { atc: d.atc } : {}),
-          })),
-        },
-        ctx.seed,
-        (ctx.inject as VtdInjection | null) ?? null,
-      );
+      const machine: HarnessMachineSpec = {
+        memory: spec.machine.memory,
+        lazy: spec.invalidation === "lazy",
+        units: spec.machine.units.map((u) => ({
+          name: u.name,
+          mode: u.mode,
+          cache: u.cache,
+          cachingMode: u.cachingMode,
+          pasidBits: u.pasidBits,
+          ats: u.ats,
+          pri: u.pri,
+          superpages: u.superpages,
+          ...(u.iotlb === undefined ? {} : { iotlb: u.iotlb }),
+        })),
+        devices: spec.machine.devices.map((d) => ({
+          name: d.name,
+          rid: d.rid,
+          kind: d.kind,
+          pasidBits: d.pasidBits,
+          ats: d.ats,
+          pri: d.pri,
+          ...(d.unit === null ? {} : { unit: d.unit }),
+          ...(d.ats ? { atc: d.atc } : {}),
+        })),
+      };
+      const h: Harness =
+        arch === "smmu"
+          ? new SmmuHarness(machine, ctx.seed, (ctx.inject as SmmuInjection | null) ?? null)
+          : new VtdHarness(machine, ctx.seed, (ctx.inject as VtdInjection | null) ?? null);
+      if (ctx.outcomes !== null) h.recordOutcomes();
       if (ctx.traceListener !== null) h.m.trace.subscribe(ctx.traceListener);
       const run = new FileRun(spec, h, ctx);
       for (const d of spec.machine.devices) {
@@ -497,9 +506,15 @@ export function scenarioFromFile(spec: ScenarioSpec): Scenario {
       }
       run.run(spec.steps);
       for (const b of run.buffers.values()) h.dmaUnmap(b);
-      ctx.snapshot(h.m.mem, h.rtaddrs());
+      ctx.snapshot(h.m.mem, h.snapshotRegisters());
       h.teardown();
       ctx.violations(h.oracle.violations, h.oracle.stats.violations);
+      if (ctx.outcomes !== null && h.outcomes !== null) ctx.outcomes.push(...h.outcomes);
     },
   };
+}
+
+/** The one architecture a file runs on (`both` and `mock` files are run through the CLI's paths). */
+function fileArch(spec: ScenarioSpec): "vtd" | "smmu" {
+  return spec.arch === "smmu" ? "smmu" : "vtd";
 }

@@ -25,8 +25,11 @@ export const SCENARIO_ERROR_CODES = Object.freeze([
 /** One of {@link SCENARIO_ERROR_CODES}. */
 export type ScenarioErrorCode = (typeof SCENARIO_ERROR_CODES)[number];
 
-/** Architectures a scenario file may name and run on now (`smmu` is refused as unavailable). */
-export type ScenarioArch = "vtd" | "mock";
+/**
+ * Architectures a scenario file may name: one IOMMU (`vtd`, `smmu`), the mock, or `both`: the
+ * same machine and steps on VT-d and on SMMUv3, every DMA's outcome compared.
+ */
+export type ScenarioArch = "vtd" | "mock" | "smmu" | "both";
 
 /** How DMA-API domains invalidate after an unmap: at once, or through the flush queue. */
 export type InvalidationMode = "strict" | "lazy";
