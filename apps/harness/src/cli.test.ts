@@ -202,18 +202,38 @@ describe("iommu-sim run", () => {
     );
   });
 
-  it("--arch vtd is the default and mock stays available; smmu is not available yet; an unknown arch is refused", async () => {
+  it("--arch vtd is the default; smmu, both and mock run; an unknown arch is refused", async () => {
     const vtd = await cli("run", "--arch", "vtd", "--json");
     expect(vtd.code).toBe(EXIT.OK);
     expect(JSON.parse(vtd.stdout).arch).toBe("vtd");
+    const smmu = await cli("run", "--arch", "smmu", "--json");
+    expect(smmu.code).toBe(EXIT.OK);
+    expect(JSON.parse(smmu.stdout).arch).toBe("smmu");
     const mock = await cli("run", "--arch", "mock", "--json");
     expect(mock.code).toBe(EXIT.OK);
     expect(JSON.parse(mock.stdout).arch).toBe("mock");
-    expectUsageError(
-      await cli("run", "--arch", "smmu"),
-      /^iommu-sim: --arch: arch 'smmu' is not available yet\n$/,
-    );
     expectUsageError(await cli("run", "--arch", "x86"), /--arch: unknown arch "x86"/);
+  });
+
+  it("--arch both runs the scenario on vtd and smmu and compares every DMA", async () => {
+    const both = await cli("run", "--arch", "both", "--json");
+    expect(both.code).toBe(EXIT.OK);
+    const doc = JSON.parse(both.stdout);
+    expect(doc.arch).toBe("both");
+    expect(doc.runs.map((r: { arch: string }) => r.arch)).toEqual(["vtd", "smmu"]);
+    expect(doc.compare.dmas).toBe(doc.runs[0].dmas);
+    expect(doc.compare.differencesTotal).toBe(0);
+    const text = await cli("run", "--arch", "both");
+    expect(text.stdout).toMatch(/^compare {5}\d+ DMAs on vtd and smmu, 0 differences$/m);
+    expectUsageError(
+      await cli("run", "--arch", "both", "--dump", "/tmp/x"),
+      /--dump: not with --arch both/,
+    );
+    register({ name: "test-on-vtd-only", arch: "vtd", description: "", run: () => {} });
+    expectUsageError(
+      await cli("run", "--arch", "both", "--scenario", "test-on-vtd-only"),
+      /scenario 'test-on-vtd-only' does not run on both vtd and smmu/,
+    );
   });
 
   it("a scenario for another arch than --arch is bad usage", async () => {
@@ -365,7 +385,7 @@ describe("iommu-sim run", () => {
     );
     expectUsageError(
       await cli("run", mockFile),
-      /mock\.yaml:3:7: arch: scenario files run on vtd so far .*\[unavailable\]/,
+      /mock\.yaml:3:7: arch: scenario files run on vtd, smmu or both .*\[unavailable\]/,
     );
     tmp.cleanup();
   });
@@ -422,7 +442,7 @@ describe("iommu-sim run", () => {
       /--mode: expected scalable, legacy or both/,
     );
     expectUsageError(await cli("fuzz", "--cache", "huge"), /--cache: expected maximal or minimal/);
-    expectUsageError(await cli("fuzz", "--arch", "smmu"), /arch 'smmu' is not available yet/);
+    expectUsageError(await cli("fuzz", "--arch", "smmu"), /fuzz runs on vtd only so far/);
     expectUsageError(await cli("fuzz", "--arch", "mock"), /fuzz runs on vtd only/);
     expectUsageError(await cli("fuzz", "--inject", "nope"), /--inject: unknown step "nope"/);
     expectUsageError(
