@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
+import { runBoth } from "../compare.js";
 import { runScenario } from "../scenario.js";
 import { parseScenarioFile } from "./parse-scenario.js";
 import { scenarioFromFile } from "./run-scenario-file.js";
@@ -50,6 +51,30 @@ describe("the example scenario files", () => {
       expect(r.arch).toBe("vtd");
     },
   );
+
+  it.each(["two-tenants", "sva-style-pasids", "dma-api-churn"])(
+    "%s passes on SMMUv3 too, with the same DMA outcomes as on VT-d",
+    async (name) => {
+      const spec = load(name);
+      const r = await runBoth(
+        scenarioFromFile(spec, "vtd"),
+        scenarioFromFile(spec, "smmu"),
+        spec.seed ?? 1,
+      );
+      expect(r.runs[1].arch).toBe("smmu");
+      expect(r.runs[1].failures).toEqual([]);
+      expect(r.runs[1].violations).toEqual([]);
+      expect(r.differences).toEqual([]);
+      expect(r.compared).toBeGreaterThan(0);
+    },
+  );
+
+  it("a file with arch both runs on VT-d unless an architecture is asked for", () => {
+    const spec = load("two-tenants");
+    expect(spec.arch).toBe("both");
+    expect(scenarioFromFile(spec).arch).toBe("vtd");
+    expect(scenarioFromFile(spec, "smmu").arch).toBe("smmu");
+  });
 });
 
 describe("steps", () => {
