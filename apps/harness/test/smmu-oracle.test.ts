@@ -70,7 +70,7 @@ describe("--inject on SMMUv3: each planted driver bug is caught and diagnosed", 
     expect(v.id?.space).toBe("asid");
     expect(v.missingInvalidation?.descriptor).toBe("CMD_TLBI_NH_ASID");
     expect(v.history?.some((h) => /allocated to domain#/.test(h.event))).toBe(true);
-    expect(v.message).toMatch(/freed while \d+ TLB entr/);
+    expect(v.message).toMatch(/freed while \d+ (TLB|walk-cache) entr/);
   });
 
   it("torn-ste-write: the STE seen between two stores is neither the old nor the new one", async () => {

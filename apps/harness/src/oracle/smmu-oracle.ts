@@ -146,8 +146,9 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
     return this.invLog.coveringSince(mark, rec.hw.name, rec.dev.sid >>> 0, entry);
   }
 
+  /** An event ID by name; 0 (no SMMU event: an ATS answer or a page request) as such. */
   protected faultName(code: number): string {
-    return `event ${hex(code)} ${evtName(code)}`;
+    return code === 0 ? "no event recorded" : `event ${hex(code)} ${evtName(code)}`;
   }
 
   /** Check 5 from the hardware side: every STE and CD the SMMU could have read between stores. */
@@ -186,6 +187,11 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
         first ??= { vmid: e.vmid, asid: e.asid, vpn: e.vpn, oaFrame: e.oaFrame };
       });
       if (n > 0) held.push(`${n} TLB entr${n === 1 ? "y" : "ies"} of ${hw.name}`);
+      let w = 0;
+      hw.walkCache.forEach((e) => {
+        if (space === "asid" ? e.asid === value && e.stage === 1 : e.vmid === value) w++;
+      });
+      if (w > 0) held.push(`${w} walk-cache entr${w === 1 ? "y" : "ies"} of ${hw.name}`);
     }
     if (held.length === 0) return;
     const f = first as { vmid: number; asid: number; vpn: number; oaFrame: number } | null;

@@ -635,6 +635,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
 
   /** @spec Arm SMMUv3 (IHI 0070) 6.3.24, 6.3.25 (STRTAB_BASE alignment, LOG2SIZE and SPLIT) */
   private latchStreamTable(): void {
+    this.storeGen++;
     const st = this.st;
     const f = this.features;
     const addr = (this.strtabHi & 0xffffff) * TWO32 + ((this.strtabLo & ~0x3f) >>> 0);
@@ -1914,6 +1915,7 @@ export class SmmuV3 implements IommuHardware, Mmio {
       this.prevObserver = this.mem.onWrite;
       this.mem.onWrite = this.observer;
     }
+    this.storeGen++;
     this.watchers.push(cb);
     return () => {
       const i = this.watchers.indexOf(cb);
@@ -1926,18 +1928,37 @@ export class SmmuV3 implements IommuHardware, Mmio {
     };
   }
 
+  // The last STE and CD noted, and the store count then: with no store since, their addresses
+  // are unchanged and noting them again (an address computation, for a CD a second STE decode)
+  // is skipped. Translations repeat the same (StreamID, SubstreamID) most of the time.
+  private storeGen = 0;
+  private notedSte = -1;
+  private notedSteGen = -1;
+  private notedCdSid = -1;
+  private notedCdSsid = -1;
+  private notedCdGen = -1;
+
   private noteSte(sid: number): void {
+    if (sid === this.notedSte && this.notedSteGen === this.storeGen) return;
     const pa = this.steAddress(sid);
     if (pa >= 0) this.seenSte.set(pa, sid);
+    this.notedSte = sid;
+    this.notedSteGen = this.storeGen;
   }
 
   private noteCd(sid: number, ssid: number): void {
+    if (sid === this.notedCdSid && ssid === this.notedCdSsid && this.notedCdGen === this.storeGen)
+      return;
     const pa = this.cdAddress(sid, ssid);
     if (pa >= 0) this.seenCd.set(pa, [sid, ssid]);
+    this.notedCdSid = sid;
+    this.notedCdSsid = ssid;
+    this.notedCdGen = this.storeGen;
   }
 
   private onMemoryWrite(pa: number, bytes: number): void {
     this.prevObserver?.(pa, bytes);
+    this.storeGen++;
     const first = pa - (pa % 64);
     for (let a = first; a < pa + bytes; a += 64) {
       let sid = this.seenSte.get(a);
