@@ -22,7 +22,14 @@ export {
   type VtdImageCoverage,
 } from "./decode/vtd-decode.js";
 export { parseVtdQuery, VtdTranslator, vtdCapsFromRegisters } from "./decode/vtd-translate.js";
-export { runVtdFuzz, type VtdFuzzOptions, type VtdFuzzResult } from "./fuzz/vtd-fuzz.js";
+export {
+  type FuzzOptions,
+  type FuzzResult,
+  runFuzz,
+  runVtdFuzz,
+  type VtdFuzzOptions,
+  type VtdFuzzResult,
+} from "./fuzz/fuzz.js";
 export {
   type DeviceSpec,
   type DmaBuffer,

@@ -21,7 +21,7 @@ import type {
   IopfFault,
 } from "@iommu-sim/iommu-core";
 import { afterAll, describe, expect, it } from "vitest";
-import { runVtdFuzz, type VtdFuzzOptions, type VtdFuzzResult } from "../src/fuzz/vtd-fuzz.js";
+import { runVtdFuzz, type VtdFuzzOptions, type VtdFuzzResult } from "../src/fuzz/fuzz.js";
 import { VtdHarness } from "../src/machine/vtd-harness.js";
 import type { Violation, ViolationKind } from "../src/oracle/violation.js";
 import { runScenario, type Scenario } from "../src/scenario.js";

@@ -1,4 +1,4 @@
-// Fuzzing the VT-d driver and unit under the oracle: seeded random sequences of what owners do
+// Fuzzing a driver and its IOMMU (VT-d or SMMUv3) under the oracle: seeded random sequences of what owners do
 // (domains, attaches, PASID attach / replace / detach, maps, unmaps, DMA-API buffers, DMAs, queue
 // processing, flush-queue timeouts) on a small IOVA space, so that addresses, domain IDs and PASIDs
 // are reused all the time; optionally with devices doing DMA while the driver waits for its
@@ -21,13 +21,9 @@ import {
   iopfGroupResponse,
   NO_PASID,
 } from "@iommu-sim/iommu-core";
-import {
-  type DeviceSpec,
-  type DmaBuffer,
-  type MachineSpec,
-  VtdHarness,
-  type VtdInjection,
-} from "../machine/vtd-harness.js";
+import type { DeviceSpec, DmaBuffer, Harness, MachineSpec } from "../machine/harness.js";
+import { SmmuHarness, type SmmuInjection } from "../machine/smmu-harness.js";
+import { VtdHarness, type VtdInjection } from "../machine/vtd-harness.js";
 import { hex, type Violation } from "../oracle/violation.js";
 
 const PAGE = 4096;
@@ -43,16 +39,20 @@ const RACE_CONTEXTS = 2;
 const RACE_BUDGET = 4;
 
 /** How to fuzz. */
-export interface VtdFuzzOptions {
+export interface FuzzOptions<H extends Harness = Harness> {
   readonly seed: number;
   /** Operations per run. */
   readonly ops: number;
+  /** The IOMMU (default VT-d). */
+  readonly arch?: "vtd" | "smmu";
+  /** VT-d only. */
   readonly mode?: "scalable" | "legacy";
+  /** VT-d only. */
   readonly cachingMode?: boolean;
   readonly cache?: "maximal" | "minimal";
   /** IOTLB entries (small ones make replacement happen all the time). */
   readonly iotlb?: number;
-  readonly inject?: VtdInjection | null;
+  readonly inject?: VtdInjection | SmmuInjection | null;
   /** Lazy (flush-queue) invalidation for DMA-API domains, with flush-queue timeouts among the operations. */
   readonly lazy?: boolean;
   /**
@@ -64,12 +64,18 @@ export interface VtdFuzzOptions {
    */
   readonly race?: boolean;
   /** Called once the devices are probed, before the first operation (tests plant driver bugs here). */
-  readonly setup?: (h: VtdHarness, devices: readonly Device[]) => void;
+  readonly setup?: (h: H, devices: readonly Device[]) => void;
 }
 
+/** How to fuzz VT-d (tests plant bugs through a VtdHarness). */
+export type VtdFuzzOptions = Omit<FuzzOptions<VtdHarness>, "arch" | "inject"> & {
+  readonly inject?: VtdInjection | null;
+};
+
 /** What one run found. */
-export interface VtdFuzzResult {
+export interface FuzzResult {
   readonly seed: number;
+  readonly arch: "vtd" | "smmu";
   readonly mode: "scalable" | "legacy";
   /** Operations carried out (all of them unless the model threw). */
   readonly ops: number;
@@ -95,9 +101,18 @@ interface Mapping {
   size: number;
 }
 
+/** What one VT-d run found. */
+export type VtdFuzzResult = FuzzResult;
+
+/** One fuzz run on VT-d. */
+export function runVtdFuzz(options: VtdFuzzOptions): FuzzResult {
+  return runFuzz({ ...options, arch: "vtd" } as FuzzOptions);
+}
+
 /** One fuzz run. Throws only on a model bug (the CLI reports it as an internal error). */
-export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
-  const mode = options.mode ?? "scalable";
+export function runFuzz(options: FuzzOptions): FuzzResult {
+  const arch = options.arch ?? "vtd";
+  const mode = arch === "smmu" ? "scalable" : (options.mode ?? "scalable");
   const scalable = mode === "scalable";
   const devices: DeviceSpec[] = [
     { name: "d0", rid: 0x0008 },
@@ -107,10 +122,10 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
   const spec: MachineSpec = {
     units: [
       {
-        name: "dmar0",
+        name: arch === "smmu" ? "smmu0" : "dmar0",
         mode,
         cache: options.cache ?? "maximal",
-        cachingMode: options.cachingMode ?? false,
+        cachingMode: arch === "vtd" && (options.cachingMode ?? false),
         iotlb: options.iotlb ?? 16,
       },
     ],
@@ -118,7 +133,10 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
     memory: 64 * 2 ** 20,
     lazy: options.lazy === true,
   };
-  const h = new VtdHarness(spec, options.seed, options.inject ?? null);
+  const h: Harness =
+    arch === "smmu"
+      ? new SmmuHarness(spec, options.seed, (options.inject as SmmuInjection | null) ?? null)
+      : new VtdHarness(spec, options.seed, (options.inject as VtdInjection | null) ?? null);
   const prng = h.m.prng;
   const log: string[] = [];
   let refused = 0;
@@ -138,6 +156,7 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
     throw new Error("fuzz: IOPF enable failed");
   }
   options.setup?.(h, devs);
+  const identity = h.domainAlloc(devs[0] as Device, "identity") as IommuDomain;
   /** (device, PASID, IOVA) of recent DMAs that went through, most recent first. */
   const recent: { dev: Device; pasid: number; iova: number }[] = [];
   let raceBudget = 0;
@@ -155,7 +174,7 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
     c.dev.observer = observer;
     races++;
   };
-  if (racing) {
+  if (racing && h instanceof VtdHarness) {
     for (const { hw, iommu } of h.m.units) {
       const qi = iommu.qi;
       if (qi === null) continue;
@@ -163,6 +182,15 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
       qi.idle = () => {
         race();
         hw.processInvalidations(1);
+      };
+    }
+  } else if (racing && h instanceof SmmuHarness) {
+    // The SMMU runs one command per poll of the driver's CMD_SYNC wait.
+    for (const { hw, smmu } of h.m.smmus) {
+      hw.autoProcessQueue = false;
+      smmu.cmdq.idle = () => {
+        race();
+        hw.processCommands(1);
       };
     }
   }
@@ -259,11 +287,7 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
       const dev = pick(devs);
       const c = prng.below(4);
       const target =
-        c === 0 || domains.length === 0
-          ? "default"
-          : c === 1
-            ? h.m.driver.identityDomain
-            : pick(domains);
+        c === 0 || domains.length === 0 ? "default" : c === 1 ? identity : pick(domains);
       const ret = h.attach(dev, target);
       note(ret, `attach ${dev.name} ${target === "default" ? "default" : `domain#${target.id}`}`);
     } else if (r < 34) {
@@ -342,7 +366,7 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
           );
         }
       } else {
-        const d = prng.below(5) === 0 ? h.m.driver.identityDomain : pick(domains);
+        const d = prng.below(5) === 0 ? identity : pick(domains);
         ret = h.pasidAttach(dev, p, d);
         note(ret, `pasid-attach ${dev.name} ${p} domain#${d.id}`);
       }
@@ -444,6 +468,7 @@ export function runVtdFuzz(options: VtdFuzzOptions): VtdFuzzResult {
   }
   return {
     seed: options.seed,
+    arch,
     mode,
     ops: options.ops,
     dmas,
