@@ -7,7 +7,6 @@
 import { SmmuMachine } from "@iommu-sim/arm-smmu/testing";
 import { VtdMachine } from "@iommu-sim/intel-vtd/testing";
 import {
-  IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_READ,
   IOMMU_WRITE,
   type IommuDomain,

@@ -343,15 +343,52 @@ describe("iommu-sim run", () => {
   });
 
   it("runs a scenario file: the file's seed unless --seed, its name in the report", async () => {
+    const file = path.join(harnessDir, "scenarios/sva-style-pasids.yaml");
+    const r = await cli("run", file, "--json");
+    expect(r.code).toBe(EXIT.OK);
+    const doc = JSON.parse(r.stdout);
+    expect(doc).toMatchObject({ scenario: "sva-style-pasids", arch: "vtd", violations: [] });
+    expect(JSON.parse((await cli("run", file, "--json", "--seed", "3")).stdout).seed).toBe(3);
+    const twoTenants = path.join(harnessDir, "scenarios/two-tenants.yaml");
+    const injected = await cli(
+      "run",
+      twoTenants,
+      "--arch",
+      "vtd",
+      "--inject",
+      "skip-iotlb-flush",
+      "--json",
+    );
+    expect(injected.code).toBe(EXIT.CHECK_FAILED);
+    expect(JSON.parse(injected.stdout).violations[0].kind).toBe("stale-translation");
+    // A vtd file on SMMUv3, and on both.
+    const smmu = await cli("run", file, "--arch", "smmu", "--json");
+    expect(smmu.code).toBe(EXIT.OK);
+    expect(JSON.parse(smmu.stdout).arch).toBe("smmu");
+    const both = await cli("run", file, "--arch", "both", "--json");
+    expect(both.code).toBe(EXIT.OK);
+    expect(JSON.parse(both.stdout).compare.differencesTotal).toBe(0);
+  });
+
+  it("a file with arch both runs on both by default, or on the one --arch picks", async () => {
     const file = path.join(harnessDir, "scenarios/two-tenants.yaml");
     const r = await cli("run", file, "--json");
     expect(r.code).toBe(EXIT.OK);
     const doc = JSON.parse(r.stdout);
-    expect(doc).toMatchObject({ scenario: "two-tenants", arch: "vtd", seed: 7, violations: [] });
-    expect(JSON.parse((await cli("run", file, "--json", "--seed", "3")).stdout).seed).toBe(3);
-    const injected = await cli("run", file, "--inject", "skip-iotlb-flush", "--json");
+    expect(doc).toMatchObject({ arch: "both", scenario: "two-tenants", seed: 7 });
+    expect(doc.runs.map((x: { arch: string }) => x.arch)).toEqual(["vtd", "smmu"]);
+    const one = await cli("run", file, "--arch", "smmu", "--json");
+    expect(JSON.parse(one.stdout)).toMatchObject({ arch: "smmu", seed: 7, violations: [] });
+    const injected = await cli("run", file, "--inject", "torn-ste-write", "--json");
     expect(injected.code).toBe(EXIT.CHECK_FAILED);
-    expect(JSON.parse(injected.stdout).violations[0].kind).toBe("stale-translation");
+    const runs = JSON.parse(injected.stdout).runs;
+    expect(runs[0].violationsTotal).toBe(0);
+    expect(runs[1].violationsTotal).toBeGreaterThanOrEqual(0);
+    const legacy = path.join(harnessDir, "scenarios/legacy-two-units.yaml");
+    expectUsageError(
+      await cli("run", legacy, "--arch", "both"),
+      /legacy-two-units\.yaml:\d+:\d+: unit dmar0 is in legacy mode, which only VT-d has: the file cannot run on arch 'both' \[bad-value\]/,
+    );
   });
 
   it("a bad scenario file is one line naming the file, line, column and field, with its code", async () => {
@@ -376,7 +413,7 @@ describe("iommu-sim run", () => {
     );
     expectUsageError(
       await cli("run", path.join(harnessDir, "scenarios/two-tenants.yaml"), "--arch", "mock"),
-      /--arch: the scenario file runs on arch 'vtd', not 'mock'/,
+      /--arch: the scenario file runs on arch 'both', not 'mock'/,
     );
     const mockFile = path.join(dir, "mock.yaml");
     writeFileSync(
@@ -442,8 +479,16 @@ describe("iommu-sim run", () => {
       /--mode: expected scalable, legacy or both/,
     );
     expectUsageError(await cli("fuzz", "--cache", "huge"), /--cache: expected maximal or minimal/);
-    expectUsageError(await cli("fuzz", "--arch", "smmu"), /fuzz runs on vtd only so far/);
-    expectUsageError(await cli("fuzz", "--arch", "mock"), /fuzz runs on vtd only/);
+    expectUsageError(await cli("fuzz", "--arch", "mock"), /fuzz runs on vtd or smmu/);
+    expectUsageError(await cli("fuzz", "--arch", "smmu", "--mode", "legacy"), /--mode: VT-d only/);
+    expectUsageError(
+      await cli("fuzz", "--arch", "smmu", "--caching-mode"),
+      /--caching-mode: VT-d only/,
+    );
+    expectUsageError(
+      await cli("fuzz", "--arch", "smmu", "--inject", "skip-iotlb-flush"),
+      /unknown step "skip-iotlb-flush" for arch 'smmu'/,
+    );
     expectUsageError(await cli("fuzz", "--inject", "nope"), /--inject: unknown step "nope"/);
     expectUsageError(
       await cli("fuzz", "--seed", "-1"),
@@ -1022,11 +1067,7 @@ describe("iommu-sim decode vtd and translate vtd", () => {
     );
     expectUsageError(
       await cli("decode", "smmu", "--image", image, "--rtaddr", "0"),
-      /^iommu-sim: decode: arch 'smmu' is not available yet\n$/,
-    );
-    expectUsageError(
-      await cli("translate", "smmu", "0@0"),
-      /^iommu-sim: translate: arch 'smmu' is not available yet\n$/,
+      /^iommu-sim: --rtaddr: applies to vtd only/,
     );
     expectUsageError(
       await cli("decode", "arm"),

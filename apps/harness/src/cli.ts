@@ -6,7 +6,18 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { type PhysMemory, saveElfCore } from "@iommu-sim/iommu-core/platform";
 import { Command, CommanderError } from "commander";
+import { bothPassed, bothToJson, formatBothHuman, runBoth } from "./compare.js";
 import { ImageInputError, readMemoryImage } from "./decode/image-input.js";
+import { decodeSmmu, formatSmmuDecode } from "./decode/smmu-decode.js";
+import {
+  DEFAULT_SMMU_IDR,
+  parseSmmuQuery,
+  parseStreamId,
+  parseSubstreamId,
+  type SmmuQuery,
+  SmmuTranslator,
+  smmuFeaturesFromIdr,
+} from "./decode/smmu-translate.js";
 import { decodeVtd, formatVtdDecode, VTD_DECODE_LIMITS } from "./decode/vtd-decode.js";
 import {
   parsePasid,
@@ -17,8 +28,9 @@ import {
   VtdTranslator,
   vtdCapsFromRegisters,
 } from "./decode/vtd-translate.js";
-import { runVtdFuzz, type VtdFuzzResult } from "./fuzz/vtd-fuzz.js";
-import { VTD_INJECTIONS, type VtdInjection } from "./machine/vtd-harness.js";
+import { type FuzzResult, runFuzz } from "./fuzz/fuzz.js";
+import { SMMU_INJECTIONS } from "./machine/smmu-harness.js";
+import { VTD_INJECTIONS } from "./machine/vtd-harness.js";
 import { formatHuman, formatTraceEvent, toJson } from "./report.js";
 import {
   type RunReport,
@@ -63,20 +75,29 @@ export interface CliIo {
 /** Architectures `--arch` names: those that run now, and those announced for later. */
 const ARCHES: Readonly<Record<string, "available" | "planned">> = Object.freeze({
   vtd: "available",
+  smmu: "available",
+  both: "available",
   mock: "available",
-  smmu: "planned",
 });
 
 /** The driver steps `--inject` can skip, per architecture. */
 const INJECTIONS: Readonly<Record<string, readonly string[]>> = Object.freeze({
   vtd: Object.keys(VTD_INJECTIONS),
+  smmu: Object.keys(SMMU_INJECTIONS),
+  both: [...Object.keys(VTD_INJECTIONS), ...Object.keys(SMMU_INJECTIONS)],
   mock: [],
 });
+
+/** The architecture of a `--arch both` run an injection goes to. */
+function injectArch(inject: string | undefined): string | undefined {
+  if (inject === undefined) return undefined;
+  return Object.hasOwn(VTD_INJECTIONS, inject) ? "vtd" : "smmu";
+}
 
 /** Architectures whose tables `decode` and `translate` read. */
 const DECODE_ARCHES: Readonly<Record<string, "available" | "planned">> = Object.freeze({
   vtd: "available",
-  smmu: "planned",
+  smmu: "available",
 });
 
 interface RunOptions {
@@ -95,15 +116,26 @@ interface ImageOptions {
   image?: string;
   raw?: boolean;
   base?: string;
+  /** VT-d. */
   rtaddr?: string;
   cap?: string;
   ecap?: string;
+  /** SMMUv3. */
+  strtabBase?: string;
+  strtabCfg?: string;
+  idr0?: string;
+  idr1?: string;
+  idr2?: string;
+  idr3?: string;
+  idr4?: string;
+  idr5?: string;
 }
 
 interface DecodeOptions extends ImageOptions {
   json?: boolean;
   device?: string;
   pasid?: string;
+  ssid?: string;
   maxTablePages?: string;
   maxMappings?: string;
 }
@@ -197,15 +229,20 @@ async function runCommand(
 ): Promise<number> {
   let seed: number;
   let scenario: Scenario;
+  let pair: Scenario | null;
   try {
     const picked = file === undefined ? builtInScenario(opts) : fileScenario(file, opts);
     scenario = picked.scenario;
+    pair = picked.pair ?? null;
     seed = opts.seed === undefined ? picked.seed : parseSeed(opts.seed);
-    checkInject(scenario.arch, opts.inject);
+    checkInject(pair === null ? scenario.arch : "both", opts.inject);
+    if (pair !== null && opts.dump !== undefined)
+      throw new UsageError("--dump: not with --arch both (dump one architecture's run)");
   } catch (err) {
     if (err instanceof UsageError) return fail(err.message, EXIT.USAGE);
     throw err;
   }
+  if (pair !== null) return runBothCommand(scenario, pair, seed, opts, io);
 
   let report: RunReport;
   let dumped: { bytes: Uint8Array; units: readonly SnapshotUnit[] } | null = null;
@@ -253,6 +290,40 @@ async function runCommand(
   return report.checks.failed === 0 && report.violationsTotal === 0 ? EXIT.OK : EXIT.CHECK_FAILED;
 }
 
+/**
+ * `iommu-sim run --arch both`: the scenario on VT-d and on SMMUv3, both reports, then every DMA
+ * compared; exit 1 on any failed check, violation or difference.
+ */
+async function runBothCommand(
+  vtd: Scenario,
+  smmu: Scenario,
+  seed: number,
+  opts: RunOptions,
+  io: CliIo,
+): Promise<number> {
+  let report: Awaited<ReturnType<typeof runBoth>>;
+  try {
+    report = await runBoth(vtd, smmu, seed, {
+      trace: opts.trace === true,
+      inject: opts.inject ?? null,
+      injectArch: injectArch(opts.inject),
+    });
+  } catch (err) {
+    io.stderr.write(`iommu-sim: internal error: ${describeError(err)}\n`);
+    if (opts.verbose && err instanceof Error && err.stack !== undefined) {
+      io.stderr.write(`${err.stack}\n`);
+    }
+    return EXIT.INTERNAL;
+  }
+  if (opts.json) io.stdout.write(`${bothToJson(report)}\n`);
+  else {
+    for (const run of report.runs)
+      for (const event of run.trace ?? []) io.stdout.write(formatTraceEvent(event));
+    io.stdout.write(formatBothHuman(report));
+  }
+  return bothPassed(report) ? EXIT.OK : EXIT.CHECK_FAILED;
+}
+
 /** A positive integer option of at most `max`. */
 function parseCount(
   option: string,
@@ -273,13 +344,16 @@ function parseCount(
 /** `iommu-sim fuzz`: seeded random runs under the oracle; exit 1 when any run found a violation. */
 function fuzzCommand(opts: FuzzOptions, io: CliIo): number {
   const arch = opts.arch ?? "vtd";
-  if (arch === "smmu") throw new UsageError("--arch: arch 'smmu' is not available yet");
-  if (arch !== "vtd")
-    throw new UsageError(`--arch: fuzz runs on vtd only (got ${JSON.stringify(arch)})`);
+  if (arch !== "vtd" && arch !== "smmu")
+    throw new UsageError(`--arch: fuzz runs on vtd or smmu (got ${JSON.stringify(arch)})`);
+  if (arch === "smmu" && opts.mode !== undefined && opts.mode !== "scalable")
+    throw new UsageError("--mode: VT-d only (an SMMU has no legacy mode)");
+  if (arch === "smmu" && opts.cachingMode === true)
+    throw new UsageError("--caching-mode: VT-d only");
   const seed = opts.seed === undefined ? 1 : parseSeed(opts.seed);
   const runs = parseCount("--runs", opts.runs, 20, 100_000);
   const ops = parseCount("--ops", opts.ops, 500, 1_000_000);
-  const mode = opts.mode ?? "both";
+  const mode = opts.mode ?? (arch === "smmu" ? "scalable" : "both");
   if (mode !== "scalable" && mode !== "legacy" && mode !== "both") {
     throw new UsageError(`--mode: expected scalable, legacy or both, got ${JSON.stringify(mode)}`);
   }
@@ -287,20 +361,21 @@ function fuzzCommand(opts: FuzzOptions, io: CliIo): number {
   if (cache !== "maximal" && cache !== "minimal") {
     throw new UsageError(`--cache: expected maximal or minimal, got ${JSON.stringify(cache)}`);
   }
-  checkInject("vtd", opts.inject);
-  const results: VtdFuzzResult[] = [];
+  checkInject(arch, opts.inject);
+  const results: FuzzResult[] = [];
   for (let k = 0; k < runs; k++) {
     const m = mode === "both" ? (k % 2 === 0 ? "scalable" : "legacy") : mode;
     results.push(
-      runVtdFuzz({
+      runFuzz({
         seed: (seed + k) >>> 0,
         ops,
+        arch,
         mode: m,
         cachingMode: opts.cachingMode === true,
         cache,
         lazy: opts.lazy === true,
         race: opts.race === true,
-        inject: (opts.inject as VtdInjection | undefined) ?? null,
+        inject: (opts.inject as FuzzOptionsInject | undefined) ?? null,
       }),
     );
   }
@@ -341,11 +416,25 @@ function fuzzCommand(opts: FuzzOptions, io: CliIo): number {
   return failed.length === 0 ? EXIT.OK : EXIT.CHECK_FAILED;
 }
 
+type FuzzOptionsInject = NonNullable<Parameters<typeof runFuzz>[0]["inject"]>;
+
 /** The built-in scenario `--scenario` and `--arch` name (default: `default` on vtd). */
-function builtInScenario(opts: RunOptions): { scenario: Scenario; seed: number } {
+function builtInScenario(opts: RunOptions): {
+  scenario: Scenario;
+  pair?: Scenario;
+  seed: number;
+} {
   const arch = opts.arch ?? "vtd";
   checkArch(arch);
   const name = opts.scenario ?? "default";
+  if (arch === "both") {
+    const vtd = scenarios.get(scenarioKey(name, "vtd"));
+    const smmu = scenarios.get(scenarioKey(name, "smmu"));
+    if (vtd === undefined || smmu === undefined) {
+      throw new UsageError(`--scenario: scenario '${name}' does not run on both vtd and smmu`);
+    }
+    return { scenario: vtd, pair: smmu, seed: 1 };
+  }
   const scenario = scenarios.get(scenarioKey(name, arch));
   if (scenario === undefined) {
     const others = [...scenarios.values()].filter((s) => s.name === name).map((s) => s.arch);
@@ -361,7 +450,10 @@ function builtInScenario(opts: RunOptions): { scenario: Scenario; seed: number }
 }
 
 /** The scenario a file describes, validated; every problem is one line naming file, line and field. */
-function fileScenario(file: string, opts: RunOptions): { scenario: Scenario; seed: number } {
+function fileScenario(
+  file: string,
+  opts: RunOptions,
+): { scenario: Scenario; pair?: Scenario; seed: number } {
   if (opts.scenario !== undefined) {
     throw new UsageError("--scenario: not with a scenario file (the file names its scenario)");
   }
@@ -374,7 +466,7 @@ function fileScenario(file: string, opts: RunOptions): { scenario: Scenario; see
   }
   const spec = parseScenarioFile(text, file);
   if (spec instanceof ScenarioFileError) throw new UsageError(`${spec.toString()} [${spec.code}]`);
-  if (spec.arch !== "vtd") {
+  if (spec.arch === "mock") {
     // The spec keeps no place for the arch value: find its line in the text.
     const lines = text.split("\n");
     const at = lines.findIndex((l) => /^arch\s*:/.test(l));
@@ -383,15 +475,34 @@ function fileScenario(file: string, opts: RunOptions): { scenario: Scenario; see
         ? `${spec.loc.line}:${spec.loc.column}`
         : `${at + 1}:${(lines[at] ?? "").indexOf(spec.arch) + 1}`;
     throw new UsageError(
-      `${file}:${where}: arch: scenario files run on vtd so far (arch ${spec.arch} runs only its built-in scenario) [unavailable]`,
+      `${file}:${where}: arch: scenario files run on vtd, smmu or both (arch mock runs only its built-in scenario) [unavailable]`,
     );
   }
-  if (opts.arch !== undefined && opts.arch !== spec.arch) {
-    throw new UsageError(
-      `--arch: the scenario file runs on arch '${spec.arch}', not '${opts.arch}'`,
-    );
+  // --arch may run a file on another IOMMU architecture (or both), as long as its units exist
+  // there: legacy mode and caching mode are VT-d's.
+  const arch = opts.arch ?? spec.arch;
+  if (arch !== spec.arch) {
+    checkArch(arch);
+    if (arch === "mock") {
+      throw new UsageError(`--arch: the scenario file runs on arch '${spec.arch}', not 'mock'`);
+    }
+    for (const u of spec.machine.units) {
+      const what =
+        u.mode === "legacy" && arch !== "vtd"
+          ? "is in legacy mode"
+          : u.cachingMode && arch === "smmu"
+            ? "has caching mode"
+            : null;
+      if (what === null) continue;
+      throw new UsageError(
+        `${file}:${u.loc.line}:${u.loc.column}: unit ${u.name} ${what}, which only VT-d has: the file cannot run on arch '${arch}' [bad-value]`,
+      );
+    }
   }
-  return { scenario: scenarioFromFile(spec), seed: spec.seed ?? 1 };
+  const seed = spec.seed ?? 1;
+  if (arch === "both")
+    return { scenario: scenarioFromFile(spec, "vtd"), pair: scenarioFromFile(spec, "smmu"), seed };
+  return { scenario: scenarioFromFile(spec, arch === "smmu" ? "smmu" : "vtd"), seed };
 }
 
 /** `--inject NAME` must name a driver step of the scenario's architecture. */
@@ -423,11 +534,14 @@ function buildProgram(io: CliIo, onRequest: (request: CliRequest) => void): Comm
     .command("run [file]")
     .description("run a scenario (built in, or a YAML scenario file) under the oracle and check it")
     .option("--seed <n>", "unsigned 32-bit seed, decimal or 0x hex (default: the file's, else 1)")
-    .option("--arch <name>", "architecture: vtd or mock (default: vtd)")
+    .option(
+      "--arch <name>",
+      "architecture: vtd, smmu, both (the same scenario on each, every DMA compared) or mock (default: vtd)",
+    )
     .option("--scenario <name>", "built-in scenario to run (default: default)")
     .option(
       "--inject <name>",
-      `make the driver skip one step, to see the oracle catch it (vtd: ${Object.keys(VTD_INJECTIONS).join(", ")})`,
+      `make the driver skip one step, to see the oracle catch it (vtd: ${Object.keys(VTD_INJECTIONS).join(", ")}; smmu: ${Object.keys(SMMU_INJECTIONS).join(", ")})`,
     )
     .option(
       "--dump <file>",
@@ -450,17 +564,32 @@ function buildProgram(io: CliIo, onRequest: (request: CliRequest) => void): Comm
       .option("--image <file>", "memory image: an ELF64 core or an iommu-sim sparse image")
       .option("--raw", "read --image as a raw RAM dump (needs --base)")
       .option("--base <addr>", "physical address of a raw dump's first byte")
-      .option("--rtaddr <value>", "the RTADDR register: root table address and TTM (required)")
-      .option("--cap <value>", "the CAP register (default: a unit that accepts every mode)")
-      .option("--ecap <value>", "the ECAP register (default: a unit that accepts every mode)");
+      .option("--rtaddr <value>", "vtd: the RTADDR register: root table address and TTM (required)")
+      .option("--cap <value>", "vtd: the CAP register (default: a unit that accepts every mode)")
+      .option("--ecap <value>", "vtd: the ECAP register (default: a unit that accepts every mode)")
+      .option("--strtab-base <value>", "smmu: the STRTAB_BASE register (required)")
+      .option(
+        "--strtab-cfg <value>",
+        "smmu: the STRTAB_BASE_CFG register: LOG2SIZE, SPLIT, FMT (required)",
+      )
+      .option(
+        "--idr0 <value>",
+        "smmu: the IDR0 register (default for --idr0..--idr5: a full SMMUv3.2)",
+      )
+      .option("--idr1 <value>", "smmu: the IDR1 register")
+      .option("--idr2 <value>", "smmu: the IDR2 register")
+      .option("--idr3 <value>", "smmu: the IDR3 register")
+      .option("--idr4 <value>", "smmu: the IDR4 register")
+      .option("--idr5 <value>", "smmu: the IDR5 register");
   imageOptions(
     program
       .command("decode <arch>")
-      .description("decode the translation tables in a memory image (arch: vtd)"),
+      .description("decode the translation tables in a memory image (arch: vtd or smmu)"),
   )
     .option("--json", "print one JSON document instead of the text tree")
-    .option("--device <bdf>", "only this device (BB:DD.F)")
-    .option("--pasid <n>", "only this PASID")
+    .option("--device <bdf>", "only this device (BB:DD.F; smmu: or a StreamID)")
+    .option("--pasid <n>", "vtd: only this PASID")
+    .option("--ssid <n>", "smmu: only this SubstreamID")
     .option(
       "--max-table-pages <n>",
       `stop enumerating page tables after n table pages in all (default ${VTD_DECODE_LIMITS.maxTablePages})`,
@@ -474,8 +603,9 @@ function buildProgram(io: CliIo, onRequest: (request: CliRequest) => void): Comm
     program
       .command("translate <arch> [queries...]")
       .description(
-        "translate SID[:PASID]@IOVA requests through the hardware model on a memory image " +
-          "(arch: vtd; - reads queries from stdin, one per line)",
+        "translate SID[:PASID]@IOVA (vtd) or SID[:SSID]@IOVA (smmu) requests through the " +
+          "hardware model on a memory image (arch: vtd or smmu; - reads queries from stdin, " +
+          "one per line)",
       ),
   )
     .option("--write", "make write requests (default: reads)")
@@ -486,13 +616,15 @@ function buildProgram(io: CliIo, onRequest: (request: CliRequest) => void): Comm
     );
   program
     .command("fuzz")
-    .description("run seeded random driver operations and DMAs under the oracle (arch: vtd)")
-    .option("--arch <name>", "architecture (default: vtd, the only one so far)")
+    .description(
+      "run seeded random driver operations and DMAs under the oracle (arch: vtd or smmu)",
+    )
+    .option("--arch <name>", "architecture: vtd (default) or smmu")
     .option("--seed <n>", "seed of the first run; run k uses seed + k (default: 1)")
     .option("--runs <n>", "number of runs (default: 20)")
     .option("--ops <n>", "operations per run (default: 500)")
-    .option("--mode <mode>", "scalable, legacy or both (default: both)")
-    .option("--caching-mode", "units report CAP.CM (a virtual IOMMU)")
+    .option("--mode <mode>", "vtd: scalable, legacy or both (default: both)")
+    .option("--caching-mode", "vtd: units report CAP.CM (a virtual IOMMU)")
     .option("--cache <policy>", "maximal or minimal caching (default: maximal)")
     .option("--lazy", "DMA-API domains invalidate lazily, through the flush queue")
     .option("--race", "devices re-read recent pages while the driver waits for invalidations")
@@ -546,16 +678,41 @@ function checkDecodeArch(command: string, arch: string): void {
   throw new UsageError(`${command}: unknown arch ${JSON.stringify(arch)} (known: ${known})`);
 }
 
-/** What decode and translate share: the image, RTADDR and the capability registers. */
-function loadImageOptions(opts: ImageOptions) {
-  if (opts.rtaddr === undefined) {
-    throw new UsageError("--rtaddr: missing: give the RTADDR register value (--rtaddr VALUE)");
+/**
+ * Options of the other architecture, refused with one message: VT-d's registers (and `--pasid`)
+ * mean nothing to an SMMU, and the SMMU's nothing to a VT-d unit.
+ */
+const FOREIGN_OPTIONS: Readonly<
+  Record<string, ReadonlyArray<[keyof DecodeOptions, string, string]>>
+> = Object.freeze({
+  smmu: [
+    ["rtaddr", "--rtaddr", "smmu takes --strtab-base and --strtab-cfg"],
+    ["cap", "--cap", "smmu takes --idr0..--idr5"],
+    ["ecap", "--ecap", "smmu takes --idr0..--idr5"],
+    ["pasid", "--pasid", "smmu takes --ssid"],
+  ],
+  vtd: [
+    ["strtabBase", "--strtab-base", "vtd takes --rtaddr"],
+    ["strtabCfg", "--strtab-cfg", "vtd takes --rtaddr"],
+    ...([0, 1, 2, 3, 4, 5] as const).map((i): [keyof DecodeOptions, string, string] => [
+      `idr${i}`,
+      `--idr${i}`,
+      "vtd takes --cap and --ecap",
+    ]),
+    ["ssid", "--ssid", "vtd takes --pasid"],
+  ],
+});
+
+function checkArchOptions(arch: string, opts: DecodeOptions | TranslateOptions): void {
+  const other = arch === "vtd" ? "smmu" : "vtd";
+  for (const [key, flag, hint] of FOREIGN_OPTIONS[arch] ?? []) {
+    if ((opts as DecodeOptions)[key] !== undefined)
+      throw new UsageError(`${flag}: applies to ${other} only (${hint})`);
   }
-  const rtaddr = parseU64Option("--rtaddr", opts.rtaddr);
-  const cap = opts.cap === undefined ? undefined : parseU64Option("--cap", opts.cap);
-  const ecap = opts.ecap === undefined ? undefined : parseU64Option("--ecap", opts.ecap);
-  const caps = vtdCapsFromRegisters(cap, ecap);
-  if (typeof caps === "string") throw new UsageError(`--cap/--ecap: ${caps}`);
+}
+
+/** `--image`, `--raw` and `--base`: the memory image and the ranges it covers. */
+function readImageOption(opts: ImageOptions) {
   let base: number | undefined;
   if (opts.base !== undefined) {
     const b = parseU64Option("--base", opts.base);
@@ -568,6 +725,20 @@ function loadImageOptions(opts: ImageOptions) {
   }
   const image = readMemoryImage({ image: opts.image, raw: opts.raw, base });
   if (image instanceof ImageInputError) throw new UsageError(image.message);
+  return image;
+}
+
+/** What VT-d decode and translate share: the image, RTADDR and the capability registers. */
+function loadImageOptions(opts: ImageOptions) {
+  if (opts.rtaddr === undefined) {
+    throw new UsageError("--rtaddr: missing: give the RTADDR register value (--rtaddr VALUE)");
+  }
+  const rtaddr = parseU64Option("--rtaddr", opts.rtaddr);
+  const cap = opts.cap === undefined ? undefined : parseU64Option("--cap", opts.cap);
+  const ecap = opts.ecap === undefined ? undefined : parseU64Option("--ecap", opts.ecap);
+  const caps = vtdCapsFromRegisters(cap, ecap);
+  if (typeof caps === "string") throw new UsageError(`--cap/--ecap: ${caps}`);
+  const image = readImageOption(opts);
   return {
     mem: image.mem,
     coverage: image.coverage,
@@ -578,9 +749,53 @@ function loadImageOptions(opts: ImageOptions) {
   };
 }
 
+/** An unsigned 32-bit option value (decimal or 0x hex). */
+function parseU32Option(option: string, text: string): number {
+  const v = parseUnsigned(text);
+  if (v === null || v > 0xffffffffn) {
+    throw new UsageError(
+      `${option}: expected an unsigned 32-bit value, decimal or 0x hex, got ${JSON.stringify(text)}`,
+    );
+  }
+  return Number(v);
+}
+
+/**
+ * What SMMU decode and translate share: STRTAB_BASE, STRTAB_BASE_CFG and the features IDR0..IDR5
+ * describe (each missing one the default SMMU's), then the image.
+ */
+function loadSmmuImageOptions(opts: ImageOptions) {
+  if (opts.strtabBase === undefined) {
+    throw new UsageError(
+      "--strtab-base: missing: give the STRTAB_BASE register value (--strtab-base VALUE)",
+    );
+  }
+  if (opts.strtabCfg === undefined) {
+    throw new UsageError(
+      "--strtab-cfg: missing: give the STRTAB_BASE_CFG register value (--strtab-cfg VALUE)",
+    );
+  }
+  const strtabBase = parseU64Option("--strtab-base", opts.strtabBase);
+  const strtabCfg = BigInt(parseU32Option("--strtab-cfg", opts.strtabCfg));
+  const texts = [opts.idr0, opts.idr1, opts.idr2, opts.idr3, opts.idr4, opts.idr5];
+  const idr = texts.map((text, i) =>
+    text === undefined ? (DEFAULT_SMMU_IDR[i] as number) : parseU32Option(`--idr${i}`, text),
+  );
+  const features = smmuFeaturesFromIdr(idr);
+  if (typeof features === "string") {
+    // The message names the register at fault (`IDR5.OAS ...`) when there is one.
+    const reg = /^IDR([0-5])\.[A-Z]/.exec(features);
+    throw new UsageError(`${reg === null ? "--idr0..--idr5" : `--idr${reg[1]}`}: ${features}`);
+  }
+  const image = readImageOption(opts);
+  return { mem: image.mem, coverage: image.coverage, strtabBase, strtabCfg, features };
+}
+
 /** `iommu-sim decode <arch>`: print the devices, translations and mappings of an image. */
 async function decodeCommand(arch: string, opts: DecodeOptions, io: CliIo): Promise<number> {
   checkDecodeArch("decode", arch);
+  checkArchOptions(arch, opts);
+  if (arch === "smmu") return decodeSmmuCommand(opts, io);
   let device: number | undefined;
   if (opts.device !== undefined) {
     const sid = parseSid(opts.device);
@@ -610,6 +825,38 @@ async function decodeCommand(arch: string, opts: DecodeOptions, io: CliIo): Prom
   return EXIT.OK;
 }
 
+/** `iommu-sim decode smmu`: the stream table's devices, their translations and mappings. */
+function decodeSmmuCommand(opts: DecodeOptions, io: CliIo): number {
+  let device: number | undefined;
+  if (opts.device !== undefined) {
+    const sid = parseStreamId(opts.device);
+    if (typeof sid === "string") throw new UsageError(`--device: ${sid}`);
+    device = sid;
+  }
+  let ssid: number | undefined;
+  if (opts.ssid !== undefined) {
+    const s = parseSubstreamId(opts.ssid);
+    if (typeof s === "string") throw new UsageError(`--ssid: ${s}`);
+    ssid = s;
+  }
+  const maxTablePages = limitOption("--max-table-pages", opts.maxTablePages);
+  const maxMappings = limitOption("--max-mappings", opts.maxMappings);
+  const input = loadSmmuImageOptions(opts);
+  const doc = decodeSmmu(input.mem, {
+    strtabBase: input.strtabBase,
+    strtabCfg: input.strtabCfg,
+    features: input.features,
+    device,
+    ssid,
+    coverage: input.coverage,
+    maxTablePages,
+    maxMappings,
+  });
+  if (typeof doc === "string") throw new UsageError(`--strtab-base/--strtab-cfg: ${doc}`);
+  io.stdout.write(opts.json ? `${JSON.stringify(doc)}\n` : formatSmmuDecode(doc));
+  return EXIT.OK;
+}
+
 /** A work limit of decode: a count up to 2^32 - 1, or undefined for the default. */
 function limitOption(option: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
@@ -630,13 +877,17 @@ async function translateCommand(
   io: CliIo,
 ): Promise<number> {
   checkDecodeArch("translate", arch);
+  checkArchOptions(arch, opts);
   if (opts.write && opts.exec) {
     throw new UsageError(
       "--exec: an execute request is a read; it cannot be combined with --write",
     );
   }
+  const smmu = arch === "smmu";
   // Every query is parsed before anything runs, so bad input prints nothing on stdout.
-  const queries: VtdQuery[] = [];
+  const queries: Array<{ text: string; q: VtdQuery | SmmuQuery }> = [];
+  const parse = (text: string, where: string) =>
+    queries.push({ text, q: smmu ? parseSmmuQueryOrFail(text, where) : parseQuery(text, where) });
   let stdinRead = false;
   for (const text of queryArgs) {
     if (text === "-") {
@@ -646,16 +897,33 @@ async function translateCommand(
       lines.forEach((line, i) => {
         const q = line.trim();
         if (q === "" || q.startsWith("#")) return;
-        queries.push(parseQuery(q, `stdin line ${i + 1}`));
+        parse(q, `stdin line ${i + 1}`);
       });
     } else {
-      queries.push(parseQuery(text, `query ${JSON.stringify(text)}`));
+      parse(text, `query ${JSON.stringify(text)}`);
     }
   }
   if (queries.length === 0) {
+    const form = smmu ? "SID[:SSID]@IOVA" : "SID[:PASID]@IOVA";
     throw new UsageError(
-      "translate: no queries: give SID[:PASID]@IOVA operands, or - to read them from stdin",
+      `translate: no queries: give ${form} operands, or - to read them from stdin`,
     );
+  }
+  if (smmu) {
+    const input = loadSmmuImageOptions(opts);
+    const translator = SmmuTranslator.create(input.mem, {
+      strtabBase: input.strtabBase,
+      strtabCfg: input.strtabCfg,
+      features: input.features,
+      write: opts.write,
+      exec: opts.exec,
+      priv: opts.priv,
+    });
+    if (typeof translator === "string") throw new UsageError(`--idr0..--idr5: ${translator}`);
+    for (const { text, q } of queries) {
+      io.stdout.write(`${JSON.stringify(translator.translate(q as SmmuQuery, text))}\n`);
+    }
+    return EXIT.OK;
   }
   const input = loadImageOptions(opts);
   const translator = VtdTranslator.create(input.mem, {
@@ -667,12 +935,20 @@ async function translateCommand(
     priv: opts.priv,
   });
   if (typeof translator === "string") throw new UsageError(`--cap/--ecap: ${translator}`);
-  for (const q of queries) io.stdout.write(`${JSON.stringify(translator.translate(q))}\n`);
+  for (const { q } of queries) {
+    io.stdout.write(`${JSON.stringify(translator.translate(q as VtdQuery))}\n`);
+  }
   return EXIT.OK;
 }
 
 function parseQuery(text: string, where: string): VtdQuery {
   const q = parseVtdQuery(text);
+  if (typeof q === "string") throw new UsageError(`${where}: ${q}`);
+  return q;
+}
+
+function parseSmmuQueryOrFail(text: string, where: string): SmmuQuery {
+  const q = parseSmmuQuery(text);
   if (typeof q === "string") throw new UsageError(`${where}: ${q}`);
   return q;
 }
