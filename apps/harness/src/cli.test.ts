@@ -496,6 +496,47 @@ describe("iommu-sim run", () => {
     );
   });
 
+  it("--arch smmu --dump writes an ELF core and STRTAB_BASE/_CFG that decode smmu and translate smmu read", async () => {
+    const tmp = tempDir();
+    const file = tmp.file("smmu.elf");
+    const r = await cli("run", "--arch", "smmu", "--dump", file, "--json");
+    expect(r.code).toBe(EXIT.OK);
+    const units = JSON.parse(r.stdout).dump.units as { register: string; value: string }[];
+    expect(units.map((u) => u.register)).toEqual(["STRTAB_BASE", "STRTAB_BASE_CFG"]);
+    const [base, cfg] = units.map((u) => u.value) as [string, string];
+    const decoded = await cli(
+      "decode",
+      "smmu",
+      "--image",
+      file,
+      "--strtab-base",
+      base,
+      "--strtab-cfg",
+      cfg,
+      "--json",
+    );
+    expect(decoded.code).toBe(EXIT.OK);
+    const doc = JSON.parse(decoded.stdout);
+    const translating = doc.devices.filter((d: { config: string }) => d.config !== "abort");
+    expect(translating.map((d: { sid: number }) => d.sid)).toEqual([0x08, 0x10, 0x18, 0x20]);
+    for (const d of translating) {
+      expect(d.translations.find((t: { ssid: number | null }) => t.ssid === null)?.type).toBe("s1");
+    }
+    const t = await cli(
+      "translate",
+      "smmu",
+      "--image",
+      file,
+      "--strtab-base",
+      base,
+      "--strtab-cfg",
+      cfg,
+      "0x18:3@0x1000000",
+    );
+    expect(JSON.parse(t.stdout)).toMatchObject({ sid: 0x18, ssid: 3, result: "ok" });
+    tmp.cleanup();
+  });
+
   it("--dump writes the machine before teardown as an ELF core that decode and translate read", async () => {
     const tmp = tempDir();
     const file = tmp.file("run.elf");
