@@ -2,16 +2,14 @@
 // (the hardware) and the driver that owns them through their registers, with devices probed
 // through the core.
 
-import type { ChargeTree } from "@iommu-sim/ioasid";
-import { type Device, type DeviceOptions, DmaBus, IommuSubsystem } from "@iommu-sim/iommu-core";
+import type { Device, DeviceOptions } from "@iommu-sim/iommu-core";
 import {
-  FrameAllocator,
-  LogicalClock,
-  PhysMemory,
-  Prng,
-  Trace,
-} from "@iommu-sim/iommu-core/platform";
-import { type PlugErrno, plugDevice, unplugDevice } from "@iommu-sim/iommu-core/testing";
+  MachineBase,
+  type MachineBaseOptions,
+  type PlugErrno,
+  plugDevice,
+  unplugDevice,
+} from "@iommu-sim/iommu-core/testing";
 import { type ArmSmmuDevice, SmmuV3Driver } from "../driver/index.js";
 import type { SmmuCacheConfig } from "../hw/smmu-cache-policy.js";
 import type { SmmuFeatures } from "../hw/smmu-features.js";
@@ -29,18 +27,9 @@ export interface SmmuMachineSmmuOptions {
   readonly vhe?: boolean;
 }
 
-export interface SmmuMachineOptions {
-  /** PRNG seed (default 1). */
-  readonly seed?: number;
-  /** Where the frame allocator's region starts (default 16 MiB) and its size (default 256 MiB). */
-  readonly framesBase?: number;
-  readonly framesSize?: number;
+export interface SmmuMachineOptions extends MachineBaseOptions {
   /** The SMMUs (default: one with default features serving every device). */
   readonly smmus?: readonly SmmuMachineSmmuOptions[];
-  /** Strict (default) or lazy invalidation of DMA domains. */
-  readonly strict?: boolean;
-  readonly defaultDomain?: "dma" | "identity";
-  readonly charges?: ChargeTree;
 }
 
 /** An SMMU of the machine: the hardware and the driver's view of it. */
@@ -53,37 +42,14 @@ export interface SmmuMachineSmmu {
  * A machine with SMMUv3. The SMMUs' interrupts only raise flags here; `processQueues` lets
  * software catch up (events, PRI requests, IOPF work), so the driver never runs inside a DMA.
  */
-export class SmmuMachine {
-  readonly clock: LogicalClock;
-  readonly trace: Trace;
-  readonly prng: Prng;
-  readonly mem: PhysMemory;
-  readonly frames: FrameAllocator;
-  readonly bus: DmaBus;
-  readonly subsys: IommuSubsystem;
+export class SmmuMachine extends MachineBase {
   readonly driver: SmmuV3Driver;
   readonly smmus: SmmuMachineSmmu[] = [];
   /** Interrupts raised since the last `processQueues` (CMD_SYNC completions not counted). */
   pendingInterrupts = 0;
 
   constructor(options: SmmuMachineOptions = {}) {
-    this.clock = new LogicalClock();
-    this.trace = new Trace(this.clock);
-    this.prng = new Prng(options.seed ?? 1);
-    this.mem = new PhysMemory();
-    this.frames = new FrameAllocator(this.mem, {
-      basePa: options.framesBase ?? 16 * 2 ** 20,
-      size: options.framesSize ?? 256 * 2 ** 20,
-    });
-    this.bus = new DmaBus(this.mem);
-    this.bus.trace = this.trace;
-    this.subsys = new IommuSubsystem({
-      clock: this.clock,
-      trace: this.trace,
-      strict: options.strict ?? true,
-      defaultDomain: options.defaultDomain ?? "dma",
-      charges: options.charges,
-    });
+    super(options);
     this.driver = new SmmuV3Driver({ subsys: this.subsys, mem: this.mem, frames: this.frames });
     const specs = options.smmus ?? [{}];
     specs.forEach((spec, i) => {

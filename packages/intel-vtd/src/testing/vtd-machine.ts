@@ -2,16 +2,14 @@
 // remapping units (the hardware) and the driver that owns them through their registers, with
 // devices probed through the core.
 
-import type { ChargeTree } from "@iommu-sim/ioasid";
-import { type Device, type DeviceOptions, DmaBus, IommuSubsystem } from "@iommu-sim/iommu-core";
+import type { Device, DeviceOptions } from "@iommu-sim/iommu-core";
 import {
-  FrameAllocator,
-  LogicalClock,
-  PhysMemory,
-  Prng,
-  Trace,
-} from "@iommu-sim/iommu-core/platform";
-import { type PlugErrno, plugDevice, unplugDevice } from "@iommu-sim/iommu-core/testing";
+  MachineBase,
+  type MachineBaseOptions,
+  type PlugErrno,
+  plugDevice,
+  unplugDevice,
+} from "@iommu-sim/iommu-core/testing";
 import { type IntelIommu, VtdDriver } from "../driver/index.js";
 import type { VtdCacheConfigInput } from "../hw/cache-policy.js";
 import type { VtdCapabilities } from "../hw/vtd-caps.js";
@@ -29,20 +27,11 @@ export interface VtdMachineUnitOptions {
   readonly rids?: readonly number[];
 }
 
-export interface VtdMachineOptions {
-  /** PRNG seed (default 1). */
-  readonly seed?: number;
-  /** Where the frame allocator's region starts (default 16 MiB) and its size (default 256 MiB). */
-  readonly framesBase?: number;
-  readonly framesSize?: number;
+export interface VtdMachineOptions extends MachineBaseOptions {
   /** The units (default: one with default capabilities serving every device). */
   readonly units?: readonly VtdMachineUnitOptions[];
-  /** Strict (default) or lazy invalidation of DMA domains. */
-  readonly strict?: boolean;
-  readonly defaultDomain?: "dma" | "identity";
   /** Paging domains on first-stage tables when the unit has them (default true). */
   readonly firstStage?: boolean;
-  readonly charges?: ChargeTree;
 }
 
 /** A unit of the machine: the hardware and the driver's view of it. */
@@ -55,37 +44,14 @@ export interface VtdMachineUnit {
  * A machine with VT-d. The units' interrupts only raise flags here; `processQueues` lets
  * software catch up (faults, page requests, IOPF work), so the driver never runs inside a DMA.
  */
-export class VtdMachine {
-  readonly clock: LogicalClock;
-  readonly trace: Trace;
-  readonly prng: Prng;
-  readonly mem: PhysMemory;
-  readonly frames: FrameAllocator;
-  readonly bus: DmaBus;
-  readonly subsys: IommuSubsystem;
+export class VtdMachine extends MachineBase {
   readonly driver: VtdDriver;
   readonly units: VtdMachineUnit[] = [];
   /** Interrupts raised since the last `processQueues`. */
   pendingInterrupts = 0;
 
   constructor(options: VtdMachineOptions = {}) {
-    this.clock = new LogicalClock();
-    this.trace = new Trace(this.clock);
-    this.prng = new Prng(options.seed ?? 1);
-    this.mem = new PhysMemory();
-    this.frames = new FrameAllocator(this.mem, {
-      basePa: options.framesBase ?? 16 * 2 ** 20,
-      size: options.framesSize ?? 256 * 2 ** 20,
-    });
-    this.bus = new DmaBus(this.mem);
-    this.bus.trace = this.trace;
-    this.subsys = new IommuSubsystem({
-      clock: this.clock,
-      trace: this.trace,
-      strict: options.strict ?? true,
-      defaultDomain: options.defaultDomain ?? "dma",
-      charges: options.charges,
-    });
+    super(options);
     this.driver = new VtdDriver({
       subsys: this.subsys,
       mem: this.mem,

@@ -21,5 +21,6 @@ export {
   mockPteAddr,
   mockPteDecode,
 } from "../mock/mock-pgtable.js";
+export { MachineBase, type MachineBaseOptions } from "./machine-base.js";
 export { MockMachine, type MockMachineOptions } from "./mock-machine.js";
 export { type PlugErrno, plugDevice, unplugDevice } from "./plug-device.js";

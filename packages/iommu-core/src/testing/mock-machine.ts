@@ -1,74 +1,31 @@
 // A whole small machine around the mock IOMMU: memory, frames, a DMA bus, the IOMMU subsystem,
 // the mock hardware and its driver, and devices probed through the core, ready for DMA.
 
-import type { ChargeTree } from "@iommu-sim/ioasid";
-import { DmaBus } from "../device/bus.js";
 import type { Device, DeviceOptions } from "../device/device.js";
-import { IommuSubsystem } from "../iommu/iommu-subsystem.js";
 import { MockIommuDriver } from "../mock/mock-iommu.js";
 import { MockIommuHw } from "../mock/mock-iommu-hw.js";
-import { LogicalClock } from "../platform/clock.js";
-import { FrameAllocator } from "../platform/frame-allocator.js";
-import { PhysMemory } from "../platform/phys-memory.js";
-import { Prng } from "../platform/prng.js";
-import { Trace } from "../platform/trace.js";
+import { MachineBase, type MachineBaseOptions } from "./machine-base.js";
 import { type PlugErrno, plugDevice, unplugDevice } from "./plug-device.js";
 
-export interface MockMachineOptions {
-  /** PRNG seed (default 1). */
-  seed?: number;
-  /** Physical address bits (default 48). */
-  paBits?: number;
-  /** Where the frame allocator's region starts (default 16 MiB) and its size (default 256 MiB). */
-  framesBase?: number;
-  framesSize?: number;
+export interface MockMachineOptions extends MachineBaseOptions {
   /** Mock IOTLB entries (default 64). */
   iotlbEntries?: number;
   /** PASID bits of the IOMMU (default 20). */
   pasidBits?: number;
-  /** Strict (default) or lazy invalidation for DMA domains. */
-  strict?: boolean;
-  /** Default domain policy (default "dma"). */
-  defaultDomain?: "dma" | "identity";
   /** Page-table levels of the mock's paging domains (default 4). */
   levels?: 3 | 4 | 5;
-  /** Charge tree for user-held PASIDs. */
-  charges?: ChargeTree;
 }
 
 /**
  * A machine with one mock IOMMU. Devices added with `addDevice` are on the bus behind the IOMMU
  * and probed by the core, so they sit in their default domain and can DMA at once.
  */
-export class MockMachine {
-  readonly clock: LogicalClock;
-  readonly trace: Trace;
-  readonly prng: Prng;
-  readonly mem: PhysMemory;
-  readonly frames: FrameAllocator;
-  readonly bus: DmaBus;
-  readonly subsys: IommuSubsystem;
+export class MockMachine extends MachineBase {
   readonly hw: MockIommuHw;
   readonly driver: MockIommuDriver;
 
   constructor(options: MockMachineOptions = {}) {
-    this.clock = new LogicalClock();
-    this.trace = new Trace(this.clock);
-    this.prng = new Prng(options.seed ?? 1);
-    this.mem = new PhysMemory({ paBits: options.paBits ?? 48 });
-    this.frames = new FrameAllocator(this.mem, {
-      basePa: options.framesBase ?? 16 * 2 ** 20,
-      size: options.framesSize ?? 256 * 2 ** 20,
-    });
-    this.bus = new DmaBus(this.mem);
-    this.bus.trace = this.trace;
-    this.subsys = new IommuSubsystem({
-      clock: this.clock,
-      trace: this.trace,
-      strict: options.strict ?? true,
-      defaultDomain: options.defaultDomain ?? "dma",
-      charges: options.charges,
-    });
+    super({ ...options, paBits: options.paBits ?? 48 });
     this.hw = new MockIommuHw({
       mem: this.mem,
       iotlbEntries: options.iotlbEntries ?? 64,
