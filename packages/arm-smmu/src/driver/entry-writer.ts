@@ -6,6 +6,7 @@ import {
   bug,
   type Field,
   fieldOf,
+  fieldsMask,
   type Layout,
   type PhysMemory,
 } from "@iommu-sim/iommu-core/platform";
@@ -43,17 +44,6 @@ export interface WriteEntryOptions {
   readonly torn?: boolean;
 }
 
-/** The mask of `names`' bits over a 16-word entry. */
-function maskOf(layout: Layout, names: readonly string[]): Uint32Array {
-  const m = new Uint32Array(ENTRY_WORDS);
-  for (const n of names) {
-    const f = fieldOf(layout, n);
-    for (let b = f.lsb; b < f.lsb + f.width; b++)
-      m[b >>> 5] = ((m[b >>> 5] as number) | (1 << (b & 31))) >>> 0;
-  }
-  return m;
-}
-
 const STE_V = fieldOf(STE, "V");
 const STE_CONFIG = fieldOf(STE, "Config");
 const STE_S1DSS = fieldOf(STE, "S1DSS");
@@ -61,10 +51,10 @@ const STE_EATS = fieldOf(STE, "EATS");
 const STE_MEV = fieldOf(STE, "MEV");
 const STE_S2S = fieldOf(STE, "S2S");
 
-const M_STE_CFG = maskOf(STE, ["V", "Config"]);
+const M_STE_CFG = fieldsMask(STE, ["V", "Config"]);
 // Stage 1 (Config[0]): the CD table, how it is fetched, and the fields stage 1 traffic carries.
 // S2VMID tags even stage-1-only NS-EL1 translations.
-const M_STE_S1 = maskOf(STE, [
+const M_STE_S1 = fieldsMask(STE, [
   "S1Fmt",
   "S1ContextPtr",
   "S1CDMax",
@@ -78,12 +68,12 @@ const M_STE_S1 = maskOf(STE, [
   "MEV",
   "S2VMID",
 ]);
-const M_STE_SHCFG = maskOf(STE, ["SHCFG"]);
+const M_STE_SHCFG = fieldsMask(STE, ["SHCFG"]);
 // Stage 2 (Config[1]). The kernel's list ends at S2R; S2AFFD, S2HA and S2HD are added here
 // because the SMMU model reads them for every stage 2 configuration (hw/smmu-config.ts). Linux
 // never sets them, so the kernel's ordering is unchanged, but a used set that left them out would
 // let the writer change bits the SMMU acts on without a sync.
-const M_STE_S2 = maskOf(STE, [
+const M_STE_S2 = fieldsMask(STE, [
   "S2FWB",
   "EATS",
   "SHCFG",
@@ -110,7 +100,7 @@ const M_STE_S2 = maskOf(STE, [
 const CD_V = fieldOf(CD, "V");
 const CD_EPD0 = fieldOf(CD, "EPD0");
 // With EPD0 set the SMMU ignores the TTB0 walk configuration.
-const M_CD_TTB0_WALK = maskOf(CD, ["T0SZ", "TG0", "IR0", "OR0", "SH0", "TTB0"]);
+const M_CD_TTB0_WALK = fieldsMask(CD, ["T0SZ", "TG0", "IR0", "OR0", "SH0", "TTB0"]);
 
 // EATS values in place in their word (EATS is one word's bits 29:28).
 const EATS_TRANS_BIT = (EATS_TRANS << STE_EATS.shift) >>> 0;

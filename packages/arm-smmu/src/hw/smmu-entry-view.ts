@@ -1,7 +1,7 @@
 // What the SMMU "sees" in an STE or CD at one instant: its outcome and the bits it uses for that
 // configuration, comparable with another such view. The hardware half of the hitless-update check.
 
-import { fieldOf, type Layout } from "@iommu-sim/iommu-core/platform";
+import { fieldOf, fieldsMask } from "@iommu-sim/iommu-core/platform";
 import { CD } from "../format/cd.js";
 import { S1DSS_BYPASS, STE, STE_CFG_BYPASS } from "../format/ste.js";
 import { CFG_OK } from "./smmu-config.js";
@@ -22,19 +22,9 @@ export interface SmmuEntryView {
   readonly words: Uint32Array;
 }
 
-function mask(layout: Layout, names: readonly string[]): Uint32Array {
-  const m = new Uint32Array(layout.words);
-  for (const n of names) {
-    const f = fieldOf(layout, n);
-    for (let b = f.lsb; b < f.lsb + f.width; b++)
-      m[b >>> 5] = ((m[b >>> 5] as number) | (1 << (b & 31))) >>> 0;
-  }
-  return m;
-}
-
-const STE_V = mask(STE, ["V"]);
-const STE_CFG = mask(STE, ["V", "Config"]);
-const STE_S1 = mask(STE, [
+const STE_V = fieldsMask(STE, ["V"]);
+const STE_CFG = fieldsMask(STE, ["V", "Config"]);
+const STE_S1 = fieldsMask(STE, [
   "S1Fmt",
   "S1ContextPtr",
   "S1CDMax",
@@ -48,8 +38,8 @@ const STE_S1 = mask(STE, [
   "MEV",
   "S2VMID",
 ]);
-const STE_SHCFG = mask(STE, ["SHCFG"]);
-const STE_S2 = mask(STE, [
+const STE_SHCFG = fieldsMask(STE, ["SHCFG"]);
+const STE_S2 = fieldsMask(STE, [
   "EATS",
   "SHCFG",
   "S2FWB",
@@ -71,7 +61,7 @@ const STE_S2 = mask(STE, [
   "S2R",
   "S2TTB",
 ]);
-const CD_V = mask(CD, ["V"]);
+const CD_V = fieldsMask(CD, ["V"]);
 // The fields the view itself branches on.
 const F_STE_V = fieldOf(STE, "V");
 const F_STE_CONFIG = fieldOf(STE, "Config");
@@ -83,7 +73,7 @@ const F_CD_EPD0 = fieldOf(CD, "EPD0");
 function get(words: Uint32Array, f: { word: number; shift: number; mask: number }): number {
   return ((words[f.word] as number) >>> f.shift) & f.mask;
 }
-const CD_TTB0_WALK = mask(CD, ["T0SZ", "TG0", "IR0", "OR0", "SH0", "TTB0"]);
+const CD_TTB0_WALK = fieldsMask(CD, ["T0SZ", "TG0", "IR0", "OR0", "SH0", "TTB0"]);
 
 function or(into: Uint32Array, m: Uint32Array): void {
   for (let i = 0; i < into.length; i++) into[i] = ((into[i] as number) | (m[i] as number)) >>> 0;

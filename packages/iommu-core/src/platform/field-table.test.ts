@@ -6,6 +6,7 @@ import {
   defineLayout,
   encode,
   fieldOf,
+  fieldsMask,
   formatLayout,
   getField,
   getFieldBig,
@@ -156,5 +157,18 @@ describe("reserved bits and printing", () => {
     storeLayout(mem, CTX, 0x1000, w);
     expect(Array.from(loadLayout(mem, CTX, 0x1000))).toEqual(Array.from(w));
     expect(mem.read32(0x1008)).toBe(3 << 8);
+  });
+});
+
+describe("fieldsMask", () => {
+  it("sets exactly the bits of the named fields, across words", () => {
+    const m = fieldsMask(CTX, ["P", "STRADDLE"]);
+    expect([...m]).toEqual([1, 0, 0xff000000, 0xf]);
+    expect([...fieldsMask(CTX, [])]).toEqual([0, 0, 0, 0]);
+    expect([...fieldsMask(WIDE, ["ADDR"])]).toEqual([0, 0, 0xfffff000, 0xffffffff]);
+  });
+
+  it("an unknown field name is a model bug", () => {
+    expect(() => fieldsMask(CTX, ["NOPE"])).toThrow(ModelBug);
   });
 });

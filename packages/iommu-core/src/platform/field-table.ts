@@ -143,6 +143,20 @@ export function wordMask(f: Field, word: number): number {
   return m >>> 0;
 }
 
+/**
+ * The bits of the fields `names` over the whole layout, one uint32 per word: the masks that say
+ * which bits of an entry a configuration uses.
+ */
+export function fieldsMask(layout: Layout, names: readonly string[]): Uint32Array {
+  const m = new Uint32Array(layout.words);
+  for (const n of names) {
+    const f = fieldOf(layout, n);
+    for (let b = f.lsb; b < f.lsb + f.width; b++)
+      m[b >>> 5] = ((m[b >>> 5] as number) | (1 << (b & 31))) >>> 0;
+  }
+  return m;
+}
+
 /** The field `name` of `layout`; a missing name is a model bug. */
 export function fieldOf(layout: Layout, name: string): Field {
   const f = layout.field[name];

@@ -14,6 +14,7 @@ export {
   type FieldValues,
   type FormatOptions,
   fieldOf,
+  fieldsMask,
   fieldValue,
   formatFieldValue,
   formatLayout,
