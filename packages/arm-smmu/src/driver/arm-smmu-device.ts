@@ -47,6 +47,13 @@ export const CTXDESC_LINEAR_CDMAX = 10;
 const CR1_WB_ISH = 0xd75;
 /** Polls of an acknowledgement register before bring-up gives up. */
 const ACK_POLLS = 100;
+/** A batch of 64 commands and its CMD_SYNC must fit the command queue. @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h CMDQ_BATCH_ENTRIES */
+const CMDQ_MIN_LOG2 = 7;
+/** IDR0.TTENDIAN: mixed-endian and little-endian tables are the ones a little-endian kernel can use. */
+const TTENDIAN_MIXED = 0;
+const TTENDIAN_LE = 2;
+/** IDR0.TTF: AArch32 (LPAE) and AArch64 tables. */
+const TTF_AARCH32_64 = 3;
 
 /** What the driver makes of the ID registers. @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h ARM_SMMU_FEAT_* */
 export interface ArmSmmuFeatures {
@@ -66,6 +73,8 @@ export interface ArmSmmuFeatures {
   readonly stalls: boolean;
   readonly stallForce: boolean;
   readonly rangeInv: boolean;
+  /** IDR3.FWB: stage 2 can force write-back (nesting parents use it). */
+  readonly s2fwb: boolean;
   readonly attrTypesOvr: boolean;
   readonly httuAf: boolean;
   readonly httuDirty: boolean;
@@ -75,6 +84,11 @@ export interface ArmSmmuFeatures {
   readonly ssidBits: number;
   readonly sidBits: number;
   readonly oas: number;
+  /**
+   * Input address size: the OAS, but at least 40 bits when the SMMU also walks AArch32 tables
+   * (stage-2 input size and stage-1 output size of the domains).
+   */
+  readonly ias: number;
   readonly pgsizeBitmap: number;
 }
 
@@ -83,8 +97,10 @@ export interface ArmSmmuReadQueue {
   readonly base: number;
   readonly log2: number;
   readonly entryBytes: number;
-  /** Entries read so far (the CONS value the driver wrote last, with the wrap bit). */
+  /** Entries read so far (the CONS value the driver wrote last, with the wrap bit and OVACKFLG). */
   cons: number;
+  /** The PROD value the driver read last (index, wrap bit and OVFLG). */
+  prod: number;
   /** Overflows the driver noticed (PROD.OVFLG differing from CONS.OVACKFLG). */
   overflows: number;
 }
@@ -139,8 +155,8 @@ export class ArmSmmuDevice {
     this.iommu.priv = this;
   }
 
-  /** Bring the SMMU up. `'ENODEV'` for one the driver cannot use, `'ENOMEM'`, `'ETIMEDOUT'`. */
-  init(): 0 | "ENODEV" | "ENOMEM" | "ETIMEDOUT" {
+  /** Bring the SMMU up. `'ENXIO'` for one the driver cannot use, `'ENOMEM'`, `'ETIMEDOUT'`. */
+  init(): 0 | "ENXIO" | "ENOMEM" | "ETIMEDOUT" {
     const probed = this.hwProbe();
     if (probed !== 0) return probed;
     const st = this.initStructures();
@@ -149,38 +165,44 @@ export class ArmSmmuDevice {
   }
 
   /**
-   * Read IDR0, IDR1, IDR3 and IDR5 into the feature set. Refuses an SMMU with preset tables or
-   * queues, one that walks no AArch64 table, or one without any translation stage.
+   * Read IDR0, IDR1, IDR3 and IDR5 into the feature set. Refuses (`'ENXIO'`) an SMMU whose tables
+   * are big-endian only, one without any translation stage, one that walks no AArch64 table, one
+   * with preset tables or queues, and one whose command queue cannot take a batch of 64 commands
+   * and its CMD_SYNC (64 entries or fewer).
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_device_hw_probe
    */
-  private hwProbe(): 0 | "ENODEV" {
+  private hwProbe(): 0 | "ENXIO" {
     const m = this.mmio;
     const idr0 = decode(IDR0_REG, [m.read32(SMMU_REG.IDR0)]) as Record<string, number>;
+    if (idr0.TTENDIAN !== TTENDIAN_MIXED && idr0.TTENDIAN !== TTENDIAN_LE) return "ENXIO";
+    if (!idr0.S1P && !idr0.S2P) return "ENXIO";
+    if ((idr0.TTF & 2) === 0) return "ENXIO";
     const idr1 = decode(IDR1_REG, [m.read32(SMMU_REG.IDR1)]) as Record<string, number>;
+    if (idr1.TABLES_PRESET || idr1.QUEUES_PRESET || idr1.REL) return "ENXIO";
+    const cmdqLog2 = Math.min(idr1.CMDQS, Q_MAX_SZ_SHIFT - 4);
+    if (cmdqLog2 < CMDQ_MIN_LOG2) return "ENXIO";
     const idr3 = decode(IDR3_REG, [m.read32(SMMU_REG.IDR3)]) as Record<string, number>;
     const idr5 = decode(IDR5_REG, [m.read32(SMMU_REG.IDR5)]) as Record<string, number>;
-    if (idr1.TABLES_PRESET || idr1.QUEUES_PRESET || idr1.REL) return "ENODEV";
-    if ((idr0.TTF & 2) === 0) return "ENODEV";
-    if (!idr0.S1P && !idr0.S2P) return "ENODEV";
-    const ats = idr0.ATS === 1;
-    let sidBits = idr1.SIDSIZE;
-    const twoLvl = idr0.ST_LEVEL === 1 && sidBits > STRTAB_SPLIT;
-    if (idr0.ST_LEVEL !== 1) sidBits = Math.min(sidBits, 32);
+    const sidBits = idr1.SIDSIZE;
     let pgsize = 0;
     if (idr5.GRAN4K) pgsize += PAGE + 2 ** 21 + 2 ** 30;
     if (idr5.GRAN16K) pgsize += 2 ** 14 + 2 ** 25;
     if (idr5.GRAN64K) pgsize += 2 ** 16 + 2 ** 29;
-    const oas = ADDR_SIZE_BITS[idr5.OAS] ?? 48;
+    // An encoding the driver does not know (56 bits) is taken as 48.
+    const known = ADDR_SIZE_BITS[idr5.OAS] ?? 48;
+    const oas = known > 52 ? 48 : known;
+    if (oas === 52) pgsize += 2 ** 42;
     const stallModel = idr0.STALL_MODEL;
     this.features = Object.freeze({
-      twoLvlStrtab: twoLvl,
-      twoLvlCdtab: idr0.ST_LEVEL === 1 && idr0.CD2L === 1,
+      // A SID space that fits one L2 table gets a linear table.
+      twoLvlStrtab: idr0.ST_LEVEL === 1 && sidBits > STRTAB_SPLIT,
+      twoLvlCdtab: idr0.CD2L === 1,
       s1: idr0.S1P === 1,
       s2: idr0.S2P === 1,
       nesting: idr0.S1P === 1 && idr0.S2P === 1,
       coherent: idr0.COHACC === 1,
-      ats,
+      ats: idr0.ATS === 1,
       pri: idr0.PRI === 1,
       sev: idr0.SEV === 1,
       msi: idr0.MSI === 1,
@@ -189,19 +211,21 @@ export class ArmSmmuDevice {
       stalls: stallModel === 0 || stallModel === 2,
       stallForce: stallModel === 2,
       rangeInv: idr3.RIL === 1,
+      s2fwb: idr3.FWB === 1,
       attrTypesOvr: idr1.ATTR_TYPES_OVR === 1,
       httuAf: idr0.HTTU >= 1,
-      httuDirty: idr0.HTTU === 2,
+      httuDirty: idr0.HTTU >= 2,
       vax: idr5.VAX === 1,
       asidBits: idr0.ASID16 ? 16 : 8,
       vmidBits: idr0.VMID16 ? 16 : 8,
       ssidBits: idr1.SSIDSIZE,
       sidBits,
       oas,
+      ias: Math.max(idr0.TTF === TTF_AARCH32_64 ? 40 : 0, oas),
       pgsizeBitmap: pgsize,
     });
-    this.iommu.maxPasids = idr1.SSIDSIZE > 0 ? 2 ** idr1.SSIDSIZE : 0;
-    this.cmdqLog2 = Math.min(idr1.CMDQS, Q_MAX_SZ_SHIFT - 4);
+    this.iommu.maxPasids = 2 ** idr1.SSIDSIZE;
+    this.cmdqLog2 = cmdqLog2;
     this.evtqLog2 = Math.min(idr1.EVENTQS, Q_MAX_SZ_SHIFT - 5);
     this.priqLog2 = Math.min(idr1.PRIQS, Q_MAX_SZ_SHIFT - 4);
     return 0;
@@ -256,11 +280,11 @@ export class ArmSmmuDevice {
     this.cmdq = new SmmuCmdq(this.mmio, this.mem, cq.base, cq.log2, f.msi && f.coherent);
     const eq = this.allocQueue(this.evtqLog2, 32);
     if (eq === "ENOMEM") return eq;
-    this.evtq = { base: eq.base, log2: eq.log2, entryBytes: 32, cons: 0, overflows: 0 };
+    this.evtq = { base: eq.base, log2: eq.log2, entryBytes: 32, cons: 0, prod: 0, overflows: 0 };
     if (f.pri) {
       const pq = this.allocQueue(this.priqLog2, 16);
       if (pq === "ENOMEM") return pq;
-      this.priq = { base: pq.base, log2: pq.log2, entryBytes: 16, cons: 0, overflows: 0 };
+      this.priq = { base: pq.base, log2: pq.log2, entryBytes: 16, cons: 0, prod: 0, overflows: 0 };
     }
     if (f.twoLvlStrtab) {
       const l1 = Math.min(2 ** (f.sidBits - STRTAB_SPLIT), STRTAB_MAX_L1_ENTRIES);
@@ -306,6 +330,25 @@ export class ArmSmmuDevice {
 
   private cr0 = 0;
 
+  /**
+   * Change GBPA: wait for Update to read 0, write the new value with Update set, wait again.
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_update_gbpa
+   */
+  private updateGbpa(set: number, clr: number): 0 | "ETIMEDOUT" {
+    const m = this.mmio;
+    let reg = 0;
+    let i = 0;
+    for (; i < ACK_POLLS; i++) {
+      reg = m.read32(SMMU_REG.GBPA);
+      if ((reg & GBPA_UPDATE) === 0) break;
+    }
+    if (i === ACK_POLLS) return "ETIMEDOUT";
+    m.write32(SMMU_REG.GBPA, ((reg & ~clr) | set | GBPA_UPDATE) >>> 0);
+    for (i = 0; i < ACK_POLLS; i++) if ((m.read32(SMMU_REG.GBPA) & GBPA_UPDATE) === 0) return 0;
+    return "ETIMEDOUT";
+  }
+
   private enable(bits: number): 0 | "ETIMEDOUT" {
     this.cr0 = (this.cr0 | bits) >>> 0;
     return this.writeSync(SMMU_REG.CR0, SMMU_REG.CR0ACK, this.cr0);
@@ -315,16 +358,16 @@ export class ArmSmmuDevice {
    * The reset sequence: abort through GBPA if the SMMU was left enabled, everything off, CR1 and
    * CR2, the stream table and command queue bases, CMDQEN, then CFGI_ALL, TLBI_EL2_ALL (with
    * Hyp) and TLBI_NSNH_ALL each with a sync, the event and PRI queues, ATSCHK, the interrupts,
-   * and SMMUEN.
+   * and SMMUEN (or, for firmware bypass, GBPA.ABORT cleared with SMMUEN left off, as kernels
+   * before 6.x did without disable_bypass).
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_device_reset
    */
   private reset(): 0 | "ETIMEDOUT" {
     const m = this.mmio;
     const f = this.features;
-    if ((m.read32(SMMU_REG.CR0) & CR0_SMMUEN) !== 0) {
-      m.write32(SMMU_REG.GBPA, (m.read32(SMMU_REG.GBPA) | GBPA_UPDATE | GBPA_ABORT) >>> 0);
-    }
+    // Left enabled (by firmware, a previous kernel): abort incoming traffic while it is reset.
+    if ((m.read32(SMMU_REG.CR0) & CR0_SMMUEN) !== 0) this.updateGbpa(GBPA_ABORT, 0);
     this.cr0 = 0;
     if (this.writeSync(SMMU_REG.CR0, SMMU_REG.CR0ACK, 0) !== 0) return "ETIMEDOUT";
     m.write32(SMMU_REG.CR1, CR1_WB_ISH);
@@ -356,16 +399,29 @@ export class ArmSmmuDevice {
       if (this.enable(CR0_PRIQEN) !== 0) return "ETIMEDOUT";
     }
     if (f.ats && this.enable(CR0_ATSCHK) !== 0) return "ETIMEDOUT";
-    // Interrupts: off, then the wired lines for global errors, events and PRI requests.
+    if (this.setupIrqs() !== 0) return "ETIMEDOUT";
+    if (this.bypassDisabled) return this.updateGbpa(0, GBPA_ABORT);
+    return this.enable(CR0_SMMUEN);
+  }
+
+  /**
+   * Interrupts off (a failure here fails the bring-up), the MSI addresses cleared (the model's
+   * SMMUs use their wired lines: no MSI domain), then the global-error, event and PRI interrupts
+   * on (a failure here is only warned about).
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_setup_irqs
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_setup_msis
+   */
+  private setupIrqs(): 0 | "ETIMEDOUT" {
+    const m = this.mmio;
     if (this.writeSync(SMMU_REG.IRQ_CTRL, SMMU_REG.IRQ_CTRLACK, 0) !== 0) return "ETIMEDOUT";
+    mmioWrite2x32(m, SMMU_REG.GERROR_IRQ_CFG0, 0, 0);
+    mmioWrite2x32(m, SMMU_REG.EVENTQ_IRQ_CFG0, 0, 0);
+    if (this.priq !== null) mmioWrite2x32(m, SMMU_REG.PRIQ_IRQ_CFG0, 0, 0);
     const irqs =
       IRQ_CTRL_GERROR_IRQEN | IRQ_CTRL_EVTQ_IRQEN | (this.priq !== null ? IRQ_CTRL_PRIQ_IRQEN : 0);
-    if (this.writeSync(SMMU_REG.IRQ_CTRL, SMMU_REG.IRQ_CTRLACK, irqs) !== 0) return "ETIMEDOUT";
-    if (this.bypassDisabled) {
-      m.write32(SMMU_REG.GBPA, (m.read32(SMMU_REG.GBPA) & ~GBPA_ABORT) | GBPA_UPDATE);
-      return 0;
-    }
-    return this.enable(CR0_SMMUEN);
+    this.writeSync(SMMU_REG.IRQ_CTRL, SMMU_REG.IRQ_CTRLACK, irqs);
+    return 0;
   }
 
   private programReadQueue(
@@ -383,6 +439,7 @@ export class ArmSmmuDevice {
     this.mmio.write32(prodReg, 0);
     this.mmio.write32(consReg, 0);
     q.cons = 0;
+    q.prod = 0;
   }
 
   /** Turn the SMMU off (CR0 = 0) and give back its structures. */

@@ -20,10 +20,11 @@ import {
 import {
   CMDQ_CONS_ERR_ABT,
   CMDQ_CONS_ERR_ATC_INV_SYNC,
-  CMDQ_CONS_ERR_ILL,
   CMDQ_CONS_ERR_MASK,
   CMDQ_CONS_ERR_SHIFT,
   GERROR_CMDQ_ERR,
+  GERROR_ERR_MASK,
+  GERROR_SFM_ERR,
   Q_WR_MASK,
   qEmpty,
   SMMU_REG,
@@ -65,6 +66,23 @@ if (F_VA.lsb !== 76 || F_IPA.lsb !== 76 || F_ATC_ADDR.lsb !== 76)
 const MSIATTR_OIWB = 0xf;
 /** CMD_SYNC.MSH inner shareable. */
 const MSH_ISH = 3;
+/**
+ * Word 0 of every CMD_SYNC Linux builds: MSH and MSIAttr are set whatever the completion signal
+ * (arm_smmu_cmdq_build_cmd), CS = SIG_IRQ when the MSI is aimed at the sync itself (MSIData 0),
+ * else SIG_SEV.
+ */
+const SYNC_W0_MSI =
+  (CMDQ_OP.CMD_SYNC |
+    (CMD_SYNC_CS_IRQ << F_CS.shift) |
+    (MSH_ISH << F_MSH.shift) |
+    (MSIATTR_OIWB << F_MSIATTR.shift)) >>>
+  0;
+const SYNC_W0_SEV =
+  (CMDQ_OP.CMD_SYNC |
+    (CMD_SYNC_CS_SEV << F_CS.shift) |
+    (MSH_ISH << F_MSH.shift) |
+    (MSIATTR_OIWB << F_MSIATTR.shift)) >>>
+  0;
 
 /** Put bits [63:12] of `addr` (a page-aligned number below 2^53) into dword 1 at bit 76. */
 function setAddr(w: Uint32Array, addr: number): void {
@@ -85,6 +103,10 @@ export interface SmmuCmdqStats {
   refused: number;
   /** Command fetch aborts (CERROR_ABT), retried. */
   aborts: number;
+  /** Global errors other than CMDQ_ERR the driver acknowledged (queue write aborts, MSI aborts). */
+  globalErrors: number;
+  /** Service failure mode reports (GERROR.SFM_ERR): the driver turned the SMMU off. */
+  serviceFailures: number;
   /** CMD_SYNCs that failed on an ATC invalidation timeout (CERROR_ATC_INV_SYNC), retried. */
   atcSyncErrors: number;
   /** Waits the driver gave up (no space, or a CMD_SYNC that never completed). */
@@ -100,10 +122,10 @@ export interface RefusedCommand {
 /**
  * One SMMU's command queue, owned by the driver. Commands are staged with the `cmd*` builders into
  * `w` and added with `add()`; `submit()` writes the batch and a CMD_SYNC, moves PROD once and waits
- * for the sync (MSI polling when the SMMU has coherent MSIs, else CONS polling). A full batch is
- * issued without a sync. Errors the SMMU reports through GERROR.CMDQ_ERR are handled as the
- * kernel's GERROR handler does: an illegal command becomes a CMD_SYNC, then the error is
- * acknowledged and the queue goes on.
+ * for the sync (MSI polling when the SMMU has coherent MSIs, else CONS polling). A batch holds up
+ * to 64 commands: adding a 65th first issues the 64 without a sync. While the driver waits it runs
+ * the GERROR handler in place of the interrupt: an illegal command becomes a CMD_SYNC, every active
+ * error is acknowledged, and the queue goes on.
  *
  * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_cmdq_issue_cmdlist
  * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_cmdq_skip_err
@@ -115,6 +137,8 @@ export class SmmuCmdq {
     issues: 0,
     refused: 0,
     aborts: 0,
+    globalErrors: 0,
+    serviceFailures: 0,
     atcSyncErrors: 0,
     timeouts: 0,
   };
@@ -286,8 +310,15 @@ export class SmmuCmdq {
 
   // --- Issue ----------------------------------------------------------------------------------------
 
-  /** Stage the command in `w`; a full batch is issued at once without a sync. */
+  /**
+   * Stage the command in `w`. A batch that is already full is issued first, without a sync, so a
+   * batch of exactly 64 commands still goes out with its CMD_SYNC in one PROD write.
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_cmdq_batch_add
+   */
   add(): 0 | "ETIMEDOUT" {
+    let ret: 0 | "ETIMEDOUT" = 0;
+    if (this.n === CMDQ_BATCH_ENTRIES) ret = this.issue(false);
     const b = this.batch;
     const i = this.n * 4;
     const w = this.w;
@@ -295,8 +326,8 @@ export class SmmuCmdq {
     b[i + 1] = w[1] as number;
     b[i + 2] = w[2] as number;
     b[i + 3] = w[3] as number;
-    if (++this.n < CMDQ_BATCH_ENTRIES) return 0;
-    return this.issue(false);
+    this.n++;
+    return ret;
   }
 
   /** Issue the staged commands and a CMD_SYNC, and wait for it. */
@@ -334,16 +365,11 @@ export class SmmuCmdq {
     if (sync) {
       syncAt = this.slot(prod);
       if (this.msiPoll) {
-        // CS = SIG_IRQ with the MSI aimed at the sync's own first word, MSIData 0.
-        const w0 =
-          CMDQ_OP.CMD_SYNC |
-          (CMD_SYNC_CS_IRQ << F_CS.shift) |
-          (MSH_ISH << F_MSH.shift) |
-          (MSIATTR_OIWB << F_MSIATTR.shift);
-        mem.write64(syncAt, w0 >>> 0, 0);
+        // The MSI is aimed at the sync's own first word: its MSIData 0 clears the opcode.
+        mem.write64(syncAt, SYNC_W0_MSI, 0);
         mem.write64(syncAt + 8, syncAt % TWO32, Math.floor(syncAt / TWO32));
       } else {
-        mem.write64(syncAt, (CMDQ_OP.CMD_SYNC | (CMD_SYNC_CS_SEV << F_CS.shift)) >>> 0, 0);
+        mem.write64(syncAt, SYNC_W0_SEV, 0);
         mem.write64(syncAt + 8, 0, 0);
       }
       prod = (prod + 1) & this.mask;
@@ -409,34 +435,57 @@ export class SmmuCmdq {
   }
 
   /**
-   * GERROR.CMDQ_ERR active: look at CMDQ_CONS.ERR. An illegal command is replaced by a CMD_SYNC
-   * (CS = SIG_SEV) so the queue can go on; a fetch abort and an ATC invalidation timeout are
-   * retried as they are. Then the error is acknowledged through GERRORN.
+   * The GERROR interrupt handler, run where the kernel would take the interrupt (while the driver
+   * waits, and from `processGlobalErrors`): nothing unless an error is active; SFM_ERR turns the
+   * SMMU off (CR0 = 0); CMDQ_ERR skips the failed command (`skipErr`); then every active error is
+   * acknowledged at once by writing GERROR's value to GERRORN.
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_gerror_handler
    */
   handleErrors(): void {
     const gerror = this.mmio.read32(SMMU_REG.GERROR);
     const gerrorn = this.mmio.read32(SMMU_REG.GERRORN);
-    if (((gerror ^ gerrorn) & GERROR_CMDQ_ERR) === 0) return;
+    const active = (gerror ^ gerrorn) & GERROR_ERR_MASK;
+    if (active === 0) return;
+    if ((active & GERROR_SFM_ERR) !== 0) {
+      this.stats.serviceFailures++;
+      this.mmio.write32(SMMU_REG.CR0, 0);
+    }
+    if ((active & ~GERROR_CMDQ_ERR) !== 0) this.stats.globalErrors++;
+    if ((active & GERROR_CMDQ_ERR) !== 0) this.skipErr();
+    this.mmio.write32(SMMU_REG.GERRORN, gerror >>> 0);
+  }
+
+  /**
+   * CMDQ_ERR: look at CMDQ_CONS.ERR. A fetch abort and an ATC invalidation timeout are retried as
+   * they are (CONS stays on the command, the CMD_SYNC runs again); any other error (CERROR_ILL)
+   * rewrites the command in place as the CMD_SYNC `arm_smmu_cmdq_build_cmd` makes, without an MSI.
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c __arm_smmu_cmdq_skip_err
+   */
+  private skipErr(): void {
     const cons = this.mmio.read32(SMMU_REG.CMDQ_CONS);
     const code = (cons & CMDQ_CONS_ERR_MASK) >>> CMDQ_CONS_ERR_SHIFT;
-    if (code === CMDQ_CONS_ERR_ABT) this.stats.aborts++;
-    else if (code === CMDQ_CONS_ERR_ATC_INV_SYNC) this.stats.atcSyncErrors++;
-    else if (code === CMDQ_CONS_ERR_ILL || code !== 0) {
-      this.stats.refused++;
-      const at = this.slot(cons & Q_WR_MASK);
-      const mem = this.mem;
-      const w0 = mem.read64(at);
-      const w1 = mem.hi;
-      const w2 = mem.read64(at + 8);
-      const w3 = mem.hi;
-      this.refusedCommands.push({ words: [w0, w1, w2, w3], code });
-      if (this.refusedCommands.length > 16) this.refusedCommands.shift();
-      mem.write64(at, (CMDQ_OP.CMD_SYNC | (CMD_SYNC_CS_SEV << F_CS.shift)) >>> 0, 0);
-      mem.write64(at + 8, 0, 0);
+    if (code === 0) return;
+    if (code === CMDQ_CONS_ERR_ABT) {
+      this.stats.aborts++;
+      return;
     }
-    this.mmio.write32(SMMU_REG.GERRORN, (gerrorn ^ GERROR_CMDQ_ERR) >>> 0);
+    if (code === CMDQ_CONS_ERR_ATC_INV_SYNC) {
+      this.stats.atcSyncErrors++;
+      return;
+    }
+    this.stats.refused++;
+    const at = this.slot(cons & Q_WR_MASK);
+    const mem = this.mem;
+    const w0 = mem.read64(at);
+    const w1 = mem.hi;
+    const w2 = mem.read64(at + 8);
+    const w3 = mem.hi;
+    this.refusedCommands.push({ words: [w0, w1, w2, w3], code });
+    if (this.refusedCommands.length > 16) this.refusedCommands.shift();
+    mem.write64(at, SYNC_W0_SEV, 0);
+    mem.write64(at + 8, 0, 0);
   }
 }
 

@@ -7,8 +7,6 @@ import {
   type AttachErrno,
   CACHE_TAG_DEVTLB,
   CACHE_TAG_IOTLB,
-  type CacheTag,
-  type CacheTagFlusher,
   type Device,
   type Errno,
   IOMMU_CAP_CACHE_COHERENCY,
@@ -25,6 +23,7 @@ import {
   IOMMU_FAULT_PERM_PRIV,
   IOMMU_FAULT_PERM_READ,
   IOMMU_FAULT_PERM_WRITE,
+  IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
   IOMMU_HWPT_ALLOC_PASID,
   IOMMU_NO_PASID,
@@ -59,17 +58,10 @@ import {
   PRI_RESP_SUCC,
 } from "../format/commands.js";
 import { EVT_ID } from "../format/events.js";
-import { Q_OVERFLOW_FLAG, Q_WR_MASK, SMMU_REG } from "../format/registers.js";
-import {
-  S1DSS_BYPASS,
-  S1DSS_SSID0,
-  S1DSS_TERMINATE,
-  STE_CFG_ABORT,
-  STE_CFG_BYPASS,
-  STE_CFG_S1_TRANS,
-} from "../format/ste.js";
+import { Q_OVERFLOW_FLAG, SMMU_REG } from "../format/registers.js";
+import { S1DSS_BYPASS, S1DSS_SSID0, S1DSS_TERMINATE, STE_CFG_S1_TRANS } from "../format/ste.js";
 import { type LpaeGranule, LpaePgtable, s2sl0Of, tcrPsOf, tcrTgOf } from "../pgtable/lpae.js";
-import { ArmSmmuDevice, CTXDESC_LINEAR_CDMAX } from "./arm-smmu-device.js";
+import { ArmSmmuDevice, type ArmSmmuReadQueue, CTXDESC_LINEAR_CDMAX } from "./arm-smmu-device.js";
 import { CdTable } from "./cd-table.js";
 import {
   clearCd,
@@ -157,18 +149,42 @@ export interface SmmuNestedData {
 }
 
 /**
- * The SMMUv3 driver. One instance serves every SMMU of the machine, as arm_smmu_ops does.
+ * The SMMUv3 driver. One instance serves every SMMU of the machine, as arm_smmu_ops does; it
+ * follows the Linux 6.18 driver (arm-smmu-v3.c, arm-smmu-v3-iommufd.c), function by function.
  *
- * Beyond mainline: PRI page requests go to the core's IOPF and are answered with CMD_PRI_RESP
- * (mainline answers every PRI request with Denied and drives IOPF from stall events only; the
- * model follows the out-of-tree PRI series). Deliberate differences: a CMD_SYNC wait gives up after
- * a bounded number of polls (Linux waits a second, then reports ETIMEDOUT the same way); attaching
- * a stage-2 domain to the RID of a master whose CD table still holds PASIDs is refused with
- * `'EBUSY'` (Linux would drop the CD table from the STE).
+ * Deliberate differences from mainline:
+ * - PRI: page requests go to the core's IOPF and are answered with CMD_PRI_RESP (mainline answers
+ *   every PRI request with Resp 0 and drives IOPF from stall events only; the model follows the
+ *   out-of-tree PRI series). Stop markers (Last with neither R nor W) are dropped. Responses carry
+ *   the Arm spec's meaning of Resp (4.5.2): IOMMU_PAGE_RESP_SUCCESS is Success (2),
+ *   IOMMU_PAGE_RESP_INVALID is InvalidRequest (1), IOMMU_PAGE_RESP_FAILURE is ResponseFailure (0);
+ *   a request from an unknown StreamID gets Resp 0 as in mainline. The kernel's PRI_RESP_DENY (0)
+ *   and PRI_RESP_FAIL (1) names have those two codes the other way round.
+ * - A fault the core cannot take (no IOPF queue for the device) is answered here as the core's
+ *   iopf_error_response would (page_response with IOMMU_PAGE_RESP_INVALID), since the model's core
+ *   leaves that to the driver: CMD_RESUME with abort for a stall, InvalidRequest for a PRI group.
+ * - IOPF is switched on with `devEnableFeat(IOMMU_DEV_FEAT_IOPF)` (the core's interface; 6.18
+ *   adds stalling masters to the IOPF queue when a domain with a fault handler is attached).
+ * - Waits are bounded: a CMD_SYNC, free queue space or an acknowledgement is polled a fixed number
+ *   of times, then the wait fails with `'ETIMEDOUT'` (Linux waits a second; for queue space it
+ *   keeps waiting).
+ * - IIDR errata (MMU-600: no nesting, no SEV on early revisions; MMU-700: no nesting, no BTM,
+ *   CMDQ_FORCE_SYNC) are not applied: the model's SMMU identifies as an MMU-700 by default, and
+ *   nesting is what the harness uses for stage-2 domains.
+ * - One StreamID per master; SVA domains are not allocated here.
+ * - A PASID beyond the master's CD table (a linear table holds 1024 CDs even when the SMMU has
+ *   more SubstreamID bits) is refused with `'EINVAL'` instead of being written past the table.
+ * - Errnos the core's types do not carry: a StreamID beyond the stream table is `'ENODEV'`
+ *   (Linux: ERANGE), an invalid vSTE is `'EINVAL'` (Linux: EIO), no ASID or VMID left is
+ *   `'ENOMEM'` (Linux: EBUSY from the ASID xarray, ENOSPC from the VMID ida).
+ * - Stage-1 output and stage-2 input sizes are capped at 48 bits unless the granule is 64K (the
+ *   model's io-pgtable only walks 52-bit addresses with 64K pages).
+ * - IOMMU_HWPT_ALLOC_DIRTY_TRACKING is refused unless the SMMU can update dirty state coherently
+ *   (the check iommufd makes before it asks the driver).
  *
  * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_ops
  */
-export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
+export class SmmuV3Driver implements IommuOps {
   readonly name = "arm-smmu-v3";
   pgsizeBitmap = 0;
   readonly identityDomain: IommuDomain;
@@ -200,13 +216,10 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
   private includeAll: ArmSmmuDevice | null = null;
   private readonly mastersOf = new Map<ArmSmmuDevice, Map<number, ArmSmmuMaster>>();
   private readonly iopfQueues = new Map<ArmSmmuDevice, IopfQueue>();
-  /** The domain whose tags are being flushed, and the granule of the flush. */
-  private flushing: ArmSmmuDomain | null = null;
-  private flushGranule = PAGE;
-  /** SMMUs with TLB invalidations staged in the current flush (ATC ones wait for their sync). */
-  private readonly tlbiStaged = new Set<ArmSmmuDevice>();
   private readonly steBuf = new Uint32Array(16);
   private readonly cdBuf = new Uint32Array(16);
+  /** A copy of the queue entry being handled (the slot is the SMMU's again once CONS moved). */
+  private readonly entry = new Uint32Array(8);
 
   constructor(options: SmmuV3DriverOptions) {
     this.subsys = options.subsys;
@@ -247,11 +260,11 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
   /**
    * Take an SMMU: probe its ID registers, allocate its queues and stream table, bring it up and
    * register it with the core. `'EEXIST'` for a second catch-all SMMU or a StreamID another SMMU
-   * serves; `'ENODEV'`, `'ENOMEM'`, `'ETIMEDOUT'` from the bring-up.
+   * serves; `'ENXIO'` (an SMMU the driver cannot use), `'ENOMEM'`, `'ETIMEDOUT'` from the bring-up.
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_device_probe
    */
-  addSmmu(spec: SmmuSpec): ArmSmmuDevice | "ENODEV" | "EEXIST" | "ENOMEM" | "ETIMEDOUT" {
+  addSmmu(spec: SmmuSpec): ArmSmmuDevice | "ENXIO" | "EEXIST" | "ENOMEM" | "ETIMEDOUT" {
     if (spec.sids === undefined && this.includeAll !== null) return "EEXIST";
     for (const sid of spec.sids ?? []) if (this.scope.has(sid)) return "EEXIST";
     const smmu = new ArmSmmuDevice(
@@ -292,7 +305,13 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
 
   private entryFeatures(smmu: ArmSmmuDevice): SmmuEntryFeatures {
     const f = smmu.features;
-    return { stalls: f.stalls, stallForce: f.stallForce, attrTypesOvr: f.attrTypesOvr, e2h: f.e2h };
+    return {
+      stalls: f.stalls,
+      stallForce: f.stallForce,
+      attrTypesOvr: f.attrTypesOvr,
+      e2h: f.e2h,
+      s2fwb: f.s2fwb,
+    };
   }
 
   // --- IommuOps ------------------------------------------------------------------------------------
@@ -316,27 +335,34 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
   }
 
   /**
-   * Take a device: its SMMU by StreamID, its STE made to exist (an L2 stream table on demand),
-   * PASIDs enabled on a PCI device before anything else (the PCIe rule: never after ATS), the
-   * SubstreamID width (the smaller of the SMMU's and the device's; at most 1024 CDs without
-   * 2-level CD tables), and stalls when the device tolerates them or the SMMU forces them.
+   * Take a device: its SMMU by StreamID, its STE made to exist (an L2 stream table on demand), a
+   * StreamID another master holds refused (`'ENODEV'`, as Linux refuses aliasing), PASIDs enabled
+   * on a PCI device that has the capability before anything else (the PCIe rule: never after
+   * ATS; Linux does it even when the SMMU has no SubstreamIDs), the SubstreamID width (the smaller
+   * of the SMMU's and the device's; at most 1024 CDs without 2-level CD tables), and stalls when
+   * the device tolerates them or the SMMU forces them.
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_probe_device
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_insert_master
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_enable_pasid
    */
   probeDevice(dev: Device): IommuDevice | "ENODEV" | "ENOMEM" | "EINVAL" | "EBUSY" {
     if (dev.iommu === null) return "ENODEV";
+    if (dev.iommu.priv !== null && dev.iommu.priv !== undefined) return "EBUSY";
     const sid = dev.sid >>> 0;
     const smmu = this.smmuFor(sid);
     if (smmu === null) return "ENODEV";
     const masters = this.mastersOf.get(smmu) as Map<number, ArmSmmuMaster>;
-    if (masters.has(sid)) return "EBUSY";
     const st = smmu.initSidStrtab(sid);
     if (st === "ERANGE") return "ENODEV";
     if (st !== 0) return st;
+    if (masters.has(sid)) return "ENODEV";
     const f = smmu.features;
-    let ssidBits = Math.min(f.ssidBits, dev.pasidBits);
-    if (dev.isPci && dev.pasidBits > 0 && f.ssidBits > 0) {
-      if (!dev.pasidEnabled && dev.enablePasid(dev.pasidFeaturesSupported) !== 0) ssidBits = 0;
+    // A platform device's "pasid-num-bits"; a PCI function's width once PASID is enabled.
+    let ssidBits = dev.isPci ? 0 : Math.min(f.ssidBits, dev.pasidBits);
+    if (dev.isPci && dev.pasidBits > 0) {
+      if (dev.pasidEnabled || dev.enablePasid(dev.pasidFeaturesSupported) === 0)
+        ssidBits = Math.min(dev.pasidBits, f.ssidBits);
     }
     if (!f.twoLvlCdtab) ssidBits = Math.min(ssidBits, CTXDESC_LINEAR_CDMAX);
     const master: ArmSmmuMaster = {
@@ -383,10 +409,15 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
   }
 
   /**
-   * A paging domain on the device's SMMU: stage 1 when the SMMU has it and no nest parent is
-   * asked for (ASID from the driver-wide allocator, 1 .. 2^asidBits - 1; input 48 bits), else
-   * stage 2 (VMID from the SMMU's allocator; input the SMMU's OAS). The granule is 4K when the
-   * SMMU has it (the kernel's PAGE_SIZE), else the smallest it has.
+   * A paging domain on the device's SMMU, by the exact flag combination: none prefers stage 1
+   * (stage 2 on an SMMU without it); NEST_PARENT alone is a stage-2 nesting parent (the SMMU needs
+   * both stages); PASID and DIRTY_TRACKING, alone or together, need stage 1; anything else is
+   * `'EOPNOTSUPP'`. Stage 1 takes its ASID from the driver-wide allocator (1 .. 2^asidBits - 1),
+   * 48 input bits (52 with VAX and 64K pages) and the SMMU's IAS as output size; dirty tracking
+   * adds the ARM_HD quirk (DBM on writable leaves, HA and HD in the CD). Stage 2 takes a VMID from
+   * the SMMU's allocator and the IAS and OAS; a nesting parent on an SMMU with IDR3.FWB gets the
+   * S2FWB quirk (and STE.S2FWB). The granule is 4K when the SMMU has it (the kernel's
+   * PAGE_SIZE), else the smallest it has.
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_domain_alloc_paging_flags
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_domain_finalise
@@ -399,17 +430,32 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     if (master === null) return "ENODEV";
     const smmu = master.smmu;
     const f = smmu.features;
-    if ((flags & ~(IOMMU_HWPT_ALLOC_PASID | IOMMU_HWPT_ALLOC_NEST_PARENT)) !== 0)
-      return "EOPNOTSUPP";
-    const nestParent = (flags & IOMMU_HWPT_ALLOC_NEST_PARENT) !== 0;
-    if (nestParent && !f.nesting) return "EOPNOTSUPP";
-    const stage = !nestParent && f.s1 ? ARM_SMMU_DOMAIN_S1 : ARM_SMMU_DOMAIN_S2;
-    if (stage === ARM_SMMU_DOMAIN_S2 && !f.s2) return "EOPNOTSUPP";
+    let stage: typeof ARM_SMMU_DOMAIN_S1 | typeof ARM_SMMU_DOMAIN_S2;
+    switch (flags) {
+      case 0:
+        stage = f.s1 ? ARM_SMMU_DOMAIN_S1 : ARM_SMMU_DOMAIN_S2;
+        break;
+      case IOMMU_HWPT_ALLOC_NEST_PARENT:
+        if (!f.nesting) return "EOPNOTSUPP";
+        stage = ARM_SMMU_DOMAIN_S2;
+        break;
+      case IOMMU_HWPT_ALLOC_DIRTY_TRACKING:
+      case IOMMU_HWPT_ALLOC_DIRTY_TRACKING | IOMMU_HWPT_ALLOC_PASID:
+      case IOMMU_HWPT_ALLOC_PASID:
+        if (!f.s1) return "EOPNOTSUPP";
+        stage = ARM_SMMU_DOMAIN_S1;
+        break;
+      default:
+        return "EOPNOTSUPP";
+    }
+    const dirty = (flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING) !== 0;
+    // iommufd asks IOMMU_CAP_DIRTY_TRACKING before it allocates a dirty-tracking domain.
+    if (dirty && !(f.httuDirty && f.coherent)) return "EOPNOTSUPP";
     const granule = granuleOf(f.pgsizeBitmap);
     if (granule === 0) return "EINVAL";
-    const ias =
-      stage === ARM_SMMU_DOMAIN_S1 ? (f.vax && granule === 65536 ? 52 : 48) : Math.min(f.oas, 48);
-    const oas = Math.min(f.oas, 48);
+    const maxBits = granule === 65536 ? 52 : 48;
+    const ias = stage === ARM_SMMU_DOMAIN_S1 ? (f.vax ? maxBits : 48) : Math.min(f.ias, maxBits);
+    const oas = Math.min(stage === ARM_SMMU_DOMAIN_S1 ? f.ias : f.oas, maxBits);
     const ref: { d: ArmSmmuDomain | null } = { d: null };
     const tlb: IommuFlushOps = {
       tlbFlushAll: () => {
@@ -431,11 +477,18 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
       oas,
       tlb,
       pgsizeBitmap: f.pgsizeBitmap,
+      // ARM_HD for dirty tracking; S2FWB only for nesting parents (a guest's stage 1 cannot make
+      // their memory uncached).
+      quirks: dirty
+        ? { armHd: true }
+        : flags === IOMMU_HWPT_ALLOC_NEST_PARENT && f.s2fwb
+          ? { armS2Fwb: true }
+          : undefined,
     });
     if (typeof pt === "string") return pt === "ENOMEM" ? "ENOMEM" : "EINVAL";
     const domain = new ArmSmmuDomain(this.pagingOps, smmu, stage, pt);
     domain.allocFlags = flags;
-    domain.nestParent = nestParent;
+    domain.nestParent = flags === IOMMU_HWPT_ALLOC_NEST_PARENT;
     if (stage === ARM_SMMU_DOMAIN_S1) {
       const asid = this.asids.allocRange(1, 2 ** f.asidBits - 1);
       if (typeof asid === "string") {
@@ -488,8 +541,9 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
 
   /**
    * Answer a page request: CMD_RESUME (retry on success, abort otherwise) for a stalled
-   * transaction, CMD_PRI_RESP for a PRI group (Success, InvalidRequest or ResponseFailure), with
-   * no sync: neither command needs one.
+   * transaction, CMD_PRI_RESP for a PRI group (Resp 2 Success, 1 InvalidRequest, 0
+   * ResponseFailure, by the Arm spec's meaning of the codes; SSV when the fault says the response
+   * needs the PASID), with no sync: neither command needs one.
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_page_response
    */
@@ -663,6 +717,7 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
       ips: tcrPsOf(pt.cfg.oas) as number,
       mair: [LPAE_MAIR_LO, 0],
       stallEnabled: master.stallEnabled,
+      hd: (domain.allocFlags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING) !== 0,
     });
   }
 
@@ -714,9 +769,10 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
 
   /**
    * Before the entries change: ATS for the new attachment (wanted when the master supports it
-   * and the domain is not blocked/identity without a CD table), the new domain's tags (IOTLB by
-   * ASID/VMID, the device's ATC when ATS), so that both the old and the new domain invalidate
-   * the master until the change is done; ATS off on the device first when it is being dropped.
+   * and the domain is not blocked/identity without a CD table), the attachment added to the new
+   * domain's list (which drives its ATC invalidations) and cache tags (its ASID or VMID, the
+   * device's ATC when ATS), so that both the old and the new domain invalidate the master until
+   * the change is done; ATS off on the device first when it is being dropped.
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_attach_prepare
    */
@@ -740,9 +796,10 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
   }
 
   /**
-   * After the entries changed: ATS on (after a whole-ATC invalidation), or the ATC invalidated
-   * for the SSID when ATS stays on, or entirely when ATS went off; then the old domain forgets
-   * the attachment.
+   * After the entries changed: ATS on (after a whole-ATC invalidation), or the ATC invalidated for
+   * the SSID when ATS stays on, or entirely when ATS went off; then the old domain forgets the
+   * attachment, and the master's ATS state becomes the attachment's, whether or not the device
+   * took the ATS enable.
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_attach_commit
    */
@@ -752,27 +809,23 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     ats: boolean,
     old: IommuDomain | null,
   ): void {
-    if (ats && !master.atsEnabled) {
-      this.enableAts(master);
-    } else if (ats && master.atsEnabled) {
-      this.atcInvMaster(master, ssid);
-    } else if (!ats && master.atsEnabled) {
-      this.atcInvMaster(master, IOMMU_NO_PASID);
-      master.atsEnabled = false;
-    }
+    if (ats && !master.atsEnabled) this.enableAts(master);
+    else if (ats && master.atsEnabled) this.atcInvMaster(master, ssid);
+    else if (!ats && master.atsEnabled) this.atcInvMaster(master, IOMMU_NO_PASID);
     this.removeMasterDomain(master, old, ssid);
+    master.atsEnabled = ats;
   }
 
   /**
    * ATS on: the whole ATC invalidated first, then the device's ATS enable with the smallest page
-   * size as STU.
+   * size as STU (a refusal is only logged by Linux).
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_enable_ats
    */
   private enableAts(master: ArmSmmuMaster): void {
     this.atcInvMaster(master, IOMMU_NO_PASID);
     const stu = Math.log2(master.smmu.features.pgsizeBitmap & -master.smmu.features.pgsizeBitmap);
-    if (master.dev.enableAts(stu) === 0) master.atsEnabled = true;
+    master.dev.enableAts(stu);
   }
 
   private disableAts(master: ArmSmmuMaster): void {
@@ -893,7 +946,13 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     const parent = domain.parent;
     if (parent.smmu !== master.smmu) return "EINVAL";
     if (this.ssidsInUse(master)) return "EBUSY";
-    const { ats } = this.attachPrepare(master, parent, IOMMU_NO_PASID, domain.enableAts, true);
+    const { ats } = this.attachPrepare(
+      master,
+      parent,
+      IOMMU_NO_PASID,
+      domain.enableAts,
+      domain.enableAts,
+    );
     const ste = this.steBuf;
     makeNestedSte(
       ste,
@@ -1001,9 +1060,11 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
   }
 
   /**
-   * Invalidate [iova, iova + size) of a domain: the TLB under its ASID or VMID (leaf or not,
-   * by granule or by range commands), then (a table may have gone) the ATCs of its ATS masters,
-   * each SMMU's batch ending with one CMD_SYNC.
+   * Invalidate [iova, iova + size) of a domain: the TLB under its ASID or VMID (leaf or not, by
+   * granule or by range commands) with a CMD_SYNC, whether or not a device is attached (the TLB
+   * may still hold entries of a detached domain); for a nesting parent then every stage 1 of its
+   * VMID (TLBI_NH_ALL) with a CMD_SYNC; then, since a table may have gone, the ATCs of its ATS
+   * masters.
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_tlb_inv_range_domain
    */
@@ -1015,85 +1076,68 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     leaf: boolean,
   ): void {
     if (size === 0) return;
-    this.flushing = domain;
-    this.flushGranule = granule;
-    domain.cacheTags.flushRange(this, iova, iova + size - 1, leaf);
-    this.flushing = null;
-    this.tlbiStaged.clear();
+    const q = domain.smmu.cmdq;
+    if (!this.inject.skipTlbi) {
+      this.stageTlbiRange(domain.smmu, domain, iova, size, granule, leaf);
+      q.submit();
+      if (domain.nestParent) {
+        q.bare(CMDQ_OP.TLBI_NH_ALL);
+        q.w[1] = domain.vmid & 0xffff;
+        q.issueWithSync();
+      }
+    }
+    this.atcInvDomain(domain, iova, size);
   }
 
   /**
-   * Invalidate everything of a domain: TLBI_NH_ASID (TLBI_EL2_ASID under E2H) or TLBI_S12_VMALL,
-   * then every ATS master's ATC.
+   * Invalidate everything of a domain: TLBI_NH_ASID (TLBI_EL2_ASID under E2H) or TLBI_S12_VMALL
+   * with a CMD_SYNC, attached or not, then every ATS master's ATC.
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_tlb_inv_context
    */
   tlbInvContext(domain: ArmSmmuDomain): void {
-    this.flushing = domain;
-    domain.cacheTags.flushAll(this);
-    this.flushing = null;
-    this.tlbiStaged.clear();
+    const q = domain.smmu.cmdq;
+    if (!this.inject.skipTlbi) {
+      if (domain.stage === ARM_SMMU_DOMAIN_S1) q.tlbiAsid(domain.asid, domain.smmu.features.e2h);
+      else q.tlbiS12Vmall(domain.vmid);
+      q.issueWithSync();
+    }
+    this.atcInvDomain(domain, 0, 0);
   }
 
-  /** CacheTagFlusher: one tag's share of a range invalidation. */
-  flushRange(tag: CacheTag, start: number, end: number, leaf: boolean): void {
-    const domain = this.flushing;
-    if (domain === null) return;
-    const smmu = tag.iommu.priv as ArmSmmuDevice;
-    if (tag.kind === CACHE_TAG_IOTLB) {
-      if (this.inject.skipTlbi) return;
-      this.stageTlbiRange(smmu, domain, start, end - start + 1, this.flushGranule, leaf);
-      if (domain.nestParent) {
-        smmu.cmdq.submit();
-        smmu.cmdq.bare(CMDQ_OP.TLBI_NH_ALL);
-        smmu.cmdq.w[1] = domain.vmid & 0xffff;
-        smmu.cmdq.add();
-      }
-      this.tlbiStaged.add(smmu);
-      return;
-    }
-    this.beforeAtc(smmu);
-    if (this.inject.skipAtcInv) return;
-    const md = domain.devices.find((d) => d.master.dev === tag.dev && d.ssid === tag.pasid);
-    if (md === undefined || !md.master.atsEnabled) return;
-    if (md.nestedAtsFlush) smmu.cmdq.atcInv(md.master.sid, 0, 0, ATC_INV_SIZE_ALL).add();
-    else {
-      const { addr, log2 } = atcSpan(start, end - start + 1);
-      smmu.cmdq.atcInv(md.master.sid, md.ssid, addr, log2).add();
-    }
-  }
-
-  /** CacheTagFlusher: everything under one tag. */
-  flushAll(tag: CacheTag): void {
-    const domain = this.flushing;
-    if (domain === null) return;
-    const smmu = tag.iommu.priv as ArmSmmuDevice;
+  /**
+   * ATC_INV for every attachment whose master has ATS on: the span covering [iova, iova + size) at
+   * the attachment's SSID (everything when `size` is 0; everything without SSID for a nested
+   * domain's attachment, whose guest may have cached any of it), one batch and one CMD_SYNC.
+   * Nothing without ATS on the SMMU or when no attachment uses it; the TLB invalidation before
+   * has completed (its sync), as the spec requires before an ATC invalidation.
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_atc_inv_domain
+   */
+  private atcInvDomain(domain: ArmSmmuDomain, iova: number, size: number): void {
+    const smmu = domain.smmu;
+    if (!smmu.features.ats || domain.nrAtsMasters === 0) return;
     const q = smmu.cmdq;
-    if (tag.kind === CACHE_TAG_IOTLB) {
-      if (this.inject.skipTlbi) return;
-      if (domain.stage === ARM_SMMU_DOMAIN_S1) q.tlbiAsid(domain.asid, smmu.features.e2h).add();
-      else q.tlbiS12Vmall(domain.vmid).add();
-      this.tlbiStaged.add(smmu);
-      return;
+    if (!this.inject.skipAtcInv) {
+      // Newest attachment first, as list_add keeps the kernel's list.
+      for (let i = domain.devices.length - 1; i >= 0; i--) {
+        const md = domain.devices[i] as ArmSmmuMasterDomain;
+        if (!md.master.atsEnabled) continue;
+        if (md.nestedAtsFlush || size === 0) {
+          q.atcInv(
+            md.master.sid,
+            md.nestedAtsFlush ? IOMMU_NO_PASID : md.ssid,
+            0,
+            ATC_INV_SIZE_ALL,
+          );
+        } else {
+          const { addr, log2 } = atcSpan(iova, size);
+          q.atcInv(md.master.sid, md.ssid, addr, log2);
+        }
+        q.add();
+      }
     }
-    this.beforeAtc(smmu);
-    if (this.inject.skipAtcInv) return;
-    const md = domain.devices.find((d) => d.master.dev === tag.dev && d.ssid === tag.pasid);
-    if (md === undefined || !md.master.atsEnabled) return;
-    q.atcInv(md.master.sid, md.nestedAtsFlush ? 0 : md.ssid, 0, ATC_INV_SIZE_ALL).add();
-  }
-
-  /** The TLB invalidations of an SMMU complete (their sync) before its ATCs are invalidated. */
-  private beforeAtc(smmu: ArmSmmuDevice): void {
-    if (!this.tlbiStaged.has(smmu)) return;
-    this.tlbiStaged.delete(smmu);
-    smmu.cmdq.submit();
-  }
-
-  /** CacheTagFlusher: one sync per SMMU once its tags are staged. */
-  commit(iommu: IommuDevice): void {
-    const smmu = iommu.priv as ArmSmmuDevice;
-    if (smmu.cmdq.pending > 0) smmu.cmdq.submit();
+    q.submit();
   }
 
   /**
@@ -1153,15 +1197,8 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
    */
   private domainFreePaging(domain: ArmSmmuDomain): void {
     if (domain.devices.length > 0) bug(`arm-smmu-v3: domain ${domain.id} freed while attached`);
-    if (!(domain.stage === ARM_SMMU_DOMAIN_S1 && this.inject.earlyAsidReuse)) {
-      const q = domain.smmu.cmdq;
-      if (!this.inject.skipTlbi) {
-        if (domain.stage === ARM_SMMU_DOMAIN_S1)
-          q.tlbiAsid(domain.asid, domain.smmu.features.e2h).add();
-        else q.tlbiS12Vmall(domain.vmid).add();
-        q.submit();
-      }
-    }
+    if (!(domain.stage === ARM_SMMU_DOMAIN_S1 && this.inject.earlyAsidReuse))
+      this.tlbInvContext(domain);
     domain.pgtable.free();
     if (domain.stage === ARM_SMMU_DOMAIN_S1) {
       this.asids.free(domain.asid);
@@ -1176,23 +1213,23 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
 
   /**
    * Read every SMMU's event queue: stall events of known masters go to the core's IOPF as page
-   * requests (answered with CMD_RESUME), the rest are logged. An overflow is counted and
-   * acknowledged. Returns the records read.
+   * requests (answered with CMD_RESUME; one the core cannot take is aborted), the rest are logged.
+   * Returns the records read.
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_evtq_thread
    */
   processEvents(): number {
     let n = 0;
     for (const smmu of this.smmus)
-      n += this.readQueue(smmu, smmu.evtq, SMMU_REG.EVENTQ_PROD, SMMU_REG.EVENTQ_CONS, (at) =>
-        this.handleEvent(smmu, at),
+      n += this.readQueue(smmu, smmu.evtq, SMMU_REG.EVENTQ_PROD, SMMU_REG.EVENTQ_CONS, (e) =>
+        this.handleEvent(smmu, e),
       );
     return n;
   }
 
   /**
-   * Read every SMMU's PRI queue into the core's IOPF; requests from unknown StreamIDs (and those
-   * the core refuses) that end a group are answered with Denied. Returns the entries read.
+   * Read every SMMU's PRI queue into the core's IOPF; a request ending a group from an unknown
+   * StreamID is answered Resp 0, one the core cannot take InvalidRequest. Returns the entries read.
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_priq_thread
    */
@@ -1200,8 +1237,8 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     let n = 0;
     for (const smmu of this.smmus) {
       if (smmu.priq === null) continue;
-      n += this.readQueue(smmu, smmu.priq, SMMU_REG.PRIQ_PROD, SMMU_REG.PRIQ_CONS, (at) =>
-        this.handlePpr(smmu, at),
+      n += this.readQueue(smmu, smmu.priq, SMMU_REG.PRIQ_PROD, SMMU_REG.PRIQ_CONS, (e) =>
+        this.handlePpr(smmu, e),
       );
     }
     return n;
@@ -1214,50 +1251,76 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     return n;
   }
 
-  /** Handle any command-queue error an SMMU reported outside a submission (GERROR). */
+  /** Run every SMMU's GERROR handler (the interrupt the model does not deliver). */
   processGlobalErrors(): void {
     for (const smmu of this.smmus) smmu.cmdq.handleErrors();
   }
 
+  /**
+   * Drain a queue the SMMU writes: each entry is copied out, CONS moved past it (so the SMMU may
+   * reuse the slot at once) and then handled; when the entries known run out, PROD is read again
+   * (an OVFLG that changed since the last read is an overflow: entries were lost), until the queue
+   * is empty. Last, CONS.OVACKFLG is made equal to PROD.OVFLG, acknowledging the overflow.
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c queue_remove_raw
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c queue_sync_prod_in
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c queue_sync_cons_ovf
+   */
   private readQueue(
     smmu: ArmSmmuDevice,
-    q: { base: number; log2: number; entryBytes: number; cons: number; overflows: number },
+    q: ArmSmmuReadQueue,
     prodReg: number,
     consReg: number,
-    handle: (at: number) => void,
+    handle: (entry: Uint32Array) => void,
   ): number {
     const m = smmu.mmio;
-    const prodRaw = m.read32(prodReg);
-    const prod = prodRaw & Q_WR_MASK;
-    const ovf = prodRaw & Q_OVERFLOW_FLAG;
-    const wrapMask = (1 << (q.log2 + 1)) - 1;
-    let cons = q.cons & wrapMask;
+    const mem = this.mem;
+    const e = this.entry;
+    const words = q.entryBytes / 4;
+    const idxMask = (1 << q.log2) - 1;
+    const wrpMask = (1 << (q.log2 + 1)) - 1;
     let n = 0;
-    while ((cons & wrapMask) !== (prod & wrapMask)) {
-      handle(q.base + (cons & ((1 << q.log2) - 1)) * q.entryBytes);
-      cons = (cons + 1) & wrapMask;
-      n++;
+    for (;;) {
+      while ((q.cons & wrpMask) !== (q.prod & wrpMask)) {
+        const at = q.base + (q.cons & idxMask) * q.entryBytes;
+        for (let i = 0; i < words; i += 2) {
+          e[i] = mem.read64(at + 4 * i);
+          e[i + 1] = mem.hi;
+        }
+        q.cons = ((q.cons & Q_OVERFLOW_FLAG) | ((q.cons + 1) & wrpMask)) >>> 0;
+        m.write32(consReg, q.cons);
+        handle(e);
+        n++;
+      }
+      const prod = m.read32(prodReg) >>> 0;
+      if (((prod ^ q.prod) & Q_OVERFLOW_FLAG) !== 0) q.overflows++;
+      q.prod = prod & (Q_OVERFLOW_FLAG | wrpMask);
+      if ((q.cons & wrpMask) === (q.prod & wrpMask)) break;
     }
-    if ((q.cons & Q_OVERFLOW_FLAG) >>> 0 !== ovf >>> 0) q.overflows++;
-    q.cons = (cons | ovf) >>> 0;
-    m.write32(consReg, q.cons);
+    if (((q.prod ^ q.cons) & Q_OVERFLOW_FLAG) !== 0) {
+      q.cons = ((q.prod & Q_OVERFLOW_FLAG) | (q.cons & wrpMask)) >>> 0;
+      m.write32(consReg, q.cons);
+    }
     return n;
   }
 
-  private handleEvent(smmu: ArmSmmuDevice, at: number): void {
-    const mem = this.mem;
-    const w0 = mem.read64(at);
-    const w1 = mem.hi;
-    const w2 = mem.read64(at + 8);
-    const w3 = mem.hi;
-    const lo = mem.read64(at + 16);
-    const hi = mem.hi;
+  /**
+   * One event record (words 0-7): a stall (F_TRANSLATION, F_ADDR_SIZE, F_ACCESS, F_PERMISSION with
+   * Stall) of a known master becomes a page request of the core's IOPF (STAG as group index);
+   * anything else, and a stall nobody handles, is logged.
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_handle_event
+   */
+  private handleEvent(smmu: ArmSmmuDevice, e: Uint32Array): void {
+    const w0 = e[0] as number;
+    const w2 = e[2] as number;
+    const w3 = e[3] as number;
     const id = w0 & 0xff;
     const ssv = (w0 & (1 << 11)) !== 0;
     const ssid = ssv ? (w0 >>> 12) & 0xfffff : IOMMU_NO_PASID;
-    const sid = w1 >>> 0;
+    const sid = (e[1] as number) >>> 0;
     const stall = (w2 & (1 << 31)) !== 0;
-    const addr = hi * TWO32 + (lo >>> 0);
+    const addr = (e[5] as number) * TWO32 + ((e[4] as number) >>> 0);
     this.eventsTotal++;
     const stallable =
       id === EVT_ID.F_TRANSLATION ||
@@ -1283,19 +1346,24 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
           privateData: [0, 0] as const,
         };
         if (iommuReportDeviceFault(master.dev, { fault }) === 0) return;
+        this.errorResponse(master, fault);
       }
     }
     this.events.push({ smmu: smmu.name, id, sid, ssid: ssv ? ssid : -1, addr, stall });
     if (this.events.length > EVENT_LOG) this.events.shift();
   }
 
-  private handlePpr(smmu: ArmSmmuDevice, at: number): void {
-    const mem = this.mem;
-    const w0 = mem.read64(at);
-    const w1 = mem.hi;
-    const w2 = mem.read64(at + 8);
-    const w3 = mem.hi;
-    const sid = w0 >>> 0;
+  /**
+   * One PRI queue entry (words 0-3). A stop marker (SSV, Last, neither R nor W) needs no answer;
+   * a request of an unknown StreamID that ends its group is answered Resp 0 (as mainline answers
+   * every request); the rest go to the core's IOPF.
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_handle_ppr
+   */
+  private handlePpr(smmu: ArmSmmuDevice, e: Uint32Array): void {
+    const w1 = e[1] as number;
+    const w2 = e[2] as number;
+    const sid = (e[0] as number) >>> 0;
     const ssid = w1 & 0xfffff;
     const priv = (w1 & (1 << 26)) !== 0;
     const x = (w1 & (1 << 27)) !== 0;
@@ -1304,19 +1372,15 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
     const last = (w1 & (1 << 30)) !== 0;
     const ssv = (w1 & (1 << 31)) !== 0;
     const prgi = w2 & 0x1ff;
-    const addr = w3 * TWO32 + ((w2 & 0xfffff000) >>> 0);
-    const q = smmu.cmdq;
-    const deny = (): void => {
-      if (!last) return;
-      q.priResp(sid, ssv, ssid, prgi, PRI_RESP_DENY).add();
-      q.submitNoSync();
-    };
-    // A stop marker (SSV, Last, no access) needs no answer.
+    const addr = (e[3] as number) * TWO32 + ((w2 & 0xfffff000) >>> 0);
     if (ssv && last && !r && !w) return;
     const master = this.mastersOf.get(smmu)?.get(sid);
     if (master === undefined) {
       this.badPageRequests++;
-      deny();
+      if (!last) return;
+      const q = smmu.cmdq;
+      q.priResp(sid, ssv, ssid, prgi, PRI_RESP_DENY).add();
+      q.submitNoSync();
       return;
     }
     const fault = {
@@ -1333,7 +1397,22 @@ export class SmmuV3Driver implements IommuOps, CacheTagFlusher {
       addr,
       privateData: [0, 0] as const,
     };
-    if (iommuReportDeviceFault(master.dev, { fault }) !== 0) deny();
+    if (iommuReportDeviceFault(master.dev, { fault }) !== 0 && last)
+      this.errorResponse(master, fault);
+  }
+
+  /**
+   * A fault the core could not take is answered as the core's iopf_error_response answers it:
+   * page_response with IOMMU_PAGE_RESP_INVALID.
+   *
+   * @kernel drivers/iommu/io-pgfault.c iopf_error_response
+   */
+  private errorResponse(master: ArmSmmuMaster, fault: IopfFault["fault"]): void {
+    this.pageResponse(
+      master.dev,
+      { fault },
+      { pasid: fault.pasid, grpid: fault.grpid, code: IOMMU_PAGE_RESP_INVALID },
+    );
   }
 
   /** ASIDs and VMIDs in use (leak checks). */
