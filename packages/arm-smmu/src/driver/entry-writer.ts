@@ -7,7 +7,6 @@ import {
   type Field,
   fieldOf,
   fieldsMask,
-  type Layout,
   type PhysMemory,
 } from "@iommu-sim/iommu-core/platform";
 import { CD } from "../format/cd.js";

@@ -13,7 +13,6 @@ import {
 } from "@iommu-sim/iommu-core";
 import { decode } from "@iommu-sim/iommu-core/platform";
 import { describe, expect, it } from "vitest";
-import { SmmuTestMachine, smmuTestMachine } from "../testing/table-builder.js";
 import { L1_CD } from "../format/cd.js";
 import { CMDQ_OP } from "../format/commands.js";
 import { EVT_ID } from "../format/events.js";
@@ -39,6 +38,7 @@ import {
   SMMU_REG,
 } from "../format/registers.js";
 import { STE as STE_LAYOUT } from "../format/ste.js";
+import { SmmuTestMachine, smmuTestMachine } from "../testing/table-builder.js";
 import { smmuConfigEqual, viewOfSte } from "./smmu-entry-view.js";
 import { SMMU_ABORT_SILENT } from "./smmu-event.js";
 

@@ -1,8 +1,8 @@
 import { DMA_READ, DMA_WRITE, XLATE_OK } from "@iommu-sim/iommu-core";
 import { describe, expect, it } from "vitest";
-import { SmmuTestMachine, smmuTestMachine } from "../testing/table-builder.js";
 import { CMDQ_OP } from "../format/commands.js";
 import { EVT_ID } from "../format/events.js";
+import { SmmuTestMachine, smmuTestMachine } from "../testing/table-builder.js";
 
 const VA = 0x4000_0000;
 const PA = 0x8000_0000;

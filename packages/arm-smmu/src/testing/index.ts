@@ -2,5 +2,5 @@
 // through its registers, for tests of this package and of its users (the harness's decode and
 // translate, the driver's tests).
 
-export * from "./table-builder.js";
 export * from "./smmu-machine.js";
+export * from "./table-builder.js";
