@@ -58,15 +58,37 @@ import {
 import {
   decode,
   type Field,
-  type FieldValue,
   fieldOf,
-  formatLayout,
   type Layout,
   loadLayout,
   type PhysMemory,
   reservedBitsSet,
+  TWO32,
   toHex,
 } from "@iommu-sim/iommu-core/platform";
+import {
+  addTableUser,
+  count,
+  type DecodedEntry,
+  type DecodeImageCoverage,
+  type DecodeProblemBase,
+  decodedEntry,
+  decodeLimit,
+  formatBits,
+  formatEntry,
+  formatSize,
+  formatSummary,
+  formatTableNotes,
+  formatUsers,
+  layoutsByName,
+  MAX_U64,
+  type MappingColumns,
+  mappingRange,
+  pushMappingLines,
+  pushProblemLines,
+  TableDecoder,
+  type TableWalk,
+} from "./decode-common.js";
 
 /** How an STE's Config treats its StreamID's transactions. */
 export type SmmuDeviceConfig = "abort" | "bypass" | "s1" | "s2" | "nested";
@@ -80,18 +102,10 @@ export interface SmmuEventRef {
   readonly name: string;
 }
 
-/** One structure entry as found in memory. */
-export interface SmmuDecodedEntry {
-  /** The field table it is decoded with (`STE`, `L1STD`, `CD`, `L1CD`). */
-  readonly layout: string;
-  /** Physical address of the entry. */
-  readonly address: string;
+/** One structure entry as found in memory (`STE`, `L1STD`, `CD`, `L1CD`). */
+export interface SmmuDecodedEntry extends DecodedEntry {
   /** Nested configurations: the IPA the SMMU fetched it by (translated through stage 2). */
   readonly ipa?: string;
-  /** The entry's 64-bit words, lowest address first, in hex. */
-  readonly raw: readonly string[];
-  /** Every field under its spec name: a number, or a hex string for addresses and wide fields. */
-  readonly fields: Readonly<Record<string, number | string>>;
 }
 
 /** One translation of a device: requests without a SubstreamID (`ssid` null) or with one. */
@@ -230,13 +244,11 @@ export interface SmmuDecodedPageTable {
   readonly secondStageTable?: string;
 }
 
-/** Something in memory that the SMMU would refuse or that makes no sense. */
-export interface SmmuDecodeProblem {
-  /** Physical address of the structure at fault (an IPA where the message says so). */
-  readonly address: string;
-  /** Which structure, in words (`STE of SID 0x10`). */
-  readonly structure: string;
-  readonly message: string;
+/**
+ * Something in memory that the SMMU would refuse or that makes no sense (its `address` is an IPA
+ * where the message says so).
+ */
+export interface SmmuDecodeProblem extends DecodeProblemBase {
   /** The event a transaction using the structure gets, when it gets one. */
   readonly event?: SmmuEventRef;
 }
@@ -267,9 +279,7 @@ export interface SmmuDecodeDocument {
 }
 
 /** The address ranges a memory image holds (`ImageCoverage`). */
-export interface SmmuImageCoverage {
-  covers(pa: number, bytes: number): boolean;
-}
+export type SmmuImageCoverage = DecodeImageCoverage;
 
 /**
  * The default work limits of `decodeSmmu`. A machine's real tables stay far below them; an image
@@ -319,13 +329,8 @@ export interface SmmuDecodeOptions {
 
 // --- Field constants, derived once from the field tables ----------------------------------------
 
-const TWO32 = 4294967296;
-/** Problems listed per page table before the rest are only counted. */
-const MAX_TABLE_PROBLEMS = 32;
 /** Problems listed per device's CD table before the rest are only counted. */
 const MAX_CD_PROBLEMS = 32;
-/** Reserved bit positions spelled out in a message before the rest are only counted. */
-const MAX_BITS_LISTED = 8;
 /** Frames a range may span before its populated frames are found from the memory's list. */
 const FRAME_SCAN_LIMIT = 1 << 16;
 
@@ -378,31 +383,11 @@ const H_RO = 2;
 const H_UXN = 4;
 const H_PXN = 8;
 
-const LAYOUTS: Readonly<Record<string, Layout>> = Object.freeze(
-  Object.fromEntries([STE, L1_STD, CD, L1_CD].map((l) => [l.name, l])),
-);
+const LAYOUTS = layoutsByName([STE, L1_STD, CD, L1_CD]);
 
 /** The spec name of event `id`, with it. */
 export function smmuEventRef(id: number): SmmuEventRef {
   return { id, name: evtName(id) };
-}
-
-/**
- * Reserved bit positions (ascending) as ranges, `65-75,128`; a garbage entry may set hundreds, so
- * after a few ranges the rest are counted.
- */
-function formatBits(list: readonly number[]): string {
-  const parts: string[] = [];
-  let i = 0;
-  while (i < list.length && parts.length < MAX_BITS_LISTED) {
-    const first = list[i] as number;
-    let last = first;
-    while (i + 1 < list.length && list[i + 1] === last + 1) last = list[++i] as number;
-    parts.push(first === last ? `${first}` : `${first}-${last}`);
-    i++;
-  }
-  const rest = list.length - i;
-  return rest > 0 ? `${parts.join(",")} and ${rest} more` : parts.join(",");
 }
 
 /**
@@ -607,62 +592,11 @@ interface TableRef {
   s2Key: string | undefined;
 }
 
-/**
- * Collects leaves in walk order and merges runs (flat array: vpn, pfn, pages, flags), at most
- * `limit` runs.
- */
-class Coalescer {
-  readonly runs: number[] = [];
-  private vpn = 0;
-  private pfn = 0;
-  private pages = 0;
-  private flags = 0;
-
-  constructor(private readonly limit: number) {}
-
-  get count(): number {
-    return this.runs.length / 4 + (this.pages > 0 ? 1 : 0);
-  }
-
-  /** Add a leaf; false (and nothing added) when it would start a run beyond the limit. */
-  add(vpn: number, pfn: number, pages: number, flags: number): boolean {
-    if (
-      this.pages > 0 &&
-      vpn === this.vpn + this.pages &&
-      pfn === this.pfn + this.pages &&
-      flags === this.flags
-    ) {
-      this.pages += pages;
-      return true;
-    }
-    if (this.count >= this.limit) return false;
-    this.flush();
-    this.vpn = vpn;
-    this.pfn = pfn;
-    this.pages = pages;
-    this.flags = flags;
-    return true;
-  }
-
-  flush(): void {
-    if (this.pages > 0) this.runs.push(this.vpn, this.pfn, this.pages, this.flags);
-    this.pages = 0;
-  }
-}
-
 // Mapping flags. Stage 1: AP [1:0], UXN 2, PXN 3, AttrIndx [6:4], SH [8:7], AF 9, nG 10, DBM 11,
 // Contiguous 12. Stage 2: S2AP [1:0], XN [3:2], MemAttr [7:4], SH [9:8], AF 10, DBM 11,
 // Contiguous 12.
 
-/** Mutable per-table enumeration state. */
-interface TableWalk {
-  ref: TableRef;
-  out: Coalescer;
-  tablePages: number;
-  stopped: boolean;
-  problems: number;
-  notInImage: number;
-}
+type Walk = TableWalk<TableRef>;
 
 /** What one stage 1 device's CD scan collects. */
 interface CdScan {
@@ -686,8 +620,6 @@ export interface SmmuStreamTableSetting {
   /** What the SMMU ignored or replaced, in words. */
   readonly notes: readonly string[];
 }
-
-const MAX_U64 = (1n << 64n) - 1n;
 
 /**
  * The stream table STRTAB_BASE and STRTAB_BASE_CFG select on an SMMU with features `f`, as the
@@ -752,49 +684,34 @@ export function smmuStreamTableOf(
   return { base, log2size, fmt, split, notes };
 }
 
-class SmmuDecoder {
-  readonly problems: SmmuDecodeProblem[] = [];
+class SmmuDecoder extends TableDecoder<TableRef, SmmuDecodedPageTable, SmmuDecodeProblem> {
   readonly devices: SmmuDecodedDevice[] = [];
-  truncated = false;
-  private readonly refs = new Map<string, TableRef>();
-  private readonly refKeys = new Map<string, string>();
-  private readonly readings = new Map<number, number>();
   private readonly reported = new Set<string>();
-  private readonly memLimit: number;
-  private readonly coverage: SmmuImageCoverage | null;
   private readonly walker: SmmuWalker;
   private readonly port: SmmuCdFetchPort;
   private allFrames: number[] | null = null;
-  // Budgets.
-  private readonly maxTablePages: number;
-  private readonly maxMappings: number;
+  // Budgets (besides the table-page and mapping ones).
   private readonly maxStreamEntries: number;
   private readonly maxDevices: number;
   private readonly maxCdEntries: number;
   private readonly maxTranslations: number;
-  private readonly maxProblems: number;
-  private tablePagesLeft: number;
-  private mappingsLeft: number;
   private streamEntriesLeft: number;
   private cdEntriesLeft: number;
   private translationsLeft: number;
-  private problemsOmitted = 0;
   /** Why the stream table scan stopped for good (a limit), or "". */
   private streamStopped = "";
   private cdEntriesReported = false;
   private translationsReported = false;
-  private enumerationStopped = "";
 
   constructor(
-    private readonly mem: PhysMemory,
+    mem: PhysMemory,
     private readonly f: SmmuFeatures,
     private readonly st: SmmuStreamTableSetting,
     private readonly device: number | undefined,
     private readonly ssidFilter: number | "none" | undefined,
     options: SmmuDecodeOptions,
   ) {
-    this.memLimit = mem.pfnLimit * 4096;
-    this.coverage = options.coverage ?? null;
+    super(mem, st.base, options, SMMU_DECODE_LIMITS);
     const walker = new SmmuWalker(mem);
     // Side-effect free, uncached: as `translateUncached` walks.
     walker.updateFlags = false;
@@ -815,18 +732,11 @@ class SmmuDecoder {
         return walker.fetchAddr;
       },
     };
-    const limit = (given: number | undefined, d: number) =>
-      given === undefined || !(given >= 0) ? d : Math.floor(given);
     const L = SMMU_DECODE_LIMITS;
-    this.maxTablePages = limit(options.maxTablePages, L.maxTablePages);
-    this.maxMappings = limit(options.maxMappings, L.maxMappings);
-    this.maxStreamEntries = limit(options.maxStreamEntries, L.maxStreamEntries);
-    this.maxDevices = limit(options.maxDevices, L.maxDevices);
-    this.maxCdEntries = limit(options.maxCdEntries, L.maxCdEntries);
-    this.maxTranslations = limit(options.maxTranslations, L.maxTranslations);
-    this.maxProblems = limit(options.maxProblems, L.maxProblems);
-    this.tablePagesLeft = this.maxTablePages;
-    this.mappingsLeft = this.maxMappings;
+    this.maxStreamEntries = decodeLimit(options.maxStreamEntries, L.maxStreamEntries);
+    this.maxDevices = decodeLimit(options.maxDevices, L.maxDevices);
+    this.maxCdEntries = decodeLimit(options.maxCdEntries, L.maxCdEntries);
+    this.maxTranslations = decodeLimit(options.maxTranslations, L.maxTranslations);
     this.streamEntriesLeft = this.maxStreamEntries;
     this.cdEntriesLeft = this.maxCdEntries;
     this.translationsLeft = this.maxTranslations;
@@ -834,35 +744,16 @@ class SmmuDecoder {
 
   // --- Helpers -----------------------------------------------------------------------------------
 
-  problem(address: number, structure: string, message: string, event?: number): void {
+  override problem(address: number, structure: string, message: string, event?: number): void {
     // The same structure may be met twice (a CD located for a request and again by the scan).
     const key = `${address}|${structure}|${message}`;
     if (this.reported.has(key)) return;
     this.reported.add(key);
-    if (this.problems.length >= this.maxProblems) {
-      this.problemsOmitted++;
-      return;
-    }
-    this.problems.push({
-      address: toHex(address),
-      structure,
-      message,
-      ...(event === undefined ? {} : { event: smmuEventRef(event) }),
-    });
+    super.problem(address, structure, message, event);
   }
 
-  finishProblems(): void {
-    if (this.problemsOmitted === 0) return;
-    this.truncated = true;
-    this.problems.push({
-      address: toHex(this.st.base),
-      structure: "decode",
-      message: `${this.problemsOmitted} more problems not listed (limit maxProblems ${this.maxProblems})`,
-    });
-  }
-
-  private inMemory(pa: number, bytes: number): boolean {
-    return pa >= 0 && pa + bytes <= this.memLimit;
+  protected override codeOf(event: number): { event: SmmuEventRef } {
+    return { event: smmuEventRef(event) };
   }
 
   /**
@@ -915,42 +806,17 @@ class SmmuDecoder {
     return out;
   }
 
-  private entry(layout: Layout, pa: number, words: ArrayLike<number>, ipa?: number) {
-    const raw: string[] = [];
-    for (let i = 0; i < layout.words; i += 2) {
-      const v = (BigInt(words[i + 1] as number) << 32n) | BigInt(words[i] as number);
-      raw.push(toHex(v, 16));
-    }
-    const values = decode(layout, words);
-    const fields: Record<string, number | string> = {};
-    for (const fl of layout.fields) {
-      const v = values[fl.name] as FieldValue;
-      fields[fl.name] = fl.addr || typeof v === "bigint" ? toHex(v) : v;
-    }
-    const at = toHex(pa);
-    return ipa === undefined
-      ? { layout: layout.name, address: at, raw, fields }
-      : { layout: layout.name, address: at, ipa: toHex(ipa), raw, fields };
-  }
-
   /** The PA stage 2 gives IPA `ipa` for an SMMU fetch, or minus the event of its fault. */
   private s2pa(ste: SmmuSteConfig, ipa: number): number {
     const w = this.walker.fetchIpa(ste, ipa, false);
     return w === W_OK ? this.walker.s2FetchPa : -walkEventId(w);
   }
 
-  private tableKey(ref: Omit<TableRef, "key">): string {
+  /** A table is read differently with another granule, range, sizes or stage 2 walk. */
+  protected override readingOf(ref: Omit<TableRef, "key">): string {
     const s2 =
       ref.ste === null ? "" : `${ref.s2Key}/${+ref.ste.s2Affd}${+ref.ste.s2Ha}${+ref.ste.s2Ptw}`;
-    const reading = `${ref.stage}/${ref.root}/${ref.pgShift}/${ref.startLevel}/${ref.ia}/${ref.outBits}/${ref.range}/${+ref.had}/${s2}`;
-    const known = this.refKeys.get(reading);
-    if (known !== undefined) return known;
-    const n = (this.readings.get(ref.root) ?? 0) + 1;
-    this.readings.set(ref.root, n);
-    const key = n === 1 ? toHex(ref.root) : `${toHex(ref.root)}#${n}`;
-    this.refKeys.set(reading, key);
-    this.refs.set(key, { ...ref, key });
-    return key;
+    return `${ref.stage}/${ref.root}/${ref.pgShift}/${ref.startLevel}/${ref.ia}/${ref.outBits}/${ref.range}/${+ref.had}/${s2}`;
   }
 
   /** The key of the stage 2 table of `ste`. */
@@ -1146,7 +1012,7 @@ class SmmuDecoder {
       this.problem(at, where, msg, EVT_ID.C_BAD_STREAMID);
       return;
     }
-    const l1std = this.entry(L1_STD, at, w);
+    const l1std = decodedEntry(L1_STD, at, w);
     this.scanStes(base, first, count, `level-2 stream table of ${range}`, l1std);
   }
 
@@ -1171,7 +1037,7 @@ class SmmuDecoder {
     const base = {
       sid,
       config,
-      ste: this.entry(STE, at, words),
+      ste: decodedEntry(STE, at, words),
       ...(l1std === undefined ? {} : { l1std }),
     };
     const push = (d: SmmuDecodedDevice) => {
@@ -1318,7 +1184,7 @@ class SmmuDecoder {
       if (l1pa < 0 || !this.inMemory(l1pa, L1_CD_SIZE)) return null;
       const w = loadLayout(this.mem, L1_CD, l1pa);
       if (fv(L1C_V, w[0] as number, 0) === 0) return null;
-      l1cd = this.entry(L1_CD, l1pa, w, ste.s2 ? l1 : undefined);
+      l1cd = decodedEntry(L1_CD, l1pa, w, ste.s2 ? l1 : undefined);
       const l2 = ptrOf(w, 0, 0xfffff000);
       at = l2 - (l2 % (leaf * CD_SIZE)) + (index % leaf) * CD_SIZE;
     }
@@ -1356,7 +1222,7 @@ class SmmuDecoder {
       loc === null || words === null
         ? {}
         : {
-            cd: this.entry(CD, loc.pa, words, ste.s2 ? loc.ipa : undefined),
+            cd: decodedEntry(CD, loc.pa, words, ste.s2 ? loc.ipa : undefined),
             ...(loc.l1cd === undefined ? {} : { l1cd: loc.l1cd }),
           };
     if (status !== CFG_OK) {
@@ -1472,7 +1338,7 @@ class SmmuDecoder {
       }
       const l2 = ptrOf(w, 0, 0xfffff000);
       const base = l2 - (l2 % (leaf * CD_SIZE));
-      const l1cd = this.entry(L1_CD, pa, w, ste.s2 ? ipa : undefined);
+      const l1cd = decodedEntry(L1_CD, pa, w, ste.s2 ? ipa : undefined);
       const first = i * leaf;
       this.scanCdRange(scan, base, first, Math.max(from, first), Math.min(to, first + leaf), l1cd);
       if (scan.truncated) return;
@@ -1549,45 +1415,18 @@ class SmmuDecoder {
 
   // --- Page tables -------------------------------------------------------------------------------
 
-  pageTables(): Record<string, SmmuDecodedPageTable> {
-    const out: Record<string, SmmuDecodedPageTable> = {};
-    for (const ref of [...this.refs.values()]) out[ref.key] = this.enumerate(ref);
-    return out;
-  }
-
-  private stopEnumeration(walk: TableWalk, at: number, why: string): void {
-    walk.stopped = true;
-    if (this.enumerationStopped !== "") return;
-    this.enumerationStopped = why;
-    this.truncated = true;
-    this.problem(at, this.tableName(walk.ref), `${why}: this and later page tables are incomplete`);
-  }
-
-  private tableName(ref: TableRef): string {
+  protected override tableName(ref: TableRef): string {
     const nested = ref.s2Key === undefined ? "" : ` (nested in ${ref.s2Key})`;
     const range = ref.stage === 1 ? ` ${ref.range === 0 ? "TTB0" : "TTB1"}` : "";
     return `stage ${ref.stage}${range} table ${ref.key}${nested}`;
   }
 
-  private enumerate(ref: TableRef): SmmuDecodedPageTable {
-    const walk: TableWalk = {
-      ref,
-      out: new Coalescer(this.mappingsLeft),
-      tablePages: 0,
-      stopped: this.enumerationStopped !== "",
-      problems: 0,
-      notInImage: 0,
-    };
+  protected override enumerate(ref: TableRef): SmmuDecodedPageTable {
+    const walk = this.startWalk(ref);
     const g = ref.pgShift;
     const rootBits = ref.ia - levelShift(g, ref.startLevel);
     this.walkTable(walk, ref.root, ref.startLevel, 0, 0, 2 ** rootBits);
-    walk.out.flush();
-    if (walk.problems > MAX_TABLE_PROBLEMS) {
-      const more = walk.problems - MAX_TABLE_PROBLEMS;
-      this.problem(ref.root, this.tableName(ref), `${more} more problems in this table not listed`);
-    }
-    const runs = walk.out.runs;
-    this.mappingsLeft -= runs.length / 4;
+    const runs = this.finishWalk(walk);
     const mappings: SmmuMapping[] = [];
     // TTB1 input addresses are the top of the 64-bit space: 2^64 - 2^ia onwards.
     const upper = ref.range === 1 ? (1n << 64n) - (1n << BigInt(ref.ia)) : 0n;
@@ -1664,45 +1503,13 @@ class SmmuDecoder {
     };
   }
 
-  private tableProblem(
-    walk: TableWalk,
-    at: number,
-    level: number,
-    message: string,
-    event?: number,
-    table = false,
-  ): void {
-    walk.problems++;
-    if (walk.problems > MAX_TABLE_PROBLEMS) return;
-    const what = `level ${level} ${table ? "table" : "entry"}`;
-    this.problem(at, `${this.tableName(walk.ref)}, ${what}`, message, event);
-  }
-
-  /** Charge a 4 KiB page of a table to the budget; false (said once) when it is spent. */
-  private charge(walk: TableWalk, pa: number): boolean {
-    if (walk.stopped) return false;
-    if (this.tablePagesLeft <= 0) {
-      const why = `enumeration stopped after ${this.maxTablePages} table pages in all (limit maxTablePages; looping or shared tables?)`;
-      this.stopEnumeration(walk, pa, why);
-      return false;
-    }
-    this.tablePagesLeft--;
-    walk.tablePages++;
-    return true;
-  }
-
   /**
    * The PA of each 4 KiB piece of the table at `table` (`bytes` long): itself, or for a nested
    * stage 1 its stage 2 translation as the SMMU fetches it. A piece that cannot be read (a stage
    * 2 fault, outside memory: reported) is -1, one outside the image -2. Null when the image holds
    * none of the table (counted in `notInImage`), or a limit stopped the walk.
    */
-  private tablePieces(
-    walk: TableWalk,
-    table: number,
-    bytes: number,
-    level: number,
-  ): number[] | null {
+  private tablePieces(walk: Walk, table: number, bytes: number, level: number): number[] | null {
     const ref = walk.ref;
     const pieces: number[] = [];
     let holes = 0;
@@ -1710,7 +1517,8 @@ class SmmuDecoder {
       const chunk = Math.min(4096, bytes - off);
       // Every piece is charged before it is looked at: a hostile table may name millions of
       // unreadable ones, each costing a stage 2 walk or a coverage lookup.
-      if (!this.charge(walk, table + off)) return null;
+      if (!this.mayRead(walk, table + off)) return null;
+      this.chargePage(walk);
       let pa = table + off;
       if (ref.ste !== null) {
         pa = this.s2pa(ref.ste, table + off);
@@ -1750,7 +1558,7 @@ class SmmuDecoder {
    * @spec Arm ARM DDI0487 D8.3 (VMSAv8-64 descriptors); Arm SMMUv3 (IHI 0070) 3.4 (address sizes)
    */
   private walkTable(
-    walk: TableWalk,
+    walk: Walk,
     table: number,
     level: number,
     baseVpn: number,
@@ -1852,11 +1660,7 @@ class SmmuDecoder {
             (dbm << 11) |
             (cont << 12);
         }
-        if (!walk.out.add(vpn, oa / 4096, pages, flags)) {
-          const why = `stopped listing mappings after ${this.maxMappings} (limit maxMappings)`;
-          this.stopEnumeration(walk, at, why);
-          return;
-        }
+        if (!this.leaf(walk, at, vpn, oa / 4096, pages, flags)) return;
       }
     }
   }
@@ -1953,34 +1757,6 @@ export function lookupSmmuTranslation(
 
 // --- The human-readable form ---------------------------------------------------------------------
 
-function formatEntry(e: SmmuDecodedEntry): string {
-  const layout = LAYOUTS[e.layout];
-  if (layout === undefined) return e.raw.join(" ");
-  const words: number[] = [];
-  for (const q of e.raw) {
-    const v = BigInt(q);
-    words.push(Number(v & 0xffffffffn), Number(v >> 32n));
-  }
-  return formatLayout(layout, words);
-}
-
-function formatSize(bytes: number): string {
-  const units: Array<[number, string]> = [
-    [2 ** 40, "TiB"],
-    [2 ** 30, "GiB"],
-    [2 ** 20, "MiB"],
-    [2 ** 10, "KiB"],
-  ];
-  for (const [unit, name] of units) {
-    if (bytes >= unit && bytes % unit === 0) return `${bytes / unit} ${name}`;
-  }
-  return `${bytes} B`;
-}
-
-function count(n: number, thing: string): string {
-  return `${n} ${thing}${n === 1 ? "" : "s"}`;
-}
-
 function formatEvent(e: SmmuEventRef | undefined): string {
   return e === undefined ? "" : `event ${toHex(e.id, 2)} ${e.name}`;
 }
@@ -2001,12 +1777,7 @@ function formatTranslation(t: SmmuDecodedTranslation): string {
 }
 
 /** The columns of one mapping line: input range, output, size, permissions and attributes. */
-function mappingColumns(m: SmmuMapping): [string, string, string, string] {
-  const start = Number(m.iova);
-  const end =
-    start + m.size <= Number.MAX_SAFE_INTEGER
-      ? toHex(start + m.size - 1)
-      : toHex(BigInt(m.iova) + BigInt(m.size) - 1n);
+function mappingColumns(m: SmmuMapping): MappingColumns {
   let perms = `${m.r ? "r" : "-"}${m.w ? "w" : "-"}${m.x ? "x" : "-"}`;
   const attrs: string[] = [];
   if ("AP" in m) {
@@ -2020,34 +1791,22 @@ function mappingColumns(m: SmmuMapping): [string, string, string, string] {
   if (!m.AF) attrs.push("AF=0");
   if (m.DBM) attrs.push("DBM");
   if (m.Contiguous) attrs.push("Contiguous");
-  return [`${m.iova}-${end}`, m.pa, formatSize(m.size), `${perms}  ${attrs.join(" ")}`];
+  return [mappingRange(m.iova, m.size), m.pa, formatSize(m.size), `${perms}  ${attrs.join(" ")}`];
 }
 
 /** Who walks each page table, by key. */
 function tableUsers(doc: SmmuDecodeDocument): Map<string, string[]> {
   const users = new Map<string, string[]>();
-  const add = (key: string | null | undefined, who: string) => {
-    if (key === null || key === undefined) return;
-    const list = users.get(key);
-    if (list === undefined) users.set(key, [who]);
-    else if (list[list.length - 1] !== who) list.push(who);
-  };
   for (const dev of doc.devices) {
     const sid = `sid ${toHex(dev.sid)}`;
     for (const t of dev.translations) {
       const who = t.ssid === null ? sid : `${sid} ssid ${t.ssid}`;
-      add(t.pageTable, who);
-      add(t.ttb1Table, who);
-      add(t.secondStageTable, `${who} (stage 2)`);
+      addTableUser(users, t.pageTable, who);
+      addTableUser(users, t.ttb1Table, who);
+      addTableUser(users, t.secondStageTable, `${who} (stage 2)`);
     }
   }
   return users;
-}
-
-function formatUsers(list: readonly string[] | undefined): string {
-  if (list === undefined || list.length === 0) return "";
-  const shown = list.slice(0, 4).join(", ");
-  return `, used by ${shown}${list.length > 4 ? ` and ${list.length - 4} more` : ""}`;
 }
 
 /**
@@ -2062,18 +1821,7 @@ export function formatSmmuDecode(doc: SmmuDecodeDocument): string {
   lines.push(
     `SMMUv3 stream table ${st.address} (${st.format}, 2^${st.log2size} StreamIDs${split}; STRTAB_BASE ${doc.strtabBase}, STRTAB_BASE_CFG ${doc.strtabCfg})`,
   );
-  const tables = Object.entries(doc.pageTables);
-  let mappings = 0;
-  for (const [, t] of tables) mappings += t.mappings.length;
-  let translations = 0;
-  for (const dev of doc.devices) translations += dev.translations.length;
-  let summary =
-    doc.devices.length === 0
-      ? "no StreamID has a valid STE"
-      : `${count(doc.devices.length, "device")}, ${count(translations, "translation")}, ${count(tables.length, "page table")} with ${count(mappings, "mapping")}`;
-  if (doc.problems.length > 0) summary += `; ${count(doc.problems.length, "problem")} (at the end)`;
-  if (doc.truncated) summary += "; TRUNCATED: a limit cut the decode short (see the problems)";
-  lines.push(summary);
+  lines.push(formatSummary(doc, "no StreamID has a valid STE"));
   let l1 = "";
   const devs = doc.devices;
   for (let i = 0; i < devs.length; i++) {
@@ -2081,7 +1829,7 @@ export function formatSmmuDecode(doc: SmmuDecodeDocument): string {
     if (dev.l1std !== undefined && dev.l1std.address !== l1) {
       l1 = dev.l1std.address;
       lines.push("");
-      lines.push(`L1STD @${dev.l1std.address}  ${formatEntry(dev.l1std)}`);
+      lines.push(`L1STD @${dev.l1std.address}  ${formatEntry(dev.l1std, LAYOUTS)}`);
     }
     lines.push("");
     // A run of identical abort STEs (new kernels fill whole tables with them): one line.
@@ -2098,14 +1846,14 @@ export function formatSmmuDecode(doc: SmmuDecodeDocument): string {
     if (last > i) {
       const to = devs[last] as SmmuDecodedDevice;
       lines.push(
-        `sid ${toHex(dev.sid)}-${toHex(to.sid)} (${last - i + 1} StreamIDs): abort, STE ${formatEntry(dev.ste)} each (first @${dev.ste.address})`,
+        `sid ${toHex(dev.sid)}-${toHex(to.sid)} (${last - i + 1} StreamIDs): abort, STE ${formatEntry(dev.ste, LAYOUTS)} each (first @${dev.ste.address})`,
       );
       i = last;
       continue;
     }
     const extra = dev.truncated ? ", CD list truncated" : "";
     lines.push(`sid ${toHex(dev.sid)} (${dev.sid}): ${dev.config}${extra}`);
-    lines.push(`  STE    @${dev.ste.address}  ${formatEntry(dev.ste)}`);
+    lines.push(`  STE    @${dev.ste.address}  ${formatEntry(dev.ste, LAYOUTS)}`);
     if (dev.cdTable !== undefined) {
       const c = dev.cdTable;
       lines.push(
@@ -2116,16 +1864,16 @@ export function formatSmmuDecode(doc: SmmuDecodeDocument): string {
       lines.push(`  ${formatTranslation(t)}`);
       if (t.l1cd !== undefined) {
         const ipa = t.l1cd.ipa === undefined ? "" : ` (IPA ${t.l1cd.ipa})`;
-        lines.push(`    L1CD @${t.l1cd.address}${ipa}  ${formatEntry(t.l1cd)}`);
+        lines.push(`    L1CD @${t.l1cd.address}${ipa}  ${formatEntry(t.l1cd, LAYOUTS)}`);
       }
       if (t.cd !== undefined) {
         const ipa = t.cd.ipa === undefined ? "" : ` (IPA ${t.cd.ipa})`;
-        lines.push(`    CD   @${t.cd.address}${ipa}  ${formatEntry(t.cd)}`);
+        lines.push(`    CD   @${t.cd.address}${ipa}  ${formatEntry(t.cd, LAYOUTS)}`);
       }
     }
   }
   const users = tableUsers(doc);
-  for (const [key, table] of tables) {
+  for (const [key, table] of Object.entries(doc.pageTables)) {
     lines.push("");
     const range = table.range === undefined ? "" : ` ${table.range}`;
     const nested =
@@ -2133,36 +1881,18 @@ export function formatSmmuDecode(doc: SmmuDecodeDocument): string {
         ? ""
         : `, nested: table and output addresses are IPAs, through ${table.secondStageTable}`;
     const concat = table.concatenated === undefined ? "" : ` (${table.concatenated} concatenated)`;
-    const notes = [
-      ...(table.had ? ["hierarchical attributes disabled"] : []),
-      ...(table.truncated ? ["TRUNCATED by a limit"] : []),
-      ...(table.notInImage === undefined
-        ? []
-        : [`${count(table.notInImage, "table")} not in the image, read as zeros`]),
-    ];
-    const note = notes.length === 0 ? "" : ` (${notes.join("; ")})`;
+    const note = formatTableNotes(
+      table,
+      "table",
+      table.had ? ["hierarchical attributes disabled"] : [],
+    );
     lines.push(
       `page table ${key}: stage ${table.stage}${range}, ${granuleName(Math.log2(table.granule))} granule, start level ${table.startLevel}${concat}, ${table.ias}-bit input, ${table.oas}-bit output${nested}, ${count(table.mappings.length, "mapping")}${note}${formatUsers(users.get(key))}`,
     );
-    const rows = table.mappings.map(mappingColumns);
-    const width = [0, 0, 0];
-    for (const row of rows) {
-      for (let c = 0; c < 3; c++)
-        width[c] = Math.max(width[c] as number, (row[c] as string).length);
-    }
-    for (const [r, pa, size, perms] of rows) {
-      lines.push(
-        `  ${r.padEnd(width[0] as number)} -> ${pa.padEnd(width[1] as number)}  ${size.padStart(width[2] as number)}  ${perms}`,
-      );
-    }
+    pushMappingLines(lines, table.mappings, mappingColumns);
   }
-  if (doc.problems.length > 0) {
-    lines.push("");
-    lines.push(`problems (${doc.problems.length}):`);
-    for (const p of doc.problems) {
-      const ev = p.event === undefined ? "" : ` [${formatEvent(p.event)}]`;
-      lines.push(`  ${p.address} ${p.structure}: ${p.message}${ev}`);
-    }
-  }
+  pushProblemLines(lines, doc.problems, (p) =>
+    p.event === undefined ? "" : ` [${formatEvent(p.event)}]`,
+  );
   return `${lines.join("\n")}\n`;
 }

@@ -24,18 +24,19 @@ import {
   smmuIdRegs,
   validateSmmuFeatures,
 } from "@iommu-sim/arm-smmu/hw";
+import { XLATE_OK } from "@iommu-sim/iommu-core";
+import { decode, type PhysMemory, toHex } from "@iommu-sim/iommu-core/platform";
 import {
-  DMA_EXEC,
-  DMA_READ,
-  DMA_WRITE,
-  NO_PASID,
-  newTranslationRequest,
-  newTranslationResult,
-  XLATE_OK,
-} from "@iommu-sim/iommu-core";
-import { bug, decode, type PhysMemory, toHex } from "@iommu-sim/iommu-core/platform";
+  parseBdf,
+  parseBounded,
+  parseIdQuery,
+  perQuery,
+  pollUntil,
+  type QueryAccessOptions,
+  QueryRunner,
+  translationGrant,
+} from "./decode-common.js";
 import { lookupSmmuTranslation, type SmmuEventRef, smmuEventRef } from "./smmu-decode.js";
-import { parseUnsigned } from "./vtd-translate.js";
 
 /** One request to translate: `SID[:SSID]@IOVA`. */
 export interface SmmuQuery {
@@ -71,7 +72,6 @@ export type SmmuTranslateResult =
     };
 
 const SSID_MAX = 0xfffff;
-const BDF = /^([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$/;
 
 /**
  * A StreamID written as a number (decimal or 0x hex, at most 0xffffffff), or as a PCI address
@@ -79,26 +79,15 @@ const BDF = /^([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$/;
  * StreamID or what is wrong.
  */
 export function parseStreamId(text: string): number | string {
-  const bdf = BDF.exec(text);
-  if (bdf !== null) {
-    const dev = Number.parseInt(bdf[2] as string, 16);
-    if (dev > 0x1f) return `device ${toHex(dev)} in ${text} is above 0x1f`;
-    return (Number.parseInt(bdf[1] as string, 16) << 8) | (dev << 3) | Number(bdf[3]);
-  }
-  const n = parseUnsigned(text);
-  if (n === null || n > 0xffffffffn) {
-    return `expected a StreamID: a number up to 0xffffffff, or BB:DD.F, got ${JSON.stringify(text)}`;
-  }
-  return Number(n);
+  return (
+    parseBdf(text) ??
+    parseBounded(text, 0xffffffffn, "a StreamID: a number up to 0xffffffff, or BB:DD.F")
+  );
 }
 
 /** A SubstreamID (decimal or 0x hex, at most 2^20 - 1), or what is wrong. */
 export function parseSubstreamId(text: string): number | string {
-  const n = parseUnsigned(text);
-  if (n === null || n > BigInt(SSID_MAX)) {
-    return `expected a SubstreamID: a number up to 0xfffff, got ${JSON.stringify(text)}`;
-  }
-  return Number(n);
+  return parseBounded(text, BigInt(SSID_MAX), "a SubstreamID: a number up to 0xfffff");
 }
 
 /**
@@ -107,34 +96,8 @@ export function parseSubstreamId(text: string): number | string {
  * or a message naming the part that is wrong.
  */
 export function parseSmmuQuery(text: string): SmmuQuery | string {
-  const at = text.indexOf("@");
-  if (at < 0 || at !== text.lastIndexOf("@")) return "expected SID[:SSID]@IOVA";
-  const who = text.slice(0, at);
-  const iovaText = text.slice(at + 1);
-  let sidText = who;
-  let ssidText: string | undefined;
-  const bdfWithSsid = /^([0-9a-fA-F]{1,2}:[0-9a-fA-F]{1,2}\.[0-7]):(.*)$/.exec(who);
-  if (bdfWithSsid !== null) {
-    sidText = bdfWithSsid[1] as string;
-    ssidText = bdfWithSsid[2] as string;
-  } else if (!who.includes(".") && who.includes(":")) {
-    const colon = who.indexOf(":");
-    sidText = who.slice(0, colon);
-    ssidText = who.slice(colon + 1);
-  }
-  const sid = parseStreamId(sidText);
-  if (typeof sid === "string") return sid;
-  let ssid: number | null = null;
-  if (ssidText !== undefined) {
-    const s = parseSubstreamId(ssidText);
-    if (typeof s === "string") return s;
-    ssid = s;
-  }
-  const iova = parseUnsigned(iovaText);
-  if (iova === null) {
-    return `expected an IOVA: a number up to 2^64 - 1, decimal or 0x hex, got ${JSON.stringify(iovaText)}`;
-  }
-  return { sid, ssid, iova };
+  const q = parseIdQuery(text, "expected SID[:SSID]@IOVA", parseStreamId, parseSubstreamId);
+  return typeof q === "string" ? q : { sid: q.sid, ssid: q.sub, iova: q.iova };
 }
 
 /**
@@ -252,18 +215,13 @@ export const DEFAULT_SMMU_IDR: readonly number[] = Object.freeze([
   ...smmuIdRegs(DEFAULT_SMMU_FEATURES),
 ]);
 
-/** Options of `SmmuTranslator`. */
-export interface SmmuTranslatorOptions {
+/** Options of `SmmuTranslator` (and the access of every query: `write`, `exec`, `priv`). */
+export interface SmmuTranslatorOptions extends QueryAccessOptions {
   /** SMMU_STRTAB_BASE and SMMU_STRTAB_BASE_CFG values. */
   readonly strtabBase: bigint;
   readonly strtabCfg: bigint;
   /** The SMMU's features (`smmuFeaturesFromIdr`); default `DEFAULT_SMMU_FEATURES`. */
   readonly features?: SmmuFeatures;
-  /** The access every query makes: a read unless `write`; `exec` adds an instruction fetch. */
-  readonly write?: boolean;
-  readonly exec?: boolean;
-  /** Privileged requests. */
-  readonly priv?: boolean;
 }
 
 /**
@@ -281,19 +239,15 @@ export class SmmuTranslator {
   readonly features: SmmuFeatures;
   private readonly mem: PhysMemory;
   private readonly options: SmmuTranslatorOptions;
-  private readonly access: number;
-  private readonly priv: boolean;
+  private readonly queries: QueryRunner;
   /** Whether (sid, ssid) bypasses every stage, from the structures: "sid" or "sid:ssid" keys. */
   private readonly bypass = new Map<string, boolean>();
-  private readonly req = newTranslationRequest();
-  private readonly out = newTranslationResult();
 
   private constructor(mem: PhysMemory, features: SmmuFeatures, options: SmmuTranslatorOptions) {
     this.mem = mem;
     this.features = features;
     this.options = options;
-    this.access = (options.write ? DMA_WRITE : DMA_READ) | (options.exec ? DMA_EXEC : 0);
-    this.priv = options.priv ?? false;
+    this.queries = new QueryRunner(options);
     const smmu = new SmmuV3({
       name: "smmu-translate",
       mem,
@@ -326,18 +280,7 @@ export class SmmuTranslator {
 
   /** Run one query through the SMMU; `text` is echoed as `query` (default: the query rebuilt). */
   translate(q: SmmuQuery, text?: string): SmmuTranslateResult {
-    const req = this.req;
-    const out = this.out;
-    req.sid = q.sid;
-    req.rid = q.sid & 0xffff;
-    req.pasid = q.ssid ?? NO_PASID;
-    // Page number and offset keep an IOVA above 2^53 exact (the page number is below 2^52).
-    req.iovaPfn = Number(q.iova >> 12n);
-    req.offset = Number(q.iova & 0xfffn);
-    req.access = this.access;
-    req.privileged = this.priv;
-    req.at = 0;
-    this.smmu.translateUncached(req, out);
+    const out = this.queries.run(this.smmu, q.sid & 0xffff, q.sid, q.ssid, q.iova);
     const query = text ?? `${toHex(q.sid)}${q.ssid === null ? "" : `:${q.ssid}`}@${toHex(q.iova)}`;
     const head = { query, sid: q.sid, ssid: q.ssid, iova: toHex(q.iova) };
     if (out.status !== XLATE_OK) {
@@ -351,18 +294,14 @@ export class SmmuTranslator {
       ...head,
       result: "ok",
       pa: toHex(out.pa),
-      pageSize: 2 ** out.sizeShift,
-      r: (out.perm & DMA_READ) !== 0,
-      w: (out.perm & DMA_WRITE) !== 0,
+      ...translationGrant(out),
       bypass: this.isBypass(q.sid, q.ssid),
     };
   }
 
   /** Whether the structures make (sid, ssid) bypass both stages (output = input). */
   private isBypass(sid: number, ssid: number | null): boolean {
-    const key = ssid === null ? `${sid}` : `${sid}:${ssid}`;
-    let known = this.bypass.get(key);
-    if (known === undefined) {
+    return perQuery(this.bypass, sid, ssid, () => {
       const t = lookupSmmuTranslation(this.mem, {
         strtabBase: this.options.strtabBase,
         strtabCfg: this.options.strtabCfg,
@@ -370,17 +309,15 @@ export class SmmuTranslator {
         ssid,
         features: this.features,
       });
-      known = t?.type === "bypass";
-      this.bypass.set(key, known);
-    }
-    return known;
+      return t?.type === "bypass";
+    });
   }
 }
 
 /** Poll CR0ACK until it equals `value`, as the kernel's arm_smmu_write_reg_sync does. */
 function waitForAck(smmu: SmmuV3, value: number): void {
-  for (let tries = 0; tries < 1000; tries++) {
-    if (smmu.read32(SMMU_REG.CR0ACK) === value) return;
-  }
-  bug(`SMMU never acknowledged CR0 ${toHex(value)}`);
+  pollUntil(
+    () => smmu.read32(SMMU_REG.CR0ACK) === value,
+    `SMMU never acknowledged CR0 ${toHex(value)}`,
+  );
 }

@@ -53,18 +53,38 @@ import {
 } from "@iommu-sim/intel-vtd/format";
 import { DEFAULT_VTD_CAPS, type VtdCapabilities } from "@iommu-sim/intel-vtd/hw";
 import {
-  decode,
   type Field,
-  type FieldValue,
   fieldOf,
-  formatLayout,
   getField,
   type Layout,
   loadLayout,
   type PhysMemory,
   reservedBitsSet,
+  TWO32,
   toHex,
 } from "@iommu-sim/iommu-core/platform";
+import {
+  addTableUser,
+  count,
+  type DecodedEntry,
+  type DecodeImageCoverage,
+  type DecodeProblemBase,
+  decodedEntry,
+  decodeLimit,
+  formatBits,
+  formatEntry,
+  formatSize,
+  formatSummary,
+  formatTableNotes,
+  formatUsers,
+  layoutsByName,
+  type MappingColumns,
+  mappingRange,
+  pushMappingLines,
+  pushProblemLines,
+  TableDecoder,
+  type TableWalk,
+} from "./decode-common.js";
 
 /** How a device (RID or RID+PASID) has its requests translated. */
 export type VtdTranslationType =
@@ -77,17 +97,8 @@ export type VtdTranslationType =
 /** The stage a page table belongs to. */
 export type VtdTableStage = "second-stage" | "first-stage";
 
-/** One structure entry as found in memory. */
-export interface VtdDecodedEntry {
-  /** The field table it is decoded with (`root-entry`, `sm-context-entry`, `pasid-entry`...). */
-  readonly layout: string;
-  /** Physical address of the entry. */
-  readonly address: string;
-  /** The entry's 64-bit words, lowest address first, in hex. */
-  readonly raw: readonly string[];
-  /** Every field under its spec name: a number, or a hex string for addresses and wide fields. */
-  readonly fields: Readonly<Record<string, number | string>>;
-}
+/** One structure entry as found in memory (`root-entry`, `sm-context-entry`, `pasid-entry`...). */
+export type VtdDecodedEntry = DecodedEntry;
 
 /** One translation of a device: its RID (legacy mode) or one PASID (scalable mode). */
 export interface VtdDecodedTranslation {
@@ -175,12 +186,7 @@ export interface VtdDecodedPageTable {
 }
 
 /** Something in memory that the hardware would refuse or that makes no sense. */
-export interface VtdDecodeProblem {
-  /** Physical address of the entry at fault. */
-  readonly address: string;
-  /** Which structure, in words (`context entry of 00:03.0`). */
-  readonly structure: string;
-  readonly message: string;
+export interface VtdDecodeProblem extends DecodeProblemBase {
   /** The fault reason a request using the entry gets, when it gets one. */
   readonly faultReason?: number;
 }
@@ -203,9 +209,7 @@ export interface VtdDecodeDocument {
 }
 
 /** The address ranges a memory image holds (`ImageCoverage`). */
-export interface VtdImageCoverage {
-  covers(pa: number, bytes: number): boolean;
-}
+export type VtdImageCoverage = DecodeImageCoverage;
 
 /**
  * The default work limits of `decodeVtd`. A machine's real tables stay far below them; an image
@@ -281,11 +285,6 @@ const LEAF_ALIGN_LO = [0, 0, 0x001ff000, 0x3ffff000];
 const FS_LEAF_PAT = 0x1000;
 /** 4 KiB pages an entry at level l covers: 512^(l-1). */
 const PAGES = [0, 1, 512, 262144, 134217728, 68719476736];
-const TWO32 = 4294967296;
-/** Problems listed per page table before the rest are only counted. */
-const MAX_TABLE_PROBLEMS = 32;
-/** Reserved bit positions spelled out in a message before the rest are only counted. */
-const MAX_BITS_LISTED = 8;
 
 const R_P = fieldOf(ROOT_ENTRY, "P");
 const R_CTP = fieldOf(ROOT_ENTRY, "CTP");
@@ -316,20 +315,16 @@ const E_FLPM = fieldOf(PASID_ENTRY, "FLPM");
 const E_FLPTR = fieldOf(PASID_ENTRY, "FLPTR");
 const E_SRE = fieldOf(PASID_ENTRY, "SRE");
 
-const LAYOUTS: Readonly<Record<string, Layout>> = Object.freeze(
-  Object.fromEntries(
-    [
-      ROOT_ENTRY,
-      SM_ROOT_ENTRY,
-      CONTEXT_ENTRY,
-      SM_CONTEXT_ENTRY,
-      PASID_DIR_ENTRY,
-      PASID_ENTRY,
-      SS_PTE,
-      FS_PTE,
-    ].map((l) => [l.name, l]),
-  ),
-);
+const LAYOUTS = layoutsByName([
+  ROOT_ENTRY,
+  SM_ROOT_ENTRY,
+  CONTEXT_ENTRY,
+  SM_CONTEXT_ENTRY,
+  PASID_DIR_ENTRY,
+  PASID_ENTRY,
+  SS_PTE,
+  FS_PTE,
+]);
 
 const FR_NAMES: Readonly<Record<number, string>> = Object.freeze(
   Object.fromEntries(Object.entries(VTD_FR).map(([name, code]) => [code, name])),
@@ -344,24 +339,6 @@ export function vtdFaultName(code: number): string {
 export function formatBdf(sid: number): string {
   const hex2 = (v: number) => v.toString(16).padStart(2, "0");
   return `${hex2(sid >>> 8)}:${hex2((sid >>> 3) & 0x1f)}.${sid & 7}`;
-}
-
-/**
- * Reserved bit positions (ascending) as ranges, `65-75,128`; a garbage entry may set hundreds, so
- * after a few ranges the rest are counted.
- */
-function formatBits(bits: readonly number[]): string {
-  const parts: string[] = [];
-  let i = 0;
-  while (i < bits.length && parts.length < MAX_BITS_LISTED) {
-    const first = bits[i] as number;
-    let last = first;
-    while (i + 1 < bits.length && bits[i + 1] === last + 1) last = bits[++i] as number;
-    parts.push(first === last ? `${first}` : `${first}-${last}`);
-    i++;
-  }
-  const rest = bits.length - i;
-  return rest > 0 ? `${parts.join(",")} and ${rest} more` : parts.join(",");
 }
 
 /** A field of at most 32 bits read straight from memory (a present bit before a whole entry). */
@@ -381,50 +358,6 @@ interface TableRef {
   ssKey: string | undefined;
 }
 
-/**
- * Collects leaves in walk order and merges runs (flat array: vpn, pfn, pages, flags), at most
- * `limit` runs.
- */
-class Coalescer {
-  readonly runs: number[] = [];
-  private vpn = 0;
-  private pfn = 0;
-  private pages = 0;
-  private flags = 0;
-
-  constructor(private readonly limit: number) {}
-
-  /** Runs so far, the open one included. */
-  get count(): number {
-    return this.runs.length / 4 + (this.pages > 0 ? 1 : 0);
-  }
-
-  /** Add a leaf; false (and nothing added) when it would start a run beyond the limit. */
-  add(vpn: number, pfn: number, pages: number, flags: number): boolean {
-    if (
-      this.pages > 0 &&
-      vpn === this.vpn + this.pages &&
-      pfn === this.pfn + this.pages &&
-      flags === this.flags
-    ) {
-      this.pages += pages;
-      return true;
-    }
-    if (this.count >= this.limit) return false;
-    this.flush();
-    this.vpn = vpn;
-    this.pfn = pfn;
-    this.pages = pages;
-    this.flags = flags;
-    return true;
-  }
-
-  flush(): void {
-    if (this.pages > 0) this.runs.push(this.vpn, this.pfn, this.pages, this.flags);
-    this.pages = 0;
-  }
-}
-
 // Mapping flags.
 const F_R = 1;
 const F_W = 2;
@@ -432,16 +365,7 @@ const F_X = 4;
 const F_U = 8;
 const F_SNP = 16;
 
-/** Mutable per-table enumeration state. */
-interface TableWalk {
-  ref: TableRef;
-  out: Coalescer;
-  tablePages: number;
-  /** A limit stopped this walk. */
-  stopped: boolean;
-  problems: number;
-  notInImage: number;
-}
+type Walk = TableWalk<TableRef>;
 
 /** Filter on PASIDs: none, one PASID, or only the context entry's RID_PASID. */
 type PasidFilter = number | "rid" | undefined;
@@ -465,19 +389,10 @@ interface PasidScan {
   truncated: boolean;
 }
 
-class VtdDecoder {
-  readonly problems: VtdDecodeProblem[] = [];
+class VtdDecoder extends TableDecoder<TableRef, VtdDecodedPageTable, VtdDecodeProblem> {
   readonly devices: VtdDecodedDevice[] = [];
-  /** A limit cut something short. */
-  truncated = false;
-  private readonly refs = new Map<string, TableRef>();
-  /** Each reading of a table (root, stage, levels, second stage) to its key in `refs`. */
-  private readonly refKeys = new Map<string, string>();
-  /** Readings per root address, for the `#n` suffix of the next one. */
-  private readonly readings = new Map<number, number>();
   private readonly caps: VtdCapabilities;
   private readonly hawLimit: number;
-  private readonly memLimit: number;
   private readonly pasidBits: number;
   /** High-word and low-word masks of paging-entry address bits at or above HAW. */
   private readonly hawHi: number;
@@ -486,36 +401,27 @@ class VtdDecoder {
   private readonly ssLeafRsvHi: number;
   /** CAP.SLLPS: bit 0 2 MiB, bit 1 1 GiB second-stage pages. */
   private readonly sllps: number;
-  private readonly coverage: VtdImageCoverage | null;
-  // Budgets: what is left of each limit.
-  private readonly maxTablePages: number;
-  private readonly maxMappings: number;
+  // Budgets (besides the table-page and mapping ones): what is left of each limit.
   private readonly maxPasidEntries: number;
   private readonly maxPasidTranslations: number;
-  private readonly maxProblems: number;
-  private tablePagesLeft: number;
-  private mappingsLeft: number;
   private pasidEntriesLeft: number;
   private pasidTranslationsLeft: number;
-  private problemsOmitted = 0;
   private pasidEntriesReported = false;
   private pasidTranslationsReported = false;
-  /** Why page-table enumeration stopped for good (a limit), or "". */
-  private enumerationStopped = "";
 
   constructor(
-    private readonly mem: PhysMemory,
+    mem: PhysMemory,
     readonly scalable: boolean,
     private readonly rta: number,
     private readonly device: number | undefined,
     private readonly pasidFilter: PasidFilter,
     options: VtdDecodeOptions,
   ) {
+    super(mem, rta, options, VTD_DECODE_LIMITS);
     const caps = options.caps ?? VTD_PERMISSIVE_CAPS;
     this.caps = caps;
     const haw = Math.max(12, Math.min(52, options.haw ?? 52));
     this.hawLimit = 2 ** haw;
-    this.memLimit = mem.pfnLimit * 4096;
     this.pasidBits = caps.pasid ? caps.pss + 1 : 0;
     this.hawHi = haw >= 32 ? (SS_PTE_ADDR_HI & ~((2 ** (haw - 32) - 1) | 0)) >>> 0 : SS_PTE_ADDR_HI;
     this.hawLo = haw >= 32 ? 0 : (SS_PTE_ADDR_LO & ~(2 ** haw - 1)) >>> 0;
@@ -527,50 +433,17 @@ class VtdDecoder {
     this.ssLeafRsvHi = staleTm ? 0 : SS_PTE_TM_HI;
     this.sllps =
       (caps.superpages.includes("2M") ? 1 : 0) | (caps.superpages.includes("1G") ? 2 : 0);
-    this.coverage = options.coverage ?? null;
-    const limit = (given: number | undefined, d: number) =>
-      given === undefined || !(given >= 0) ? d : Math.floor(given);
     const L = VTD_DECODE_LIMITS;
-    this.maxTablePages = limit(options.maxTablePages, L.maxTablePages);
-    this.maxMappings = limit(options.maxMappings, L.maxMappings);
-    this.maxPasidEntries = limit(options.maxPasidEntries, L.maxPasidEntries);
-    this.maxPasidTranslations = limit(options.maxPasidTranslations, L.maxPasidTranslations);
-    this.maxProblems = limit(options.maxProblems, L.maxProblems);
-    this.tablePagesLeft = this.maxTablePages;
-    this.mappingsLeft = this.maxMappings;
+    this.maxPasidEntries = decodeLimit(options.maxPasidEntries, L.maxPasidEntries);
+    this.maxPasidTranslations = decodeLimit(options.maxPasidTranslations, L.maxPasidTranslations);
     this.pasidEntriesLeft = this.maxPasidEntries;
     this.pasidTranslationsLeft = this.maxPasidTranslations;
   }
 
   // --- Helpers -----------------------------------------------------------------------------------
 
-  private problem(address: number, structure: string, message: string, faultReason?: number) {
-    if (this.problems.length >= this.maxProblems) {
-      this.problemsOmitted++;
-      return;
-    }
-    this.problems.push({
-      address: toHex(address),
-      structure,
-      message,
-      ...(faultReason === undefined ? {} : { faultReason }),
-    });
-  }
-
-  /** After the decode: count the problems the limit left out, in one last problem. */
-  finishProblems(): void {
-    if (this.problemsOmitted === 0) return;
-    this.truncated = true;
-    this.problems.push({
-      address: toHex(this.rta),
-      structure: "decode",
-      message: `${this.problemsOmitted} more problems not listed (limit maxProblems ${this.maxProblems})`,
-    });
-  }
-
-  /** Whether `bytes` at `pa` lie inside the memory image's address space. */
-  private inMemory(pa: number, bytes: number): boolean {
-    return pa + bytes <= this.memLimit;
+  protected override codeOf(faultReason: number): { faultReason: number } {
+    return { faultReason };
   }
 
   /**
@@ -593,36 +466,9 @@ class VtdDecoder {
     return (words[f.word + 1] as number) * TWO32 + (((words[f.word] as number) & 0xfffff000) >>> 0);
   }
 
-  private entry(layout: Layout, pa: number, words: Uint32Array): VtdDecodedEntry {
-    const raw: string[] = [];
-    for (let i = 0; i < layout.words; i += 2) {
-      const v = (BigInt(words[i + 1] as number) << 32n) | BigInt(words[i] as number);
-      raw.push(toHex(v, 16));
-    }
-    const values = decode(layout, words);
-    const fields: Record<string, number | string> = {};
-    for (const f of layout.fields) {
-      const v = values[f.name] as FieldValue;
-      fields[f.name] = f.addr || typeof v === "bigint" ? toHex(v) : v;
-    }
-    return { layout: layout.name, address: toHex(pa), raw, fields };
-  }
-
-  /**
-   * The key under which the page table `ref` is listed; the first reading of an address takes
-   * the plain address, a later one that reads it differently (other stage, levels or second stage)
-   * gets a suffix. Constant time: garbage PASID tables may name one root a million ways.
-   */
-  private tableKey(ref: Omit<TableRef, "key">): string {
-    const reading = `${ref.root}/${ref.stage}/${ref.levels}/${ref.ssRoot}/${ref.ssLevels}`;
-    const known = this.refKeys.get(reading);
-    if (known !== undefined) return known;
-    const n = (this.readings.get(ref.root) ?? 0) + 1;
-    this.readings.set(ref.root, n);
-    const key = n === 1 ? toHex(ref.root) : `${toHex(ref.root)}#${n}`;
-    this.refKeys.set(reading, key);
-    this.refs.set(key, { ...ref, key });
-    return key;
+  /** A table is read differently at another stage, with other levels or another second stage. */
+  protected override readingOf(ref: Omit<TableRef, "key">): string {
+    return `${ref.root}/${ref.stage}/${ref.levels}/${ref.ssRoot}/${ref.ssLevels}`;
   }
 
   private ssTable(root: number, levels: number): string {
@@ -694,7 +540,7 @@ class VtdDecoder {
         continue;
       }
       if (!this.inImage(ctp, 4096, where, "context table")) continue;
-      const rootEntry = this.entry(ROOT_ENTRY, rootAt, rw);
+      const rootEntry = decodedEntry(ROOT_ENTRY, rootAt, rw);
       for (let devfn = 0; devfn < 256; devfn++) {
         const sid = (bus << 8) | devfn;
         if (this.device !== undefined && this.device !== sid) continue;
@@ -712,7 +558,7 @@ class VtdDecoder {
           truncated: false,
           deviceTlb: tt === TT_DEVTLB && this.caps.deviceTlb,
           rootEntry,
-          contextEntry: this.entry(CONTEXT_ENTRY, at, cw),
+          contextEntry: decodedEntry(CONTEXT_ENTRY, at, cw),
         });
       }
     }
@@ -780,7 +626,7 @@ class VtdDecoder {
         this.problem(rootAt, where, msg, VTD_FR.SM_ROOT_ENTRY_RESERVED);
         continue;
       }
-      const rootEntry = this.entry(SM_ROOT_ENTRY, rootAt, rw);
+      const rootEntry = decodedEntry(SM_ROOT_ENTRY, rootAt, rw);
       for (const upper of [false, true]) {
         if ((upper ? up : lp) === 0) continue;
         // Only the half that serves the filtered device.
@@ -847,7 +693,7 @@ class VtdDecoder {
         truncated: scan.truncated,
         deviceTlb: getField(SC_DTE, cw) !== 0 && this.caps.deviceTlb,
         rootEntry,
-        contextEntry: this.entry(SM_CONTEXT_ENTRY, at, cw),
+        contextEntry: decodedEntry(SM_CONTEXT_ENTRY, at, cw),
         pasidDirectory: toHex(dir),
         pasidDirectoryEntries: dirEntries,
         ridPasid,
@@ -971,7 +817,7 @@ class VtdDecoder {
     // A PASID table outside the image reads as zeros, as the unit reads it: its RID_PASID entry is
     // then not present (fault 0x59), not unreachable.
     this.inImage(table, 4096, dwhere, "PASID table");
-    const pasidDirEntry = this.entry(PASID_DIR_ENTRY, deAt, dw);
+    const pasidDirEntry = decodedEntry(PASID_DIR_ENTRY, deAt, dw);
     for (let t = 0; t < PASID_TBL_ENTRIES; t++) {
       const pasid = d * PASID_TBL_ENTRIES + t;
       if (pasid >= scan.pasidLimit) break;
@@ -1020,7 +866,7 @@ class VtdDecoder {
         ...tr,
         ...(isRid ? { ridPasid: true } : {}),
         pasidDirEntry,
-        pasidEntry: this.entry(PASID_ENTRY, eAt, ew),
+        pasidEntry: decodedEntry(PASID_ENTRY, eAt, ew),
       });
     }
   }
@@ -1120,41 +966,11 @@ class VtdDecoder {
 
   // --- Page tables -------------------------------------------------------------------------------
 
-  /** Enumerate every referenced page table, in the order first referenced. */
-  pageTables(): Record<string, VtdDecodedPageTable> {
-    const out: Record<string, VtdDecodedPageTable> = {};
-    // Nested first stages register their second stage while being referenced; walk in key order.
-    for (const ref of [...this.refs.values()]) out[ref.key] = this.enumerate(ref);
-    return out;
-  }
-
-  /** Stop all page-table enumeration for good: a document-wide limit is spent. */
-  private stopEnumeration(walk: TableWalk, at: number, why: string): void {
-    walk.stopped = true;
-    if (this.enumerationStopped !== "") return;
-    this.enumerationStopped = why;
-    this.truncated = true;
-    this.problem(at, this.tableName(walk.ref), `${why}: this and later page tables are incomplete`);
-  }
-
-  private enumerate(ref: TableRef): VtdDecodedPageTable {
-    const walk: TableWalk = {
-      ref,
-      out: new Coalescer(this.mappingsLeft),
-      tablePages: 0,
-      stopped: this.enumerationStopped !== "",
-      problems: 0,
-      notInImage: 0,
-    };
+  protected override enumerate(ref: TableRef): VtdDecodedPageTable {
+    const walk = this.startWalk(ref);
     if (ref.stage === "second-stage") this.walkSs(walk, ref.root, ref.levels, 0, F_R | F_W);
     else this.walkFs(walk, ref.root, ref.levels, 0, F_R | F_W | F_X | F_U);
-    walk.out.flush();
-    if (walk.problems > MAX_TABLE_PROBLEMS) {
-      const more = walk.problems - MAX_TABLE_PROBLEMS;
-      this.problem(ref.root, this.tableName(ref), `${more} more problems in this table not listed`);
-    }
-    const runs = walk.out.runs;
-    this.mappingsLeft -= runs.length / 4;
+    const runs = this.finishWalk(walk);
     const mappings: VtdMapping[] = [];
     const fs = ref.stage === "first-stage";
     // Canonical first-stage addresses: bits above 47 (56) copy bit 47 (56).
@@ -1190,37 +1006,17 @@ class VtdDecoder {
     };
   }
 
-  private tableName(ref: TableRef): string {
+  protected override tableName(ref: TableRef): string {
     const nested = ref.ssKey === undefined ? "" : ` (nested in ${ref.ssKey})`;
     return `${ref.stage} table ${ref.key}${nested}`;
-  }
-
-  /** A problem with an entry (or, with `table`, a whole table page) of the table being walked. */
-  private tableProblem(
-    walk: TableWalk,
-    at: number,
-    level: number,
-    message: string,
-    fr?: number,
-    table = false,
-  ) {
-    walk.problems++;
-    if (walk.problems > MAX_TABLE_PROBLEMS) return;
-    const what = `level ${level} ${table ? "table" : "entry"}`;
-    this.problem(at, `${this.tableName(walk.ref)}, ${what}`, message, fr);
   }
 
   /**
    * Count a table page; false when it is not to be read: a limit is spent (said once), it is
    * outside memory (the access fault), or outside the image (counted: it reads as zeros).
    */
-  private enter(walk: TableWalk, table: number, level: number): boolean {
-    if (walk.stopped) return false;
-    if (this.tablePagesLeft <= 0) {
-      const why = `enumeration stopped after ${this.maxTablePages} table pages in all (limit maxTablePages; looping or shared tables?)`;
-      this.stopEnumeration(walk, table, why);
-      return false;
-    }
+  private enter(walk: Walk, table: number, level: number): boolean {
+    if (!this.mayRead(walk, table)) return false;
     if (!this.inMemory(table, 4096)) {
       const fr = this.scalable
         ? walk.ref.stage === "second-stage"
@@ -1234,24 +1030,8 @@ class VtdDecoder {
       walk.notInImage++;
       return false;
     }
-    this.tablePagesLeft--;
-    walk.tablePages++;
+    this.chargePage(walk);
     return true;
-  }
-
-  /** Record a leaf; false when the mapping limit is spent (enumeration stops, said once). */
-  private leaf(
-    walk: TableWalk,
-    at: number,
-    vpn: number,
-    pfn: number,
-    pages: number,
-    flags: number,
-  ) {
-    if (walk.out.add(vpn, pfn, pages, flags)) return true;
-    const why = `stopped listing mappings after ${this.maxMappings} (limit maxMappings)`;
-    this.stopEnumeration(walk, at, why);
-    return false;
   }
 
   /**
@@ -1288,7 +1068,7 @@ class VtdDecoder {
    *
    * @spec Intel VT-d Architecture Specification 9.8 (second-stage paging entries)
    */
-  private walkSs(walk: TableWalk, table: number, level: number, base: number, perm: number) {
+  private walkSs(walk: Walk, table: number, level: number, base: number, perm: number) {
     if (!this.enter(walk, table, level)) return;
     const mem = this.mem;
     const pages = PAGES[level] as number;
@@ -1359,7 +1139,7 @@ class VtdDecoder {
    *
    * @spec Intel VT-d Architecture Specification 9.7 (first-stage paging entries)
    */
-  private walkFs(walk: TableWalk, gTable: number, level: number, base: number, perm: number) {
+  private walkFs(walk: Walk, gTable: number, level: number, base: number, perm: number) {
     const ref = walk.ref;
     const nested = ref.ssRoot >= 0;
     let table = gTable;
@@ -1541,31 +1321,6 @@ export function lookupVtdTranslation(
 
 // --- The human-readable form ---------------------------------------------------------------------
 
-/** The entry's fields as the field-table printer shows them (non-zero fields, named values). */
-function formatEntry(e: VtdDecodedEntry): string {
-  const layout = LAYOUTS[e.layout];
-  if (layout === undefined) return e.raw.join(" ");
-  const words: number[] = [];
-  for (const q of e.raw) {
-    const v = BigInt(q);
-    words.push(Number(v & 0xffffffffn), Number(v >> 32n));
-  }
-  return formatLayout(layout, words);
-}
-
-function formatSize(bytes: number): string {
-  const units: Array<[number, string]> = [
-    [2 ** 40, "TiB"],
-    [2 ** 30, "GiB"],
-    [2 ** 20, "MiB"],
-    [2 ** 10, "KiB"],
-  ];
-  for (const [unit, name] of units) {
-    if (bytes >= unit && bytes % unit === 0) return `${bytes / unit} ${name}`;
-  }
-  return `${bytes} B`;
-}
-
 function formatTranslation(t: VtdDecodedTranslation): string {
   const who =
     t.pasid === null ? "translation" : `PASID ${t.pasid}${t.ridPasid ? " (RID_PASID)" : ""}`;
@@ -1581,49 +1336,25 @@ function formatTranslation(t: VtdDecodedTranslation): string {
 }
 
 /** The columns of one mapping line: input range, output, size, permissions. */
-function mappingColumns(m: VtdMapping): [string, string, string, string] {
-  // Number() reads the hex exactly below 2^53; canonical upper-half addresses need BigInt.
-  const start = Number(m.iova);
-  const end =
-    start + m.size <= Number.MAX_SAFE_INTEGER
-      ? toHex(start + m.size - 1)
-      : toHex(BigInt(m.iova) + BigInt(m.size) - 1n);
+function mappingColumns(m: VtdMapping): MappingColumns {
   let perms = `${m.r ? "r" : "-"}${m.w ? "w" : "-"}`;
   if (m.x !== undefined) perms += m.x ? "x" : "-";
   if (m.u) perms += " user";
   if (m.snp) perms += " snoop";
-  return [`${m.iova}-${end}`, m.pa, formatSize(m.size), perms];
-}
-
-/** `n thing` or `n things`. */
-function count(n: number, thing: string): string {
-  return `${n} ${thing}${n === 1 ? "" : "s"}`;
+  return [mappingRange(m.iova, m.size), m.pa, formatSize(m.size), perms];
 }
 
 /** Who walks each page table: `00:03.0`, `00:03.0 PASID 5`, `... (second stage)`, by key. */
 function tableUsers(doc: VtdDecodeDocument): Map<string, string[]> {
   const users = new Map<string, string[]>();
-  const add = (key: string | null | undefined, who: string) => {
-    if (key === null || key === undefined) return;
-    const list = users.get(key);
-    if (list === undefined) users.set(key, [who]);
-    else list.push(who);
-  };
   for (const dev of doc.devices) {
     for (const t of dev.translations) {
       const who = t.pasid === null ? dev.bdf : `${dev.bdf} PASID ${t.pasid}`;
-      add(t.pageTable, who);
-      add(t.secondStageTable, `${who} (second stage)`);
+      addTableUser(users, t.pageTable, who);
+      addTableUser(users, t.secondStageTable, `${who} (second stage)`);
     }
   }
   return users;
-}
-
-/** At most a few users, then how many more: a shared domain may serve hundreds of devices. */
-function formatUsers(list: readonly string[] | undefined): string {
-  if (list === undefined || list.length === 0) return "";
-  const shown = list.slice(0, 4).join(", ");
-  return `, used by ${shown}${list.length > 4 ? ` and ${list.length - 4} more` : ""}`;
 }
 
 /**
@@ -1636,30 +1367,23 @@ function formatUsers(list: readonly string[] | undefined): string {
 export function formatVtdDecode(doc: VtdDecodeDocument): string {
   const lines: string[] = [];
   lines.push(`VT-d ${doc.mode} mode, root table ${doc.rootTable} (RTADDR ${doc.rtaddr})`);
-  const tables = Object.entries(doc.pageTables);
-  let mappings = 0;
-  for (const [, t] of tables) mappings += t.mappings.length;
-  let translations = 0;
-  for (const dev of doc.devices) translations += dev.translations.length;
-  let summary =
-    doc.devices.length === 0
-      ? "no device has a present context entry"
-      : `${count(doc.devices.length, "device")}, ${count(translations, "translation")}, ${count(tables.length, "page table")} with ${count(mappings, "mapping")}`;
-  if (doc.problems.length > 0) summary += `; ${count(doc.problems.length, "problem")} (at the end)`;
-  if (doc.truncated) summary += "; TRUNCATED: a limit cut the decode short (see the problems)";
-  lines.push(summary);
+  lines.push(formatSummary(doc, "no device has a present context entry"));
   let bus = -1;
   for (const dev of doc.devices) {
     if (dev.sid >>> 8 !== bus) {
       bus = dev.sid >>> 8;
       lines.push("");
       const b = bus.toString(16).padStart(2, "0");
-      lines.push(`bus ${b}: root entry @${dev.rootEntry.address}  ${formatEntry(dev.rootEntry)}`);
+      lines.push(
+        `bus ${b}: root entry @${dev.rootEntry.address}  ${formatEntry(dev.rootEntry, LAYOUTS)}`,
+      );
     }
     lines.push("");
     const extra = `${dev.deviceTlb ? ", device-TLB" : ""}${dev.truncated ? ", PASID list truncated" : ""}`;
     lines.push(`${dev.bdf} (sid ${toHex(dev.sid, 4)}${extra})`);
-    lines.push(`  context entry  @${dev.contextEntry.address}  ${formatEntry(dev.contextEntry)}`);
+    lines.push(
+      `  context entry  @${dev.contextEntry.address}  ${formatEntry(dev.contextEntry, LAYOUTS)}`,
+    );
     if (dev.pasidDirectory !== undefined) {
       lines.push(
         `  PASID directory ${dev.pasidDirectory} (${dev.pasidDirectoryEntries} entries), RID_PASID ${dev.ridPasid}`,
@@ -1668,53 +1392,35 @@ export function formatVtdDecode(doc: VtdDecodeDocument): string {
     for (const t of dev.translations) {
       lines.push(`  ${formatTranslation(t)}`);
       if (t.pasidDirEntry !== undefined) {
-        lines.push(`    dir entry    @${t.pasidDirEntry.address}  ${formatEntry(t.pasidDirEntry)}`);
+        lines.push(
+          `    dir entry    @${t.pasidDirEntry.address}  ${formatEntry(t.pasidDirEntry, LAYOUTS)}`,
+        );
       }
       if (t.pasidEntry !== undefined) {
-        lines.push(`    PASID entry  @${t.pasidEntry.address}  ${formatEntry(t.pasidEntry)}`);
+        lines.push(
+          `    PASID entry  @${t.pasidEntry.address}  ${formatEntry(t.pasidEntry, LAYOUTS)}`,
+        );
       }
     }
   }
   const users = tableUsers(doc);
-  for (const [key, table] of tables) {
+  for (const [key, table] of Object.entries(doc.pageTables)) {
     lines.push("");
     const nested =
       table.secondStageTable === undefined
         ? ""
         : `, nested: table and output addresses guest-physical, through ${table.secondStageTable}`;
     const n = table.mappings.length;
-    const notes = [
-      ...(table.truncated ? ["TRUNCATED by a limit"] : []),
-      ...(table.notInImage === undefined
-        ? []
-        : [`${count(table.notInImage, "table page")} not in the image, read as zeros`]),
-    ];
-    const note = notes.length === 0 ? "" : ` (${notes.join("; ")})`;
+    const note = formatTableNotes(table, "table page");
     lines.push(
       `page table ${key}: ${table.stage}, ${table.levels} levels${nested}, ${count(n, "mapping")}${note}${formatUsers(users.get(key))}`,
     );
-    const rows = table.mappings.map(mappingColumns);
-    const width = [0, 0, 0];
-    for (const row of rows) {
-      for (let c = 0; c < 3; c++)
-        width[c] = Math.max(width[c] as number, (row[c] as string).length);
-    }
-    for (const [range, pa, size, perms] of rows) {
-      lines.push(
-        `  ${range.padEnd(width[0] as number)} -> ${pa.padEnd(width[1] as number)}  ${size.padStart(width[2] as number)}  ${perms}`,
-      );
-    }
+    pushMappingLines(lines, table.mappings, mappingColumns);
   }
-  if (doc.problems.length > 0) {
-    lines.push("");
-    lines.push(`problems (${doc.problems.length}):`);
-    for (const p of doc.problems) {
-      const fr =
-        p.faultReason === undefined
-          ? ""
-          : ` [fault ${toHex(p.faultReason, 2)} ${vtdFaultName(p.faultReason)}]`;
-      lines.push(`  ${p.address} ${p.structure}: ${p.message}${fr}`);
-    }
-  }
+  pushProblemLines(lines, doc.problems, (p) =>
+    p.faultReason === undefined
+      ? ""
+      : ` [fault ${toHex(p.faultReason, 2)} ${vtdFaultName(p.faultReason)}]`,
+  );
   return `${lines.join("\n")}\n`;
 }

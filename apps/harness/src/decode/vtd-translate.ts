@@ -12,17 +12,22 @@ import {
   vtdEcapValue,
   vtdVerValue,
 } from "@iommu-sim/intel-vtd/hw";
+import { XLATE_OK } from "@iommu-sim/iommu-core";
+import { type PhysMemory, toHex } from "@iommu-sim/iommu-core/platform";
 import {
-  DMA_EXEC,
-  DMA_READ,
-  DMA_WRITE,
-  NO_PASID,
-  newTranslationRequest,
-  newTranslationResult,
-  XLATE_OK,
-} from "@iommu-sim/iommu-core";
-import { bug, type PhysMemory, toHex } from "@iommu-sim/iommu-core/platform";
+  parseBdf,
+  parseBounded,
+  parseIdQuery,
+  perQuery,
+  pollUntil,
+  type QueryAccessOptions,
+  QueryRunner,
+  translationGrant,
+} from "./decode-common.js";
 import { lookupVtdTranslation, VTD_PERMISSIVE_CAPS, vtdFaultName } from "./vtd-decode.js";
+
+// Moved to decode-common.ts; still exported here, where the CLI and users found it.
+export { parseUnsigned } from "./decode-common.js";
 
 /** One request to translate: `SID[:PASID]@IOVA`. */
 export interface VtdQuery {
@@ -56,7 +61,6 @@ export type VtdTranslateResult =
       readonly faultName: string;
     };
 
-const MAX_U64 = (1n << 64n) - 1n;
 const PASID_MAX = 0xfffff;
 
 /**
@@ -64,33 +68,14 @@ const PASID_MAX = 0xfffff;
  * number (decimal or 0x hex, at most 0xffff). Returns the SID or what is wrong.
  */
 export function parseSid(text: string): number | string {
-  const bdf = /^([0-9a-fA-F]{1,2}):([0-9a-fA-F]{1,2})\.([0-7])$/.exec(text);
-  if (bdf !== null) {
-    const dev = Number.parseInt(bdf[2] as string, 16);
-    if (dev > 0x1f) return `device ${toHex(dev)} in ${text} is above 0x1f`;
-    return (Number.parseInt(bdf[1] as string, 16) << 8) | (dev << 3) | Number(bdf[3]);
-  }
-  const n = parseUnsigned(text);
-  if (n === null || n > 0xffffn) {
-    return `expected a source ID: BB:DD.F, or a number up to 0xffff, got ${JSON.stringify(text)}`;
-  }
-  return Number(n);
+  return (
+    parseBdf(text) ?? parseBounded(text, 0xffffn, "a source ID: BB:DD.F, or a number up to 0xffff")
+  );
 }
 
 /** A PASID (decimal or 0x hex, at most 2^20 - 1), or what is wrong. */
 export function parsePasid(text: string): number | string {
-  const n = parseUnsigned(text);
-  if (n === null || n > BigInt(PASID_MAX)) {
-    return `expected a PASID: a number up to 0xfffff, got ${JSON.stringify(text)}`;
-  }
-  return Number(n);
-}
-
-/** An unsigned integer in decimal or with a 0x prefix in hex, at most 2^64 - 1; null otherwise. */
-export function parseUnsigned(text: string): bigint | null {
-  if (!/^(?:[0-9]+|0[xX][0-9a-fA-F]+)$/.test(text)) return null;
-  const v = BigInt(text);
-  return v <= MAX_U64 ? v : null;
+  return parseBounded(text, BigInt(PASID_MAX), "a PASID: a number up to 0xfffff");
 }
 
 /**
@@ -99,49 +84,17 @@ export function parseUnsigned(text: string): bigint | null {
  * message naming the part that is wrong.
  */
 export function parseVtdQuery(text: string): VtdQuery | string {
-  const at = text.indexOf("@");
-  if (at < 0 || at !== text.lastIndexOf("@")) return "expected SID[:PASID]@IOVA";
-  const who = text.slice(0, at);
-  const iovaText = text.slice(at + 1);
-  let sidText = who;
-  let pasidText: string | undefined;
-  // A BDF holds one colon before its dot; a PASID follows the last colon after the SID.
-  const bdfWithPasid = /^([0-9a-fA-F]{1,2}:[0-9a-fA-F]{1,2}\.[0-7]):(.*)$/.exec(who);
-  if (bdfWithPasid !== null) {
-    sidText = bdfWithPasid[1] as string;
-    pasidText = bdfWithPasid[2] as string;
-  } else if (!who.includes(".") && who.includes(":")) {
-    const colon = who.indexOf(":");
-    sidText = who.slice(0, colon);
-    pasidText = who.slice(colon + 1);
-  }
-  const sid = parseSid(sidText);
-  if (typeof sid === "string") return sid;
-  let pasid: number | null = null;
-  if (pasidText !== undefined) {
-    const p = parsePasid(pasidText);
-    if (typeof p === "string") return p;
-    pasid = p;
-  }
-  const iova = parseUnsigned(iovaText);
-  if (iova === null) {
-    return `expected an IOVA: a number up to 2^64 - 1, decimal or 0x hex, got ${JSON.stringify(iovaText)}`;
-  }
-  return { sid, pasid, iova };
+  const q = parseIdQuery(text, "expected SID[:PASID]@IOVA", parseSid, parsePasid);
+  return typeof q === "string" ? q : { sid: q.sid, pasid: q.sub, iova: q.iova };
 }
 
-/** Options of `VtdTranslator`. */
-export interface VtdTranslatorOptions {
+/** Options of `VtdTranslator` (and the access of every query: `write`, `exec`, `priv`). */
+export interface VtdTranslatorOptions extends QueryAccessOptions {
   /** The RTADDR register value: root table address and TTM. */
   readonly rtaddr: bigint;
   /** CAP and ECAP register values; each missing one is `VTD_PERMISSIVE_CAPS`'s. */
   readonly cap?: bigint;
   readonly ecap?: bigint;
-  /** The access every query makes: a read unless `write`; `exec` adds an instruction fetch. */
-  readonly write?: boolean;
-  readonly exec?: boolean;
-  /** Supervisor (privileged) requests. */
-  readonly priv?: boolean;
 }
 
 const halves = (v: bigint): [number, number] => [
@@ -182,19 +135,15 @@ export class VtdTranslator {
   readonly caps: VtdCapabilities;
   private readonly mem: PhysMemory;
   private readonly rtaddr: bigint;
-  private readonly access: number;
-  private readonly priv: boolean;
+  private readonly queries: QueryRunner;
   /** Whether (sid, pasid) is pass-through, from the entries: "sid" or "sid:pasid" keys. */
   private readonly passThrough = new Map<string, boolean>();
-  private readonly req = newTranslationRequest();
-  private readonly out = newTranslationResult();
 
   private constructor(mem: PhysMemory, caps: VtdCapabilities, options: VtdTranslatorOptions) {
     this.mem = mem;
     this.caps = caps;
     this.rtaddr = BigInt.asUintN(64, options.rtaddr);
-    this.access = (options.write ? DMA_WRITE : DMA_READ) | (options.exec ? DMA_EXEC : 0);
-    this.priv = options.priv ?? false;
+    this.queries = new QueryRunner(options);
     this.unit = new VtdUnit({ mem, caps, cache: { policy: "minimal" }, haw: 52 });
     const [lo, hi] = halves(this.rtaddr);
     const unit = this.unit;
@@ -215,18 +164,7 @@ export class VtdTranslator {
 
   /** Run one query through the unit. */
   translate(q: VtdQuery): VtdTranslateResult {
-    const req = this.req;
-    const out = this.out;
-    req.rid = q.sid;
-    req.sid = q.sid;
-    req.pasid = q.pasid ?? NO_PASID;
-    // Page number and offset keep an IOVA above 2^53 exact (the page number is below 2^52).
-    req.iovaPfn = Number(q.iova >> 12n);
-    req.offset = Number(q.iova & 0xfffn);
-    req.access = this.access;
-    req.privileged = this.priv;
-    req.at = 0;
-    this.unit.translateUncached(req, out);
+    const out = this.queries.run(this.unit, q.sid, q.sid, q.pasid, q.iova);
     const head = { sid: q.sid, pasid: q.pasid, iova: toHex(q.iova) };
     if (out.status !== XLATE_OK) {
       return {
@@ -242,35 +180,29 @@ export class VtdTranslator {
       result: "ok",
       // Pass-through output equals the input, which may be above 2^53 where `out.pa` rounds.
       pa: passThrough ? toHex(q.iova) : toHex(out.pa),
-      pageSize: 2 ** out.sizeShift,
-      r: (out.perm & DMA_READ) !== 0,
-      w: (out.perm & DMA_WRITE) !== 0,
+      ...translationGrant(out),
       passThrough,
     };
   }
 
   /** Whether the entries select pass-through (TT 2 / PGTT 4) for (sid, pasid). */
   private isPassThrough(sid: number, pasid: number | null): boolean {
-    const key = pasid === null ? `${sid}` : `${sid}:${pasid}`;
-    let known = this.passThrough.get(key);
-    if (known === undefined) {
+    return perQuery(this.passThrough, sid, pasid, () => {
       const t = lookupVtdTranslation(this.mem, {
         rtaddr: this.rtaddr,
         sid,
         pasid,
         caps: this.caps,
       });
-      known = t?.type === "pass-through";
-      this.passThrough.set(key, known);
-    }
-    return known;
+      return t?.type === "pass-through";
+    });
   }
 }
 
 /** Poll GSTS until `bit` is set, as the kernel's IOMMU_WAIT_OP does (the model completes at once). */
 function waitFor(unit: VtdUnit, bit: number): void {
-  for (let tries = 0; tries < 1000; tries++) {
-    if ((unit.read32(VTD_REG.GSTS) & bit) !== 0) return;
-  }
-  bug(`VT-d unit never set GSTS bit ${toHex(bit)}`);
+  pollUntil(
+    () => (unit.read32(VTD_REG.GSTS) & bit) !== 0,
+    `VT-d unit never set GSTS bit ${toHex(bit)}`,
+  );
 }
