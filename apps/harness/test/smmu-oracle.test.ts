@@ -1,13 +1,19 @@
 // The harness on SMMUv3: the default scenario runs clean, each --inject is caught with the
 // diagnosis a kernel developer needs, and one scenario on both architectures compares DMA by DMA.
 
+import { CMDQ_OP } from "@iommu-sim/arm-smmu/format";
+import { NO_PASID } from "@iommu-sim/iommu-core";
 import { describe, expect, it } from "vitest";
 import { bothPassed, compareOutcomes, runBoth } from "../src/compare.js";
 import type { DmaOutcome } from "../src/machine/harness.js";
-import { SMMU_INJECTIONS, type SmmuInjection } from "../src/machine/smmu-harness.js";
+import { SMMU_INJECTIONS, SmmuHarness, type SmmuInjection } from "../src/machine/smmu-harness.js";
 import type { Violation } from "../src/oracle/violation.js";
 import { runScenario } from "../src/scenario.js";
-import { smmuDefaultScenario, vtdDefaultScenario } from "../src/scenarios/machine-default.js";
+import {
+  SMMU_DEFAULT_MACHINE,
+  smmuDefaultScenario,
+  vtdDefaultScenario,
+} from "../src/scenarios/machine-default.js";
 
 function run(seed: number, inject: SmmuInjection | null = null) {
   return runScenario(smmuDefaultScenario, seed, { inject });
@@ -84,6 +90,31 @@ describe("--inject on SMMUv3: each planted driver bug is caught and diagnosed", 
     expect(Object.keys(SMMU_INJECTIONS).sort()).toEqual(
       ["early-asid-reuse", "skip-atc-inv", "skip-cfgi", "skip-tlbi", "torn-ste-write"].sort(),
     );
+  });
+});
+
+describe("the SMMU oracle's configuration check", () => {
+  it("a PASID whose STE in memory has no stage 1 is aborted (C_BAD_SUBSTREAMID), whatever a stale cached STE holds", () => {
+    const h = new SmmuHarness(SMMU_DEFAULT_MACHINE, 1);
+    const nvme = h.addDevice({ name: "nvme0", rid: 0x10, pasidBits: 8, ats: true });
+    if (typeof nvme === "string") throw new Error(nvme);
+    const identity = h.domainAlloc(nvme, "identity");
+    const d = h.domainAlloc(nvme, "paging");
+    const p = h.pasidAlloc(nvme, "test");
+    if (typeof identity === "string" || typeof d === "string" || typeof p === "string")
+      throw new Error("setup");
+    expect(h.attach(nvme, identity)).toBe(0);
+    expect(h.pasidAttach(nvme, p, d)).toBe(0);
+    // The CD-table STE (S1DSS bypass) gets cached; then CFGI_STE is lost, so detaching the last
+    // PASID leaves it cached while memory holds the plain bypass STE.
+    h.dma(nvme, NO_PASID, 0x1000, 8, false);
+    const q = h.m.smmus[0]?.smmu.cmdq;
+    if (q === undefined) throw new Error("no SMMU");
+    const add = q.add.bind(q);
+    q.add = () => (((q.w[0] as number) & 0xff) === CMDQ_OP.CFGI_STE ? 0 : add());
+    expect(h.pasidDetach(nvme, p)).toBe(0);
+    expect(h.m.smmus[0]?.hw.configCache.peekSte(0x10)?.s1).toBe(true);
+    expect(h.oracle.violations.filter((v) => v.kind === "isolation")).toEqual([]);
   });
 });
 

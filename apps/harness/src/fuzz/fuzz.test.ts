@@ -122,6 +122,17 @@ describe("random operation sequences on SMMUv3", () => {
     expect(racing.log).toEqual(quiet.log);
   });
 
+  it("table unmaps: pages mapped in a 2 MiB window, the whole window unmapped (its level 3 table freed), then tried again", () => {
+    const lines = [1, 2, 3].flatMap((seed) => runFuzz({ arch: "smmu", seed, ops: 400 }).log);
+    expect(
+      lines.filter((l) => / 0x40000000 2M \(frees its level 3 table\)$/.test(l)).length,
+    ).toBeGreaterThan(3);
+    expect(lines.some((l) => / \(after table unmap\) -> /.test(l))).toBe(true);
+    // VT-d never draws it: its operation sequences stay as they were.
+    const vtd = [1, 2, 3].flatMap((seed) => runVtdFuzz({ seed, ops: 400 }).log);
+    expect(vtd.some((l) => /0x40000000/.test(l))).toBe(false);
+  });
+
   const expected: Record<SmmuInjection, readonly string[]> = {
     "skip-tlbi": ["stale-translation", "id-reuse"],
     "skip-cfgi": ["stale-translation", "spurious-fault", "id-reuse"],

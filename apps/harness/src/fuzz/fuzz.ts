@@ -1,8 +1,9 @@
-// Fuzzing a driver and its IOMMU (VT-d or SMMUv3) under the oracle: seeded random sequences of what owners do
-// (domains, attaches, PASID attach / replace / detach, maps, unmaps, DMA-API buffers, DMAs, queue
-// processing, flush-queue timeouts) on a small IOVA space, so that addresses, domain IDs and PASIDs
-// are reused all the time; optionally with devices doing DMA while the driver waits for its
-// invalidations. Every DMA is checked by the oracle; the run ends with teardown and the leak check.
+// Fuzzing a driver and its IOMMU (VT-d or SMMUv3) under the oracle: seeded random sequences of
+// what owners do (domains, attaches, PASID attach / replace / detach, maps, unmaps, on SMMUv3
+// unmaps that free a page table, DMA-API buffers, DMAs, queue processing, flush-queue timeouts) on
+// a small IOVA space, so that addresses, domain IDs and PASIDs are reused all the time; optionally
+// with devices doing DMA while the driver waits for its invalidations. Every DMA is checked by the
+// oracle; the run ends with teardown and the leak check.
 
 import {
   type Device,
@@ -37,6 +38,13 @@ const RACE_CONTEXTS = 2;
  * they take never overflow before the fuzzer lets the driver read them after the operation.
  */
 const RACE_BUDGET = 4;
+/**
+ * SMMU only: a 2 MiB-aligned window outside the IOVA space above, where a few pages are mapped
+ * and the whole window is then unmapped at once, so the level 3 table under it is freed and the
+ * driver must flush the walk (tlb_flush_walk: a non-leaf invalidation).
+ */
+const TABLE_WINDOW = 0x4000_0000;
+const TABLE_SPAN = 2 * 2 ** 20;
 
 /** How to fuzz. */
 export interface FuzzOptions<H extends Harness = Harness> {
@@ -304,6 +312,27 @@ export function runFuzz(options: FuzzOptions): FuzzResult {
       );
       if (typeof pa === "number" && prng.below(2) === 0)
         probe(d, iova + prng.below(pages) * PAGE, "after map");
+    } else if (r < 44 && arch === "smmu" && domains.length > 0 && prng.below(8) === 0) {
+      // A level 3 table freed by an unmap of the whole block it sits under (VT-d: not drawn, so
+      // its sequences are unchanged).
+      const d = pick(domains);
+      const pages = 1 + prng.below(8);
+      const pa = h.map(d, TABLE_WINDOW, pages * PAGE, IOMMU_READ | IOMMU_WRITE);
+      note(
+        typeof pa === "string" ? pa : 0,
+        `map domain#${d.id} ${hex(TABLE_WINDOW)} ${pages}p prot=${IOMMU_READ | IOMMU_WRITE}`,
+      );
+      if (typeof pa === "number") {
+        probe(d, TABLE_WINDOW + prng.below(pages) * PAGE, "before table unmap");
+        const ret = h.unmap(d, TABLE_WINDOW, TABLE_SPAN);
+        note(
+          typeof ret === "string" ? ret : 0,
+          `unmap domain#${d.id} ${hex(TABLE_WINDOW)} 2M (frees its level 3 table)`,
+        );
+        // Only the window's first page: the harness keeps the mapping under that address, so a
+        // page fault that maps it again stays one mapping.
+        probe(d, TABLE_WINDOW, "after table unmap");
+      }
     } else if (r < 44) {
       if (mappings.length === 0) continue;
       const k = prng.below(mappings.length);

@@ -40,6 +40,8 @@ import {
 const PAGE = 4096;
 /** Violations kept in full; more are only counted. */
 const MAX_VIOLATIONS = 64;
+/** Operations whose end mark is kept (for diagnoses of entries they removed). */
+const MAX_OP_ENDS = 4096;
 
 /** The name spaces of the IDs the oracle follows: global PASIDs and per-IOMMU cache tags. */
 export type IdSpace = "pasid" | "did" | "asid" | "vmid";
@@ -120,6 +122,10 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
   private readonly unexpectedPrgSeen = new Set<Device>();
   /** The log mark at the start of the last operation that changed (device, PASID)'s context. */
   private readonly contextMarks = new Map<string, number>();
+  /** Start mark of an operation -> the mark when it returned (oldest first, bounded). */
+  private readonly opEnds = new Map<number, number>();
+  /** Start marks of context changes whose operation has not returned yet. */
+  private readonly opening: number[] = [];
 
   constructor(private readonly clock: LogicalClock) {}
 
@@ -159,6 +165,20 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
     rec: DeviceRecord<H>,
     entry: StaleEntry,
   ): EarlyInvalidation | null;
+  /**
+   * Why no invalidation removed `entry`, when the architecture can tell more than "missing": an
+   * invalidation the removing operation issued (log marks [mark, end); `end` -1 when unknown)
+   * that was aimed at the entry with one wrong parameter, or one still waiting in a queue nobody
+   * waited on. One clause for the report, or null (the default).
+   */
+  protected explainMissing(
+    _mark: number,
+    _end: number,
+    _rec: DeviceRecord<H>,
+    _entry: StaleEntry,
+  ): string | null {
+    return null;
+  }
   /** A fault code as "reason 0x.., name" or the event's name. */
   protected abstract faultName(code: number): string;
   /** Check 3: no cache of any IOMMU may hold `pasid` now. */
@@ -250,12 +270,29 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
   ): void {
     const mark = lazy ? fqFlushes(domain) : -1;
     this.shadows.get(domain)?.unmap(iova, size, `${op} at t=${this.now}`, mark, seq);
+    this.opEnded(seq);
     this.checkQueues();
   }
 
   /** What (dev, pasid) translates through changed by an operation that started at `seq`. */
   contextChanged(dev: Device, pasid: number, seq: number): void {
     this.contextMarks.set(`${dev.name}:${pasid}`, seq);
+    this.opening.push(seq);
+  }
+
+  /** The operation that started at log mark `start` returned now. */
+  private opEnded(start: number): void {
+    if (start < 0) return;
+    this.opEnds.set(start, this.mark());
+    if (this.opEnds.size > MAX_OP_ENDS) {
+      const oldest = this.opEnds.keys().next().value;
+      if (oldest !== undefined) this.opEnds.delete(oldest);
+    }
+  }
+
+  /** The log mark when the operation that started at `start` returned, or -1. */
+  private opEnd(start: number): number {
+    return this.opEnds.get(start) ?? -1;
   }
 
   /**
@@ -263,6 +300,8 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
    * now say what is attached (checkConfig), whether or not a DMA comes to show it.
    */
   attachmentsChanged(): void {
+    for (const start of this.opening) this.opEnded(start);
+    this.opening.length = 0;
     this.epoch++;
     this.checkTorn();
     this.checkConfig();
@@ -475,12 +514,15 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
       return;
     }
     const { entry, missing } = this.diagnose(rec, pasid, iovaPfn, access, false, viaAtc);
+    const ctxMark = this.contextMarks.get(`${dev.name}:${pasid}`) ?? -1;
+    const why = this.explainMissing(ctxMark, this.opEnd(ctxMark), rec, entry);
     this.report({
       kind: "spurious-fault",
       time: this.now,
       message:
         `${where} faulted (${this.faultName(dev.lastFaultCode)}) although ${rec.shadow.label} maps it and the tables give ${this.freshText()}: ` +
-        `a stale ${entry.cache} entry of ${entry.where} answered; missing: ${missing.descriptor} ${fieldText(missing.fields)}`,
+        `a stale ${entry.cache} entry of ${entry.where} answered; missing: ${missing.descriptor} ${fieldText(missing.fields)}` +
+        (why === null ? "" : `; ${why}`),
       staleEntry: entry,
       missingInvalidation: missing,
     });
@@ -540,9 +582,11 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
           ? rec.shadow.removalMark(iovaPfn)
           : (this.contextMarks.get(`${dev.name}:${pasid}`) ?? -1);
       const early = this.coveringSince(opMark, rec, entry);
+      const why =
+        early === null ? this.explainMissing(opMark, this.opEnd(opMark), rec, entry) : null;
       const diagnosis =
         early === null
-          ? `; missing: ${missing.descriptor} ${fieldText(missing.fields)}`
+          ? `; missing: ${missing.descriptor} ${fieldText(missing.fields)}${why === null ? "" : `; ${why}`}`
           : `; ${early.descriptor} ${fieldText(early.fields)} covered it at t=${early.time}, during that operation, ` +
             "but the entry was filled again after it: the invalidation came too early " +
             "(before the entry was cleared, or before a walk or translation request that raced with it)";

@@ -169,7 +169,7 @@ describe("diagnoseSmmuStale", () => {
     }
   });
 
-  it("a walk-cache entry on the path needs CMD_TLBI_NH_ASID (stage 1) or CMD_TLBI_S12_VMALL (stage 2)", () => {
+  it("a walk-cache entry on the path needs a non-leaf CMD_TLBI_NH_VA (stage 1) or CMD_TLBI_S2_IPA (stage 2) over its span", () => {
     const { m, dev } = machine();
     const { pt } = s1(m, 7);
     m.dma(4, -1, VA);
@@ -179,7 +179,10 @@ describe("diagnoseSmmuStale", () => {
     m.mem.write64(l2, 0, 0);
     const { entry, missing } = diagnose(dev, m);
     expect(entry).toMatchObject({ cache: "walk-cache", fields: { stage: 1, ASID: 7, level: 2 } });
-    expect(missing).toEqual({ descriptor: "CMD_TLBI_NH_ASID", fields: { VMID: 0, ASID: 7 } });
+    expect(missing).toEqual({
+      descriptor: "CMD_TLBI_NH_VA",
+      fields: { VMID: 0, ASID: 7, Address: "0x40000000", Leaf: 0 },
+    });
     submit(m, missing);
     expect(m.smmu.walkCache.size()).toBe(0);
 
@@ -190,10 +193,37 @@ describe("diagnoseSmmuStale", () => {
     n.m.dma(4, -1, VA);
     n.m.submit(SmmuTestMachine.command(CMDQ_OP.TLBI_S2_IPA, { VMID: 5, IPA: VA, Leaf: 1 }));
     const d = diagnose(n.dev, n.m);
-    expect(d.entry.fields).toMatchObject({ stage: 2, ASID: null, VMID: 5 });
-    expect(d.missing).toEqual({ descriptor: "CMD_TLBI_S12_VMALL", fields: { VMID: 5 } });
+    expect(d.entry.fields).toMatchObject({ stage: 2, ASID: null, VMID: 5, level: 2 });
+    expect(d.missing).toEqual({
+      descriptor: "CMD_TLBI_S2_IPA",
+      fields: { VMID: 5, Address: "0x40000000", Leaf: 0 },
+    });
     submit(n.m, d.missing);
     expect(n.m.smmu.walkCache.size()).toBe(0);
+  });
+
+  it("a TLB entry refilled through a walk-cache entry whose table is gone names the walk cache", () => {
+    const { m, dev } = machine();
+    const { pt } = s1(m, 7);
+    m.dma(4, -1, VA);
+    // The level 2 descriptor goes (its table freed, its leaves left as they were), the TLB is
+    // invalidated leaf-only, and a DMA refills the TLB through the walk cache.
+    m.mem.write64(pt.entryAddr(VA, 2), 0, 0);
+    m.submit(SmmuTestMachine.command(CMDQ_OP.TLBI_NH_VA, { ASID: 7, Address: VA, Leaf: 1 }));
+    expect(m.dma(4, -1, VA).status).toBe(XLATE_OK);
+    expect(m.smmu.tlb.size()).toBe(1);
+    const { entry, missing } = diagnose(dev, m);
+    expect(entry).toMatchObject({ cache: "walk-cache", fields: { level: 2 } });
+    expect(missing.fields).toMatchObject({ Leaf: 0 });
+    submit(m, missing);
+    expect(m.smmu.tlb.size()).toBe(0);
+    expect(m.dma(4, -1, VA).status).not.toBe(XLATE_OK);
+    // While the tables still reach the cached table, the TLB entry is the one named.
+    const n = machine();
+    const t = s1(n.m, 7);
+    n.m.dma(4, -1, VA);
+    n.m.mem.write64(t.at, 0, 0);
+    expect(diagnose(n.dev, n.m).entry.cache).toBe("tlb");
   });
 
   it("names the device's ATC entry when the DMA used it, with CMD_ATC_INV {SID, SSV, SSID, Address, Size}", () => {

@@ -2,16 +2,21 @@
 // STE, CD, TLB or walk cache, compared with what memory says now) and the command that would
 // have removed the entry.
 
+import { lpaeDescPa } from "@iommu-sim/arm-smmu/format";
 import {
+  CFG_OK,
   SMMU_ASID_IPA,
   SMMU_TLB_NESTED,
   SMMU_TLB_S2,
   SMMU_VMID_EL2,
+  type SmmuCacheInspection,
   type SmmuTlbEntry,
   type SmmuV3,
   type SmmuWalkCacheEntry,
+  type SmmuWalkRange,
 } from "@iommu-sim/arm-smmu/hw";
 import { type Device, NO_PASID, newTranslationRequest } from "@iommu-sim/iommu-core";
+import type { PhysMemory } from "@iommu-sim/iommu-core/platform";
 import { hex, type MissingInvalidation, type StaleEntry } from "./violation.js";
 
 const PAGE = 4096;
@@ -20,10 +25,13 @@ const PAGE = 4096;
  * Which cache answered a stale translation of `dev` (SubstreamID `ssid`, NO_PASID for none) at
  * page `iovaPfn`, and the command that would have removed the entry. The ATC when the device
  * used it (CMD_ATC_INV); else the first cached structure that differs from memory: the STE
- * (CMD_CFGI_STE), then the CD (CMD_CFGI_CD); then the TLB entry a lookup hits (CMD_TLBI_NH_VA,
- * CMD_TLBI_EL2_VA for an EL2 StreamWorld, CMD_TLBI_S2_IPA for a stage 2 only one); then the
- * deepest walk-cache entry on the path (CMD_TLBI_NH_ASID, or CMD_TLBI_S12_VMALL for stage 2).
- * Fields carry the commands' spec parameter names.
+ * (CMD_CFGI_STE), then the CD (CMD_CFGI_CD); then a walk-cache entry on the path that points at
+ * a table memory no longer reaches (a freed table: every TLB refill goes through it, so it is the
+ * entry to remove, with a non-leaf CMD_TLBI_NH_VA / CMD_TLBI_EL2_VA / CMD_TLBI_S2_IPA over its
+ * span, the kernel's tlb_flush_walk); then the TLB entry a lookup hits (CMD_TLBI_NH_VA,
+ * CMD_TLBI_EL2_VA for an EL2 StreamWorld, CMD_TLBI_S2_IPA for a stage 2 only one, Leaf = 1);
+ * then the deepest walk-cache entry on the path (the non-leaf invalidation of its span). Fields
+ * carry the commands' spec parameter names.
  *
  * @spec Arm SMMUv3 (IHI 0070) 4.3 (configuration invalidation), 4.4 (TLB invalidation), 4.5.1
  */
@@ -86,6 +94,8 @@ export function diagnoseSmmuStale(
       missing: { descriptor: "CMD_CFGI_CD", fields: { SID: hex(sid), SSID: cd.index } },
     };
   }
+  const gone = ins.walkCache.find((e) => walkEntryStale(hw.mem, ins, e));
+  if (gone !== undefined) return walkStale(hw, gone);
   if (ins.tlb !== null) return tlbStale(hw, ins.tlb, ins.asid ?? 0);
   const w = ins.walkCache[0];
   if (w !== undefined) return walkStale(hw, w);
@@ -212,19 +222,87 @@ export function smmuWalkFields(
   };
 }
 
+/**
+ * The walk-cache entry's non-leaf invalidation: the command over its span with Leaf = 0 (a
+ * leaf-only one leaves walk-cache entries), as the kernel's tlb_flush_walk sends it.
+ */
 function walkStale(
   hw: SmmuV3,
   w: SmmuWalkCacheEntry,
 ): { entry: StaleEntry; missing: MissingInvalidation } {
-  const entry: StaleEntry = { cache: "walk-cache", where: hw.name, fields: smmuWalkFields(w) };
+  const fields = smmuWalkFields(w);
+  const entry: StaleEntry = { cache: "walk-cache", where: hw.name, fields };
+  const address = fields.iova as string;
   if (w.vmid === SMMU_VMID_EL2)
-    return { entry, missing: { descriptor: "CMD_TLBI_EL2_ASID", fields: { ASID: w.asid } } };
+    return {
+      entry,
+      missing: {
+        descriptor: "CMD_TLBI_EL2_VA",
+        fields: { ASID: w.asid, Address: address, Leaf: 0 },
+      },
+    };
   if (w.stage === 2)
-    return { entry, missing: { descriptor: "CMD_TLBI_S12_VMALL", fields: { VMID: w.vmid } } };
+    return {
+      entry,
+      missing: {
+        descriptor: "CMD_TLBI_S2_IPA",
+        fields: { VMID: w.vmid, Address: address, Leaf: 0 },
+      },
+    };
   return {
     entry,
-    missing: { descriptor: "CMD_TLBI_NH_ASID", fields: { VMID: w.vmid, ASID: w.asid } },
+    missing: {
+      descriptor: "CMD_TLBI_NH_VA",
+      fields: { VMID: w.vmid, ASID: w.asid, Address: address, Leaf: 0 },
+    },
   };
+}
+
+/** Bit shift of the region one descriptor at `level` maps (granule shift `g`). */
+function levelShift(g: number, level: number): number {
+  return g + (3 - level) * (g - 3);
+}
+
+/**
+ * Whether walk-cache entry `e` (on the path of the inspected request) points at a table that the
+ * tables in memory no longer reach at its level for that address: the walk from the fresh
+ * configuration's table base (stage 1: the fresh CD's TTB0; stage 2 only: the fresh STE's S2TTB)
+ * ends before its level, or reaches another table. Nested stage 1 entries (which hold IPAs) and
+ * TTB1 addresses are not judged (false).
+ */
+function walkEntryStale(mem: PhysMemory, ins: SmmuCacheInspection, e: SmmuWalkCacheEntry): boolean {
+  let r: SmmuWalkRange;
+  const ste = ins.ste.fresh;
+  if (ste.status !== CFG_OK) return false;
+  if (e.stage === 1) {
+    const cd = ins.cd?.fresh ?? null;
+    if (cd === null || cd.status !== CFG_OK || cd.bypass || ste.s2) return false;
+    r = cd.t0;
+  } else {
+    if (!ste.s2 || ste.s1) return false;
+    r = ste.s2Range;
+  }
+  if (r.disabled || e.tgShift !== r.pgShift || e.level < r.startLevel) return false;
+  const g = r.pgShift;
+  // The span's first page: every page of it takes the same path down to the entry's level.
+  const vpn = e.tag * 2 ** (levelShift(g, e.level) - 12);
+  if (vpn >= 2 ** (r.ia - 12)) return false;
+  const busError = mem.busError;
+  let table = r.ttb;
+  let idxBits = r.ia - levelShift(g, r.startLevel);
+  let reached = -1;
+  for (let level = r.startLevel; level <= e.level; level++) {
+    const index = Math.floor(vpn / 2 ** (levelShift(g, level) - 12)) % 2 ** idxBits;
+    const lo = mem.read64(table + index * 8);
+    const hi = mem.hi;
+    // Not a table descriptor: the walk ends here.
+    if ((lo & 3) !== 3 || level === 3) break;
+    table = lpaeDescPa(lo, hi, 2 ** g);
+    idxBits = g - 3;
+    if (level === e.level) reached = table;
+  }
+  mem.busError = busError;
+  return reached !== e.tablePa;
 }
 
 /** r/w/x of a permission mask (DMA_* or SMMU_PERM_*: both keep read, write, execute in bits 0-2). */

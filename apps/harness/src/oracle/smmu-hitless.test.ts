@@ -76,6 +76,10 @@ describe("SmmuEntryWatch: STEs", () => {
     expect(torn[0]?.seen).toContain("S1DSS=terminate(0)");
     expect(torn[0]?.before).toContain(`S1ContextPtr=0x${x.t.ptr.toString(16)}`);
     expect(torn[0]?.after).toContain("S1DSS=SSID0(2)");
+    // In short: the qword 0 fields were stored, the qword 1 one not yet.
+    expect(torn[0]?.changed).toBe(
+      `already new: S1ContextPtr (qword 0) 0x${x.t.ptr.toString(16)} -> 0x${y.t.ptr.toString(16)}; S1CDMax (qword 0) 0 -> 4; still old: S1DSS (qword 1) terminate(0), not yet SSID0(2)`,
+    );
     // Nothing is left over for the next operation.
     expect(watch.settle()).toEqual([]);
   });
@@ -190,6 +194,9 @@ describe("SmmuEntryWatch: CDs", () => {
     expect(torn[0]?.seen).toContain("ASID=0x2");
     expect(torn[0]?.seen).toContain(`TTB0=0x${other.root.toString(16)}`);
     expect(torn[0]?.after).toContain("ASID=0x3");
+    expect(torn[0]?.changed).toMatch(
+      /^already new: TTB0 \(qword 1\) 0x[0-9a-f]+ -> 0x[0-9a-f]+; still old: ASID \(qword 0\) 0x2, not yet 0x3$/,
+    );
   });
 
   it("a CD change through V = 0 reports nothing", () => {
@@ -232,6 +239,7 @@ describe("SmmuEntryWatch: CDs", () => {
     const torn = watch.settle();
     expect(torn).toHaveLength(1);
     expect(torn[0]?.illegal).toBe(EVT_ID.C_BAD_CD);
+    expect(torn[0]?.changed).toBe("other: AA64 (qword 0) 0, before and after 1");
   });
 
   it("a CD view seen while the STE above it is not the stage 1 configuration does not count", () => {

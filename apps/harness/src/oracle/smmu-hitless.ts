@@ -18,7 +18,13 @@ import {
   newTranslationRequest,
   newTranslationResult,
 } from "@iommu-sim/iommu-core";
-import { fieldOf, fieldValue, formatFieldValue, wordMask } from "@iommu-sim/iommu-core/platform";
+import {
+  type Field,
+  fieldOf,
+  fieldValue,
+  formatFieldValue,
+  wordMask,
+} from "@iommu-sim/iommu-core/platform";
 import type { TornEntry } from "./vtd-hitless.js";
 
 const STE_V = fieldOf(STE, "V");
@@ -31,6 +37,8 @@ export interface SmmuTornEntry extends TornEntry {
   readonly sid: number;
   /** The CD index, or -1 for the STE (`pasid` is the CD index, or null for the STE). */
   readonly ssid: number;
+  /** `smmuTornText` of the views: only the fields that change, and which qwords were stored. */
+  readonly changed: string;
 }
 
 /** One watched entry: an STE (ssid -1) or a CD of a watched device. */
@@ -99,6 +107,56 @@ export function smmuViewText(v: SmmuEntryView | null): string {
     if (used) parts.push(`${f.name}=${formatFieldValue(f, fieldValue(f, v.words))}`);
   }
   return status + parts.join(" ");
+}
+
+/** One field the SMMU uses in `a` or `b`. */
+function usedField(f: Field, a: SmmuEntryView, b: SmmuEntryView): boolean {
+  for (let i = f.lsb >>> 5; i <= (f.lsb + f.width - 1) >>> 5; i++)
+    if ((((a.used[i] as number) | (b.used[i] as number)) & wordMask(f, i)) !== 0) return true;
+  return false;
+}
+
+/**
+ * A torn view in a few words: of the fields the SMMU uses that change from `before` to `after`,
+ * those already new in `seen`, those still old, and any that are neither, each with its qword;
+ * with no usable `before` (unknown, or V = 0: a new entry), the fields in which `seen` differs
+ * from `after`. What a reader needs to see which store came too early.
+ */
+export function smmuTornText(
+  seen: SmmuEntryView,
+  before: SmmuEntryView | null,
+  after: SmmuEntryView,
+): string {
+  const layout = seen.kind === "ste" ? STE : CD;
+  const old = before !== null && isValid(before) ? before : null;
+  const newer: string[] = [];
+  const older: string[] = [];
+  const other: string[] = [];
+  for (const f of layout.fields) {
+    if (!usedField(f, seen, after)) continue;
+    const s = fieldValue(f, seen.words);
+    const a = fieldValue(f, after.words);
+    const q = `qword ${f.lsb >>> 6}`;
+    const name = (v: typeof s) => formatFieldValue(f, v);
+    if (old === null) {
+      if (s !== a) other.push(`${f.name} (${q}) ${name(s)}, finally ${name(a)}`);
+      continue;
+    }
+    const b = fieldValue(f, old.words);
+    if (b === a) {
+      if (s !== a) other.push(`${f.name} (${q}) ${name(s)}, before and after ${name(a)}`);
+    } else if (s === a) newer.push(`${f.name} (${q}) ${name(b)} -> ${name(a)}`);
+    else if (s === b) older.push(`${f.name} (${q}) ${name(b)}, not yet ${name(a)}`);
+    else other.push(`${f.name} (${q}) ${name(s)}, neither ${name(b)} nor ${name(a)}`);
+  }
+  const parts: string[] = [];
+  if (old === null) parts.push(`a new entry seen with ${other.join("; ") || "no difference"}`);
+  else {
+    if (newer.length > 0) parts.push(`already new: ${newer.join("; ")}`);
+    if (older.length > 0) parts.push(`still old: ${older.join("; ")}`);
+    if (other.length > 0) parts.push(`other: ${other.join("; ")}`);
+  }
+  return parts.join("; ");
 }
 
 /**
@@ -313,6 +371,7 @@ export class SmmuEntryWatch {
       kind: e.ssid < 0 ? "ste" : "cd",
       sid: e.sid,
       ssid: e.ssid,
+      changed: smmuTornText(seen, e.before, after),
     };
   }
 }

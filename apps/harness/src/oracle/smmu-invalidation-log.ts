@@ -1,6 +1,8 @@
 // The commands each SMMU executed, in order, so that a stale cache entry can be told apart: no
-// command covered it (one is missing), or one did and the entry was filled again after it (the
-// invalidation came too early: before the entry was cleared, or before a walk that raced with it).
+// command covered it (one is missing), one did and the entry was filled again after it (the
+// invalidation came too early: before the entry was cleared, or before a walk that raced with it),
+// one was aimed at it with a wrong parameter, or one that covers it still waits in the command
+// queue (issued, never waited for).
 
 import {
   ATC_INV_SIZE_ALL,
@@ -15,6 +17,8 @@ import {
   CMDQ_OP,
   cmdLayout,
   cmdName,
+  Q_WR_MASK,
+  SMMU_REG,
 } from "@iommu-sim/arm-smmu/format";
 import {
   SMMU_ASID_IPA,
@@ -28,8 +32,15 @@ import {
   SmmuWalkCache,
 } from "@iommu-sim/arm-smmu/hw";
 import { Atc, NO_PASID } from "@iommu-sim/iommu-core";
-import { decode, type Field, fieldOf, getField } from "@iommu-sim/iommu-core/platform";
-import type { StaleEntry } from "./violation.js";
+import {
+  decode,
+  type Field,
+  fieldOf,
+  getField,
+  setField,
+  TWO32,
+} from "@iommu-sim/iommu-core/platform";
+import { hex, type StaleEntry } from "./violation.js";
 
 const PAGE = 4096;
 /** Commands kept per log. */
@@ -58,6 +69,21 @@ export interface SmmuCoveringCommand {
   readonly descriptor: string;
   readonly time: number;
   readonly fields: Readonly<Record<string, string | number>>;
+}
+
+/** A command that was aimed at an entry and missed it: one parameter was wrong. */
+export interface SmmuMissedCommand extends SmmuCoveringCommand {
+  /** What made it miss, in words ("its ASID 6 is not the entry's 5"). */
+  readonly reason: string;
+}
+
+/** A command still in an SMMU's command queue (published, not consumed) that covers an entry. */
+export interface SmmuPendingCommand {
+  readonly descriptor: string;
+  readonly fields: Readonly<Record<string, string | number>>;
+  /** CMDQ_CONS and CMDQ_PROD (index and wrap) when it was found. */
+  readonly cons: number;
+  readonly prod: number;
 }
 
 /**
@@ -140,6 +166,94 @@ export class SmmuInvalidationLog {
     }
     return null;
   }
+
+  /**
+   * The first command the SMMU named `smmu` executed in [mark, end) (`end` < 0: up to now; the
+   * operation that removed the entry) that was aimed at `entry`
+   * (of StreamID `sid`) and missed it because of one parameter: carried out with that parameter
+   * as the entry needs it (the ASID, VMID, StreamID or SubstreamID the entry is tagged with, the
+   * TLBI opcode of the entry's translation regime, no TTL hint, Leaf = 0 for a walk-cache entry,
+   * an ATC_INV span two or four times as large, a range moved onto an entry just past its end or
+   * just before its start), it would have removed the entry. Null when no command was that close
+   * (the invalidation is missing, not wrong). "Aimed at" is a guess, so a report names the
+   * command and the parameter for a reader to judge.
+   */
+  missedSince(
+    mark: number,
+    end: number,
+    smmu: string,
+    sid: number,
+    entry: StaleEntry,
+  ): SmmuMissedCommand | null {
+    if (mark < 0) return null;
+    const unit = this.units.indexOf(smmu);
+    if (unit < 0) return null;
+    const probe = probeOf(entry, sid >>> 0);
+    if (probe === null) return null;
+    const ril = this.ril[unit] as boolean;
+    const relax = relaxationsOf(entry, sid >>> 0, ril);
+    const copy = new Uint32Array(4);
+    const last = end < 0 ? this.seq : Math.min(end, this.seq);
+    for (let s = Math.max(mark, this.seq - KEEP); s < last; s++) {
+      const slot = s % KEEP;
+      if (this.unitOf[slot] !== unit) continue;
+      const w = this.words.subarray(slot * 4, slot * 4 + 4);
+      if (probe(w, ril)) continue;
+      for (const r of relax) {
+        copy.set(w);
+        const reason = r(copy);
+        if (reason === null || !probe(copy, ril)) continue;
+        return {
+          descriptor: cmdName(w[0] as number),
+          time: this.times[slot] as number,
+          fields: fieldsOf(w),
+          reason,
+        };
+      }
+    }
+    return null;
+  }
+}
+
+/**
+ * A command in `hw`'s command queue between CMDQ_CONS and CMDQ_PROD (published by the driver, not
+ * yet consumed by the SMMU) that would remove `entry` of StreamID `sid`, or null: the driver
+ * issued the invalidation but did not wait for a CMD_SYNC after it, so nothing made the SMMU carry
+ * it out before the operation returned. Reads registers and queue memory only.
+ *
+ * @spec Arm SMMUv3 (IHI 0070) 3.5.1 (command queue), 4.7.3 (CMD_SYNC completes what precedes it)
+ */
+export function pendingCovering(
+  hw: SmmuV3,
+  sid: number,
+  entry: StaleEntry,
+): SmmuPendingCommand | null {
+  const probe = probeOf(entry, sid >>> 0);
+  if (probe === null) return null;
+  const lo = hw.read32(SMMU_REG.CMDQ_BASE) >>> 0;
+  const hi = hw.read32(SMMU_REG.CMDQ_BASE + 4) >>> 0;
+  const log2 = Math.min(lo & 31, hw.features.cmdqs);
+  const bytes = Math.max(32, 16 * 2 ** log2);
+  const a = (hi & 0xffffff) * TWO32 + ((lo & ~31) >>> 0);
+  const base = a - (a % bytes);
+  const prod = hw.read32(SMMU_REG.CMDQ_PROD) & Q_WR_MASK;
+  const cons = hw.read32(SMMU_REG.CMDQ_CONS) & Q_WR_MASK;
+  const wrap = 2 ** (log2 + 1) - 1;
+  const mem = hw.mem;
+  const busError = mem.busError;
+  const w = new Uint32Array(4);
+  let found: SmmuPendingCommand | null = null;
+  for (let p = cons & wrap; p !== (prod & wrap) && found === null; p = (p + 1) & wrap) {
+    const at = base + (p & (2 ** log2 - 1)) * 16;
+    w[0] = mem.read64(at);
+    w[1] = mem.hi;
+    w[2] = mem.read64(at + 8);
+    w[3] = mem.hi;
+    if (probe(w, hw.features.ril))
+      found = { descriptor: cmdName(w[0] as number), fields: fieldsOf(w), cons, prod };
+  }
+  mem.busError = busError;
+  return found;
 }
 
 /** A command's non-zero fields, for a report (hex for addresses and values above 0xffff). */
@@ -386,4 +500,215 @@ function applyTlbi(t: TlbiTarget, w: Uint32Array, ril: boolean): boolean {
       t.invalidateS2Ipa(vmid, vpn, pages, leaf, ttl, tgShift);
   }
   return true;
+}
+
+/**
+ * One way a command can be set right for an entry: it changes the command's words in place and
+ * says what was wrong, or returns null when that parameter was right already (or does not apply).
+ */
+type Relaxation = (w: Uint32Array) => string | null;
+
+/** TLBI opcodes that take an address (and the range fields). */
+const RANGE_TLBI: ReadonlySet<number> = new Set([
+  CMDQ_OP.TLBI_NH_VA,
+  CMDQ_OP.TLBI_NH_VAA,
+  CMDQ_OP.TLBI_EL2_VA,
+  CMDQ_OP.TLBI_EL2_VAA,
+  CMDQ_OP.TLBI_S2_IPA,
+]);
+
+/** TLBI opcodes whose ASID field selects entries. */
+const ASID_TLBI: ReadonlySet<number> = new Set([
+  CMDQ_OP.TLBI_NH_VA,
+  CMDQ_OP.TLBI_NH_ASID,
+  CMDQ_OP.TLBI_EL2_VA,
+  CMDQ_OP.TLBI_EL2_ASID,
+]);
+
+/** TLBI opcodes whose VMID field selects entries. */
+const VMID_TLBI: ReadonlySet<number> = new Set([
+  CMDQ_OP.TLBI_NH_ALL,
+  CMDQ_OP.TLBI_NH_ASID,
+  CMDQ_OP.TLBI_NH_VA,
+  CMDQ_OP.TLBI_NH_VAA,
+  CMDQ_OP.TLBI_S2_IPA,
+  CMDQ_OP.TLBI_S12_VMALL,
+]);
+
+function opOf(w: Uint32Array): number {
+  return (w[0] as number) & 0xff;
+}
+
+/** The translation regime a TLBI opcode serves, named by its range opcode. */
+function regimeOf(op: number): number {
+  if (op === CMDQ_OP.TLBI_S2_IPA || op === CMDQ_OP.TLBI_S12_VMALL) return CMDQ_OP.TLBI_S2_IPA;
+  if (
+    op === CMDQ_OP.TLBI_EL2_ALL ||
+    op === CMDQ_OP.TLBI_EL2_ASID ||
+    op === CMDQ_OP.TLBI_EL2_VA ||
+    op === CMDQ_OP.TLBI_EL2_VAA
+  )
+    return CMDQ_OP.TLBI_EL2_VA;
+  return CMDQ_OP.TLBI_NH_VA;
+}
+
+/** The pages a range TLBI covers from its address, as `applyTlbi` decodes them. */
+function tlbiPages(w: Uint32Array, ril: boolean): number {
+  if (!ril) return 1;
+  const tg = get(w, F_TG);
+  if (tg === 0) return 1;
+  return (get(w, F_NUM) + 1) * 2 ** (get(w, F_SCALE) & 0x1f) * 2 ** (2 * tg - 2);
+}
+
+/** The field holding a range TLBI's input page number. */
+function addrField(w: Uint32Array): Field {
+  return opOf(w) === CMDQ_OP.TLBI_S2_IPA ? F_IPA : F_VA;
+}
+
+/** Set `field` of `w` to `value`, saying what it was; null when it was `value` already. */
+function retag(w: Uint32Array, field: Field, value: number): number | null {
+  const was = get(w, field);
+  if (was === value) return null;
+  setField(field, w, value);
+  return was;
+}
+
+/** The relaxations to try for `entry` (of StreamID `sid`), most specific first. */
+function relaxationsOf(entry: StaleEntry, sid: number, ril: boolean): Relaxation[] {
+  switch (entry.cache) {
+    case "ste-cache":
+    case "cd-cache":
+      return configRelaxations(entry, sid);
+    case "tlb":
+    case "walk-cache":
+      return tlbRelaxations(entry, ril);
+    case "atc":
+      return atcRelaxations(entry, sid);
+    default:
+      return [];
+  }
+}
+
+function configRelaxations(entry: StaleEntry, sid: number): Relaxation[] {
+  const cd = entry.cache === "cd-cache";
+  const ssid = cd ? num(entry.fields.SSID) : 0;
+  const cfgi = (w: Uint32Array) =>
+    opOf(w) === CMDQ_OP.CFGI_STE || opOf(w) === CMDQ_OP.CFGI_CD || opOf(w) === CMDQ_OP.CFGI_CD_ALL;
+  return [
+    (w) => {
+      if (!cfgi(w)) return null;
+      const was = retag(w, F_SID, sid);
+      return was === null ? null : `its StreamID ${hex(was)} is not the entry's ${hex(sid)}`;
+    },
+    (w) => {
+      if (!cd || opOf(w) !== CMDQ_OP.CFGI_CD) return null;
+      const was = retag(w, F_SSID, ssid);
+      return was === null ? null : `its SubstreamID ${was} is not the entry's ${ssid}`;
+    },
+  ];
+}
+
+function tlbRelaxations(entry: StaleEntry, ril: boolean): Relaxation[] {
+  const f = entry.fields;
+  const walk = entry.cache === "walk-cache";
+  const el2 = f.el2 === true;
+  const stage2 = walk ? num(f.stage) === 2 : f.kind === "stage 2";
+  const vmid = el2 ? -1 : num(f.VMID);
+  const asid = f.ASID === null || f.ASID === undefined ? -1 : num(f.ASID);
+  const vpn = num(f.iova) / PAGE;
+  const pages = walk ? 1 : num(f.size) / PAGE;
+  const regime = stage2 ? CMDQ_OP.TLBI_S2_IPA : el2 ? CMDQ_OP.TLBI_EL2_VA : CMDQ_OP.TLBI_NH_VA;
+  const what = walk ? "walk-cache entries" : `${String(f.kind)} TLB entries`;
+  const out: Relaxation[] = [
+    (w) => {
+      const op = opOf(w);
+      if (!RANGE_TLBI.has(op) || regimeOf(op) === regime) return null;
+      const addr = get(w, addrField(w));
+      w[0] = (((w[0] as number) & ~0xff) | regime) >>> 0;
+      setField(addrField(w), w, addr);
+      if (vmid >= 0) setField(F_VMID, w, vmid);
+      if (asid >= 0) setField(F_ASID, w, asid);
+      return `${cmdName(op)} never removes ${what}: they need ${cmdName(regime)}`;
+    },
+  ];
+  if (asid >= 0)
+    out.push((w) => {
+      if (!ASID_TLBI.has(opOf(w))) return null;
+      const was = retag(w, F_ASID, asid);
+      return was === null ? null : `its ASID ${was} is not the entry's ${asid}`;
+    });
+  if (vmid >= 0)
+    out.push((w) => {
+      if (!VMID_TLBI.has(opOf(w))) return null;
+      const was = retag(w, F_VMID, vmid);
+      return was === null ? null : `its VMID ${was} is not the entry's ${vmid}`;
+    });
+  out.push(
+    (w) => {
+      if (!RANGE_TLBI.has(opOf(w)) || !ril) return null;
+      const ttl = retag(w, F_TTL, 0);
+      return ttl === null
+        ? null
+        : `its TTL ${ttl} limits it to level ${ttl} entries, and the entry is a level ${f.level} one`;
+    },
+    (w) => {
+      if (!walk || !RANGE_TLBI.has(opOf(w)) || retag(w, F_LEAF, 0) === null) return null;
+      return "Leaf = 1 removes leaf entries only: the walk cache keeps pointing at a table that is gone (a freed table needs a non-leaf invalidation)";
+    },
+    (w) => {
+      if (!RANGE_TLBI.has(opOf(w))) return null;
+      // Close misses only: the entry starts within one command length past the range's end, or
+      // ends within one before its start.
+      const start = get(w, addrField(w));
+      const n = tlbiPages(w, ril);
+      const after = vpn >= start + n && vpn < start + 2 * n;
+      const before = vpn < start && vpn + pages > start - n;
+      if (!after && !before) return null;
+      setField(addrField(w), w, vpn);
+      const range = `[${hex(start * PAGE)}, ${hex((start + n) * PAGE)})`;
+      return after
+        ? `its range ${range} (${n} page${n === 1 ? "" : "s"}) ends before the entry at ${hex(vpn * PAGE)}`
+        : `its range ${range} starts after the entry at ${hex(vpn * PAGE)}`;
+    },
+  );
+  return out;
+}
+
+function atcRelaxations(entry: StaleEntry, sid: number): Relaxation[] {
+  const f = entry.fields;
+  const pasid = f.pasid === null || f.pasid === undefined ? -1 : num(f.pasid);
+  const vpn = num(f.iova) / PAGE;
+  const atcInv = (w: Uint32Array) => opOf(w) === CMDQ_OP.ATC_INV;
+  return [
+    (w) => {
+      if (!atcInv(w)) return null;
+      const was = retag(w, F_SID, sid);
+      return was === null ? null : `its StreamID ${hex(was)} is not the device's ${hex(sid)}`;
+    },
+    (w) => {
+      if (!atcInv(w) || get(w, F_ATC_SSV) === 0) return null;
+      if (pasid < 0) {
+        setField(F_ATC_SSV, w, 0);
+        return `SSV = 1 (SubstreamID ${get(w, F_SSID)}) leaves the entries the device cached without a PASID`;
+      }
+      const was = retag(w, F_SSID, pasid);
+      return was === null ? null : `its SubstreamID ${was} is not the entry's ${pasid}`;
+    },
+    (w) => {
+      if (!atcInv(w)) return null;
+      const size = get(w, F_ATC_SIZE);
+      if (size >= ATC_INV_SIZE_ALL - 2) return null;
+      const pfn = get(w, F_ATC_ADDR);
+      const span = 2 ** size;
+      const base = pfn - (pfn % span);
+      // Twice or four times the span, aligned on itself, must reach the entry.
+      for (const grow of [1, 2]) {
+        const big = span * 2 ** grow;
+        if (vpn - (vpn % big) !== pfn - (pfn % big)) continue;
+        setField(F_ATC_SIZE, w, size + grow);
+        return `its span [${hex(base * PAGE)}, ${hex((base + span) * PAGE)}) (Size ${size}) does not reach the entry at ${hex(vpn * PAGE)}`;
+      }
+      return null;
+    },
+  ];
 }

@@ -1,8 +1,9 @@
 // The isolation oracle on an SMMUv3 machine: the architecture-neutral checks of IsolationOracle,
 // with the SMMU's caches inspected by SmmuV3.inspect, STEs and CDs checked against the
 // attachments, ASIDs and VMIDs followed through the driver's hooks, check 5 from the hardware
-// side (every store into an STE or CD the SMMU fetched), and the command queue's errors and lost
-// events reported.
+// side (every store into an STE or CD the SMMU fetched), the command queue's errors and lost
+// events reported, and a missing invalidation explained when it was issued but not waited for
+// or issued with a wrong parameter.
 
 import {
   ARM_SMMU_DOMAIN_S1,
@@ -26,12 +27,13 @@ import {
 import {
   type DeviceRecord,
   type EarlyInvalidation,
+  fieldText,
   IsolationOracle,
   type TornReport,
 } from "./oracle.js";
 import { diagnoseSmmuStale } from "./smmu-diagnose.js";
 import { SmmuEntryWatch } from "./smmu-hitless.js";
-import { SmmuInvalidationLog } from "./smmu-invalidation-log.js";
+import { pendingCovering, SmmuInvalidationLog } from "./smmu-invalidation-log.js";
 import { hex, type MissingInvalidation, type StaleEntry } from "./violation.js";
 
 const PAGE = 4096;
@@ -135,7 +137,38 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
     privileged: boolean,
     viaAtc: boolean,
   ): { entry: StaleEntry; missing: MissingInvalidation } {
-    return diagnoseSmmuStale(rec.dev, rec.hw, pasid, iovaPfn, access, privileged, viaAtc);
+    const d = diagnoseSmmuStale(rec.dev, rec.hw, pasid, iovaPfn, access, privileged, viaAtc);
+    // The invalidation is in the command queue, not yet carried out: what is missing is the
+    // CMD_SYNC the driver should have waited for after it.
+    const pending = pendingCovering(rec.hw, rec.dev.sid >>> 0, d.entry);
+    if (pending === null) return d;
+    return {
+      entry: d.entry,
+      missing: {
+        descriptor: "CMD_SYNC",
+        fields: { after: pending.descriptor, CONS: hex(pending.cons), PROD: hex(pending.prod) },
+      },
+    };
+  }
+
+  /**
+   * A command that would remove the entry still waiting in the command queue, or one the
+   * removing operation (log marks [mark, end)) executed that was aimed at the entry with one
+   * wrong parameter.
+   */
+  protected override explainMissing(
+    mark: number,
+    end: number,
+    rec: DeviceRecord<SmmuV3>,
+    entry: StaleEntry,
+  ): string | null {
+    const sid = rec.dev.sid >>> 0;
+    const pending = pendingCovering(rec.hw, sid, entry);
+    if (pending !== null)
+      return `${pending.descriptor} ${fieldText(pending.fields)} would remove it, but it is still in ${rec.hw.name}'s command queue (CONS ${hex(pending.cons)}, PROD ${hex(pending.prod)}): issued, and never waited for with a CMD_SYNC`;
+    const missed = this.invLog.missedSince(mark, end, rec.hw.name, sid, entry);
+    if (missed === null) return null;
+    return `${missed.descriptor} ${fieldText(missed.fields)} at t=${missed.time} was aimed at it but missed: ${missed.reason}`;
   }
 
   protected coveringSince(
@@ -161,7 +194,7 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
         message:
           t.illegal !== null
             ? `${where}: between two stores the ${entry} in ${t.unit}'s memory was illegal (${this.faultName(t.illegal)}): ${t.unit} could have fetched it`
-            : `${where}: between two stores the ${entry} in ${t.unit}'s memory was neither the old nor the new configuration: seen "${t.seen}", before "${t.before}", after "${t.after}"`,
+            : `${where}: between two stores the ${entry} in ${t.unit}'s memory was neither the old nor the new configuration (${t.changed}): ${t.unit} could have fetched it; a change of several qwords needs the break (V = 0) first`,
       };
     });
   }
@@ -298,7 +331,9 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
       root = ste.s2Range.ttb;
       tag = ste.vmid;
     }
-    if (pasid !== NO_PASID && ins.cd === null && got !== "bad") got = "abort";
+    // A request with a SubstreamID through an STE without stage 1 (bypass, stage 2 only) is a
+    // C_BAD_SUBSTREAMID: memory aborts it, whatever a cached STE would do.
+    if (pasid !== NO_PASID && got !== "bad" && !(ste.s1 && ste.config > CFG_BYPASS)) got = "abort";
     let want: string;
     let wantRoot = -1;
     let wantTag = -1;
