@@ -122,8 +122,13 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
   private readonly unexpectedPrgSeen = new Set<Device>();
   /** The log mark at the start of the last operation that changed (device, PASID)'s context. */
   private readonly contextMarks = new Map<string, number>();
-  /** Start mark of an operation -> the mark when it returned (oldest first, bounded). */
-  private readonly opEnds = new Map<number, number>();
+  /**
+   * The last MAX_OP_ENDS operations that returned, as a ring: the log mark at their start and at
+   * their return (looked up only to word a diagnosis; recorded on every unmap, so kept cheap).
+   */
+  private readonly opStarts = new Float64Array(MAX_OP_ENDS).fill(-1);
+  private readonly opEndMarks = new Float64Array(MAX_OP_ENDS);
+  private opNext = 0;
   /** Start marks of context changes whose operation has not returned yet. */
   private readonly opening: number[] = [];
 
@@ -283,16 +288,19 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
   /** The operation that started at log mark `start` returned now. */
   private opEnded(start: number): void {
     if (start < 0) return;
-    this.opEnds.set(start, this.mark());
-    if (this.opEnds.size > MAX_OP_ENDS) {
-      const oldest = this.opEnds.keys().next().value;
-      if (oldest !== undefined) this.opEnds.delete(oldest);
-    }
+    const i = this.opNext;
+    this.opStarts[i] = start;
+    this.opEndMarks[i] = this.mark();
+    this.opNext = (i + 1) % MAX_OP_ENDS;
   }
 
-  /** The log mark when the operation that started at `start` returned, or -1. */
+  /** The log mark when the (latest) operation that started at `start` returned, or -1. */
   private opEnd(start: number): number {
-    return this.opEnds.get(start) ?? -1;
+    for (let k = 1; k <= MAX_OP_ENDS; k++) {
+      const i = (this.opNext - k + MAX_OP_ENDS) % MAX_OP_ENDS;
+      if (this.opStarts[i] === start) return this.opEndMarks[i] as number;
+    }
+    return -1;
   }
 
   /**
