@@ -12,20 +12,23 @@ import type {
   VtdQi,
 } from "@iommu-sim/intel-vtd/driver";
 import { IOTLB_G_PAGE, PC_G_PASID } from "@iommu-sim/intel-vtd/format";
-import type {
-  CacheTag,
-  Device,
-  IommuDomain,
-  IommuDomainOps,
-  IommuPageResponse,
-  IopfFault,
-} from "@iommu-sim/iommu-core";
-import { afterAll, describe, expect, it } from "vitest";
-import { runVtdFuzz, type VtdFuzzOptions, type VtdFuzzResult } from "../src/fuzz/fuzz.js";
-import { VtdHarness } from "../src/machine/vtd-harness.js";
-import type { Violation, ViolationKind } from "../src/oracle/violation.js";
-import { runScenario, type Scenario } from "../src/scenario.js";
-import { runMachineDefault, VTD_DEFAULT_MACHINE } from "../src/scenarios/machine-default.js";
+import type { CacheTag, Device, IommuDomain, IommuDomainOps } from "@iommu-sim/iommu-core";
+import { describe, expect, it } from "vitest";
+import type { VtdHarness } from "../src/machine/vtd-harness.js";
+import {
+  CatchTable,
+  during,
+  expectHarmless,
+  fuzzHunt,
+  itCatchesInScenario,
+  itListsAtLeast,
+  plantMapOnePageOff,
+  plantResponseTwice,
+  VTD,
+  type VtdFuzzConfig,
+  type VtdMutant,
+  wrapEach,
+} from "./mutant-kit.js";
 
 const PAGE = 4096;
 
@@ -61,65 +64,22 @@ function queues(h: VtdHarness): VtdQi[] {
   return h.m.driver.units.map((u) => u.qi).filter((q): q is VtdQi => q !== null);
 }
 
-/** `fn`, with `flag.on` set while it runs (so that a wrapper elsewhere knows where it is called from). */
-function during<A extends unknown[], R>(
-  flag: { on: boolean },
-  fn: (...args: A) => R,
-): (...args: A) => R {
-  return (...args: A): R => {
-    const was = flag.on;
-    flag.on = true;
-    try {
-      return fn(...args);
-    } finally {
-      flag.on = was;
-    }
-  };
-}
-
-/** What the oracle must say about a mutant: a violation of `kind` with these details. */
-interface Expected {
-  readonly kind: ViolationKind;
-  readonly cache?: string;
-  readonly descriptor?: string;
-  readonly message?: RegExp;
-  /** The diagnosis must say an invalidation covered the entry but came too early. */
-  readonly early?: boolean;
-}
-
-type FuzzConfig = Omit<VtdFuzzOptions, "seed" | "ops" | "setup" | "inject">;
-
-/** One planted driver bug. */
-interface Mutant {
-  readonly name: string;
-  /** The bug, as a reviewer would describe it. */
-  readonly bug: string;
-  /** Fuzz configurations in which the bug matters (tried in order, seeds 1..SEEDS each). */
-  readonly fuzz?: readonly FuzzConfig[];
-  /** Also (or only) the default scenario. */
-  readonly scenario?: boolean;
-  /** Plant the bug once the devices are probed. */
-  plant(h: VtdHarness, devices: readonly Device[]): void;
-  readonly expect: Expected;
-}
-
-const SEEDS = 8;
-const OPS = 400;
-const SCALABLE: FuzzConfig = { mode: "scalable" };
-const LEGACY: FuzzConfig = { mode: "legacy" };
+const SCALABLE: VtdFuzzConfig = { mode: "scalable" };
+const LEGACY: VtdFuzzConfig = { mode: "legacy" };
 
 // --- The bugs --------------------------------------------------------------------------------------
 
-const MUTANTS: readonly Mutant[] = [
+const MUTANTS: readonly VtdMutant[] = [
   {
     name: "piotlb-wrong-did",
     bug: "PASID-based IOTLB invalidations carry the next domain ID instead of the domain's own",
     fuzz: [SCALABLE],
     plant(h) {
-      for (const qi of queues(h)) {
-        const orig = qi.addPiotlb.bind(qi);
-        qi.addPiotlb = (did, pasid, addr, pages, ih) => orig(did + 1, pasid, addr, pages, ih);
-      }
+      wrapEach(
+        queues(h),
+        "addPiotlb",
+        (orig) => (did, pasid, addr, pages, ih) => orig(did + 1, pasid, addr, pages, ih),
+      );
     },
     expect: {
       kind: "stale-translation",
@@ -132,11 +92,12 @@ const MUTANTS: readonly Mutant[] = [
     bug: "page-selective PASID-based IOTLB invalidations cover half the block (AM one too small)",
     fuzz: [SCALABLE],
     plant(h) {
-      for (const qi of queues(h)) {
-        const orig = qi.addPiotlb.bind(qi);
-        qi.addPiotlb = (did, pasid, addr, pages, ih) =>
-          orig(did, pasid, addr, pages > 1 ? pages / 2 : pages, ih);
-      }
+      wrapEach(
+        queues(h),
+        "addPiotlb",
+        (orig) => (did, pasid, addr, pages, ih) =>
+          orig(did, pasid, addr, pages > 1 ? pages / 2 : pages, ih),
+      );
     },
     expect: {
       kind: "stale-translation",
@@ -149,11 +110,12 @@ const MUTANTS: readonly Mutant[] = [
     bug: "page-selective IOTLB invalidations (type 2) of second-stage domains have AM one too small",
     fuzz: [LEGACY, SCALABLE],
     plant(h) {
-      for (const qi of queues(h)) {
-        const orig = qi.addIotlb.bind(qi);
-        qi.addIotlb = (g, did, addr, am, ih) =>
-          orig(g, did, addr, g === IOTLB_G_PAGE && am > 0 ? am - 1 : am, ih);
-      }
+      wrapEach(
+        queues(h),
+        "addIotlb",
+        (orig) => (g, did, addr, am, ih) =>
+          orig(g, did, addr, g === IOTLB_G_PAGE && am > 0 ? am - 1 : am, ih),
+      );
     },
     expect: {
       kind: "stale-translation",
@@ -197,10 +159,11 @@ const MUTANTS: readonly Mutant[] = [
     fuzz: [SCALABLE],
     scenario: true,
     plant(h) {
-      for (const qi of queues(h)) {
-        const orig = qi.addDevtlb.bind(qi);
-        qi.addDevtlb = (sid, pfsid, qdep, addr, order) => orig(sid ^ 0x8, pfsid, qdep, addr, order);
-      }
+      wrapEach(
+        queues(h),
+        "addDevtlb",
+        (orig) => (sid, pfsid, qdep, addr, order) => orig(sid ^ 0x8, pfsid, qdep, addr, order),
+      );
     },
     expect: {
       kind: "stale-translation",
@@ -238,12 +201,9 @@ const MUTANTS: readonly Mutant[] = [
         old === null
           ? setDevPasid(domain, dev, pasid, old)
           : during(replacing, setDevPasid)(domain, dev, pasid, old);
-      for (const qi of queues(h)) {
-        const orig = qi.addPasidCache.bind(qi);
-        qi.addPasidCache = (g, did, pasid) => {
-          if (!replacing.on) orig(g, did, pasid);
-        };
-      }
+      wrapEach(queues(h), "addPasidCache", (orig) => (g, did, pasid) => {
+        if (!replacing.on) orig(g, did, pasid);
+      });
     },
     expect: {
       kind: "stale-translation",
@@ -256,10 +216,11 @@ const MUTANTS: readonly Mutant[] = [
     bug: "PASID-selective PASID-cache invalidations name the next PASID",
     fuzz: [SCALABLE],
     plant(h) {
-      for (const qi of queues(h)) {
-        const orig = qi.addPasidCache.bind(qi);
-        qi.addPasidCache = (g, did, pasid) => orig(g, did, g === PC_G_PASID ? pasid + 1 : pasid);
-      }
+      wrapEach(
+        queues(h),
+        "addPasidCache",
+        (orig) => (g, did, pasid) => orig(g, did, g === PC_G_PASID ? pasid + 1 : pasid),
+      );
     },
     expect: {
       kind: "stale-translation",
@@ -312,12 +273,9 @@ const MUTANTS: readonly Mutant[] = [
       const drv = internals(h);
       const clearing = { on: false };
       drv.legacyContextClear = during(clearing, drv.legacyContextClear.bind(drv));
-      for (const qi of queues(h)) {
-        const orig = qi.addContext.bind(qi);
-        qi.addContext = (g, did, sid, fm) => {
-          if (!clearing.on) orig(g, did, sid, fm);
-        };
-      }
+      wrapEach(queues(h), "addContext", (orig) => (g, did, sid, fm) => {
+        if (!clearing.on) orig(g, did, sid, fm);
+      });
     },
     expect: {
       kind: "stale-translation",
@@ -385,11 +343,7 @@ const MUTANTS: readonly Mutant[] = [
     bug: "a map of more than one page starts one page too far into the physical range",
     fuzz: [SCALABLE, LEGACY],
     plant(h) {
-      const ops = internals(h).pagingOps;
-      const orig = ops.mapPages?.bind(ops);
-      if (orig === undefined) throw new Error("no mapPages");
-      ops.mapPages = (d, iova, pa, pgsize, pgcount, prot) =>
-        orig(d, iova, pgcount > 1 ? pa + pgsize : pa, pgsize, pgcount, prot);
+      plantMapOnePageOff(internals(h).pagingOps);
     },
     expect: { kind: "isolation", message: /which the tables map but domain#\d+.* does not/ },
   },
@@ -417,12 +371,7 @@ const MUTANTS: readonly Mutant[] = [
     fuzz: [SCALABLE],
     scenario: true,
     plant(h) {
-      const drv = h.m.driver as VtdDriver;
-      const orig = drv.pageResponse.bind(drv);
-      drv.pageResponse = (dev: Device, evt: IopfFault, msg: IommuPageResponse) => {
-        orig(dev, evt, msg);
-        orig(dev, evt, msg);
-      };
+      plantResponseTwice(h.m.driver);
     },
     expect: { kind: "page-request", message: /a group it had not asked/ },
   },
@@ -456,12 +405,9 @@ const MUTANTS: readonly Mutant[] = [
       const drv = internals(h);
       const setting = { on: false };
       drv.pasidSetup = during(setting, drv.pasidSetup.bind(drv));
-      for (const qi of queues(h)) {
-        const orig = qi.addPasidCache.bind(qi);
-        qi.addPasidCache = (g, did, pasid) => {
-          if (!setting.on) orig(g, did, pasid);
-        };
-      }
+      wrapEach(queues(h), "addPasidCache", (orig) => (g, did, pasid) => {
+        if (!setting.on) orig(g, did, pasid);
+      });
     },
     expect: { kind: "spurious-fault", cache: "pasid-cache" },
   },
@@ -496,7 +442,7 @@ let iotlbForFirstStage = 0;
  * Bugs that are no bugs by the spec: the oracle must stay silent (they also show the oracle does
  * not simply flag any change to the driver).
  */
-const EQUIVALENT: readonly Mutant[] = [
+const EQUIVALENT: readonly VtdMutant[] = [
   {
     name: "iotlb-for-first-stage",
     bug: "first-stage domains are invalidated with IOTLB invalidations (type 2) instead of PASID-based ones: a page-selective type 2 removes every first-stage entry of the domain ID whatever its address (VT-d 6.5.2.3), so it only over-invalidates",
@@ -520,127 +466,24 @@ const EQUIVALENT: readonly Mutant[] = [
 
 // --- Running them ----------------------------------------------------------------------------------
 
-/** How one mutant was caught (or not). */
-interface Hunt {
-  readonly where: string;
-  readonly runs: number;
-  readonly firstViolationOp: number;
-  readonly violations: readonly Violation[];
-  readonly failures: readonly string[];
-}
-
-const table: { mutant: string; hunt: Hunt; hit: Violation | undefined }[] = [];
-
-function matches(v: Violation, e: Expected): boolean {
-  if (v.kind !== e.kind) return false;
-  if (e.cache !== undefined && v.staleEntry?.cache !== e.cache) return false;
-  if (e.descriptor !== undefined && v.missingInvalidation?.descriptor !== e.descriptor)
-    return false;
-  if (e.early !== undefined && (v.earlyInvalidation !== undefined) !== e.early) return false;
-  return e.message === undefined || e.message.test(v.message);
-}
-
-/** The default scenario with the mutant planted. */
-async function scenarioRun(m: Mutant, seed: number): Promise<Hunt> {
-  let planted: VtdHarness | null = null;
-  const scenario: Scenario = {
-    name: `default+${m.name}`,
-    arch: "vtd",
-    description: "the default VT-d scenario with a planted driver bug",
-    run(ctx) {
-      const h = new VtdHarness(VTD_DEFAULT_MACHINE, ctx.seed);
-      m.plant(h, []);
-      planted = h;
-      runMachineDefault(h, ctx);
-      ctx.violations(h.oracle.violations, h.oracle.stats.violations);
-    },
-  };
-  const r = await runScenario(scenario, seed);
-  expect(planted).not.toBeNull();
-  return {
-    where: `default scenario, seed ${seed}`,
-    runs: 1,
-    firstViolationOp: -1,
-    violations: r.violations,
-    failures: r.failures.map((f) => `${f.check}: ${f.message}`),
-  };
-}
-
-/** Fuzz in each configuration, seeds 1..SEEDS, until a run has a violation. */
-function fuzzHunt(m: Mutant): Hunt | null {
-  let runs = 0;
-  for (const cfg of m.fuzz ?? []) {
-    for (let seed = 1; seed <= SEEDS; seed++) {
-      runs++;
-      const r: VtdFuzzResult = runVtdFuzz({ ...cfg, seed, ops: OPS, setup: m.plant });
-      if (r.violationsTotal > 0) {
-        const flags = `${cfg.mode ?? "scalable"}${cfg.cachingMode ? " CM" : ""}${cfg.lazy ? " lazy" : ""}${cfg.race ? " race" : ""}`;
-        return {
-          where: `fuzz ${flags}, seed ${seed}`,
-          runs,
-          firstViolationOp: r.firstViolationOp,
-          violations: r.violations,
-          failures: [],
-        };
-      }
-    }
-  }
-  return null;
-}
+const table = CatchTable.printedAfterAll();
 
 describe("planted driver bugs are caught by the oracle with a diagnosis that points at them", () => {
   it.each(MUTANTS.filter((m) => m.fuzz !== undefined).map((m) => [m.name, m] as const))(
     "%s (fuzz)",
-    (_name, m) => {
-      const hunt = fuzzHunt(m);
-      expect(hunt, `${m.name} was never caught: ${m.bug}`).not.toBeNull();
-      const h = hunt as Hunt;
-      const hit = h.violations.find((v) => matches(v, m.expect));
-      table.push({ mutant: m.name, hunt: h, hit });
-      expect(
-        hit,
-        `${m.name}: no ${m.expect.kind} violation as expected among ${h.violations.map((v) => `${v.kind} ${v.staleEntry?.cache ?? ""} ${v.missingInvalidation?.descriptor ?? ""}: ${v.message}`).join("\n")}`,
-      ).toBeDefined();
-    },
+    // The configurations in order: the first that catches the bug counts.
+    (_name, m) => table.expectCaught(m, fuzzHunt(VTD, m, m.fuzz ?? [])),
   );
 
-  it.each(MUTANTS.filter((m) => m.scenario === true).map((m) => [m.name, m] as const))(
-    "%s (default scenario)",
-    async (_name, m) => {
-      const h = await scenarioRun(m, 1);
-      const hit = h.violations.find((v) => matches(v, m.expect));
-      table.push({ mutant: `${m.name} (scenario)`, hunt: h, hit });
-      expect(
-        hit,
-        `${m.name}: ${h.violations.map((v) => `${v.kind}: ${v.message}`).join("\n")}`,
-      ).toBeDefined();
-    },
-  );
+  itCatchesInScenario(VTD, MUTANTS, table);
 
-  it("the table has at least 15 bugs beyond the five injections", () => {
-    expect(MUTANTS.length).toBeGreaterThanOrEqual(15);
-    expect(new Set(MUTANTS.map((m) => m.name)).size).toBe(MUTANTS.length);
-  });
+  itListsAtLeast(MUTANTS, 15);
 });
 
 describe("bugs the spec makes harmless raise nothing", () => {
   it.each(EQUIVALENT.map((m) => [m.name, m] as const))("%s", (_name, m) => {
     iotlbForFirstStage = 0;
-    for (const cfg of m.fuzz ?? []) {
-      for (let seed = 1; seed <= 4; seed++) {
-        const r = runVtdFuzz({ ...cfg, seed, ops: OPS, setup: m.plant });
-        expect(r.violations.map((v) => v.message)).toEqual([]);
-      }
-    }
+    expectHarmless(VTD, m);
     expect(iotlbForFirstStage).toBeGreaterThan(20);
   });
-});
-
-afterAll(() => {
-  if (process.env.MUTANT_TABLE === undefined) return;
-  const lines = table.map(
-    ({ mutant, hunt, hit }) =>
-      `${mutant.padEnd(36)} ${hunt.where.padEnd(34)} runs ${String(hunt.runs).padStart(2)}  first op ${String(hunt.firstViolationOp).padStart(4)}  ${[...new Set(hunt.violations.map((v) => v.kind))].join(", ")}${hunt.failures.length > 0 ? `  (${hunt.failures.length} scenario checks failed)` : ""}\n    ${hit?.message ?? "-"}`,
-  );
-  process.stdout.write(`${lines.join("\n")}\n`);
 });

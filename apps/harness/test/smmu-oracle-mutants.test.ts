@@ -17,19 +17,23 @@ import {
 } from "@iommu-sim/arm-smmu/driver";
 import { ATC_INV_SIZE_ALL, CMDQ_OP } from "@iommu-sim/arm-smmu/format";
 import type { LpaePgtable } from "@iommu-sim/arm-smmu/pgtable";
-import type {
-  Device,
-  IommuDomain,
-  IommuDomainOps,
-  IommuPageResponse,
-  IopfFault,
-} from "@iommu-sim/iommu-core";
-import { afterAll, describe, expect, it } from "vitest";
-import { type FuzzOptions, type FuzzResult, runFuzz } from "../src/fuzz/fuzz.js";
-import { SmmuHarness } from "../src/machine/smmu-harness.js";
-import type { Violation, ViolationKind } from "../src/oracle/violation.js";
-import { runScenario, type Scenario } from "../src/scenario.js";
-import { runMachineDefault, SMMU_DEFAULT_MACHINE } from "../src/scenarios/machine-default.js";
+import type { Device, IommuDomain, IommuDomainOps } from "@iommu-sim/iommu-core";
+import { describe, expect, it } from "vitest";
+import type { SmmuHarness } from "../src/machine/smmu-harness.js";
+import {
+  CatchTable,
+  during,
+  expectHarmless,
+  fuzzHunt,
+  itCatchesInScenario,
+  itListsAtLeast,
+  plantMapOnePageOff,
+  plantResponseTwice,
+  SMMU,
+  type SmmuFuzzConfig,
+  type SmmuMutant,
+  wrapEach,
+} from "./mutant-kit.js";
 
 /** The driver's private steps the mutants wrap (TypeScript `private` only: plain properties). */
 interface DriverInternals {
@@ -74,22 +78,6 @@ function queues(h: SmmuHarness): SmmuCmdq[] {
   return h.m.smmus.map((s) => s.smmu.cmdq);
 }
 
-/** `fn`, with `flag.on` set while it runs (so that a wrapper elsewhere knows where it is called from). */
-function during<A extends unknown[], R>(
-  flag: { on: boolean },
-  fn: (...args: A) => R,
-): (...args: A) => R {
-  return (...args: A): R => {
-    const was = flag.on;
-    flag.on = true;
-    try {
-      return fn(...args);
-    } finally {
-      flag.on = was;
-    }
-  };
-}
-
 /** Drop the commands `drop` picks (by opcode, from the staged words) instead of queueing them. */
 function dropCommands(h: SmmuHarness, drop: (opcode: number, w: Uint32Array) => boolean): void {
   for (const q of queues(h)) {
@@ -98,56 +86,45 @@ function dropCommands(h: SmmuHarness, drop: (opcode: number, w: Uint32Array) => 
   }
 }
 
-/** What the oracle must say about a mutant: a violation of `kind` with these details. */
-interface Expected {
-  /** The kind (or one of the kinds: a stale configuration shows as either). */
-  readonly kind: ViolationKind | readonly ViolationKind[];
-  readonly cache?: string;
-  readonly descriptor?: string;
-  readonly message?: RegExp;
-  /** The diagnosis must say an invalidation covered the entry but came too early. */
-  readonly early?: boolean;
-  /** An id-reuse or leak must name an ID of this space. */
-  readonly space?: "asid" | "vmid" | "pasid";
+/**
+ * Free the domains `which` picks by `free` instead of the driver's domain_free_paging; the others
+ * go the driver's way.
+ */
+function replaceFree(
+  h: SmmuHarness,
+  which: (domain: ArmSmmuDomain) => boolean,
+  free: (domain: ArmSmmuDomain) => void,
+): void {
+  const inner = internals(h);
+  const orig = inner.domainFreePaging.bind(inner);
+  inner.domainFreePaging = (domain) => (which(domain) ? free(domain) : orig(domain));
 }
 
-type FuzzConfig = Omit<FuzzOptions, "seed" | "ops" | "setup" | "inject" | "arch" | "mode">;
-
-/** One planted driver bug. */
-interface Mutant {
-  readonly name: string;
-  /** The bug, as a reviewer would describe it. */
-  readonly bug: string;
-  /** Fuzz configurations in which the bug must be caught (each one, within seeds 1..SEEDS). */
-  readonly fuzz?: readonly FuzzConfig[];
-  /** Also (or only) the default scenario. */
-  readonly scenario?: boolean;
-  /** Plant the bug once the devices are probed. */
-  plant(h: SmmuHarness, devices: readonly Device[]): void;
-  readonly expect: Expected;
+/** Whether `domain` is a stage-1 domain. */
+function stage1(domain: ArmSmmuDomain): boolean {
+  return domain.stage === ARM_SMMU_DOMAIN_S1;
 }
 
-const SEEDS = 8;
-const OPS = 400;
-const PLAIN: FuzzConfig = {};
-const RACE: FuzzConfig = { race: true };
+const PLAIN: SmmuFuzzConfig = {};
+const RACE: SmmuFuzzConfig = { race: true };
 /** Caught without and with devices racing the command queue. */
-const BOTH: readonly FuzzConfig[] = [PLAIN, RACE];
+const BOTH: readonly SmmuFuzzConfig[] = [PLAIN, RACE];
 
 // --- The bugs --------------------------------------------------------------------------------------
 
-const MUTANTS: readonly Mutant[] = [
+const MUTANTS: readonly SmmuMutant[] = [
   {
     name: "tlbi-va-wrong-asid",
     bug: "stage-1 range invalidations (TLBI_NH_VA) carry the next ASID instead of the domain's",
     fuzz: BOTH,
     scenario: true,
     plant(h) {
-      for (const q of queues(h)) {
-        const tlbiVa = q.tlbiVa.bind(q);
-        q.tlbiVa = (op, id, addr, leaf, tg, ttl, scale, num) =>
-          tlbiVa(op, op === CMDQ_OP.TLBI_S2_IPA ? id : id + 1, addr, leaf, tg, ttl, scale, num);
-      }
+      wrapEach(
+        queues(h),
+        "tlbiVa",
+        (tlbiVa) => (op, id, addr, leaf, tg, ttl, scale, num) =>
+          tlbiVa(op, op === CMDQ_OP.TLBI_S2_IPA ? id : id + 1, addr, leaf, tg, ttl, scale, num),
+      );
     },
     expect: {
       kind: "stale-translation",
@@ -161,11 +138,12 @@ const MUTANTS: readonly Mutant[] = [
     bug: "stage-2 range invalidations (TLBI_S2_IPA) carry the next VMID instead of the domain's",
     fuzz: BOTH,
     plant(h) {
-      for (const q of queues(h)) {
-        const tlbiVa = q.tlbiVa.bind(q);
-        q.tlbiVa = (op, id, addr, leaf, tg, ttl, scale, num) =>
-          tlbiVa(op, op === CMDQ_OP.TLBI_S2_IPA ? id + 1 : id, addr, leaf, tg, ttl, scale, num);
-      }
+      wrapEach(
+        queues(h),
+        "tlbiVa",
+        (tlbiVa) => (op, id, addr, leaf, tg, ttl, scale, num) =>
+          tlbiVa(op, op === CMDQ_OP.TLBI_S2_IPA ? id + 1 : id, addr, leaf, tg, ttl, scale, num),
+      );
     },
     expect: {
       kind: "stale-translation",
@@ -179,11 +157,12 @@ const MUTANTS: readonly Mutant[] = [
     bug: "range invalidations encode NUM one too small, so each command covers one chunk (2^SCALE pages) too few",
     fuzz: BOTH,
     plant(h) {
-      for (const q of queues(h)) {
-        const tlbiVa = q.tlbiVa.bind(q);
-        q.tlbiVa = (op, id, addr, leaf, tg, ttl, scale, num) =>
-          tlbiVa(op, id, addr, leaf, tg, ttl, scale, tg !== 0 && num > 0 ? num - 1 : num);
-      }
+      wrapEach(
+        queues(h),
+        "tlbiVa",
+        (tlbiVa) => (op, id, addr, leaf, tg, ttl, scale, num) =>
+          tlbiVa(op, id, addr, leaf, tg, ttl, scale, tg !== 0 && num > 0 ? num - 1 : num),
+      );
     },
     expect: {
       kind: "stale-translation",
@@ -198,11 +177,12 @@ const MUTANTS: readonly Mutant[] = [
     fuzz: BOTH,
     scenario: true,
     plant(h) {
-      for (const q of queues(h)) {
-        const tlbiVa = q.tlbiVa.bind(q);
-        q.tlbiVa = (op, id, addr, leaf, tg, ttl, scale, num) =>
-          tlbiVa(op, id, addr, leaf, tg, leaf && ttl === 3 ? 2 : ttl, scale, num);
-      }
+      wrapEach(
+        queues(h),
+        "tlbiVa",
+        (tlbiVa) => (op, id, addr, leaf, tg, ttl, scale, num) =>
+          tlbiVa(op, id, addr, leaf, tg, leaf && ttl === 3 ? 2 : ttl, scale, num),
+      );
     },
     expect: {
       kind: "stale-translation",
@@ -232,11 +212,13 @@ const MUTANTS: readonly Mutant[] = [
     bug: "stage-2 domains are invalidated with TLBI_NH_VA (stage 1 entries of the ASID) instead of TLBI_S2_IPA",
     fuzz: BOTH,
     plant(h) {
-      for (const q of queues(h)) {
-        const tlbiVa = q.tlbiVa.bind(q);
-        q.tlbiVa = (op, ...rest) =>
-          tlbiVa(op === CMDQ_OP.TLBI_S2_IPA ? CMDQ_OP.TLBI_NH_VA : op, ...rest);
-      }
+      wrapEach(
+        queues(h),
+        "tlbiVa",
+        (tlbiVa) =>
+          (op, ...rest) =>
+            tlbiVa(op === CMDQ_OP.TLBI_S2_IPA ? CMDQ_OP.TLBI_NH_VA : op, ...rest),
+      );
     },
     expect: {
       kind: "stale-translation",
@@ -251,10 +233,11 @@ const MUTANTS: readonly Mutant[] = [
     fuzz: BOTH,
     scenario: true,
     plant(h) {
-      for (const q of queues(h)) {
-        const atcInv = q.atcInv.bind(q);
-        q.atcInv = (sid, ssid, addr, size) => atcInv(sid, ssid === 0 ? 0 : ssid + 1, addr, size);
-      }
+      wrapEach(
+        queues(h),
+        "atcInv",
+        (atcInv) => (sid, ssid, addr, size) => atcInv(sid, ssid === 0 ? 0 : ssid + 1, addr, size),
+      );
     },
     expect: {
       kind: "stale-translation",
@@ -268,11 +251,12 @@ const MUTANTS: readonly Mutant[] = [
     bug: "the ATC_INV span is one power of two too small (atcSpan off by one), so it covers half the range",
     fuzz: BOTH,
     plant(h) {
-      for (const q of queues(h)) {
-        const atcInv = q.atcInv.bind(q);
-        q.atcInv = (sid, ssid, addr, size) =>
-          atcInv(sid, ssid, addr, size > 0 && size < ATC_INV_SIZE_ALL ? size - 1 : size);
-      }
+      wrapEach(
+        queues(h),
+        "atcInv",
+        (atcInv) => (sid, ssid, addr, size) =>
+          atcInv(sid, ssid, addr, size > 0 && size < ATC_INV_SIZE_ALL ? size - 1 : size),
+      );
     },
     expect: {
       kind: "stale-translation",
@@ -288,10 +272,11 @@ const MUTANTS: readonly Mutant[] = [
     fuzz: BOTH,
     scenario: true,
     plant(h) {
-      for (const q of queues(h)) {
-        const cfgiCd = q.cfgiCd.bind(q);
-        q.cfgiCd = (sid, ssid, leaf) => cfgiCd(sid, ssid === 0 ? 0 : ssid + 1, leaf);
-      }
+      wrapEach(
+        queues(h),
+        "cfgiCd",
+        (cfgiCd) => (sid, ssid, leaf) => cfgiCd(sid, ssid === 0 ? 0 : ssid + 1, leaf),
+      );
     },
     expect: {
       kind: ["stale-translation", "spurious-fault"],
@@ -306,10 +291,7 @@ const MUTANTS: readonly Mutant[] = [
     fuzz: BOTH,
     scenario: true,
     plant(h) {
-      for (const q of queues(h)) {
-        const cfgiSte = q.cfgiSte.bind(q);
-        q.cfgiSte = (sid, leaf) => cfgiSte(sid ^ 0x8, leaf);
-      }
+      wrapEach(queues(h), "cfgiSte", (cfgiSte) => (sid, leaf) => cfgiSte(sid ^ 0x8, leaf));
     },
     expect: {
       kind: ["stale-translation", "spurious-fault"],
@@ -450,18 +432,12 @@ const MUTANTS: readonly Mutant[] = [
     scenario: true,
     plant(h) {
       const drv = driver(h);
-      const inner = internals(h);
-      const free = inner.domainFreePaging.bind(inner);
-      inner.domainFreePaging = (domain) => {
-        if (domain.stage !== ARM_SMMU_DOMAIN_S1) {
-          free(domain);
-          return;
-        }
+      replaceFree(h, stage1, (domain) => {
         drv.asids.free(domain.asid);
         drv.hooks.asidFreed?.(domain.asid, domain);
         drv.tlbInvContext(domain);
         domain.pgtable.free();
-      };
+      });
     },
     expect: { kind: "id-reuse", space: "asid", descriptor: "CMD_TLBI_NH_ASID" },
   },
@@ -472,17 +448,15 @@ const MUTANTS: readonly Mutant[] = [
     scenario: true,
     plant(h) {
       const drv = driver(h);
-      const inner = internals(h);
-      const free = inner.domainFreePaging.bind(inner);
-      inner.domainFreePaging = (domain) => {
-        if (domain.stage === ARM_SMMU_DOMAIN_S1) {
-          free(domain);
-          return;
-        }
-        domain.pgtable.free();
-        domain.smmu.vmids.free(domain.vmid);
-        drv.hooks.vmidFreed?.(domain.smmu, domain.vmid, domain);
-      };
+      replaceFree(
+        h,
+        (domain) => !stage1(domain),
+        (domain) => {
+          domain.pgtable.free();
+          domain.smmu.vmids.free(domain.vmid);
+          drv.hooks.vmidFreed?.(domain.smmu, domain.vmid, domain);
+        },
+      );
     },
     expect: { kind: "id-reuse", space: "vmid", descriptor: "CMD_TLBI_S12_VMALL" },
   },
@@ -493,16 +467,10 @@ const MUTANTS: readonly Mutant[] = [
     scenario: true,
     plant(h) {
       const drv = driver(h);
-      const inner = internals(h);
-      const free = inner.domainFreePaging.bind(inner);
-      inner.domainFreePaging = (domain) => {
-        if (domain.stage !== ARM_SMMU_DOMAIN_S1) {
-          free(domain);
-          return;
-        }
+      replaceFree(h, stage1, (domain) => {
         drv.tlbInvContext(domain);
         domain.pgtable.free();
-      };
+      });
     },
     expect: { kind: "leak", space: "asid", message: /ASID \d+ is still allocated/ },
   },
@@ -554,11 +522,7 @@ const MUTANTS: readonly Mutant[] = [
     bug: "a map of more than one page starts one page too far into the physical range",
     fuzz: BOTH,
     plant(h) {
-      const ops = internals(h).pagingOps;
-      const orig = ops.mapPages?.bind(ops);
-      if (orig === undefined) throw new Error("no mapPages");
-      ops.mapPages = (d, iova, pa, pgsize, pgcount, prot) =>
-        orig(d, iova, pgcount > 1 ? pa + pgsize : pa, pgsize, pgcount, prot);
+      plantMapOnePageOff(internals(h).pagingOps);
     },
     expect: { kind: "isolation", message: /which the tables map but domain#\d+.* does not/ },
   },
@@ -592,12 +556,7 @@ const MUTANTS: readonly Mutant[] = [
     fuzz: BOTH,
     scenario: true,
     plant(h) {
-      const drv = driver(h);
-      const orig = drv.pageResponse.bind(drv);
-      drv.pageResponse = (dev: Device, evt: IopfFault, msg: IommuPageResponse) => {
-        orig(dev, evt, msg);
-        orig(dev, evt, msg);
-      };
+      plantResponseTwice(driver(h));
     },
     expect: { kind: "page-request", message: /a group it had not asked/ },
   },
@@ -607,11 +566,12 @@ const MUTANTS: readonly Mutant[] = [
     fuzz: BOTH,
     scenario: true,
     plant(h) {
-      for (const q of queues(h)) {
-        const priResp = q.priResp.bind(q);
-        q.priResp = (sid, ssv, ssid, prgi, resp) =>
-          priResp(sid, ssv, ssid, (prgi + 1) & 0x1ff, resp);
-      }
+      wrapEach(
+        queues(h),
+        "priResp",
+        (priResp) => (sid, ssv, ssid, prgi, resp) =>
+          priResp(sid, ssv, ssid, (prgi + 1) & 0x1ff, resp),
+      );
     },
     expect: { kind: "page-request" },
   },
@@ -640,20 +600,17 @@ function count(name: string): void {
  * Changes that are no bugs: they only add or widen invalidations, or drop a hint. The oracle
  * must stay silent (they also show the oracle does not simply flag any change to the driver).
  */
-const EQUIVALENT: readonly Mutant[] = [
+const EQUIVALENT: readonly SmmuMutant[] = [
   {
     name: "extra-cmd-sync",
     bug: "every batch is followed by a second, empty CMD_SYNC",
     fuzz: BOTH,
     plant(h) {
-      for (const q of queues(h)) {
-        const submit = q.submit.bind(q);
-        q.submit = () => {
-          const r = submit();
-          count("extra-cmd-sync");
-          return r === 0 ? submit() : r;
-        };
-      }
+      wrapEach(queues(h), "submit", (submit) => () => {
+        const r = submit();
+        count("extra-cmd-sync");
+        return r === 0 ? submit() : r;
+      });
     },
     expect: { kind: "stale-translation" },
   },
@@ -676,14 +633,11 @@ const EQUIVALENT: readonly Mutant[] = [
     bug: "ATC_INV spans are twice as large as needed",
     fuzz: BOTH,
     plant(h) {
-      for (const q of queues(h)) {
-        const atcInv = q.atcInv.bind(q);
-        q.atcInv = (sid, ssid, addr, size) => {
-          if (size >= ATC_INV_SIZE_ALL - 1) return atcInv(sid, ssid, addr, size);
-          count("atc-span-larger");
-          return atcInv(sid, ssid, addr, size + 1);
-        };
-      }
+      wrapEach(queues(h), "atcInv", (atcInv) => (sid, ssid, addr, size) => {
+        if (size >= ATC_INV_SIZE_ALL - 1) return atcInv(sid, ssid, addr, size);
+        count("atc-span-larger");
+        return atcInv(sid, ssid, addr, size + 1);
+      });
     },
     expect: { kind: "stale-translation" },
   },
@@ -692,13 +646,10 @@ const EQUIVALENT: readonly Mutant[] = [
     bug: "ATC invalidations at a PASID go out without SSV: an Invalidate Request without a PASID covers every PASID of the range (PCIe 10.3.1), so it only over-invalidates",
     fuzz: BOTH,
     plant(h) {
-      for (const q of queues(h)) {
-        const atcInv = q.atcInv.bind(q);
-        q.atcInv = (sid, ssid, addr, size) => {
-          if (ssid !== 0) count("atc-inv-without-ssv");
-          return atcInv(sid, 0, addr, size);
-        };
-      }
+      wrapEach(queues(h), "atcInv", (atcInv) => (sid, ssid, addr, size) => {
+        if (ssid !== 0) count("atc-inv-without-ssv");
+        return atcInv(sid, 0, addr, size);
+      });
     },
     expect: { kind: "stale-translation" },
   },
@@ -733,156 +684,42 @@ const EQUIVALENT: readonly Mutant[] = [
 
 // --- Running them ----------------------------------------------------------------------------------
 
-/** How one mutant was caught (or not). */
-interface Hunt {
-  readonly where: string;
-  readonly runs: number;
-  readonly firstViolationOp: number;
-  readonly violations: readonly Violation[];
-  readonly failures: readonly string[];
-}
+const table = CatchTable.printedAfterAll();
 
-const table: { mutant: string; hunt: Hunt; hit: Violation | undefined }[] = [];
-
-function matches(v: Violation, e: Expected): boolean {
-  if (typeof e.kind === "string" ? v.kind !== e.kind : !e.kind.includes(v.kind)) return false;
-  if (e.cache !== undefined && v.staleEntry?.cache !== e.cache) return false;
-  if (e.descriptor !== undefined && v.missingInvalidation?.descriptor !== e.descriptor)
-    return false;
-  if (e.early !== undefined && (v.earlyInvalidation !== undefined) !== e.early) return false;
-  if (e.space !== undefined && v.id?.space !== e.space) return false;
-  return e.message === undefined || e.message.test(v.message);
-}
-
-function describeViolation(v: Violation): string {
-  return `${v.kind} ${v.staleEntry?.cache ?? ""} ${v.missingInvalidation?.descriptor ?? ""}: ${v.message}`;
-}
-
-function fuzz(cfg: FuzzConfig, seed: number, plant: Mutant["plant"]): FuzzResult {
-  return runFuzz({
-    ...cfg,
-    arch: "smmu",
-    seed,
-    ops: OPS,
-    setup: plant as FuzzOptions["setup"],
-  });
-}
-
-function flags(cfg: FuzzConfig): string {
-  return [cfg.cache ?? "maximal", cfg.lazy ? "lazy" : "", cfg.race ? "race" : ""]
-    .filter((x) => x !== "")
-    .join(" ");
-}
-
-/** The default scenario with the mutant planted. */
-async function scenarioRun(m: Mutant, seed: number): Promise<Hunt> {
-  let planted: SmmuHarness | null = null;
-  const scenario: Scenario = {
-    name: `default+${m.name}`,
-    arch: "smmu",
-    description: "the default SMMUv3 scenario with a planted driver bug",
-    run(ctx) {
-      const h = new SmmuHarness(SMMU_DEFAULT_MACHINE, ctx.seed);
-      m.plant(h, []);
-      planted = h;
-      runMachineDefault(h, ctx);
-      ctx.violations(h.oracle.violations, h.oracle.stats.violations);
-    },
-  };
-  const r = await runScenario(scenario, seed);
-  expect(planted).not.toBeNull();
-  return {
-    where: `default scenario, seed ${seed}`,
-    runs: 1,
-    firstViolationOp: -1,
-    violations: r.violations,
-    failures: r.failures.map((f) => `${f.check}: ${f.message}`),
-  };
-}
-
-/** Fuzz in `cfg`, seeds 1..SEEDS, until a run has a violation. */
-function fuzzHunt(m: Mutant, cfg: FuzzConfig): Hunt | null {
-  for (let seed = 1; seed <= SEEDS; seed++) {
-    const r = fuzz(cfg, seed, m.plant);
-    if (r.violationsTotal > 0)
-      return {
-        where: `fuzz ${flags(cfg)}, seed ${seed}`,
-        runs: seed,
-        firstViolationOp: r.firstViolationOp,
-        violations: r.violations,
-        failures: [],
-      };
-  }
-  return null;
-}
-
+/** Each mutant in each of its configurations (each must catch it within seeds 1..HUNT_SEEDS). */
 const fuzzCases = MUTANTS.flatMap((m) =>
-  (m.fuzz ?? []).map((cfg) => [`${m.name} (fuzz ${flags(cfg)})`, m, cfg] as const),
+  (m.fuzz ?? []).map((cfg) => [`${m.name} (fuzz ${SMMU.flags(cfg)})`, m, cfg] as const),
 );
 
 describe("planted SMMUv3 driver bugs are caught by the oracle with a diagnosis that points at them", () => {
-  it.each(fuzzCases)("%s", (_name, m, cfg) => {
-    const hunt = fuzzHunt(m, cfg);
-    expect(hunt, `${m.name} was never caught: ${m.bug}`).not.toBeNull();
-    const h = hunt as Hunt;
-    const hit = h.violations.find((v) => matches(v, m.expect));
-    table.push({ mutant: m.name, hunt: h, hit });
-    expect(
-      hit,
-      `${m.name}: no ${m.expect.kind} violation as expected among\n${h.violations.map(describeViolation).join("\n")}`,
-    ).toBeDefined();
-  });
+  it.each(fuzzCases)("%s", (_name, m, cfg) => table.expectCaught(m, fuzzHunt(SMMU, m, [cfg])));
 
-  it.each(MUTANTS.filter((m) => m.scenario === true).map((m) => [m.name, m] as const))(
-    "%s (default scenario)",
-    async (_name, m) => {
-      const h = await scenarioRun(m, 1);
-      const hit = h.violations.find((v) => matches(v, m.expect));
-      table.push({ mutant: `${m.name} (scenario)`, hunt: h, hit });
-      expect(hit, `${m.name}: ${h.violations.map(describeViolation).join("\n")}`).toBeDefined();
-    },
-  );
+  itCatchesInScenario(SMMU, MUTANTS, table);
 
-  it("the table has at least 16 bugs beyond the five injections", () => {
-    expect(MUTANTS.length).toBeGreaterThanOrEqual(16);
-    expect(new Set(MUTANTS.map((m) => m.name)).size).toBe(MUTANTS.length);
-  });
+  itListsAtLeast(MUTANTS, 16);
 });
 
 describe("changes the spec makes harmless raise nothing", () => {
   it.each(EQUIVALENT.map((m) => [m.name, m] as const))("%s", (_name, m) => {
     ran.delete(m.name);
-    for (const cfg of m.fuzz ?? []) {
-      for (let seed = 1; seed <= 4; seed++) {
-        const r = fuzz(cfg, seed, m.plant);
-        expect(r.violations.map((v) => v.message)).toEqual([]);
-      }
-    }
+    expectHarmless(SMMU, m);
     expect(ran.get(m.name) ?? 0).toBeGreaterThan(4);
   });
 });
 
 /** Configurations of the clean runs: the oracle's changes must not flag the unmodified driver. */
-const CLEAN: readonly FuzzConfig[] = [PLAIN, RACE, { lazy: true, race: true }, { iotlb: 4 }];
+const CLEAN: readonly SmmuFuzzConfig[] = [PLAIN, RACE, { lazy: true, race: true }, { iotlb: 4 }];
 
 describe("the driver as Linux writes it raises nothing", () => {
   it.each(
     CLEAN.map(
-      (cfg) => [flags(cfg) + (cfg.iotlb === undefined ? "" : ` iotlb ${cfg.iotlb}`), cfg] as const,
+      (cfg) =>
+        [SMMU.flags(cfg) + (cfg.iotlb === undefined ? "" : ` iotlb ${cfg.iotlb}`), cfg] as const,
     ),
   )("fuzz %s, seeds 1..25", (_name, cfg) => {
     for (let seed = 1; seed <= 25; seed++) {
-      const r = fuzz(cfg, seed, () => {});
+      const r = SMMU.fuzz(cfg, seed, () => {});
       expect(r.violations.map((v) => v.message)).toEqual([]);
     }
   });
-});
-
-afterAll(() => {
-  if (process.env.MUTANT_TABLE === undefined) return;
-  const lines = table.map(
-    ({ mutant, hunt, hit }) =>
-      `${mutant.padEnd(28)} ${hunt.where.padEnd(32)} runs ${String(hunt.runs).padStart(2)}  first op ${String(hunt.firstViolationOp).padStart(4)}  ${[...new Set(hunt.violations.map((v) => v.kind))].join(", ")}${hunt.failures.length > 0 ? `  (${hunt.failures.length} scenario checks failed)` : ""}\n    ${hit === undefined ? "-" : describeViolation(hit)}`,
-  );
-  process.stdout.write(`${lines.join("\n")}\n`);
 });

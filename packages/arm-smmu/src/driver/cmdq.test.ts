@@ -2,57 +2,18 @@
 // completion by MSI or by CONS, a full and wrapping queue, and the command errors the GERROR
 // handler deals with.
 
-import { decode, type Mmio } from "@iommu-sim/iommu-core/platform";
+import { decode } from "@iommu-sim/iommu-core/platform";
 import { describe, expect, it } from "vitest";
-import { CMD_SYNC, CMDQ_OP, cmdLayout } from "../format/commands.js";
+import { type Cmd, ops, record, type Tapped, tapped } from "../../test/driver-kit.js";
+import { CMD_SYNC, CMDQ_OP } from "../format/commands.js";
 import { CMDQ_CONS_ERR_ILL, SMMU_REG } from "../format/registers.js";
 import type { SmmuFeatures } from "../hw/smmu-features.js";
-import { SmmuV3 } from "../hw/smmu-v3.js";
-import { SmmuMachine } from "../testing/smmu-machine.js";
-import type { ArmSmmuDevice } from "./arm-smmu-device.js";
 import { CMDQ_BATCH_ENTRIES, type SmmuCmdq } from "./cmdq.js";
 
-interface Cmd {
-  readonly op: number;
-  readonly f: Record<string, number>;
-}
-
-class Tap implements Mmio {
-  prodWrites = 0;
-  constructor(readonly hw: SmmuV3) {}
-  read32(offset: number): number {
-    return this.hw.read32(offset);
-  }
-  write32(offset: number, value: number): void {
-    if (offset === SMMU_REG.CMDQ_PROD) this.prodWrites++;
-    this.hw.write32(offset, value);
-  }
-}
-
-interface Q {
-  readonly m: SmmuMachine;
-  readonly hw: SmmuV3;
-  readonly tap: Tap;
-  readonly smmu: ArmSmmuDevice;
-  readonly q: SmmuCmdq;
-  readonly cmds: Cmd[];
-}
-
 /** An SMMU brought up through a tap, with every command it executes from then on recorded. */
-function queue(features: Partial<SmmuFeatures> = {}): Q {
-  const m = new SmmuMachine({ smmus: [] });
-  const hw = new SmmuV3({ name: "smmu0", mem: m.mem, features });
-  const tap = new Tap(hw);
-  const smmu = m.driver.addSmmu({ name: "smmu0", mmio: tap });
-  if (typeof smmu === "string") throw new Error(smmu);
-  m.smmus.push({ hw, smmu });
-  const cmds: Cmd[] = [];
-  hw.commandObserver = (w) => {
-    const op = (w[0] as number) & 0xff;
-    const layout = cmdLayout(op);
-    cmds.push({ op, f: layout === null ? {} : (decode(layout, w) as Record<string, number>) });
-  };
-  return { m, hw, tap, smmu, q: smmu.cmdq, cmds };
+function queue(features: Partial<SmmuFeatures> = {}): Tapped & { q: SmmuCmdq; cmds: Cmd[] } {
+  const t = tapped(features);
+  return { ...t, q: t.smmu.cmdq, cmds: record(t.hw) };
 }
 
 describe("command encodings", () => {
@@ -97,7 +58,7 @@ describe("command encodings", () => {
     q.priResp(0x10, true, 3, 0x1ff, 2).add();
     q.resume(0x20, 0xbeef, false, true).add();
     expect(q.submitNoSync()).toBe(0);
-    expect(cmds.map((c) => c.op)).toEqual([CMDQ_OP.PRI_RESP, CMDQ_OP.RESUME]);
+    expect(ops(cmds)).toEqual([CMDQ_OP.PRI_RESP, CMDQ_OP.RESUME]);
     expect(cmds[0]?.f).toMatchObject({ StreamID: 0x10, SSV: 1, SubstreamID: 3, PRGIndex: 0x1ff });
     expect(cmds[1]?.f).toMatchObject({ StreamID: 0x20, STAG: 0xbeef, Ac: 0, Ab: 1 });
     expect(q.submitNoSync()).toBe(0);
@@ -141,16 +102,17 @@ describe("CMD_SYNC completion", () => {
 describe("batches, a full queue and wrapping", () => {
   it("adding a 65th command issues the first 64 without a sync; the rest goes with the CMD_SYNC", () => {
     const { tap, q, cmds } = queue();
-    const before = tap.prodWrites;
+    const prodWrites = () => tap.writes(SMMU_REG.CMDQ_PROD).length;
+    const before = prodWrites();
     for (let i = 0; i < CMDQ_BATCH_ENTRIES; i++) q.prefetchConfig(i).add();
-    expect(tap.prodWrites).toBe(before);
+    expect(prodWrites()).toBe(before);
     q.prefetchConfig(64).add();
-    expect(tap.prodWrites).toBe(before + 1);
+    expect(prodWrites()).toBe(before + 1);
     expect(cmds).toHaveLength(64);
     expect(q.pending).toBe(1);
     expect(q.submit()).toBe(0);
-    expect(tap.prodWrites).toBe(before + 2);
-    expect(cmds.map((c) => c.op).slice(64)).toEqual([CMDQ_OP.PREFETCH_CONFIG, CMDQ_OP.CMD_SYNC]);
+    expect(prodWrites()).toBe(before + 2);
+    expect(ops(cmds).slice(64)).toEqual([CMDQ_OP.PREFETCH_CONFIG, CMDQ_OP.CMD_SYNC]);
   });
 
   it("a 128-entry queue the SMMU drains a few commands at a time: 300 commands wait for space, wrap, and arrive in order", () => {
@@ -190,7 +152,7 @@ describe("command errors (GERROR.CMDQ_ERR)", () => {
     expect(q.submit()).toBe(0);
     expect(q.stats.refused).toBe(1);
     expect(q.refusedCommands.at(-1)).toEqual({ words: [0x7f, 0, 0, 0], code: CMDQ_CONS_ERR_ILL });
-    expect(cmds.map((c) => c.op)).toEqual([
+    expect(ops(cmds)).toEqual([
       CMDQ_OP.PREFETCH_CONFIG,
       CMDQ_OP.CMD_SYNC,
       CMDQ_OP.PREFETCH_CONFIG,
@@ -210,7 +172,7 @@ describe("command errors (GERROR.CMDQ_ERR)", () => {
     expect(q.submit()).toBe(0);
     m.mem.faultHook = null;
     expect(q.stats.aborts).toBe(1);
-    expect(cmds.map((c) => c.op)).toEqual([CMDQ_OP.PREFETCH_CONFIG, CMDQ_OP.CMD_SYNC]);
+    expect(ops(cmds)).toEqual([CMDQ_OP.PREFETCH_CONFIG, CMDQ_OP.CMD_SYNC]);
   });
 
   it("an ATC_INV no device answers fails its CMD_SYNC (CERROR_ATC_INV_SYNC); the sync is retried and completes", () => {
@@ -219,7 +181,7 @@ describe("command errors (GERROR.CMDQ_ERR)", () => {
     expect(q.submit()).toBe(0);
     expect(q.stats.atcSyncErrors).toBe(1);
     expect(q.stats.refused).toBe(0);
-    expect(cmds.map((c) => c.op)).toEqual([CMDQ_OP.ATC_INV, CMDQ_OP.CMD_SYNC]);
+    expect(ops(cmds)).toEqual([CMDQ_OP.ATC_INV, CMDQ_OP.CMD_SYNC]);
   });
 
   it("errors the SMMU reports outside a wait are handled by processGlobalErrors", () => {

@@ -3,7 +3,6 @@
 // commands are read back as the SMMU executes them, the registers through a tap.
 
 import {
-  type Device,
   DMA_FAULT,
   DMA_OK,
   DMA_PAGE_REQUESTED,
@@ -23,115 +22,28 @@ import {
   iommuDevDisableFeature,
   iommuDevEnableFeature,
   iommuMap,
-  iommuPagingDomainAlloc,
   iommuPagingDomainAllocFlags,
   iommuUnmap,
   iopfGroupResponse,
 } from "@iommu-sim/iommu-core";
-import { decode, type Mmio } from "@iommu-sim/iommu-core/platform";
 import { describe, expect, it } from "vitest";
-import { CD } from "../format/cd.js";
-import { CMDQ_OP, cmdLayout } from "../format/commands.js";
+import {
+  add,
+  bringUp,
+  cdOf,
+  frame,
+  ops,
+  paging,
+  record,
+  steOf,
+  tapped,
+} from "../../test/driver-kit.js";
+import { CMDQ_OP } from "../format/commands.js";
 import { GERROR_EVTQ_ABT_ERR, SMMU_REG } from "../format/registers.js";
-import { STE } from "../format/ste.js";
-import type { SmmuFeatures } from "../hw/smmu-features.js";
-import { SmmuV3 } from "../hw/smmu-v3.js";
-import { SmmuMachine, type SmmuMachineOptions } from "../testing/smmu-machine.js";
-import type { ArmSmmuDevice } from "./arm-smmu-device.js";
-import { ARM_SMMU_DOMAIN_S1, ARM_SMMU_DOMAIN_S2, type ArmSmmuDomain } from "./smmu-domain.js";
+import { ARM_SMMU_DOMAIN_S1, ARM_SMMU_DOMAIN_S2 } from "./smmu-domain.js";
 
 const PAGE = 4096;
 const RW = IOMMU_READ | IOMMU_WRITE;
-
-/** A command as the SMMU executed it: opcode and decoded fields. */
-interface Cmd {
-  readonly op: number;
-  readonly f: Record<string, unknown>;
-}
-
-/** Every command the SMMU executes from now on. */
-function record(hw: SmmuV3): Cmd[] {
-  const out: Cmd[] = [];
-  hw.commandObserver = (w) => {
-    const op = (w[0] as number) & 0xff;
-    const layout = cmdLayout(op);
-    out.push({ op, f: layout === null ? {} : (decode(layout, w) as Record<string, unknown>) });
-  };
-  return out;
-}
-
-/** The driver's view of an SMMU, logging every register access. */
-class Tap implements Mmio {
-  readonly log: [rw: "r" | "w", offset: number, value: number][] = [];
-  /** Overrides of register reads (ID registers of hardware the model does not build). */
-  readonly override = new Map<number, number>();
-  constructor(readonly hw: SmmuV3) {}
-  read32(offset: number): number {
-    const v = this.override.get(offset) ?? this.hw.read32(offset);
-    this.log.push(["r", offset, v]);
-    return v;
-  }
-  write32(offset: number, value: number): void {
-    this.log.push(["w", offset, value >>> 0]);
-    this.hw.write32(offset, value);
-  }
-  writes(offset: number): number[] {
-    return this.log.filter((e) => e[0] === "w" && e[1] === offset).map((e) => e[2]);
-  }
-}
-
-interface Tapped {
-  readonly m: SmmuMachine;
-  readonly hw: SmmuV3;
-  readonly tap: Tap;
-  readonly smmu: ArmSmmuDevice;
-}
-
-/** A machine whose one SMMU the driver reaches through a tap; `before` runs ahead of bring-up. */
-function tapped(
-  features: Partial<SmmuFeatures> = {},
-  before?: (hw: SmmuV3, tap: Tap) => void,
-  options: SmmuMachineOptions = {},
-): Tapped {
-  const m = new SmmuMachine({ ...options, smmus: [] });
-  const hw = new SmmuV3({ name: "smmu0", mem: m.mem, features, trace: m.trace });
-  const tap = new Tap(hw);
-  before?.(hw, tap);
-  const smmu = m.driver.addSmmu({ name: "smmu0", mmio: tap });
-  if (typeof smmu === "string") throw new Error(`bring-up failed: ${smmu}`);
-  m.smmus.push({ hw, smmu });
-  return { m, hw, tap, smmu };
-}
-
-function add(m: SmmuMachine, options: Parameters<SmmuMachine["addDevice"]>[0]): Device {
-  const dev = m.addDevice(options);
-  if (typeof dev === "string") throw new Error(`addDevice: ${dev}`);
-  return dev;
-}
-
-function paging(dev: Device, flags = 0): ArmSmmuDomain {
-  const d = flags === 0 ? iommuPagingDomainAlloc(dev) : iommuPagingDomainAllocFlags(dev, flags);
-  if (typeof d === "string") throw new Error(`domain: ${d}`);
-  return d as ArmSmmuDomain;
-}
-
-function frame(m: SmmuMachine): number {
-  const pa = m.frames.alloc(0);
-  if (typeof pa !== "number") throw new Error("no frame");
-  return pa;
-}
-
-/** A bring-up of `features` (through `before`), or its errno. */
-function bringUp(
-  features: Partial<SmmuFeatures>,
-  before?: (hw: SmmuV3, tap: Tap) => void,
-): ReturnType<SmmuMachine["driver"]["addSmmu"]> {
-  const m = new SmmuMachine({ smmus: [] });
-  const hw = new SmmuV3({ name: "smmu0", mem: m.mem, features });
-  const tap = new Tap(hw);
-  before?.(hw, tap);
-  return m.driver.addSmmu({ name: "smmu0", mmio: tap });
-}
 
 describe("command queue (arm_smmu_cmdq_*)", () => {
   it("arm_smmu_cmdq_batch_add: a batch holding 64 commands goes out with its CMD_SYNC in one CMDQ_PROD write", () => {
@@ -144,10 +56,7 @@ describe("command queue (arm_smmu_cmdq_*)", () => {
     const cmds = record(hw);
     const prods = tap.writes(SMMU_REG.CMDQ_PROD).length;
     expect(iommuUnmap(d, 0x100000, 64 * PAGE)).toBe(64 * PAGE);
-    expect(cmds.map((c) => c.op)).toEqual([
-      ...Array<number>(64).fill(CMDQ_OP.TLBI_NH_VA),
-      CMDQ_OP.CMD_SYNC,
-    ]);
+    expect(ops(cmds)).toEqual([...Array<number>(64).fill(CMDQ_OP.TLBI_NH_VA), CMDQ_OP.CMD_SYNC]);
     expect(tap.writes(SMMU_REG.CMDQ_PROD).length - prods).toBe(1);
   });
 
@@ -171,7 +80,7 @@ describe("command queue (arm_smmu_cmdq_*)", () => {
     q.add();
     expect(q.submit()).toBe(0);
     expect(q.stats.refused).toBe(1);
-    expect(cmds.map((c) => c.op)).toEqual([CMDQ_OP.CMD_SYNC, CMDQ_OP.CMD_SYNC]);
+    expect(ops(cmds)).toEqual([CMDQ_OP.CMD_SYNC, CMDQ_OP.CMD_SYNC]);
     expect(cmds[0]?.f).toMatchObject({ CS: 2, MSH: 3, MSIAttr: 0xf });
   });
 
@@ -288,9 +197,7 @@ describe("domains and attach", () => {
     const d = paging(dev, IOMMU_HWPT_ALLOC_DIRTY_TRACKING);
     expect(d.stage).toBe(ARM_SMMU_DOMAIN_S1);
     expect(iommuAttachDevice(d, dev)).toBe(0);
-    const at = hw.cdAddress(0x10, 0);
-    const words = Array.from({ length: 16 }, (_, i) => m.mem.read32(at + 4 * i));
-    expect(decode(CD, words)).toMatchObject({ HA: 1, HD: 1 });
+    expect(cdOf(m, hw, 0x10, 0)).toMatchObject({ HA: 1, HD: 1 });
   });
 
   it("arm_smmu_domain_finalise: a nesting parent on an SMMU with IDR3.FWB gets the S2FWB quirk and STE.S2FWB", () => {
@@ -301,9 +208,7 @@ describe("domains and attach", () => {
     const d = paging(dev, IOMMU_HWPT_ALLOC_NEST_PARENT);
     expect(iommuMap(d, 0x40000, frame(m), PAGE, RW)).toBe(0);
     expect(iommuAttachDevice(d, dev)).toBe(0);
-    const at = hw.steAddress(0x10);
-    const words = Array.from({ length: 16 }, (_, i) => m.mem.read32(at + 4 * i));
-    expect(decode(STE, words)).toMatchObject({ Config: 6, S2FWB: 1 });
+    expect(steOf(m, hw, 0x10)).toMatchObject({ Config: 6, S2FWB: 1 });
   });
 
   it("arm_smmu_tlb_inv_range_domain: an unmap invalidates the domain's ASID also while no device is attached", () => {
@@ -326,7 +231,7 @@ describe("domains and attach", () => {
     const d = paging(dev);
     const cmds = record(hw);
     m.driver.tlbInvContext(d);
-    expect(cmds.map((c) => c.op)).toEqual([CMDQ_OP.TLBI_NH_ASID, CMDQ_OP.CMD_SYNC]);
+    expect(ops(cmds)).toEqual([CMDQ_OP.TLBI_NH_ASID, CMDQ_OP.CMD_SYNC]);
     expect(cmds[0]?.f).toMatchObject({ ASID: d.asid });
   });
 

@@ -36,10 +36,20 @@ import {
   iopfGroupResponse,
   NO_PASID,
 } from "@iommu-sim/iommu-core";
-import { decode, encode, type Mmio } from "@iommu-sim/iommu-core/platform";
+import { encode, type Mmio } from "@iommu-sim/iommu-core/platform";
 import { describe, expect, it } from "vitest";
-import { CD } from "../format/cd.js";
-import { CMDQ_OP, cmdLayout } from "../format/commands.js";
+import {
+  add,
+  type Cmd,
+  cdOf,
+  frame,
+  machine,
+  ops,
+  paging,
+  record,
+  steOf,
+} from "../../test/driver-kit.js";
+import { CMDQ_OP } from "../format/commands.js";
 import { EVT_ID } from "../format/events.js";
 import { CR0_SMMUEN, CR2_E2H, CR2_RECINVSID, SMMU_REG } from "../format/registers.js";
 import {
@@ -52,76 +62,14 @@ import {
   STE_CFG_S1_TRANS,
   STRTAB_FMT_2LVL,
 } from "../format/ste.js";
-import type { SmmuFeatures } from "../hw/smmu-features.js";
 import { SmmuV3 } from "../hw/smmu-v3.js";
-import { SmmuMachine, type SmmuMachineOptions } from "../testing/smmu-machine.js";
-import type { ArmSmmuDevice } from "./arm-smmu-device.js";
+import { SmmuMachine } from "../testing/smmu-machine.js";
 import { makeS1Cd } from "./entries.js";
-import { ARM_SMMU_DOMAIN_S2, type ArmSmmuDomain, ArmSmmuNestedDomain } from "./smmu-domain.js";
+import { ARM_SMMU_DOMAIN_S2, ArmSmmuNestedDomain } from "./smmu-domain.js";
 import { atcSpan } from "./smmu-v3-driver.js";
 
 const PAGE = 4096;
 const RW = IOMMU_READ | IOMMU_WRITE;
-
-interface Cmd {
-  readonly op: number;
-  readonly f: Record<string, number>;
-}
-
-/** Every command the SMMU executes from now on, decoded (addresses as numbers). */
-function record(hw: SmmuV3): Cmd[] {
-  const out: Cmd[] = [];
-  hw.commandObserver = (w) => {
-    const op = (w[0] as number) & 0xff;
-    const layout = cmdLayout(op);
-    out.push({ op, f: layout === null ? {} : (decode(layout, w) as Record<string, number>) });
-  };
-  return out;
-}
-
-function ops(cmds: readonly Cmd[]): number[] {
-  return cmds.map((c) => c.op);
-}
-
-function machine(
-  features: Partial<SmmuFeatures> = {},
-  options: SmmuMachineOptions = {},
-): { m: SmmuMachine; hw: SmmuV3; smmu: ArmSmmuDevice } {
-  const m = new SmmuMachine({ ...options, smmus: [{ features }] });
-  const s = m.smmus[0];
-  if (s === undefined) throw new Error("no SMMU");
-  return { m, hw: s.hw, smmu: s.smmu };
-}
-
-function add(m: SmmuMachine, options: Parameters<SmmuMachine["addDevice"]>[0]): Device {
-  const dev = m.addDevice(options);
-  if (typeof dev === "string") throw new Error(`addDevice: ${dev}`);
-  return dev;
-}
-
-function paging(dev: Device, flags = 0): ArmSmmuDomain {
-  const d = flags === 0 ? iommuPagingDomainAlloc(dev) : iommuPagingDomainAllocFlags(dev, flags);
-  if (typeof d === "string") throw new Error(`domain: ${d}`);
-  return d as ArmSmmuDomain;
-}
-
-function frame(m: SmmuMachine): number {
-  const pa = m.frames.alloc(0);
-  if (typeof pa !== "number") throw new Error("no frame");
-  return pa;
-}
-
-function words(m: SmmuMachine, pa: number, n = 16): number[] {
-  return Array.from({ length: n }, (_, i) => m.mem.read32(pa + 4 * i));
-}
-
-function steOf(m: SmmuMachine, hw: SmmuV3, sid: number): Record<string, number> {
-  return decode(STE, words(m, hw.steAddress(sid))) as Record<string, number>;
-}
-
-function cdOf(m: SmmuMachine, hw: SmmuV3, sid: number, ssid: number): Record<string, number> {
-  return decode(CD, words(m, hw.cdAddress(sid, ssid))) as Record<string, number>;
-}
 
 /** The driver reaching an SMMU through register overrides (for ID registers the model never has). */
 function overridden(hw: SmmuV3, reg: number, value: (v: number) => number): Mmio {
