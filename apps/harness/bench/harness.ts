@@ -13,7 +13,6 @@ import {
   iommuAttachDevice,
   iommuMap,
   iommuPagingDomainAlloc,
-  iommuPagingDomainAllocFlags,
   iommuUnmap,
   NO_PASID,
 } from "@iommu-sim/iommu-core";
