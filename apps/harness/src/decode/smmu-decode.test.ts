@@ -1196,7 +1196,7 @@ describe("the explanations agree with the hardware's verdict", () => {
 describe("STRTAB_BASE and STRTAB_BASE_CFG", () => {
   const f = DEFAULT_SMMU_FEATURES;
 
-  it("the SMMU's reading: effective LOG2SIZE, FMT and SPLIT, ADDR aligned; notes say what changed", () => {
+  it("the SMMU's reading: effective LOG2SIZE, FMT and SPLIT, ADDR aligned by the literal LOG2SIZE; notes say what changed", () => {
     expect(smmuStreamTableOf(0x4000_0000n | (1n << 62n), 8, f)).toEqual({
       base: 0x4000_0000,
       log2size: 8,
@@ -1211,7 +1211,8 @@ describe("STRTAB_BASE and STRTAB_BASE_CFG", () => {
         f,
       ),
     ).toEqual({
-      base: 0x4000_0000 - (0x4000_0000 % 2 ** 22),
+      // Aligned by the literal LOG2SIZE 20 (64 MiB), not the 16 SIDSIZE leaves (6.3.24).
+      base: 0x4000_0000 - (0x4000_0000 % 2 ** 26),
       log2size: 16,
       fmt: 0,
       split: 6,
@@ -1220,7 +1221,7 @@ describe("STRTAB_BASE and STRTAB_BASE_CFG", () => {
         "STRTAB_BASE_CFG: reserved bits 20 are set; the SMMU ignores them",
         "STRTAB_BASE_CFG.LOG2SIZE 20 is above IDR1.SIDSIZE 16: 16 is used",
         "STRTAB_BASE_CFG.FMT 3 is reserved and behaves as 0: read as linear",
-        `STRTAB_BASE.ADDR 0x40000040 is not aligned to the table's 4194304 bytes: the SMMU reads ${hex(0x4000_0000 - (0x4000_0000 % 2 ** 22))}`,
+        `STRTAB_BASE.ADDR 0x40000040 is not aligned to the table's 67108864 bytes: the SMMU reads ${hex(0x4000_0000 - (0x4000_0000 % 2 ** 26))}`,
       ],
     });
     expect(smmuStreamTableOf(0x1000, (1 << 16) | (7 << 6) | 12, f)).toMatchObject({

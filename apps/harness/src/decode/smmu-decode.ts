@@ -669,13 +669,11 @@ export function smmuStreamTableOf(
   if (fmt === STRTAB_FMT_2LVL && split !== splitGiven)
     notes.push(`STRTAB_BASE_CFG.SPLIT ${splitGiven} is reserved and behaves as 6`);
   const addr = ptrOf(bw, 0, 0xffffffc0);
-  // Aligned as SmmuV3 latches it, by the effective LOG2SIZE, so that decode and translate agree;
-  // 6.3.24 aligns by the literal LOG2SIZE ("not limited by SIDSIZE"), which differs only when
-  // LOG2SIZE > IDR1.SIDSIZE.
+  // Aligned by the literal LOG2SIZE, not the one SIDSIZE limits (6.3.24), as SmmuV3 latches it.
   const bytes =
     fmt === STRTAB_FMT_2LVL
-      ? Math.max(64, L1_STD_SIZE * 2 ** Math.max(0, log2size - split))
-      : STE_SIZE * 2 ** log2size;
+      ? Math.max(64, L1_STD_SIZE * 2 ** Math.max(0, given - split))
+      : STE_SIZE * 2 ** given;
   const base = addr - (addr % bytes);
   if (base !== addr)
     notes.push(

@@ -11,7 +11,7 @@ import {
   XLATE_OK,
   XLATE_STALLED,
 } from "@iommu-sim/iommu-core";
-import { decode } from "@iommu-sim/iommu-core/platform";
+import { decode, PhysMemory } from "@iommu-sim/iommu-core/platform";
 import { describe, expect, it } from "vitest";
 import { L1_CD } from "../format/cd.js";
 import { CMDQ_OP } from "../format/commands.js";
@@ -41,6 +41,8 @@ import { STE as STE_LAYOUT } from "../format/ste.js";
 import { SmmuTestMachine, smmuTestMachine } from "../testing/table-builder.js";
 import { smmuConfigEqual, viewOfSte } from "./smmu-entry-view.js";
 import { SMMU_ABORT_SILENT } from "./smmu-event.js";
+import type { SmmuFeatures } from "./smmu-features.js";
+import { SmmuV3 } from "./smmu-v3.js";
 
 const cmd = SmmuTestMachine.command;
 const VA = 0x4000_0000;
@@ -357,6 +359,38 @@ describe("stream and CD tables", () => {
     ok(m.dma(4, -1, VA), PA);
     const r = m.dma(4, 0, VA);
     expect(r.code).toBe(EVT_ID.F_STREAM_DISABLED);
+  });
+});
+
+describe("STRTAB_BASE alignment (6.3.24)", () => {
+  /** The STE address of StreamID 0 after SMMUEN latches `base` with LOG2SIZE `log2`. */
+  function steBase(base: number, cfg: number, features: Partial<SmmuFeatures>): number {
+    const smmu = new SmmuV3({ mem: new PhysMemory(), features });
+    smmu.write32(SMMU_REG.STRTAB_BASE, base);
+    smmu.write32(SMMU_REG.STRTAB_BASE + 4, 0);
+    smmu.write32(SMMU_REG.STRTAB_BASE_CFG, cfg);
+    smmu.write32(SMMU_REG.CR0, CR0_SMMUEN);
+    return smmu.steAddress(0);
+  }
+
+  it("a linear table's base is aligned by the literal LOG2SIZE, not the one SIDSIZE limits", () => {
+    const f = { sidBits: 8, twoLevelStreamTable: false };
+    // LOG2SIZE 8 (= SIDSIZE): 16 KiB alignment keeps 0x104000.
+    expect(steBase(0x10_4000, 8, f)).toBe(0x10_4000);
+    // LOG2SIZE 10 > SIDSIZE 8: 64 KiB alignment, although only 2^8 StreamIDs are used.
+    expect(steBase(0x10_4000, 10, f)).toBe(0x10_0000);
+  });
+
+  it("a 2-level table's L1 base is aligned to the larger of 64 bytes and the L1 table", () => {
+    const f = { sidBits: 12, twoLevelStreamTable: true };
+    const cfg = (l: number) => (1 << 16) | (8 << 6) | l;
+    const smmu = new SmmuV3({ mem: new PhysMemory(), features: f });
+    smmu.write32(SMMU_REG.STRTAB_BASE, 0x10_00c0);
+    smmu.write32(SMMU_REG.STRTAB_BASE_CFG, cfg(16));
+    smmu.write32(SMMU_REG.CR0, CR0_SMMUEN);
+    // LOG2SIZE 16 > SIDSIZE 12: 256 L1 descriptors = 2 KiB alignment; the L1 read comes from 0x100000.
+    smmu.mem.write64(0x10_0000, 0x20_0000 | 9, 0);
+    expect(smmu.steAddress(0)).toBe(0x20_0000);
   });
 });
 

@@ -639,15 +639,18 @@ export class SmmuV3 implements IommuHardware, Mmio {
     const st = this.st;
     const f = this.features;
     const addr = (this.strtabHi & 0xffffff) * TWO32 + ((this.strtabLo & ~0x3f) >>> 0);
-    st.log2size = Math.min(this.strtabCfg & 0x3f, f.sidBits);
+    const log2size = this.strtabCfg & 0x3f;
+    st.log2size = Math.min(log2size, f.sidBits);
     const fmt = (this.strtabCfg >>> 16) & 3;
     st.fmt = fmt === STRTAB_FMT_2LVL && f.twoLevelStreamTable ? STRTAB_FMT_2LVL : 0;
     const split = (this.strtabCfg >>> 6) & 0x1f;
     st.split = split === 8 || split === 10 ? split : 6;
+    // The base is aligned by the literal LOG2SIZE, not the one SIDSIZE limits (6.3.24): a table
+    // declared larger than the StreamIDs need has unreachable entries, not a different base.
     const bytes =
       st.fmt === STRTAB_FMT_2LVL
-        ? Math.max(64, 8 * 2 ** Math.max(0, st.log2size - st.split))
-        : STE_SIZE * 2 ** st.log2size;
+        ? Math.max(64, 8 * 2 ** Math.max(0, log2size - st.split))
+        : STE_SIZE * 2 ** log2size;
     st.base = addr - (addr % bytes);
   }
 
