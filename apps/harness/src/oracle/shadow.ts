@@ -12,7 +12,7 @@ export const SHADOW_BLOCKED = 2;
 /**
  * The mappings of one domain, by 4 KiB page: physical frame and IOMMU_READ/IOMMU_WRITE, packed in
  * one number (frame * 4 + prot) so a lookup is one Map read. Pages unmapped keep a note of the
- * operation that removed them, for reports.
+ * operation that removed them, for reports, also once they are mapped again.
  */
 export class ShadowDomain {
   readonly kind: number;
@@ -41,9 +41,9 @@ export class ShadowDomain {
     const frame = Math.floor(pa / PAGE);
     const n = Math.ceil(size / PAGE);
     const p = prot & (IOMMU_READ | IOMMU_WRITE);
+    // The note of the last removal stays: a stale entry of the old mapping may still answer.
     for (let i = 0; i < n; i++) {
       this.pages.set(first + i, (frame + i) * 4 + p);
-      this.removedBy.delete(first + i);
       this.lazyMark.delete(first + i);
     }
   }
@@ -87,7 +87,7 @@ export class ShadowDomain {
     return this.pages.get(pfn) ?? -1;
   }
 
-  /** The operation that last removed page `pfn`, if any. */
+  /** The operation that last removed page `pfn` (mapped again since, or not), if any. */
   removal(pfn: number): string | undefined {
     return this.removedBy.get(pfn);
   }
