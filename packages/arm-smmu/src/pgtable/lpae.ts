@@ -500,10 +500,24 @@ export class LpaePgtable implements IoPgtable {
     let tpa = this.rootPa;
     for (let lvl = this.start; lvl < leaf; lvl++) {
       const epa = tpa + this.index(va, lvl) * 8;
-      const e = mem.read64(epa);
+      // Direct reads where PhysMemory allows them (see `PhysMemory.wordsOf`), as iovaToPhys.
+      let e: number;
+      let ehi: number;
+      const w = mem.wordsOf(epa);
+      if (w !== undefined) {
+        const j = mem.wordIndex(epa);
+        e = w[j] as number;
+        ehi = w[j + 1] as number;
+      } else {
+        e = mem.read64(epa);
+        ehi = mem.hi;
+      }
       if ((e & VALID) === 0) return this.mapNewPath(epa, lvl + 1, va, pa, leaf, count, lo, hi);
       if ((e & TYPE) === 0) return RUN_EEXIST;
-      tpa = lpaeDescPa(e, mem.hi, this.granule);
+      tpa =
+        ehi === 0 && this.tableLowMask !== 0
+          ? (e & this.tableLowMask) >>> 0
+          : lpaeDescPa(e, ehi, this.granule);
     }
     return this.fillLeaves(tpa, va, pa, leaf, count, lo, hi);
   }
@@ -584,12 +598,15 @@ export class LpaePgtable implements IoPgtable {
         const pa0 = a - (i - g) * pgsize;
         if (g >= idx0 && g + group <= idx0 + n && pa0 % (group * pgsize) === 0) h |= CONT_HI;
       }
-      const old = mem.read64(epa);
-      if ((old & VALID) !== 0) {
-        if (this.blocks(old, mem.hi, leaf)) return RUN_EEXIST;
+      // The low half decides (V); the rare valid case reads the whole entry the checked way.
+      const w = mem.wordsOf(epa);
+      if (((w !== undefined ? (w[mem.wordIndex(epa)] as number) : mem.read64(epa)) & VALID) !== 0) {
+        const old = mem.read64(epa);
+        const ohi = mem.hi;
+        if (this.blocks(old, ohi, leaf)) return RUN_EEXIST;
         // An empty table where the block goes: swap it for the leaf, drop walks cached through
         // it, then free it.
-        const sub = lpaeDescPa(old, mem.hi, gran);
+        const sub = lpaeDescPa(old, ohi, gran);
         mem.write64(epa, lpaeDescAddrLo(a, gran) | lo, lpaeDescAddrHi(a) | h);
         this.tlb?.tlbFlushWalk(va + k * pgsize, pgsize, gran);
         this.freeTable(sub, leaf + 1);
