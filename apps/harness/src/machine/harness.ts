@@ -74,7 +74,7 @@ export interface DeviceSpec {
   readonly ats?: boolean;
   readonly pri?: boolean;
   readonly atc?: number;
-  /** A platform device that tolerates stalled transactions (SMMU stall model). */
+  /** A device that tolerates stalled transactions (SMMU stall model; a platform device). */
   readonly stall?: boolean;
 }
 
@@ -199,7 +199,7 @@ export abstract class Harness<
     const dev = this.m.addDevice({
       name: d.name,
       rid: d.rid,
-      ...(d.stall === true ? { stall: true } : {}),
+      ...(d.stall === true ? { stall: true, isPci: false } : {}),
       pasidBits: d.pasidBits ?? 0,
       ats: d.ats ?? false,
       pri: d.pri ?? false,
