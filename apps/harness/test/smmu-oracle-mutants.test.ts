@@ -293,11 +293,14 @@ const MUTANTS: readonly SmmuMutant[] = [
     plant(h) {
       wrapEach(queues(h), "cfgiSte", (cfgiSte) => (sid, leaf) => cfgiSte(sid ^ 0x8, leaf));
     },
+    // The stale STE may first show long after the attach that missed it, when its commands have
+    // left the log: the explanation of the wrong StreamID is then not given (the diagnosis is).
     expect: {
       kind: ["stale-translation", "spurious-fault"],
       cache: "ste-cache",
       descriptor: "CMD_CFGI_STE",
-      message: /missed: its StreamID 0x[0-9a-f]+ is not the entry's 0x[0-9a-f]+/,
+      message:
+        /missing: CMD_CFGI_STE SID=0x8\b|missed: its StreamID 0x[0-9a-f]+ is not the entry's 0x[0-9a-f]+/,
     },
   },
   {
@@ -585,6 +588,36 @@ const MUTANTS: readonly SmmuMutant[] = [
     },
     expect: { kind: "page-request", message: /never answered/ },
   },
+  {
+    name: "stall-never-resumed",
+    bug: "a stalled transaction's fault is handled, but a prefetch goes to the queue instead of its CMD_RESUME",
+    fuzz: BOTH,
+    plant(h) {
+      wrapEach(
+        queues(h),
+        "resume",
+        (resume) => (sid, stag, retry, abort) =>
+          resume(sid, stag, retry, abort).prefetchConfig(sid),
+      );
+    },
+    expect: {
+      kind: "page-request",
+      message: /stalled transaction\(s\) never resumed or terminated/,
+    },
+  },
+  {
+    name: "resume-wrong-stag",
+    bug: "CMD_RESUME carries the next stall tag",
+    fuzz: BOTH,
+    plant(h) {
+      wrapEach(
+        queues(h),
+        "resume",
+        (resume) => (sid, stag, retry, abort) => resume(sid, (stag + 1) & 0xffff, retry, abort),
+      );
+    },
+    expect: { kind: "page-request", message: /stalled transaction/ },
+  },
 ];
 
 // --- Bugs the spec makes harmless ------------------------------------------------------------------
@@ -702,7 +735,7 @@ describe("planted SMMUv3 driver bugs are caught by the oracle with a diagnosis t
 describe("changes the spec makes harmless raise nothing", () => {
   it.each(EQUIVALENT.map((m) => [m.name, m] as const))("%s", (_name, m) => {
     ran.delete(m.name);
-    expectHarmless(SMMU, m);
+    expectHarmless(SMMU, m, 8);
     expect(ran.get(m.name) ?? 0).toBeGreaterThan(4);
   });
 });

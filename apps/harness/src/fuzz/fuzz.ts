@@ -127,6 +127,9 @@ export function runFuzz(options: FuzzOptions): FuzzResult {
     { name: "d1", rid: 0x0010, ats: true, pasidBits: scalable ? 6 : 0 },
     { name: "d2", rid: 0x0018, ats: true, pri: scalable, pasidBits: scalable ? 6 : 0 },
   ];
+  // Behind an SMMU, also a platform device whose faults stall: they reach IOPF through the event
+  // queue and are answered with CMD_RESUME.
+  if (arch === "smmu") devices.push({ name: "d3", rid: 0x0040, stall: true, pasidBits: 6 });
   const spec: MachineSpec = {
     units: [
       {
@@ -160,6 +163,10 @@ export function runFuzz(options: FuzzOptions): FuzzResult {
     devs.push(dev);
   }
   const d2 = devs[2] as Device;
+  const d3 = devs[3];
+  if (d3 !== undefined && iommuDevEnableFeature(d3, IOMMU_DEV_FEAT_IOPF) !== 0) {
+    throw new Error("fuzz: IOPF enable on the stalling device failed");
+  }
   if (scalable && iommuDevEnableFeature(d2, IOMMU_DEV_FEAT_IOPF) !== 0) {
     throw new Error("fuzz: IOPF enable failed");
   }
@@ -475,6 +482,9 @@ export function runFuzz(options: FuzzOptions): FuzzResult {
       h.processQueues();
       note(0, "process-queues");
     }
+    // The SMMU carries out what the driver queued without waiting (CMD_RESUME, CMD_PRI_RESP,
+    // PREFETCH): stepped by hand while racing, it catches up between two operations.
+    if (racing && h instanceof SmmuHarness) for (const { hw } of h.m.smmus) hw.processCommands();
     // What the racing DMAs faulted on is read before the next operation, as the interrupt would.
     if (racing) h.serviceInterrupts();
     h.oracle.checkpoint();
@@ -485,6 +495,7 @@ export function runFuzz(options: FuzzOptions): FuzzResult {
   }
   // The owners give everything back; then the oracle's end checks.
   racing = false;
+  if (h instanceof SmmuHarness) for (const { hw } of h.m.smmus) hw.autoProcessQueue = true;
   for (const b of buffers) {
     if (iommuGetDomainForDev(b.dev) !== b.dev.iommu?.group?.defaultDomain)
       h.attach(b.dev, "default");

@@ -176,6 +176,13 @@ export abstract class Harness<
     this.outcomes ??= [];
   }
 
+  /**
+   * Attaching or detaching a PASID may rewrite the entry requests without PASID go through (an
+   * SMMU's STE turns into a CD-table one and back): such an operation counts as a change of the
+   * RID's context too, for the diagnoses of what it left stale.
+   */
+  protected readonly pasidChangesRid: boolean = false;
+
   /** The driver's ops (its identity and blocked domains). */
   protected abstract get driverOps(): IommuOps;
   /** A paging domain of the driver's kind for `dev`. */
@@ -306,6 +313,7 @@ export abstract class Harness<
   }
 
   pasidAttach(dev: Device, pasid: number, domain: IommuDomain): 0 | string {
+    if (this.pasidChangesRid) this.oracle.contextChanged(dev, NO_PASID, this.oracle.mark());
     const ret = iommuAttachDevicePasid(domain, dev, pasid);
     if (ret === 0)
       this.oracle.note("pasid", null, pasid, `attached ${dev.name} to domain#${domain.id}`);
@@ -316,7 +324,9 @@ export abstract class Harness<
   pasidDetach(dev: Device, pasid: number): 0 | string {
     const domain = iommuGetDomainForDevPasid(dev, pasid);
     if (domain === null) return "ENOENT";
-    this.oracle.contextChanged(dev, pasid, this.oracle.mark());
+    const seq = this.oracle.mark();
+    this.oracle.contextChanged(dev, pasid, seq);
+    if (this.pasidChangesRid) this.oracle.contextChanged(dev, NO_PASID, seq);
     const ret = iommuDetachDevicePasid(domain, dev, pasid);
     if (ret === 0)
       this.oracle.note("pasid", null, pasid, `detached from ${dev.name} (detach returned)`);

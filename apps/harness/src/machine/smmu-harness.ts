@@ -43,6 +43,7 @@ function smmuFeatures(u: UnitSpec): Partial<SmmuFeatures> {
 /** An SMMUv3 machine under the oracle. */
 export class SmmuHarness extends Harness<SmmuMachine, SmmuOracle> {
   readonly arch = "smmu";
+  protected override readonly pasidChangesRid = true;
 
   constructor(spec: MachineSpec, seed: number, inject: SmmuInjection | null = null) {
     const smmus: SmmuMachineSmmuOptions[] = spec.units.map((u, i) => {

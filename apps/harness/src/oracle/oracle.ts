@@ -12,6 +12,7 @@ import {
   DMA_READ,
   DMA_WRITE,
   type DmaPageObserver,
+  DmaReason,
   IOMMU_DOMAIN_BLOCKED,
   IOMMU_DOMAIN_IDENTITY,
   IOMMU_READ,
@@ -120,6 +121,8 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
   protected readonly staleSeen = new Set<string>();
   /** Devices already reported for an unexpected page group response. */
   private readonly unexpectedPrgSeen = new Set<Device>();
+  /** Unexpected stall resumes already reported, per device (the device's counter then). */
+  private readonly unexpectedResumesSeen = new Map<Device, number>();
   /** The log mark at the start of the last operation that changed (device, PASID)'s context. */
   private readonly contextMarks = new Map<string, number>();
   /**
@@ -479,6 +482,9 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
   ): void {
     const rec = this.records.get(dev);
     if (rec === undefined || privileged || (access & DMA_EXEC) !== 0) return;
+    // A stalled transaction software terminated: the answer to a page fault taken earlier, under
+    // the configuration of that moment, not what the tables say now. Check 6 follows the answers.
+    if (dev.lastReason === DmaReason.STALL_TERMINATED) return;
     if (rec.epoch !== this.epoch || rec.pasid !== pasid) this.resolve(rec, pasid);
     if (!this.ownerAllows(rec.shadow, iovaPfn, access)) return;
     const key = `sf:${dev.name}:${pasid}:${iovaPfn}`;
@@ -702,6 +708,15 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
   /** A device got a page group response for a group it had not asked (or asked and was answered). */
   protected checkUnexpectedResponses(): void {
     for (const { dev } of this.records.values()) {
+      const resumes = dev.stats.unexpectedResumes;
+      if (resumes > (this.unexpectedResumesSeen.get(dev) ?? 0)) {
+        this.unexpectedResumesSeen.set(dev, resumes);
+        this.report({
+          kind: "page-request",
+          time: this.now,
+          message: `${dev.name}: a resume or termination came for a stalled transaction that was not waiting (an unknown or already answered stall tag)`,
+        });
+      }
       if (!dev.priUnexpectedPrgIndex || this.unexpectedPrgSeen.has(dev)) continue;
       this.unexpectedPrgSeen.add(dev);
       this.report({
@@ -718,6 +733,13 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
    */
   checkPageRequests(): void {
     for (const { dev } of this.records.values()) {
+      if (dev.stallsPending > 0) {
+        this.report({
+          kind: "page-request",
+          time: this.now,
+          message: `${dev.name}: ${dev.stallsPending} stalled transaction(s) never resumed or terminated`,
+        });
+      }
       if (!dev.priEnabled && dev.priOutstanding === 0 && !dev.priUnexpectedPrgIndex) continue;
       if (dev.priOutstanding > 0) {
         this.report({
