@@ -606,6 +606,15 @@ const MUTANTS: readonly SmmuMutant[] = [
     },
   },
   {
+    name: "resume-always-terminates",
+    bug: "CMD_RESUME always terminates the stalled transaction (Ac = 0), also when the handler resolved the fault",
+    fuzz: BOTH,
+    plant(h) {
+      wrapEach(queues(h), "resume", (resume) => (sid, stag) => resume(sid, stag, false, true));
+    },
+    expect: { kind: "page-request", message: /terminated although its fault's handler answered/ },
+  },
+  {
     name: "resume-wrong-stag",
     bug: "CMD_RESUME carries the next stall tag",
     fuzz: BOTH,

@@ -187,6 +187,11 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
   ): string | null {
     return null;
   }
+  /**
+   * Check 6 for a stalled transaction software terminated, on the DMA that picked the answer up:
+   * the architecture compares it with what the fault's handler answered. Nothing by default.
+   */
+  protected stallTerminated(_rec: DeviceRecord<H>, _pasid: number, _iovaPfn: number): void {}
   /** A fault code as "reason 0x.., name" or the event's name. */
   protected abstract faultName(code: number): string;
   /** Check 3: no cache of any IOMMU may hold `pasid` now. */
@@ -484,7 +489,10 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
     if (rec === undefined || privileged || (access & DMA_EXEC) !== 0) return;
     // A stalled transaction software terminated: the answer to a page fault taken earlier, under
     // the configuration of that moment, not what the tables say now. Check 6 follows the answers.
-    if (dev.lastReason === DmaReason.STALL_TERMINATED) return;
+    if (dev.lastReason === DmaReason.STALL_TERMINATED) {
+      this.stallTerminated(rec, pasid, iovaPfn);
+      return;
+    }
     if (rec.epoch !== this.epoch || rec.pasid !== pasid) this.resolve(rec, pasid);
     if (!this.ownerAllows(rec.shadow, iovaPfn, access)) return;
     const key = `sf:${dev.name}:${pasid}:${iovaPfn}`;

@@ -20,6 +20,8 @@ import {
   type Device,
   IOMMU_DOMAIN_BLOCKED,
   IOMMU_DOMAIN_IDENTITY,
+  IOMMU_FAULT_PAGE_REQUEST_PASID_VALID,
+  IOMMU_PAGE_RESP_SUCCESS,
   type IommuDomain,
   NO_PASID,
   newTranslationRequest,
@@ -44,6 +46,10 @@ const CFG_BYPASS = 4;
 const S1DSS_TERMINATE = 0;
 const S1DSS_BYPASS = 1;
 
+function stallKey(dev: Device, pasid: number, pfn: number): string {
+  return `${dev.name}:${pasid}:${pfn}`;
+}
+
 /**
  * Watches an SmmuMachine. The harness tells it what owners do; the devices report every page they
  * reach; the driver reports ASIDs and VMIDs.
@@ -52,6 +58,8 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
   private readonly m: SmmuMachine;
   private readonly invLog: SmmuInvalidationLog;
   private readonly entries: SmmuEntryWatch;
+  /** The core's last answer to a stall fault, by device, PASID and page. */
+  private readonly responses = new Map<string, number>();
   /** Command-queue errors already reported, per SMMU. */
   private readonly queueErrorsSeen = new Map<ArmSmmuDevice, number>();
 
@@ -81,6 +89,11 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
       vmidFreed: (smmu, vmid, domain) => {
         this.note("vmid", smmu.name, vmid, `freed by domain#${domain.id}`);
         this.checkTagUnused("vmid", smmu.name, vmid, "freed");
+      },
+      pageResponded: (dev, evt, msg) => {
+        const f = evt.fault;
+        const pasid = (f.flags & IOMMU_FAULT_PAGE_REQUEST_PASID_VALID) !== 0 ? f.pasid : NO_PASID;
+        this.responses.set(stallKey(dev, pasid, Math.floor(f.addr / PAGE)), msg.code);
       },
     };
   }
@@ -180,6 +193,27 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
   }
 
   /** An event ID by name; 0 (no SMMU event: an ATS answer or a page request) as such. */
+  /**
+   * A stalled transaction came back terminated: its fault's handler must not have resolved it
+   * (IOMMU_PAGE_RESP_SUCCESS asks for CMD_RESUME with Ac = retry).
+   */
+  protected override stallTerminated(
+    rec: DeviceRecord<SmmuV3>,
+    pasid: number,
+    iovaPfn: number,
+  ): void {
+    const key = stallKey(rec.dev, pasid, iovaPfn);
+    const code = this.responses.get(key);
+    this.responses.delete(key);
+    if (code !== IOMMU_PAGE_RESP_SUCCESS) return;
+    const where = `${rec.dev.name}${pasid === NO_PASID ? "" : ` PASID ${pasid}`} at ${hex(iovaPfn * PAGE)}`;
+    this.report({
+      kind: "page-request",
+      time: this.now,
+      message: `${where}: the stalled transaction was terminated although its fault's handler answered IOMMU_PAGE_RESP_SUCCESS: the CMD_RESUME should retry it (Ac = 1)`,
+    });
+  }
+
   protected faultName(code: number): string {
     return code === 0 ? "no event recorded" : `event ${hex(code)} ${evtName(code)}`;
   }

@@ -748,9 +748,14 @@ describe("page requests and stalls into IOPF", () => {
       return 0;
     };
     const cmds = record(hw);
+    const responded: [string, number, number][] = [];
+    m.driver.hooks.pageResponded = (dv, evt, msg) =>
+      responded.push([dv.name, evt.fault.addr, msg.code]);
     expect(dev.read32(0x6004)).toBe(DMA_STALLED);
     m.processQueues();
     expect(faults).toEqual([0x6004]);
+    // The driver reports the core's answer before it becomes a command.
+    expect(responded).toEqual([["dma0", 0x6004, IOMMU_PAGE_RESP_SUCCESS]]);
     const resume = cmds.filter((c) => c.op === CMDQ_OP.RESUME);
     expect(resume).toHaveLength(1);
     expect(resume[0]?.f).toMatchObject({ StreamID: 0x10, Ac: 1, Ab: 0 });

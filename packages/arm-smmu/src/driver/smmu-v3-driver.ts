@@ -114,6 +114,8 @@ export interface SmmuDriverHooks {
   asidFreed?(asid: number, domain: ArmSmmuDomain): void;
   vmidAllocated?(smmu: ArmSmmuDevice, vmid: number, domain: ArmSmmuDomain): void;
   vmidFreed?(smmu: ArmSmmuDevice, vmid: number, domain: ArmSmmuDomain): void;
+  /** The core answered a page fault of `dev` (before the driver turns it into a command). */
+  pageResponded?(dev: Device, evt: IopfFault, msg: IommuPageResponse): void;
 }
 
 /** How an SMMU is added: its registers, name and the StreamIDs it serves. */
@@ -550,6 +552,7 @@ export class SmmuV3Driver implements IommuOps {
   pageResponse(dev: Device, evt: IopfFault, msg: IommuPageResponse): void {
     const master = this.master(dev);
     if (master === null) return;
+    this.hooks.pageResponded?.(dev, evt, msg);
     const q = master.smmu.cmdq;
     if (master.stallEnabled) {
       q.resume(
