@@ -331,42 +331,40 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+/**
+ * The default scenario on one architecture: `make` builds its harness for a seed and the driver
+ * step `--inject` names; the run records DMA outcomes when the comparison of architectures asks.
+ */
+function defaultOn(
+  arch: string,
+  description: string,
+  make: (seed: number, inject: string | null) => Harness,
+): Scenario {
+  return {
+    name: "default",
+    arch,
+    description,
+    run(ctx: ScenarioContext): void {
+      const h = make(ctx.seed, ctx.inject);
+      if (ctx.traceListener !== null) h.m.trace.subscribe(ctx.traceListener);
+      if (ctx.outcomes !== null) h.recordOutcomes();
+      runMachineDefault(h, ctx);
+      ctx.violations(h.oracle.violations, h.oracle.stats.violations);
+      if (ctx.outcomes !== null && h.outcomes !== null) ctx.outcomes.push(...h.outcomes);
+    },
+  };
+}
+
 /** The default scenario on VT-d; `ctx.inject` names the driver step to skip. */
-export const vtdDefaultScenario: Scenario = {
-  name: "default",
-  arch: "vtd",
-  description:
-    "four devices on a scalable-mode VT-d unit: DMA API, kernel and user PASIDs, a work queue, page faults, ID turnover, a random mix; the oracle on every DMA",
-  run(ctx: ScenarioContext): void {
-    const h = new VtdHarness(
-      VTD_DEFAULT_MACHINE,
-      ctx.seed,
-      (ctx.inject as VtdInjection | null) ?? null,
-    );
-    if (ctx.traceListener !== null) h.m.trace.subscribe(ctx.traceListener);
-    if (ctx.outcomes !== null) h.recordOutcomes();
-    runMachineDefault(h, ctx);
-    ctx.violations(h.oracle.violations, h.oracle.stats.violations);
-    if (ctx.outcomes !== null && h.outcomes !== null) ctx.outcomes.push(...h.outcomes);
-  },
-};
+export const vtdDefaultScenario: Scenario = defaultOn(
+  "vtd",
+  "four devices on a scalable-mode VT-d unit: DMA API, kernel and user PASIDs, a work queue, page faults, ID turnover, a random mix; the oracle on every DMA",
+  (seed, inject) => new VtdHarness(VTD_DEFAULT_MACHINE, seed, inject as VtdInjection | null),
+);
 
 /** The default scenario on SMMUv3; `ctx.inject` names the driver step to skip. */
-export const smmuDefaultScenario: Scenario = {
-  name: "default",
-  arch: "smmu",
-  description:
-    "the same four devices behind an SMMUv3: stage-1 DMA domains, CD tables for PASIDs, PRI page faults, ASID turnover, a random mix; the oracle on every DMA",
-  run(ctx: ScenarioContext): void {
-    const h = new SmmuHarness(
-      SMMU_DEFAULT_MACHINE,
-      ctx.seed,
-      (ctx.inject as SmmuInjection | null) ?? null,
-    );
-    if (ctx.traceListener !== null) h.m.trace.subscribe(ctx.traceListener);
-    if (ctx.outcomes !== null) h.recordOutcomes();
-    runMachineDefault(h, ctx);
-    ctx.violations(h.oracle.violations, h.oracle.stats.violations);
-    if (ctx.outcomes !== null && h.outcomes !== null) ctx.outcomes.push(...h.outcomes);
-  },
-};
+export const smmuDefaultScenario: Scenario = defaultOn(
+  "smmu",
+  "the same four devices behind an SMMUv3: stage-1 DMA domains, CD tables for PASIDs, PRI page faults, ASID turnover, a random mix; the oracle on every DMA",
+  (seed, inject) => new SmmuHarness(SMMU_DEFAULT_MACHINE, seed, inject as SmmuInjection | null),
+);
