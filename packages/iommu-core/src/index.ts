@@ -167,6 +167,21 @@ export {
   type IommuSubsystemOptions,
 } from "./iommu/iommu-subsystem.js";
 export { IommuIotlbGather } from "./iommu/iotlb-gather.js";
+export {
+  type IommuMm,
+  MM_FLUSH_ALL_END,
+  MMU_NOTIFY_CLEAR,
+  MMU_NOTIFY_EXCLUSIVE,
+  MMU_NOTIFY_MIGRATE,
+  MMU_NOTIFY_PROTECTION_PAGE,
+  MMU_NOTIFY_PROTECTION_VMA,
+  MMU_NOTIFY_RELEASE,
+  MMU_NOTIFY_SOFT_DIRTY,
+  MMU_NOTIFY_UNMAP,
+  MmuNotifier,
+  type MmuNotifierOps,
+  type MmuNotifierRange,
+} from "./iommu/mmu-notifier.js";
 export { type Iova, IovaDomain, type IovaDomainOptions } from "./iommu/iova.js";
 export {
   iommuAllocGlobalPasid,

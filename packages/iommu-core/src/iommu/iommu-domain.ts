@@ -9,6 +9,7 @@ import type { CacheTagList } from "./cache-tag.js";
 import type { IopfGroup } from "./io-pgfault.js";
 import type { IommuOps } from "./iommu-ops.js";
 import type { IommuIotlbGather } from "./iotlb-gather.js";
+import type { IommuMm } from "./mmu-notifier.js";
 
 // Domain type bits. @kernel include/linux/iommu.h __IOMMU_DOMAIN_PAGING
 /** Supports map/unmap. */
@@ -178,7 +179,7 @@ export class IommuDomain {
   /** Page-fault handler for domains that accept IOPF (SVA, iommufd fault objects). */
   iopfHandler: IopfHandler | null = null;
   /** For SVA domains: the process address space the domain shares. */
-  mm: unknown = null;
+  mm: IommuMm | null = null;
   /** Users of an SVA domain (binds). */
   users = 0;
   /** The caches to invalidate when the domain's mappings change (the driver fills it). */

@@ -6,6 +6,7 @@ import type { Errno } from "../errno.js";
 import type { IopfFault } from "./io-pgfault.js";
 import type { IommuDomain } from "./iommu-domain.js";
 import type { IommuGroup } from "./iommu-group.js";
+import type { IommuMm } from "./mmu-notifier.js";
 
 /** Capabilities a driver may report. @kernel include/linux/iommu.h iommu_cap */
 export const IOMMU_CAP_CACHE_COHERENCY = 0;
@@ -91,7 +92,10 @@ export interface IommuOps {
     flags: number,
   ): IommuDomain | "ENOMEM" | "EINVAL" | "ENODEV" | "EOPNOTSUPP";
   /** Allocate an SVA domain sharing the address space `mm`. */
-  domainAllocSva?(dev: Device, mm: unknown): IommuDomain | "ENOMEM" | "EINVAL" | "EOPNOTSUPP";
+  domainAllocSva?(
+    dev: Device,
+    mm: IommuMm,
+  ): IommuDomain | "ENOMEM" | "EINVAL" | "EOPNOTSUPP" | "ENODEV";
   /** Allocate a nested domain over `parent` from user data. */
   domainAllocNested?(
     dev: Device,

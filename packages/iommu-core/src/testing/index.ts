@@ -24,3 +24,4 @@ export {
 export { MachineBase, type MachineBaseOptions } from "./machine-base.js";
 export { MockMachine, type MockMachineOptions } from "./mock-machine.js";
 export { type PlugErrno, plugDevice, unplugDevice } from "./plug-device.js";
+export { TestMm, type TestMmOptions } from "./test-mm.js";
