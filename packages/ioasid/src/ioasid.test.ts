@@ -583,6 +583,64 @@ describe("IoasidSpace: charges", () => {
   });
 });
 
+describe("IoasidSpace: charge after allocation", () => {
+  function setup() {
+    const tree = new ChargeTree({ capacity: 100 });
+    const user = child(tree, tree.root, "user-1000", 1);
+    const space = new IoasidSpace({ charges: tree });
+    const set = new IoasidSet("sva");
+    return { tree, user, space, set };
+  }
+
+  test("charging an uncharged ID counts it against the node and its ancestors until it is freed", () => {
+    const { tree, user, space, set } = setup();
+    const id = space.alloc(set, 1, 99, 0) as number;
+    expect(currents(tree.root, user)).toEqual([0, 0]);
+    expect(space.charge(id, user)).toBe(0);
+    expect(space.chargeOf(id)).toBe(user);
+    expect(currents(tree.root, user)).toEqual([1, 1]);
+    expect(space.free(id)).toBe(0);
+    expect(currents(tree.root, user)).toEqual([0, 0]);
+  });
+
+  test("a charge over the limit fails with EBUSY and leaves the ID uncharged", () => {
+    const { tree, user, space, set } = setup();
+    const a = space.alloc(set, 1, 99, 0) as number;
+    const b = space.alloc(set, 1, 99, 0) as number;
+    expect(space.charge(a, user)).toBe(0);
+    expect(space.charge(b, user)).toBe("EBUSY");
+    expect(space.chargeOf(b)).toBeNull();
+    expect(user.eventsLocal.max).toBe(1);
+    expect(currents(tree.root, user)).toEqual([1, 1]);
+  });
+
+  test("charging twice is EALREADY, an unallocated ID ENOENT, a space without a tree EINVAL", () => {
+    const { user, space, set } = setup();
+    const a = space.alloc(set, 1, 99, 0) as number;
+    expect(space.charge(a, user)).toBe(0);
+    expect(space.charge(a, user)).toBe("EALREADY");
+    expect(space.charge(50, user)).toBe("ENOENT");
+    const bare = new IoasidSpace();
+    const c = bare.alloc(set, 1, 99, 0) as number;
+    expect(bare.charge(c, user)).toBe("EINVAL");
+    expect(bare.chargeOf(c)).toBeNull();
+  });
+
+  test("uncharge gives the charge back and keeps the ID; ENOENT unallocated, EINVAL uncharged", () => {
+    const { tree, user, space, set } = setup();
+    const a = space.alloc(set, 1, 99, 0) as number;
+    expect(space.uncharge(a)).toBe("EINVAL");
+    expect(space.charge(a, user)).toBe(0);
+    expect(space.uncharge(a)).toBe(0);
+    expect(space.has(a)).toBe(true);
+    expect(space.chargeOf(a)).toBeNull();
+    expect(currents(tree.root, user)).toEqual([0, 0]);
+    expect(space.uncharge(77)).toBe("ENOENT");
+    expect(space.free(a)).toBe(0);
+    expect(currents(tree.root, user)).toEqual([0, 0]);
+  });
+});
+
 describe("IoasidSpace: the upstream scenario", () => {
   test("in-kernel DMA PASIDs and SVA PASIDs share one 20-bit space and each set finds only its own", () => {
     const tree = new ChargeTree({ capacity: PASID_MAX });

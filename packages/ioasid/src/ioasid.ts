@@ -39,7 +39,7 @@ interface IoasidData<P> {
   readonly set: IoasidSet;
   priv: P;
   /** The node this ID is charged to, or null for an uncharged (in-kernel) ID. */
-  readonly charge: ChargeNode | null;
+  charge: ChargeNode | null;
 }
 
 /** Options of an {@link IoasidSpace}. */
@@ -150,6 +150,43 @@ export class IoasidSpace<P extends IoasidPrivate = IoasidPrivate> {
     const data = this.ids.load(id);
     if (data === undefined) return "ENOENT";
     data.priv = priv;
+    return 0;
+  }
+
+  /**
+   * Charge an allocated, uncharged `id` to `node` (and its ancestors): the charge moves from
+   * allocation to the point where the ID starts being used for a user (a PASID is charged where it
+   * is attached, as the kernel discussion on PASID limits suggests). Uncharged when freed.
+   *
+   * @returns 0; `'ENOENT'` when `id` is not allocated; `'EALREADY'` when it is charged already;
+   *   `'EBUSY'` when the charge would exceed a limit; `'EINVAL'` without a charge tree or for a
+   *   node the tree refuses.
+   * @kernel kernel/cgroup/misc.c misc_cg_try_charge
+   */
+  charge(id: Ioasid, node: ChargeNode): 0 | "ENOENT" | "EALREADY" | "EBUSY" | "EINVAL" {
+    const data = this.ids.load(id);
+    if (data === undefined) return "ENOENT";
+    if (data.charge !== null) return "EALREADY";
+    if (this.charges === undefined) return "EINVAL";
+    const charged = this.charges.tryCharge(node, 1);
+    if (charged !== 0) return charged;
+    data.charge = node;
+    return 0;
+  }
+
+  /**
+   * Take back the charge of `id` (a first attach that failed after charging). The ID stays
+   * allocated, uncharged.
+   *
+   * @returns 0; `'ENOENT'` when `id` is not allocated; `'EINVAL'` when it is not charged.
+   * @kernel kernel/cgroup/misc.c misc_cg_uncharge
+   */
+  uncharge(id: Ioasid): 0 | "ENOENT" | "EINVAL" {
+    const data = this.ids.load(id);
+    if (data === undefined) return "ENOENT";
+    if (data.charge === null) return "EINVAL";
+    this.charges?.uncharge(data.charge, 1);
+    data.charge = null;
     return 0;
   }
 

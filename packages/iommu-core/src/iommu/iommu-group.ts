@@ -12,6 +12,7 @@ import {
   IOMMU_DOMAIN_DMA_FQ,
   IOMMU_DOMAIN_IDENTITY,
   IOMMU_DOMAIN_NESTED,
+  IOMMU_DOMAIN_SVA,
   IOMMU_DOMAIN_UNMANAGED,
   type IommuDomain,
 } from "./iommu-domain.js";
@@ -269,7 +270,8 @@ export function iommuDomainAllocNested(
 }
 
 /**
- * Free a domain: the DMA-API state and then the driver's part. Static domains are never freed.
+ * Free a domain: the DMA-API state and then the driver's part; an SVA domain then drops the
+ * mm_struct reference its allocation took. Static domains are never freed.
  *
  * @kernel drivers/iommu/iommu.c iommu_domain_free
  */
@@ -277,7 +279,9 @@ export function iommuDomainFree(domain: IommuDomain): void {
   if (domain.owner === null) return;
   if (domain === domain.owner.identityDomain || domain === domain.owner.blockedDomain) return;
   iommuPutDmaCookie(domain);
+  const mm = domain.type === IOMMU_DOMAIN_SVA ? domain.mm : null;
   domain.ops.free?.(domain);
+  mm?.mmdrop();
 }
 
 /**
