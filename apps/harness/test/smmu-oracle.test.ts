@@ -86,9 +86,18 @@ describe("--inject on SMMUv3: each planted driver bug is caught and diagnosed", 
     expect(v.message).toMatch(/neither the old nor the new configuration|illegal/);
   });
 
-  it("knows exactly the five SMMU injections of the issue", () => {
+  it("knows exactly the SMMU injections of issues 8 and 9", () => {
     expect(Object.keys(SMMU_INJECTIONS).sort()).toEqual(
-      ["early-asid-reuse", "skip-atc-inv", "skip-cfgi", "skip-tlbi", "torn-ste-write"].sort(),
+      [
+        "early-asid-reuse",
+        "skip-atc-inv",
+        "skip-cfgi",
+        "skip-tlbi",
+        "torn-ste-write",
+        "skip-notifier-flush",
+        "skip-atc-on-notifier",
+        "free-pasid-on-unbind",
+      ].sort(),
     );
   });
 });

@@ -35,6 +35,7 @@ import {
 import { L1_STD_SPAN_LINUX, STE_SIZE, STRTAB_FMT_2LVL, STRTAB_SPLIT } from "../format/ste.js";
 import { mmioWrite2x32, SmmuCmdq } from "./cmdq.js";
 import { makeAbortSte } from "./entries.js";
+import { type ArmCpuFeatures, armSmmuSvaSupported, DEFAULT_ARM_CPU_FEATURES } from "./smmu-sva.js";
 
 const PAGE = 4096;
 /** log2 of the largest queue in bytes the kernel allocates (PAGE_SHIFT + MAX_PAGE_ORDER). @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h Q_MAX_SZ_SHIFT */
@@ -75,6 +76,8 @@ export interface ArmSmmuFeatures {
   readonly rangeInv: boolean;
   /** IDR3.FWB: stage 2 can force write-back (nesting parents use it). */
   readonly s2fwb: boolean;
+  /** IDR3.BBML == 2: break-before-make level 2 (SVA needs it when the CPUs have it). */
+  readonly bbml2: boolean;
   readonly attrTypesOvr: boolean;
   readonly httuAf: boolean;
   readonly httuDirty: boolean;
@@ -90,6 +93,8 @@ export interface ArmSmmuFeatures {
    */
   readonly ias: number;
   readonly pgsizeBitmap: number;
+  /** ARM_SMMU_FEAT_SVA: the SMMU can walk the CPUs' page tables (see armSmmuSvaSupported). */
+  readonly sva: boolean;
 }
 
 /** One queue the SMMU writes (events, PRI requests) and the driver reads. */
@@ -115,6 +120,8 @@ export interface ArmSmmuDeviceOptions {
   readonly vhe?: boolean;
   /** Leave SMMUEN clear and let GBPA pass traffic (firmware bypass; the kernel's disable_bypass=0). */
   readonly bypassDisabledSmmu?: boolean;
+  /** The CPUs whose page tables SVA shares (default DEFAULT_ARM_CPU_FEATURES). */
+  readonly cpu?: ArmCpuFeatures;
 }
 
 /**
@@ -143,6 +150,7 @@ export class ArmSmmuDevice {
   readonly owned = new Map<number, number>();
   private readonly vhe: boolean;
   private readonly bypassDisabled: boolean;
+  private readonly cpu: ArmCpuFeatures;
 
   constructor(options: ArmSmmuDeviceOptions, ops: IommuOps) {
     this.name = options.name;
@@ -150,6 +158,7 @@ export class ArmSmmuDevice {
     this.mem = options.mem;
     this.frames = options.frames;
     this.vhe = options.vhe ?? false;
+    this.cpu = options.cpu ?? DEFAULT_ARM_CPU_FEATURES;
     this.bypassDisabled = options.bypassDisabledSmmu ?? false;
     this.iommu = new IommuDevice(options.name, ops, 0);
     this.iommu.priv = this;
@@ -165,7 +174,8 @@ export class ArmSmmuDevice {
   }
 
   /**
-   * Read IDR0, IDR1, IDR3 and IDR5 into the feature set. Refuses (`'ENXIO'`) an SMMU whose tables
+   * Read IDR0, IDR1, IDR3 and IDR5 into the feature set, then decide ARM_SMMU_FEAT_SVA against
+   * the CPUs (arm_smmu_sva_supported). Refuses (`'ENXIO'`) an SMMU whose tables
    * are big-endian only, one without any translation stage, one that walks no AArch64 table, one
    * with preset tables or queues, and one whose command queue cannot take a batch of 64 commands
    * and its CMD_SYNC (64 entries or fewer).
@@ -194,7 +204,7 @@ export class ArmSmmuDevice {
     const oas = known > 52 ? 48 : known;
     if (oas === 52) pgsize += 2 ** 42;
     const stallModel = idr0.STALL_MODEL;
-    this.features = Object.freeze({
+    const features = {
       // A SID space that fits one L2 table gets a linear table.
       twoLvlStrtab: idr0.ST_LEVEL === 1 && sidBits > STRTAB_SPLIT,
       twoLvlCdtab: idr0.CD2L === 1,
@@ -212,6 +222,7 @@ export class ArmSmmuDevice {
       stallForce: stallModel === 2,
       rangeInv: idr3.RIL === 1,
       s2fwb: idr3.FWB === 1,
+      bbml2: idr3.BBML === 2,
       attrTypesOvr: idr1.ATTR_TYPES_OVR === 1,
       httuAf: idr0.HTTU >= 1,
       httuDirty: idr0.HTTU >= 2,
@@ -223,7 +234,10 @@ export class ArmSmmuDevice {
       oas,
       ias: Math.max(idr0.TTF === TTF_AARCH32_64 ? 40 : 0, oas),
       pgsizeBitmap: pgsize,
-    });
+      sva: false,
+    };
+    features.sva = armSmmuSvaSupported(features, this.cpu);
+    this.features = Object.freeze(features);
     this.iommu.maxPasids = 2 ** idr1.SSIDSIZE;
     this.cmdqLog2 = cmdqLog2;
     this.evtqLog2 = Math.min(idr1.EVENTQS, Q_MAX_SZ_SHIFT - 5);

@@ -7,4 +7,5 @@ export * from "./cmdq.js";
 export * from "./entries.js";
 export * from "./entry-writer.js";
 export * from "./smmu-domain.js";
+export * from "./smmu-sva.js";
 export * from "./smmu-v3-driver.js";

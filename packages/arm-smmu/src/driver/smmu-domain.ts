@@ -9,6 +9,7 @@ import {
   IommuDomain,
   type IommuDomainOps,
 } from "@iommu-sim/iommu-core";
+import { bug } from "@iommu-sim/iommu-core/platform";
 import type { LpaePgtable } from "../pgtable/lpae.js";
 import type { ArmSmmuDevice } from "./arm-smmu-device.js";
 import type { CdTable } from "./cd-table.js";
@@ -17,6 +18,14 @@ import type { CdTable } from "./cd-table.js";
 export const ARM_SMMU_DOMAIN_S1 = 1;
 /** Stage-2 paging domain (an STE with a VMID). */
 export const ARM_SMMU_DOMAIN_S2 = 2;
+/** SVA domain: a CD with its own ASID over a process's CPU page table (no io-pgtable). */
+export const ARM_SMMU_DOMAIN_SVA = 3;
+
+/** @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h enum arm_smmu_domain_stage */
+export type ArmSmmuDomainStage =
+  | typeof ARM_SMMU_DOMAIN_S1
+  | typeof ARM_SMMU_DOMAIN_S2
+  | typeof ARM_SMMU_DOMAIN_SVA;
 
 /** One attachment of a domain: a master at an SSID (0 for the RID), with ATS or not. @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h struct arm_smmu_master_domain */
 export interface ArmSmmuMasterDomain {
@@ -25,19 +34,21 @@ export interface ArmSmmuMasterDomain {
   readonly ats: boolean;
   /** A nested domain's attachment: ATC invalidations cover everything. */
   readonly nestedAtsFlush: boolean;
+  /** The attachment holds one of the master's IOPF references (its domain handles faults). */
+  readonly usingIopf: boolean;
 }
 
 /**
- * A paging domain: an LPAE stage-1 table with an ASID, or a stage-2 table with a VMID, on one
- * SMMU.
+ * A domain of one SMMU: an LPAE stage-1 table with an ASID, a stage-2 table with a VMID, or (SVA)
+ * an ASID over a process's page table, which the domain does not own.
  *
  * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h struct arm_smmu_domain
  */
 export class ArmSmmuDomain extends IommuDomain {
   readonly smmu: ArmSmmuDevice;
-  readonly stage: typeof ARM_SMMU_DOMAIN_S1 | typeof ARM_SMMU_DOMAIN_S2;
-  readonly pgtable: LpaePgtable;
-  /** Stage 1: the ASID (from the driver-wide allocator). */
+  readonly stage: ArmSmmuDomainStage;
+  private readonly pgtbl: LpaePgtable | null;
+  /** Stage 1 and SVA: the ASID (from the driver-wide allocator). */
   asid = 0;
   /** Stage 2: the VMID (from the SMMU's allocator). */
   vmid = 0;
@@ -49,28 +60,43 @@ export class ArmSmmuDomain extends IommuDomain {
   nrAtsMasters = 0;
   declare cacheTags: CacheTagList;
 
+  /**
+   * `pgtable` is null only for SVA domains, whose subclass sets the page sizes and geometry
+   * itself.
+   */
   constructor(
     ops: IommuDomainOps,
     smmu: ArmSmmuDevice,
-    stage: typeof ARM_SMMU_DOMAIN_S1 | typeof ARM_SMMU_DOMAIN_S2,
-    pgtable: LpaePgtable,
+    stage: ArmSmmuDomainStage,
+    pgtable: LpaePgtable | null,
+    type = IOMMU_DOMAIN_UNMANAGED,
   ) {
-    super(IOMMU_DOMAIN_UNMANAGED, ops);
+    super(type, ops);
     this.smmu = smmu;
     this.stage = stage;
-    this.pgtable = pgtable;
-    this.pgsizeBitmap = pgtable.cfg.pgsizeBitmap;
-    this.geometry = {
-      apertureStart: 0,
-      apertureEnd: 2 ** pgtable.cfg.ias - 1,
-      forceAperture: true,
-    };
+    this.pgtbl = pgtable;
+    if (pgtable !== null) {
+      this.pgsizeBitmap = pgtable.cfg.pgsizeBitmap;
+      this.geometry = {
+        apertureStart: 0,
+        apertureEnd: 2 ** pgtable.cfg.ias - 1,
+        forceAperture: true,
+      };
+    }
     this.cacheTags = new CacheTagList();
   }
 
-  /** The ASID or VMID the domain's TLB entries are tagged with. */
+  /** The io-pgtable of a stage-1 or stage-2 domain (an SVA domain has none: a model bug to ask). */
+  get pgtable(): LpaePgtable {
+    const pt = this.pgtbl;
+    if (pt === null)
+      return bug(`arm-smmu-v3: domain ${this.id} (stage ${this.stage}) has no io-pgtable`);
+    return pt;
+  }
+
+  /** The ASID (stage 1, SVA) or VMID (stage 2) the domain's TLB entries are tagged with. */
   get tag(): number {
-    return this.stage === ARM_SMMU_DOMAIN_S1 ? this.asid : this.vmid;
+    return this.stage === ARM_SMMU_DOMAIN_S2 ? this.vmid : this.asid;
   }
 }
 

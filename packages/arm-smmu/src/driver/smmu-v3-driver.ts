@@ -34,6 +34,7 @@ import {
   type IommuDomainOps,
   type IommuFlushOps,
   type IommuIotlbGather,
+  type IommuMm,
   type IommuOps,
   type IommuPageResponse,
   type IommuSubsystem,
@@ -83,6 +84,11 @@ import {
   type ArmSmmuMasterDomain,
   ArmSmmuNestedDomain,
 } from "./smmu-domain.js";
+import {
+  type ArmCpuFeatures,
+  armSmmuSvaDomainAlloc,
+  DEFAULT_ARM_CPU_FEATURES,
+} from "./smmu-sva.js";
 
 const PAGE = 4096;
 /** NUM of a range TLBI holds 5 bits: up to 31 + 1 chunks. @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.h CMDQ_TLBI_RANGE_NUM_MAX */
@@ -106,6 +112,10 @@ export interface SmmuDriverInjections {
   earlyAsidReuse: boolean;
   /** Write STEs in qword order with one sync at the end (no V = 0 step on breaking changes). */
   tornSteWrite: boolean;
+  /** SVA: the mmu notifier's arch_invalidate_secondary_tlbs does nothing (no TLBI, no ATC_INV). */
+  skipNotifierFlush: boolean;
+  /** SVA: the mmu notifier invalidates the TLB but not the ATCs of the domain's ATS masters. */
+  skipAtcOnNotifier: boolean;
 }
 
 /** Where the driver reports ASID and VMID lifetimes (the oracle listens). */
@@ -133,6 +143,8 @@ export interface SmmuV3DriverOptions {
   readonly subsys: IommuSubsystem;
   readonly mem: PhysMemory;
   readonly frames: FrameAllocator;
+  /** The CPUs SVA shares page tables with (default DEFAULT_ARM_CPU_FEATURES). */
+  readonly cpu?: ArmCpuFeatures;
 }
 
 /** An event record the driver read and did not hand to a fault handler. */
@@ -165,15 +177,19 @@ export interface SmmuNestedData {
  * - A fault the core cannot take (no IOPF queue for the device) is answered here as the core's
  *   iopf_error_response would (page_response with IOMMU_PAGE_RESP_INVALID), since the model's core
  *   leaves that to the driver: CMD_RESUME with abort for a stall, InvalidRequest for a PRI group.
- * - IOPF is switched on with `devEnableFeat(IOMMU_DEV_FEAT_IOPF)` (the core's interface; 6.18
- *   adds stalling masters to the IOPF queue when a domain with a fault handler is attached).
+ * - IOPF: as in 6.18, attaching a domain with a fault handler (SVA) adds a stalling master to
+ *   the SMMU's IOPF queue for as long as the attachment lasts; the model does the same for a PRI
+ *   master (enabling PRI), and keeps `devEnableFeat(IOMMU_DEV_FEAT_IOPF)` (the core's older
+ *   interface), counted with the attachments.
  * - Waits are bounded: a CMD_SYNC, free queue space or an acknowledgement is polled a fixed number
  *   of times, then the wait fails with `'ETIMEDOUT'` (Linux waits a second; for queue space it
  *   keeps waiting).
  * - IIDR errata (MMU-600: no nesting, no SEV on early revisions; MMU-700: no nesting, no BTM,
  *   CMDQ_FORCE_SYNC) are not applied: the model's SMMU identifies as an MMU-700 by default, and
  *   nesting is what the harness uses for stage-2 domains.
- * - One StreamID per master; SVA domains are not allocated here.
+ * - One StreamID per master.
+ * - SVA (smmu-sva.ts): an mm that is not an AArch64 address space with the CPUs' page and VA size
+ *   is refused with `'EOPNOTSUPP'`.
  * - A PASID beyond the master's CD table (a linear table holds 1024 CDs even when the SMMU has
  *   more SubstreamID bits) is refused with `'EINVAL'` instead of being written past the table.
  * - Errnos the core's types do not carry: a StreamID beyond the stream table is `'ENODEV'`
@@ -199,9 +215,16 @@ export class SmmuV3Driver implements IommuOps {
     skipAtcInv: false,
     earlyAsidReuse: false,
     tornSteWrite: false,
+    skipNotifierFlush: false,
+    skipAtcOnNotifier: false,
   };
   hooks: SmmuDriverHooks = {};
-  /** ASIDs of stage-1 domains, shared by every SMMU (arm_smmu_asid_xa). */
+  /**
+   * The CPUs: read when an SMMU is added (ARM_SMMU_FEAT_SVA) and when SVA CDs are built (IPS,
+   * PAGE_SIZE).
+   */
+  cpu: ArmCpuFeatures;
+  /** ASIDs of stage-1 and SVA domains, shared by every SMMU (arm_smmu_asid_xa). */
   readonly asids = new Ida();
   /** Events no handler took (translation faults without stall, configuration errors). */
   readonly events: SmmuEventLogEntry[] = [];
@@ -227,6 +250,7 @@ export class SmmuV3Driver implements IommuOps {
     this.subsys = options.subsys;
     this.mem = options.mem;
     this.frames = options.frames;
+    this.cpu = options.cpu ?? DEFAULT_ARM_CPU_FEATURES;
     this.pagingOps = {
       attachDev: (d, dev, old) => this.attachDev(d as ArmSmmuDomain, dev, old),
       setDevPasid: (d, dev, pasid, old) => this.s1SetDevPasid(d as ArmSmmuDomain, dev, pasid, old),
@@ -270,7 +294,14 @@ export class SmmuV3Driver implements IommuOps {
     if (spec.sids === undefined && this.includeAll !== null) return "EEXIST";
     for (const sid of spec.sids ?? []) if (this.scope.has(sid)) return "EEXIST";
     const smmu = new ArmSmmuDevice(
-      { name: spec.name, mmio: spec.mmio, mem: this.mem, frames: this.frames, vhe: spec.vhe },
+      {
+        name: spec.name,
+        mmio: spec.mmio,
+        mem: this.mem,
+        frames: this.frames,
+        vhe: spec.vhe,
+        cpu: this.cpu,
+      },
       this,
     );
     const ret = smmu.init();
@@ -305,7 +336,8 @@ export class SmmuV3Driver implements IommuOps {
     return (dev.iommu?.priv as ArmSmmuMaster | null | undefined) ?? null;
   }
 
-  private entryFeatures(smmu: ArmSmmuDevice): SmmuEntryFeatures {
+  /** The features the entry makers need, of `smmu`. */
+  entryFeatures(smmu: ArmSmmuDevice): SmmuEntryFeatures {
     const f = smmu.features;
     return {
       stalls: f.stalls,
@@ -542,6 +574,18 @@ export class SmmuV3Driver implements IommuOps {
   }
 
   /**
+   * An SVA domain for `mm` on the SMMU of `dev` (smmu-sva.ts).
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3-sva.c arm_smmu_sva_domain_alloc
+   */
+  domainAllocSva(
+    dev: Device,
+    mm: IommuMm,
+  ): IommuDomain | "ENOMEM" | "EINVAL" | "EOPNOTSUPP" | "ENODEV" {
+    return armSmmuSvaDomainAlloc(this, dev, mm);
+  }
+
+  /**
    * Answer a page request: CMD_RESUME (retry on success, abort otherwise) for a stalled
    * transaction, CMD_PRI_RESP for a PRI group (Resp 2 Success, 1 InvalidRequest, 0
    * ResponseFailure, by the Arm spec's meaning of the codes; SSV when the fault says the response
@@ -585,12 +629,35 @@ export class SmmuV3Driver implements IommuOps {
     if (feat !== IOMMU_DEV_FEAT_IOPF) return "ENODEV";
     const master = this.master(dev);
     if (master === null) return "ENODEV";
+    const ret = this.enableIopf(master);
+    return ret === false ? "ENODEV" : ret === true ? 0 : ret;
+  }
+
+  /** IOPF off for the last user. `'EINVAL'` when it is not on. */
+  devDisableFeat(dev: Device, feat: number): 0 | Errno {
+    if (feat !== IOMMU_DEV_FEAT_IOPF) return "ENODEV";
+    const master = this.master(dev);
+    if (master === null || master.iopfRefcount === 0) return "EINVAL";
+    this.disableIopf(master);
+    return 0;
+  }
+
+  /**
+   * One more IOPF user of `master`: the first puts it in its SMMU's fault queue, after PRI reset
+   * and enabled for a master that does not stall. False (no error: the device handles its own
+   * faults) for a master that can neither stall nor issue page requests; the queue's or PRI's
+   * failure as an errno.
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_enable_iopf
+   */
+  private enableIopf(master: ArmSmmuMaster): boolean | "ENODEV" | "EBUSY" {
     if (master.iopfRefcount > 0) {
       master.iopfRefcount++;
-      return 0;
+      return true;
     }
+    const dev = master.dev;
     if (!master.stallEnabled) {
-      if (!master.smmu.features.pri || !dev.priCap || !master.atsSupported) return "ENODEV";
+      if (!master.smmu.features.pri || !dev.priCap || !master.atsSupported) return false;
       if (!master.priEnabled) {
         if (dev.resetPri() !== 0) return "ENODEV";
         if (dev.enablePri(PRI_REQUESTS) !== 0) return "ENODEV";
@@ -600,17 +667,14 @@ export class SmmuV3Driver implements IommuOps {
     const added = this.iopfQueueOf(master.smmu).addDevice(dev);
     if (added !== 0) return added;
     master.iopfRefcount = 1;
-    return 0;
+    return true;
   }
 
-  /** IOPF off for the last user. `'EINVAL'` when it is not on. */
-  devDisableFeat(dev: Device, feat: number): 0 | Errno {
-    if (feat !== IOMMU_DEV_FEAT_IOPF) return "ENODEV";
-    const master = this.master(dev);
-    if (master === null || master.iopfRefcount === 0) return "EINVAL";
-    if (--master.iopfRefcount > 0) return 0;
-    this.iopfQueueOf(master.smmu).removeDevice(dev);
-    return 0;
+  /** One IOPF user of `master` less; the last takes it out of the fault queue. @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_disable_iopf */
+  private disableIopf(master: ArmSmmuMaster): void {
+    if (master.iopfRefcount === 0) return;
+    if (--master.iopfRefcount > 0) return;
+    this.iopfQueueOf(master.smmu).removeDevice(master.dev);
   }
 
   private disablePri(master: ArmSmmuMaster): void {
@@ -659,7 +723,7 @@ export class SmmuV3Driver implements IommuOps {
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_write_cd_entry
    */
-  private writeCd(master: ArmSmmuMaster, ssid: number, pa: number, target: Uint32Array): void {
+  writeCd(master: ArmSmmuMaster, ssid: number, pa: number, target: Uint32Array): void {
     const table = master.cdTable as CdTable;
     const curValid = (this.mem.read32(pa) & (1 << 31)) !== 0;
     const tgtValid = ((target[0] as number) & (1 << 31)) !== 0;
@@ -697,12 +761,22 @@ export class SmmuV3Driver implements IommuOps {
     return pa;
   }
 
+  /**
+   * PA of the CD at `ssid` of the master's table, or -1 when the table or its leaf does not exist.
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_get_cd_ptr
+   */
+  getCdPtr(master: ArmSmmuMaster, ssid: number): number {
+    const t = master.cdTable;
+    if (t === null) return -1;
+    const pa = t.cdPtr(ssid, false);
+    return typeof pa === "number" ? pa : -1;
+  }
+
   /** Clear the CD at `ssid` if it exists. @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_clear_cd */
   private clearCdAt(master: ArmSmmuMaster, ssid: number): void {
-    const t = master.cdTable;
-    if (t === null) return;
-    const pa = t.cdPtr(ssid, false);
-    if (typeof pa !== "number" || pa < 0) return;
+    const pa = this.getCdPtr(master, ssid);
+    if (pa < 0) return;
     clearCd(this.cdBuf);
     this.writeCd(master, ssid, pa, this.cdBuf);
   }
@@ -772,10 +846,12 @@ export class SmmuV3Driver implements IommuOps {
 
   /**
    * Before the entries change: ATS for the new attachment (wanted when the master supports it
-   * and the domain is not blocked/identity without a CD table), the attachment added to the new
-   * domain's list (which drives its ATC invalidations) and cache tags (its ASID or VMID, the
-   * device's ATC when ATS), so that both the old and the new domain invalidate the master until
-   * the change is done; ATS off on the device first when it is being dropped.
+   * and the domain is not blocked/identity without a CD table), IOPF for it when the new domain
+   * handles faults (`iopf`: a failure fails the attach before anything changed), the attachment
+   * added to the new domain's list (which drives its ATC invalidations) and cache tags (its ASID
+   * or VMID, the device's ATC when ATS), so that both the old and the new domain invalidate the
+   * master until the change is done; ATS off on the device first when it is being dropped.
+   * Returns whether the attachment uses ATS.
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_attach_prepare
    */
@@ -785,17 +861,24 @@ export class SmmuV3Driver implements IommuOps {
     ssid: number,
     atsWanted: boolean,
     nestedAtsFlush = false,
-  ): { ats: boolean } {
+    iopf = false,
+  ): boolean | "ENODEV" | "EBUSY" {
     const ats = atsWanted && master.atsSupported;
     if (domain !== null) {
-      domain.devices.push({ master, ssid, ats, nestedAtsFlush });
+      let usingIopf = false;
+      if (iopf) {
+        const on = this.enableIopf(master);
+        if (typeof on === "string") return on;
+        usingIopf = on;
+      }
+      domain.devices.push({ master, ssid, ats, nestedAtsFlush, usingIopf });
       if (ats) domain.nrAtsMasters++;
       domain.cacheTags.assign(CACHE_TAG_IOTLB, master.smmu.iommu, domain.tag, -1, null);
       if (ats)
         domain.cacheTags.assign(CACHE_TAG_DEVTLB, master.smmu.iommu, domain.tag, ssid, master.dev);
     }
     if (!ats && master.atsEnabled) master.dev.disableAts();
-    return { ats };
+    return ats;
   }
 
   /**
@@ -846,6 +929,7 @@ export class SmmuV3Driver implements IommuOps {
     if (i < 0) return;
     const md = domain.devices[i] as ArmSmmuMasterDomain;
     domain.devices.splice(i, 1);
+    if (md.usingIopf) this.disableIopf(master);
     if (md.ats) domain.nrAtsMasters--;
     domain.cacheTags.unassign(CACHE_TAG_IOTLB, master.smmu.iommu, domain.tag, -1, null);
     if (md.ats)
@@ -873,17 +957,20 @@ export class SmmuV3Driver implements IommuOps {
     if (domain.smmu !== master.smmu) return "EINVAL";
     if (domain.stage === ARM_SMMU_DOMAIN_S2 && this.ssidsInUse(master)) return "EBUSY";
     const ste = this.steBuf;
+    const iopf = domain.iopfHandler !== null;
     if (domain.stage === ARM_SMMU_DOMAIN_S1) {
       const cdPa = this.allocCdPtr(master, IOMMU_NO_PASID);
       if (cdPa === "ENOMEM") return "ENOMEM";
-      const { ats } = this.attachPrepare(master, domain, IOMMU_NO_PASID, true);
+      const ats = this.attachPrepare(master, domain, IOMMU_NO_PASID, true, false, iopf);
+      if (typeof ats === "string") return ats;
       this.makeS1CdFor(master, domain, this.cdBuf);
       this.writeCd(master, IOMMU_NO_PASID, cdPa, this.cdBuf);
       this.makeCdtableSteFor(master, ats, S1DSS_SSID0, ste);
       this.installSte(master, ste);
       this.attachCommit(master, IOMMU_NO_PASID, ats, old);
     } else {
-      const { ats } = this.attachPrepare(master, domain, IOMMU_NO_PASID, true);
+      const ats = this.attachPrepare(master, domain, IOMMU_NO_PASID, true, false, iopf);
+      if (typeof ats === "string") return ats;
       makeS2DomainSte(
         ste,
         this.s2Params(domain, ats, master.stallEnabled),
@@ -911,10 +998,10 @@ export class SmmuV3Driver implements IommuOps {
     const s1dss = identity ? S1DSS_BYPASS : S1DSS_TERMINATE;
     let ats: boolean;
     if (this.ssidsInUse(master)) {
-      ats = this.attachPrepare(master, null, IOMMU_NO_PASID, true).ats;
+      ats = this.attachPrepare(master, null, IOMMU_NO_PASID, true) === true;
       this.makeCdtableSteFor(master, ats, s1dss, ste);
     } else {
-      ats = this.attachPrepare(master, null, IOMMU_NO_PASID, false).ats;
+      ats = this.attachPrepare(master, null, IOMMU_NO_PASID, false) === true;
       if (identity) makeBypassSte(ste, this.entryFeatures(master.smmu));
       else makeAbortSte(ste);
     }
@@ -949,13 +1036,15 @@ export class SmmuV3Driver implements IommuOps {
     const parent = domain.parent;
     if (parent.smmu !== master.smmu) return "EINVAL";
     if (this.ssidsInUse(master)) return "EBUSY";
-    const { ats } = this.attachPrepare(
+    const ats = this.attachPrepare(
       master,
       parent,
       IOMMU_NO_PASID,
       domain.enableAts,
       domain.enableAts,
+      domain.iopfHandler !== null,
     );
+    if (typeof ats === "string") return ats;
     const ste = this.steBuf;
     makeNestedSte(
       ste,
@@ -968,12 +1057,10 @@ export class SmmuV3Driver implements IommuOps {
   }
 
   /**
-   * A stage-1 domain at a PASID: the CD at that SSID (the master needs a CD table in its STE, or
-   * an identity or blocked RID, whose STE then becomes a CD-table one with S1DSS bypass or
-   * terminate), ATS as at the RID.
+   * A stage-1 domain at a PASID: its CD through the common PASID path. `'EINVAL'` for a domain
+   * of another SMMU or of another stage.
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_s1_set_dev_pasid
-   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_set_pasid
    */
   private s1SetDevPasid(
     domain: ArmSmmuDomain,
@@ -984,8 +1071,29 @@ export class SmmuV3Driver implements IommuOps {
     const master = this.master(dev);
     if (master === null) return "ENODEV";
     if (domain.smmu !== master.smmu || domain.stage !== ARM_SMMU_DOMAIN_S1) return "EINVAL";
+    this.makeS1CdFor(master, domain, this.cdBuf);
+    return this.setPasid(master, domain, pasid, this.cdBuf, old);
+  }
+
+  /**
+   * Install the CD `cd` (of a stage-1 or SVA domain) at `pasid`: the master needs a CD table in
+   * its STE, or an identity or blocked RID, whose STE then becomes a CD-table one with S1DSS
+   * bypass or terminate; ATS as at the RID; IOPF when the domain handles faults. `'EINVAL'` for a
+   * domain of another SMMU, a PASID beyond the master's SubstreamIDs, or a RID domain without CD
+   * table; `'ENOMEM'`; IOPF's `'ENODEV'` / `'EBUSY'`.
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_set_pasid
+   */
+  setPasid(
+    master: ArmSmmuMaster,
+    domain: ArmSmmuDomain,
+    pasid: number,
+    cd: Uint32Array,
+    old: IommuDomain | null,
+  ): 0 | AttachErrno {
+    if (domain.smmu !== master.smmu) return "EINVAL";
     if (pasid <= 0 || pasid >= 2 ** master.ssidBits) return "EINVAL";
-    const sidDomain = iommuGetDomainForDev(dev);
+    const sidDomain = iommuGetDomainForDev(master.dev);
     const inSte = master.cdTable?.inSte ?? false;
     if (
       !inSte &&
@@ -995,9 +1103,9 @@ export class SmmuV3Driver implements IommuOps {
       return "EINVAL";
     const cdPa = this.allocCdPtr(master, pasid);
     if (cdPa === "ENOMEM") return "ENOMEM";
-    const { ats } = this.attachPrepare(master, domain, pasid, true);
-    this.makeS1CdFor(master, domain, this.cdBuf);
-    this.writeCd(master, pasid, cdPa, this.cdBuf);
+    const ats = this.attachPrepare(master, domain, pasid, true, false, domain.iopfHandler !== null);
+    if (typeof ats === "string") return ats;
+    this.writeCd(master, pasid, cdPa, cd);
     this.updateSte(master, sidDomain, ats);
     this.attachCommit(master, pasid, ats, old);
     master.pasids.set(pasid, domain);
@@ -1093,6 +1201,34 @@ export class SmmuV3Driver implements IommuOps {
   }
 
   /**
+   * Every TLB entry of `asid` on `smmu`: TLBI_NH_ASID (TLBI_EL2_ASID under E2H) and a CMD_SYNC.
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_tlb_inv_asid
+   */
+  tlbInvAsid(smmu: ArmSmmuDevice, asid: number): void {
+    if (this.inject.skipTlbi) return;
+    smmu.cmdq.tlbiAsid(asid, smmu.features.e2h).issueWithSync();
+  }
+
+  /**
+   * The TLB entries of [iova, iova + size) under the ASID of a stage-1 or SVA domain
+   * (TLBI_NH_VA or TLBI_EL2_VA, per granule or by range) and a CMD_SYNC; no ATC invalidation.
+   *
+   * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_tlb_inv_range_asid
+   */
+  tlbInvRangeAsid(
+    domain: ArmSmmuDomain,
+    iova: number,
+    size: number,
+    granule: number,
+    leaf: boolean,
+  ): void {
+    if (this.inject.skipTlbi || size === 0) return;
+    this.stageTlbiRange(domain.smmu, domain, iova, size, granule, leaf);
+    domain.smmu.cmdq.submit();
+  }
+
+  /**
    * Invalidate everything of a domain: TLBI_NH_ASID (TLBI_EL2_ASID under E2H) or TLBI_S12_VMALL
    * with a CMD_SYNC, attached or not, then every ATS master's ATC.
    *
@@ -1101,7 +1237,7 @@ export class SmmuV3Driver implements IommuOps {
   tlbInvContext(domain: ArmSmmuDomain): void {
     const q = domain.smmu.cmdq;
     if (!this.inject.skipTlbi) {
-      if (domain.stage === ARM_SMMU_DOMAIN_S1) q.tlbiAsid(domain.asid, domain.smmu.features.e2h);
+      if (domain.stage !== ARM_SMMU_DOMAIN_S2) q.tlbiAsid(domain.asid, domain.smmu.features.e2h);
       else q.tlbiS12Vmall(domain.vmid);
       q.issueWithSync();
     }
@@ -1117,7 +1253,7 @@ export class SmmuV3Driver implements IommuOps {
    *
    * @kernel drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c arm_smmu_atc_inv_domain
    */
-  private atcInvDomain(domain: ArmSmmuDomain, iova: number, size: number): void {
+  atcInvDomain(domain: ArmSmmuDomain, iova: number, size: number): void {
     const smmu = domain.smmu;
     if (!smmu.features.ats || domain.nrAtsMasters === 0) return;
     const q = smmu.cmdq;
@@ -1159,7 +1295,7 @@ export class SmmuV3Driver implements IommuOps {
     leaf: boolean,
   ): void {
     const q = smmu.cmdq;
-    const s1 = domain.stage === ARM_SMMU_DOMAIN_S1;
+    const s1 = domain.stage !== ARM_SMMU_DOMAIN_S2;
     const opcode = s1
       ? smmu.features.e2h
         ? CMDQ_OP.TLBI_EL2_VA

@@ -18,6 +18,15 @@ export interface IommuDomainInfo {
 }
 
 /**
+ * What the cache-tag flushes need of a domain (a paging domain or an SVA domain): its tags, and
+ * whether they name first-stage translations (PASID-based IOTLB invalidation).
+ */
+export interface DmarTaggedDomain {
+  readonly useFirstLevel: boolean;
+  readonly cacheTags: CacheTagList;
+}
+
+/**
  * A paging domain.
  *
  * @kernel drivers/iommu/intel/iommu.h struct dmar_domain

@@ -5,4 +5,12 @@ export * from "./dmar-domain.js";
 export * from "./intel-iommu.js";
 export * from "./pasid-table.js";
 export { pagesOrder, QI_LENGTH, VtdQi, type VtdQiIdle, type VtdQiStats } from "./qi.js";
+export {
+  type DevPasidInfo,
+  DmarSvaDomain,
+  IntelSvm,
+  intelSvmCheck,
+  svaSupported,
+  type VtdSvmBackend,
+} from "./svm.js";
 export * from "./vtd-driver.js";

@@ -102,6 +102,13 @@ export class IntelIommu {
   /** Faults read from the fault recording registers, oldest first. */
   readonly faultLog: VtdFaultRecord[] = [];
   qi: VtdQi | null = null;
+  /**
+   * The unit can share CPU page tables (set at bring-up by intel_svm_check): PASIDs in scalable
+   * mode, first-stage tables, and the 1 GiB pages the CPU's tables may hold.
+   *
+   * @kernel drivers/iommu/intel/iommu.h VTD_FLAG_SVM_CAPABLE
+   */
+  svmCapable = false;
   rootTable = 0;
   prqBase = 0;
   private gcmd = 0;

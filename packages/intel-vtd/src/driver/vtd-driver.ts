@@ -39,6 +39,7 @@ import {
   type IommuDomainOps,
   type IommuFlushOps,
   type IommuIotlbGather,
+  type IommuMm,
   type IommuOps,
   type IommuPageResponse,
   type IommuSubsystem,
@@ -68,7 +69,7 @@ import { PGTT_FL, PGTT_PT, PGTT_SL } from "../format/pasid-entry.js";
 import { PRQ_DESC_SIZE, PRS_PPR, PRS_PRO, VTD_REG } from "../format/registers.js";
 import { VtdFsPgtable } from "../pgtable/first-stage.js";
 import { VtdSsPgtable } from "../pgtable/second-stage.js";
-import { DmarDomain } from "./dmar-domain.js";
+import { DmarDomain, type DmarTaggedDomain } from "./dmar-domain.js";
 import {
   FLPT_DEFAULT_DID,
   IntelIommu,
@@ -78,6 +79,7 @@ import {
 } from "./intel-iommu.js";
 import { PasidTable } from "./pasid-table.js";
 import { pagesOrder, type VtdQi } from "./qi.js";
+import { DmarSvaDomain, IntelSvm, intelSvmCheck } from "./svm.js";
 
 const PAGE = 4096;
 const SZ_2M = 1 << 21;
@@ -101,6 +103,10 @@ export interface VtdDriverInjections {
   earlyPasidFree: boolean;
   /** Free a domain ID at its last detach without the invalidations that clear it. */
   earlyDidReuse: boolean;
+  /** An SVA domain's mmu notifier ignores the CPU's TLB flushes (no IOTLB, no device-TLB). */
+  skipNotifierFlush: boolean;
+  /** An SVA domain's mmu notifier flushes the IOTLB but not the devices' TLBs. */
+  skipAtcOnNotifier: boolean;
 }
 
 /** Where the driver reports domain-ID lifetimes (the oracle listens). */
@@ -175,7 +181,11 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
     skipDevtlbFlush: false,
     earlyPasidFree: false,
     earlyDidReuse: false,
+    skipNotifierFlush: false,
+    skipAtcOnNotifier: false,
   };
+  /** The SVA half of the driver (svm.c). */
+  readonly svm: IntelSvm;
   hooks: VtdDriverHooks = {};
   /** Page requests refused by the driver (bad request, no device). */
   badPageRequests = 0;
@@ -197,7 +207,9 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
   /** Units whose page request queue is being read (a drain from a handler must not re-enter). */
   private readonly prqBusy = new Set<IntelIommu>();
   /** The domain whose tags are being flushed (CacheTagFlusher callbacks take only the tag). */
-  private flushing: DmarDomain | null = null;
+  private flushing: DmarTaggedDomain | null = null;
+  /** The flush in progress leaves device-TLB tags alone (the skipAtcOnNotifier injection). */
+  private flushSkipsDevtlb = false;
   /** Invalidations postponed by the earlyPasidFree injection. */
   private readonly deferred: Array<() => void> = [];
 
@@ -239,6 +251,28 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
       setDevPasid: (_d, dev, pasid, old) => this.blockingSetDevPasid(dev, pasid, old),
     });
     this.releaseDomain = this.blockedDomain;
+    this.svm = new IntelSvm({
+      inject: this.inject,
+      deviceInfo: (dev) => this.deviceInfo(dev),
+      drainDeferred: () => this.drainDeferred(),
+      pasidSetup: (info, pasid, fields) => this.pasidSetupFields(info, pasid, fields),
+      pasidTearDown: (info, pasid, faultIgnore) =>
+        this.pasidTearDown(info, pasid, false, faultIgnore),
+      domainRemoveDevPasid: (old, info, pasid) => this.domainRemoveDevPasid(old, info, pasid),
+      enableIopf: (info) => this.enableIopf(info),
+      disableIopf: (info) => this.disableIopf(info),
+      flushRange: (domain, start, end, skipDevtlb) => {
+        this.drainDeferred();
+        this.flushSkipsDevtlb = skipDevtlb;
+        this.cacheTagFlushRange(domain, start, end, false);
+        this.flushSkipsDevtlb = false;
+      },
+      flushAll: (domain, skipDevtlb) => {
+        this.flushSkipsDevtlb = skipDevtlb;
+        this.flushDomainAll(domain);
+        this.flushSkipsDevtlb = false;
+      },
+    });
   }
 
   // --- Units ---------------------------------------------------------------------------------------
@@ -262,6 +296,7 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
       unit.shutdown();
       return ret;
     }
+    unit.svmCapable = intelSvmCheck(unit);
     if (unit.caps.CM && !(this.firstStage && unit.firstLevelByDefault)) {
       this.subsys.strict = true;
       if (this.subsys.defDomainType === IOMMU_DOMAIN_DMA_FQ)
@@ -567,6 +602,22 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
   }
 
   /**
+   * An SVA domain for `dev` sharing the process address space `mm` (see IntelSvm.domainAlloc):
+   * `'ENODEV'` for an unprobed device, `'EOPNOTSUPP'` when its unit cannot share CPU tables or
+   * `mm` is not an x86-64 table it can walk, `'EINVAL'` when the device lacks PASID, ATS or (having
+   * PRI) PRI, or the notifier cannot be registered; `'ENOMEM'`.
+   *
+   * @kernel drivers/iommu/intel/svm.c intel_svm_domain_alloc
+   */
+  domainAllocSva(
+    dev: Device,
+    mm: IommuMm,
+  ): IommuDomain | "ENOMEM" | "EINVAL" | "EOPNOTSUPP" | "ENODEV" {
+    this.drainDeferred();
+    return this.svm.domainAlloc(dev, mm);
+  }
+
+  /**
    * Answer a page request group through the invalidation queue (type 9): RID, PASID when the
    * request had one, the response code and the group index; bit 66 (the former LPIG, reserved
    * since spec 4.0) stays clear. The core's codes become the descriptor's: success 0, invalid 1,
@@ -599,15 +650,38 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
   devEnableFeat(dev: Device, feat: number): 0 | Errno {
     if (feat !== IOMMU_DEV_FEAT_IOPF) return "ENODEV";
     const info = this.deviceInfo(dev);
-    if (info === null || !info.priEnabled) return "ENODEV";
+    if (info === null) return "ENODEV";
+    return this.enableIopf(info);
+  }
+
+  /**
+   * One more user of IOPF: the first puts the device in its unit's fault queue. `'ENODEV'`
+   * without PRI on; the queue's `'EBUSY'`.
+   *
+   * @kernel drivers/iommu/intel/iommu.c intel_iommu_enable_iopf
+   */
+  private enableIopf(info: DeviceDomainInfo): 0 | "ENODEV" | "EBUSY" {
+    if (!info.priEnabled) return "ENODEV";
     if (info.iopfRefcount > 0) {
       info.iopfRefcount++;
       return 0;
     }
-    const added = this.iopfQueueOf(info.unit).addDevice(dev);
+    const added = this.iopfQueueOf(info.unit).addDevice(info.dev);
     if (added !== 0) return added;
     info.iopfRefcount = 1;
     return 0;
+  }
+
+  /**
+   * One user of IOPF less: the last takes the device out of the fault queue. Nothing when IOPF
+   * is not on (Linux WARNs).
+   *
+   * @kernel drivers/iommu/intel/iommu.c intel_iommu_disable_iopf
+   */
+  private disableIopf(info: DeviceDomainInfo): void {
+    if (!info.priEnabled || info.iopfRefcount === 0) return;
+    if (--info.iopfRefcount > 0) return;
+    this.iopfQueueOf(info.unit).removeDevice(info.dev);
   }
 
   /**
@@ -620,8 +694,7 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
     if (feat !== IOMMU_DEV_FEAT_IOPF) return "ENODEV";
     const info = this.deviceInfo(dev);
     if (info === null || !info.priEnabled || info.iopfRefcount === 0) return "EINVAL";
-    if (--info.iopfRefcount > 0) return 0;
-    this.iopfQueueOf(info.unit).removeDevice(dev);
+    this.disableIopf(info);
     return 0;
   }
 
@@ -821,11 +894,19 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
     pasid: number,
     domain: DmarDomain | null,
   ): 0 | "EBUSY" | "ENODEV" {
+    return this.pasidSetupFields(info, pasid, this.pasidFields(info.unit, domain));
+  }
+
+  /** pasidSetup from the entry's fields (SVA entries come from svm.ts). */
+  private pasidSetupFields(
+    info: DeviceDomainInfo,
+    pasid: number,
+    fields: Record<string, number>,
+  ): 0 | "EBUSY" | "ENODEV" {
     const table = info.pasidTable;
     if (table === null) return "ENODEV";
     if (table.isPresent(pasid)) return "EBUSY";
     const unit = info.unit;
-    const fields = this.pasidFields(unit, domain);
     const ret = table.write(pasid, fields);
     if (ret !== 0) return ret;
     const qi = unit.qi;
@@ -845,13 +926,24 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
    * Tear a PASID entry down: clear P alone, then PASID-selective PASID cache, the IOTLB
    * (PASID-based for first stage and pass-through, domain-selective for second stage) and the
    * device-TLB, each waited for; then zero the entry and, with IOPF on, drain the PASID's page
-   * requests. An entry left non-present with FPD (SVA) is only zeroed and drained. `freeingDid`:
-   * the entry's DID goes back to the allocator after this (the earlyDidReuse injection skips the
-   * DID's invalidations then).
+   * requests. With `faultIgnore` (an exiting process's SVA entries) the cleared entry keeps FPD,
+   * so DMA still arriving faults unreported, and nothing is drained: the unbind that follows finds
+   * the entry non-present with FPD, only zeroes it and drains. `freeingDid`: the entry's DID goes
+   * back to the allocator after this (the earlyDidReuse injection skips the DID's invalidations
+   * then).
+   *
+   * Linux 6.18 writes the FPD-only entry before the invalidations; the model clears P first, as
+   * Linux does since 2026, but keeps 6.18's FPD (after that change intel_pasid_clear_entry sees
+   * the entry non-present and no longer leaves FPD).
    *
    * @kernel drivers/iommu/intel/pasid.c intel_pasid_tear_down_entry
    */
-  private pasidTearDown(info: DeviceDomainInfo, pasid: number, freeingDid: boolean): void {
+  private pasidTearDown(
+    info: DeviceDomainInfo,
+    pasid: number,
+    freeingDid: boolean,
+    faultIgnore = false,
+  ): void {
     const table = info.pasidTable;
     if (table === null || table.entryAddr(pasid, false) === 0) return;
     if (!table.isPresent(pasid)) {
@@ -881,8 +973,8 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
         }
         this.flushDevtlbAll(info, pasid);
       }
-      if (info.pasidTable === table) table.clear(pasid, false);
-      this.drainPasidPrq(info, pasid);
+      if (info.pasidTable === table) table.clear(pasid, faultIgnore);
+      if (!faultIgnore) this.drainPasidPrq(info, pasid);
     };
     if (inject.earlyPasidFree && pasid !== IOMMU_NO_PASID) this.deferred.push(flush);
     else flush();
@@ -1202,6 +1294,7 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
     }
     domain.attachments++;
     info.pasids.set(pasid, domain);
+    this.svm.iopfRemove(info, old);
     this.domainRemoveDevPasid(old, info, pasid);
     return 0;
   }
@@ -1226,13 +1319,15 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
     const set = this.pasidSetup(info, pasid, null);
     if (set !== 0) return set;
     info.pasids.set(pasid, this.identityDomain);
+    this.svm.iopfRemove(info, old);
     this.domainRemoveDevPasid(old, info, pasid);
     return 0;
   }
 
   /**
-   * Remove what is attached at a PASID (the blocking domain's set_dev_pasid): tear the entry down,
-   * then give up the old domain's tags and ID.
+   * Remove what is attached at a PASID (the blocking domain's set_dev_pasid): tear the entry down
+   * (an SVA entry its process's exit left non-present with FPD is zeroed and drained), turn off
+   * the IOPF an SVA domain turned on, then give up the old domain's tags and ID.
    *
    * @kernel drivers/iommu/intel/iommu.c blocking_domain_set_dev_pasid
    */
@@ -1251,7 +1346,10 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
       // need) run only at the driver's next call, after the caller has freed the PASID.
       if (info.pasids.get(pasid) === old) info.pasids.delete(pasid);
       this.pasidTearDown(info, pasid, freeing);
-      this.deferred.push(() => this.domainRemoveDevPasid(old, info, pasid));
+      this.deferred.push(() => {
+        this.svm.iopfRemove(info, old);
+        this.domainRemoveDevPasid(old, info, pasid);
+      });
       return 0;
     }
     if (freeing && this.inject.earlyDidReuse && paging !== null) {
@@ -1260,6 +1358,7 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
       return 0;
     }
     this.pasidTearDown(info, pasid, freeing);
+    this.svm.iopfRemove(info, old);
     this.domainRemoveDevPasid(old, info, pasid);
     return 0;
   }
@@ -1271,6 +1370,10 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
     pasid: number,
   ): void {
     if (info.pasids.get(pasid) === old) info.pasids.delete(pasid);
+    if (old instanceof DmarSvaDomain) {
+      this.svm.removeDevPasid(old, info, pasid);
+      return;
+    }
     if (!(old instanceof DmarDomain)) return;
     this.tagsUnassign(old, info, pasid);
     old.attachments--;
@@ -1285,14 +1388,14 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
    *
    * @kernel drivers/iommu/intel/cache.c cache_tag_flush_range
    */
-  cacheTagFlushRange(domain: DmarDomain, start: number, end: number, leaf: boolean): void {
+  cacheTagFlushRange(domain: DmarTaggedDomain, start: number, end: number, leaf: boolean): void {
     this.flushing = domain;
     domain.cacheTags.flushRange(this, start, end, leaf);
     this.flushing = null;
   }
 
   /** @kernel drivers/iommu/intel/cache.c cache_tag_flush_all */
-  flushDomainAll(domain: DmarDomain): void {
+  flushDomainAll(domain: DmarTaggedDomain): void {
     this.drainDeferred();
     this.flushing = domain;
     domain.cacheTags.flushAll(this);
@@ -1324,7 +1427,7 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
   private stageIotlb(
     qi: VtdQi,
     unit: IntelIommu,
-    domain: DmarDomain,
+    domain: DmarTaggedDomain,
     tag: CacheTag,
     pfn: number,
     mask: number,
@@ -1356,7 +1459,7 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
       if (this.inject.skipIotlbFlush) return;
       this.stageIotlb(qi, unit, domain, tag, pfn, mask, leaf);
     } else if (kind === CACHE_TAG_DEVTLB || kind === CACHE_TAG_NESTING_DEVTLB) {
-      if (this.inject.skipDevtlbFlush || tag.dev === null) return;
+      if (this.inject.skipDevtlbFlush || this.flushSkipsDevtlb || tag.dev === null) return;
       const info = this.deviceInfo(tag.dev);
       if (info === null || !info.atsEnabled) return;
       // A nested device-TLB caches the result of both stages: all of it goes.
@@ -1380,7 +1483,7 @@ export class VtdDriver implements IommuOps, CacheTagFlusher {
       if (this.inject.skipIotlbFlush) return;
       this.stageIotlb(qi, unit, domain, tag, 0, MAX_AGAW_PFN_WIDTH, false);
     } else if (kind === CACHE_TAG_DEVTLB || kind === CACHE_TAG_NESTING_DEVTLB) {
-      if (this.inject.skipDevtlbFlush || tag.dev === null) return;
+      if (this.inject.skipDevtlbFlush || this.flushSkipsDevtlb || tag.dev === null) return;
       const info = this.deviceInfo(tag.dev);
       if (info === null || !info.atsEnabled) return;
       if (tag.pasid === IOMMU_NO_PASID)

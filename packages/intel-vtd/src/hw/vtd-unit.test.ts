@@ -4,6 +4,7 @@
 import {
   AT_TRANSLATED,
   AT_TRANSLATION_REQUEST,
+  DMA_WRITE,
   FaultKind,
   XLATE_FAULT,
   XLATE_OK,
@@ -19,6 +20,7 @@ import {
   xlateFresh,
 } from "../../test/table-builder.js";
 import { VTD_FR } from "../format/fault-record.js";
+import { FS_PTE } from "../format/first-stage-pte.js";
 import { PGTT_FL } from "../format/pasid-entry.js";
 import {
   ECTL_IM,
@@ -702,6 +704,30 @@ describe("fault status, fault events and fault recording", () => {
     expect(readFrcd(m.unit, 0)).toMatchObject({ F: 1, PV: 4 });
   });
 
+  it("FPD in a non-present PASID entry suppresses the not-present fault (FPD is read whatever P is)", () => {
+    // What Linux leaves behind an exiting process's SVA PASID: P clear, FPD set.
+    const m = vtdTestMachine();
+    const dir = m.b.setSmContext(m.rta, SID, { DTE: 1 });
+    m.b.setPasidEntry(dir, 5, { P: 0, FPD: 1 });
+    expect(xlate(m.unit, SID, 0x5000, { pasid: 5 })).toMatchObject({
+      status: XLATE_FAULT,
+      code: VTD_FR.SM_PASID_ENTRY_NOT_PRESENT,
+    });
+    expect(xlate(m.unit, SID, 0x5000, { pasid: 5, at: AT_TRANSLATION_REQUEST }).status).toBe(
+      XLATE_FAULT,
+    );
+    expect(fsts(m.unit) & FSTS_PPF).toBe(0);
+    expect(m.unit.stats.faultsSuppressed).toBe(2);
+    // Without FPD the same entry's fault is recorded.
+    m.b.setPasidEntry(dir, 6, { P: 0 });
+    xlate(m.unit, SID, 0x5000, { pasid: 6 });
+    expect(readFrcd(m.unit, 0)).toMatchObject({
+      F: 1,
+      PV: 6,
+      FR: VTD_FR.SM_PASID_ENTRY_NOT_PRESENT,
+    });
+  });
+
   it("disabling translation restarts the fault recording index at 0", () => {
     const m = legacy();
     xlate(m.unit, SID, 0x7000_0000);
@@ -753,5 +779,52 @@ describe("descriptorObserver", () => {
     qi.commit();
     expect(m.unit.queueStopped).toBe(true);
     expect(seen).toHaveLength(2);
+  });
+});
+
+describe("translation requests and first-stage Dirty flags", () => {
+  /** A scalable-mode unit with PASID 3 of SID first-stage at a table mapping 0x1000 writable. */
+  function fs(caps: Partial<VtdCapabilities> = {}) {
+    const m = vtdTestMachine({ caps });
+    const dir = m.b.setSmContext(m.rta, SID, { DTE: 1, PASIDE: 1 });
+    const root = m.b.frame();
+    m.b.setPasidEntry(dir, 3, { PGTT: PGTT_FL, DID, FLPTR: root });
+    const leaf = m.b.fsMap(root, 4, 0x1000, PA);
+    return { ...m, leaf };
+  }
+  const treq = { pasid: 3, at: AT_TRANSLATION_REQUEST };
+
+  it("without ECAP.NWFS a translation request may write: it sets D in a writable leaf and grants W", () => {
+    const m = fs();
+    const r = xlate(m.unit, SID, 0x1000, treq);
+    expect(r.status).toBe(XLATE_OK);
+    expect(r.perm & DMA_WRITE).not.toBe(0);
+    expect(m.b.read(FS_PTE, m.leaf)).toMatchObject({ A: 1, D: 1 });
+  });
+
+  it("with ECAP.NWFS a read-only request leaves D clear and gets no W over the clean leaf", () => {
+    const m = fs({ nwfs: true });
+    const r = xlate(m.unit, SID, 0x1000, treq);
+    expect(r.status).toBe(XLATE_OK);
+    expect(r.perm & DMA_WRITE).toBe(0);
+    expect(m.b.read(FS_PTE, m.leaf)).toMatchObject({ A: 1, D: 0 });
+    // The IOTLB entry that read cached cannot answer a request that needs W: the walk sets D.
+    const w = xlate(m.unit, SID, 0x1000, { ...treq, write: true });
+    expect(w.perm & DMA_WRITE).not.toBe(0);
+    expect(m.b.read(FS_PTE, m.leaf).D).toBe(1);
+    // Once D is set, a read-only request is granted W too.
+    expect(xlate(m.unit, SID, 0x1000, treq).perm & DMA_WRITE).not.toBe(0);
+  });
+
+  it("a read-only leaf gets no D and no W from a translation request that may write", () => {
+    const ro = vtdTestMachine();
+    const dir = ro.b.setSmContext(ro.rta, SID, { DTE: 1 });
+    const root = ro.b.frame();
+    ro.b.setPasidEntry(dir, 3, { PGTT: PGTT_FL, DID, FLPTR: root });
+    const leaf = ro.b.fsMap(root, 4, 0x1000, PA, 1, { P: 1, US: 1 });
+    const r = xlate(ro.unit, SID, 0x1000, treq);
+    expect(r.status).toBe(XLATE_OK);
+    expect(r.perm & DMA_WRITE).toBe(0);
+    expect(ro.b.read(FS_PTE, leaf)).toMatchObject({ A: 1, D: 0 });
   });
 });

@@ -846,6 +846,7 @@ export class VtdUnit implements IommuHardware, Mmio {
       null,
       cached,
       false,
+      write,
     );
     if (code !== 0) return code;
     if (at === AT_TRANSLATION_REQUEST) return 0;
@@ -872,6 +873,7 @@ export class VtdUnit implements IommuHardware, Mmio {
     const pgtt = pc.pgtt;
     if (pgtt === PGTT_PT) return this.identity(req);
     this.supervisorWrite = privileged && !pc.wpe;
+    const write = (req.access & DMA_WRITE) !== 0;
     let code: number;
     if (pgtt === PGTT_SL) {
       code = this.lookupOrWalk(
@@ -885,9 +887,16 @@ export class VtdUnit implements IommuHardware, Mmio {
         pc,
         cached,
         true,
+        write,
       );
     } else {
       const kind = pgtt === PGTT_FL ? VTD_KIND_FIRST_STAGE : VTD_KIND_NESTED;
+      // The device writes through its ATC later without another walk, so the completion may
+      // grant W only for a leaf whose D flag is set. A unit without ECAP.NWFS ignores the No
+      // Write flag: every translation request is one that may write, and sets D in a writable
+      // first-stage leaf. With NWFS a read-only request (the model's read access) leaves D and
+      // gets W only when D is set already.
+      const dirty = write || (at === AT_TRANSLATION_REQUEST && !this.caps.nwfs);
       code = this.lookupOrWalk(
         req,
         pc.did,
@@ -899,17 +908,23 @@ export class VtdUnit implements IommuHardware, Mmio {
         pc,
         cached,
         true,
+        dirty,
       );
     }
     if (code !== 0) return code;
     const perm = this.rPerm;
-    const write = (req.access & DMA_WRITE) !== 0;
     if (at === AT_TRANSLATION_REQUEST) {
-      // The completion grants what this requester may do with the page.
+      // The completion grants what this requester may do with the page (no W over a clean leaf).
       let granted = perm & (P_READ | P_WRITE | P_EXEC);
+      if ((perm & P_DIRTY) === 0) granted &= ~P_WRITE;
       if (pgtt !== PGTT_SL) {
         if (!privileged && (perm & P_USER) === 0) granted = 0;
-        else if (privileged && !pc.wpe && (perm & P_SS_WRITE) !== 0) granted |= P_WRITE;
+        else if (
+          privileged &&
+          !pc.wpe &&
+          (perm & (P_SS_WRITE | P_DIRTY)) === (P_SS_WRITE | P_DIRTY)
+        )
+          granted |= P_WRITE;
       }
       if (!exec) granted &= ~P_EXEC;
       this.rPerm = granted;
@@ -978,6 +993,7 @@ export class VtdUnit implements IommuHardware, Mmio {
     pc: VtdPasidConfig | null,
     cached: boolean,
     scalable: boolean,
+    write: boolean,
   ): number {
     // Address checks come before the IOTLB, whose tags keep only bits 56:12 of the input.
     const vpn = req.iovaPfn;
@@ -992,30 +1008,39 @@ export class VtdUnit implements IommuHardware, Mmio {
       const iotlb = this.iotlb;
       const i = iotlb.lookup(did, pasid, vpn);
       if (i >= 0) {
-        const code = this.fromIotlb(i, req, kind, scalable);
+        const code = this.fromIotlb(i, kind, scalable, write, req.iovaPfn);
         if (code >= 0) return code;
       }
     }
-    return this.walk(req, did, pasid, kind, root, levels, widthPages, pc, cached, scalable);
+    return this.walk(req, did, pasid, kind, root, levels, widthPages, pc, cached, scalable, write);
   }
 
   /**
-   * Answer from IOTLB entry `i`: 0 with the result set, a fault reason for a cached not-present
-   * entry, or -1 when the entry cannot serve (a write through an entry whose leaf is not dirty).
+   * Answer input page `vpn` from IOTLB entry `i`: 0 with the result set, a fault reason for a
+   * cached not-present entry, or -1 when the entry cannot serve (a `write` — a write, or a
+   * translation request that must set D — through an entry whose leaf is not dirty).
    */
-  private fromIotlb(i: number, req: TranslationRequest, kind: number, scalable: boolean): number {
+  private fromIotlb(
+    i: number,
+    kind: number,
+    scalable: boolean,
+    write: boolean,
+    vpn: number,
+  ): number {
     const iotlb = this.iotlb;
     const perm = iotlb.permOf(i);
-    const write = (req.access & DMA_WRITE) !== 0;
     if (perm === 0) return this.notPresentReason(kind, write, scalable);
     if (write && (perm & P_DIRTY) === 0) return -1;
-    this.rPfn = iotlb.paFrameFor(i, req.iovaPfn);
+    this.rPfn = iotlb.paFrameFor(i, vpn);
     this.rPerm = perm;
     this.rShift = iotlb.sizeShiftOf(i);
     return 0;
   }
 
-  /** Walk the tables for `req` (after an IOTLB miss) and cache the answer. */
+  /**
+   * Walk the tables for `req` (after an IOTLB miss) and cache the answer; `write` sets D in the
+   * leaf (a write, or a translation request that may write).
+   */
   private walk(
     req: TranslationRequest,
     did: number,
@@ -1027,9 +1052,9 @@ export class VtdUnit implements IommuHardware, Mmio {
     pc: VtdPasidConfig | null,
     cached: boolean,
     scalable: boolean,
+    write: boolean,
   ): number {
     const vpn = req.iovaPfn;
-    const write = (req.access & DMA_WRITE) !== 0;
     const iotlb = this.iotlb;
     const walker = this.walker;
     walker.psc = cached && this.psc.capacity > 0 ? this.psc : null;
