@@ -334,7 +334,7 @@ describe("iommu-sim run", () => {
   it("a bad --inject is bad usage naming the known steps; the mock has none", async () => {
     expectUsageError(
       await cli("run", "--inject", "skip-everything"),
-      /^iommu-sim: --inject: unknown step "skip-everything" for arch 'vtd' \(known: skip-iotlb-flush, skip-pasid-cache-flush, skip-devtlb-flush, early-pasid-free, early-did-reuse\)\n$/,
+      /^iommu-sim: --inject: unknown step "skip-everything" for arch 'vtd' \(known: skip-iotlb-flush, skip-pasid-cache-flush, skip-devtlb-flush, early-pasid-free, early-did-reuse, skip-notifier-flush, skip-atc-on-notifier, free-pasid-on-unbind\)\n$/,
     );
     expectUsageError(
       await cli("run", "--arch", "mock", "--inject", "skip-iotlb-flush"),

@@ -6,6 +6,7 @@ import type { DmaOutcome } from "./machine/harness.js";
 import type { Violation } from "./oracle/violation.js";
 import { defaultScenario } from "./scenarios/default.js";
 import { smmuDefaultScenario, vtdDefaultScenario } from "./scenarios/machine-default.js";
+import { smmuSvaScenario, vtdSvaScenario } from "./scenarios/sva.js";
 import { HARNESS_VERSION } from "./version.js";
 
 /** What a running scenario sees: its seed, and where it reports checks and counts. */
@@ -111,10 +112,9 @@ export function scenarioKey(name: string, arch: string): string {
  * Tests may add their own and must remove them again.
  */
 export const scenarios: Map<string, Scenario> = new Map(
-  [defaultScenario, vtdDefaultScenario, smmuDefaultScenario].map((s) => [
-    scenarioKey(s.name, s.arch),
-    s,
-  ]),
+  [defaultScenario, vtdDefaultScenario, smmuDefaultScenario, vtdSvaScenario, smmuSvaScenario].map(
+    (s) => [scenarioKey(s.name, s.arch), s],
+  ),
 );
 
 /**

@@ -167,6 +167,7 @@ export {
   type IommuSubsystemOptions,
 } from "./iommu/iommu-subsystem.js";
 export { IommuIotlbGather } from "./iommu/iotlb-gather.js";
+export { type Iova, IovaDomain, type IovaDomainOptions } from "./iommu/iova.js";
 export {
   type IommuMm,
   MM_FLUSH_ALL_END,
@@ -182,7 +183,6 @@ export {
   type MmuNotifierOps,
   type MmuNotifierRange,
 } from "./iommu/mmu-notifier.js";
-export { type Iova, IovaDomain, type IovaDomainOptions } from "./iommu/iova.js";
 export {
   iommuAllocGlobalPasid,
   iommuAllocGlobalPasidOrErrno,

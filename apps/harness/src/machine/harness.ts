@@ -43,6 +43,7 @@ import type {
 import type { IsolationOracle, OracleHardware } from "../oracle/oracle.js";
 import { hex } from "../oracle/violation.js";
 import type { SnapshotUnit } from "../scenario.js";
+import { SvaWorld } from "./sva-world.js";
 
 const PAGE = 4096;
 
@@ -164,11 +165,18 @@ export abstract class Harness<
    * compares between two architectures.
    */
   outcomes: DmaOutcome[] | null = null;
+  private svaWorld: SvaWorld | null = null;
 
   constructor(m: M, oracle: O) {
     this.m = m;
     this.oracle = oracle;
     this.framesBaseline = m.frames.liveFrames;
+  }
+
+  /** The machine's processes and their SVA binds (created on first use). */
+  get sva(): SvaWorld {
+    this.svaWorld ??= new SvaWorld(this as unknown as Harness);
+    return this.svaWorld;
   }
 
   /** Record every DMA's outcome from now on. */
@@ -566,6 +574,8 @@ export abstract class Harness<
    * that nothing leaked.
    */
   teardown(): void {
+    // Processes first: their binds go before the devices, their address spaces before the leak check.
+    this.svaWorld?.teardown();
     this.m.processQueues();
     for (const dev of [...this.devices.values()]) {
       const kp = this.kernelPasids.get(dev);

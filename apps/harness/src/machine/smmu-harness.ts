@@ -4,6 +4,7 @@
 import { SMMU_REG } from "@iommu-sim/arm-smmu/format";
 import type { SmmuFeatures } from "@iommu-sim/arm-smmu/hw";
 import { SmmuMachine, type SmmuMachineSmmuOptions } from "@iommu-sim/arm-smmu/testing";
+import { ChargeTree } from "@iommu-sim/ioasid";
 import {
   type Device,
   IOMMU_HWPT_ALLOC_NEST_PARENT,
@@ -11,10 +12,12 @@ import {
   iommuPagingDomainAlloc,
   iommuPagingDomainAllocFlags,
 } from "@iommu-sim/iommu-core";
+import { svaState } from "@iommu-sim/sva";
 import { SmmuOracle } from "../oracle/smmu-oracle.js";
 import { hex } from "../oracle/violation.js";
 import type { SnapshotUnit } from "../scenario.js";
 import { Harness, type MachineSpec, type UnitSpec } from "./harness.js";
+import { isSvaInjection, SVA_INJECTIONS } from "./sva-world.js";
 
 /** Driver steps `--inject` can make the SMMUv3 driver skip (or get wrong). */
 export const SMMU_INJECTIONS = Object.freeze({
@@ -23,6 +26,9 @@ export const SMMU_INJECTIONS = Object.freeze({
   "skip-atc-inv": "skipAtcInv",
   "early-asid-reuse": "earlyAsidReuse",
   "torn-ste-write": "tornSteWrite",
+  "skip-notifier-flush": "skipNotifierFlush",
+  "skip-atc-on-notifier": "skipAtcOnNotifier",
+  ...SVA_INJECTIONS,
 } as const);
 export type SmmuInjection = keyof typeof SMMU_INJECTIONS;
 
@@ -72,10 +78,16 @@ export class SmmuHarness extends Harness<SmmuMachine, SmmuOracle> {
       smmus,
       framesSize: spec.memory ?? 256 * 2 ** 20,
       strict: spec.lazy !== true,
+      // Users' PASID limits (the misc cgroup of the PASID resource): 2^20 PASIDs in all.
+      charges: new ChargeTree({ capacity: 2 ** 20, name: "pasid" }),
     });
     super(m, new SmmuOracle(m));
     this.oracle.lazy = spec.lazy === true;
-    if (inject !== null) this.m.driver.inject[SMMU_INJECTIONS[inject]] = true;
+    if (inject !== null) {
+      const field = SMMU_INJECTIONS[inject];
+      if (isSvaInjection(field)) svaState(m.subsys).inject[field] = true;
+      else this.m.driver.inject[field] = true;
+    }
   }
 
   protected get driverOps(): SmmuMachine["driver"] {

@@ -5,12 +5,15 @@ import { VTD_REG } from "@iommu-sim/intel-vtd/format";
 import type { VtdCapabilities } from "@iommu-sim/intel-vtd/hw";
 import { LEGACY_VTD_CAPS } from "@iommu-sim/intel-vtd/hw";
 import { VtdMachine, type VtdMachineUnitOptions } from "@iommu-sim/intel-vtd/testing";
+import { ChargeTree } from "@iommu-sim/ioasid";
 import { type Device, type IommuDomain, iommuPagingDomainAlloc } from "@iommu-sim/iommu-core";
 import { mmioRead64 } from "@iommu-sim/iommu-core/platform";
+import { svaState } from "@iommu-sim/sva";
 import { hex } from "../oracle/violation.js";
 import { VtdOracle } from "../oracle/vtd-oracle.js";
 import type { SnapshotUnit } from "../scenario.js";
 import { Harness, type MachineSpec, type UnitSpec } from "./harness.js";
+import { isSvaInjection, SVA_INJECTIONS } from "./sva-world.js";
 
 export type { DeviceSpec, DmaBuffer, MachineSpec, UnitSpec } from "./harness.js";
 
@@ -21,6 +24,9 @@ export const VTD_INJECTIONS = Object.freeze({
   "skip-devtlb-flush": "skipDevtlbFlush",
   "early-pasid-free": "earlyPasidFree",
   "early-did-reuse": "earlyDidReuse",
+  "skip-notifier-flush": "skipNotifierFlush",
+  "skip-atc-on-notifier": "skipAtcOnNotifier",
+  ...SVA_INJECTIONS,
 } as const);
 export type VtdInjection = keyof typeof VTD_INJECTIONS;
 
@@ -67,10 +73,16 @@ export class VtdHarness extends Harness<VtdMachine, VtdOracle> {
       units,
       framesSize: spec.memory ?? 256 * 2 ** 20,
       strict: spec.lazy !== true,
+      // Users' PASID limits (the misc cgroup of the PASID resource): 2^20 PASIDs in all.
+      charges: new ChargeTree({ capacity: 2 ** 20, name: "pasid" }),
     });
     super(m, new VtdOracle(m));
     this.oracle.lazy = spec.lazy === true;
-    if (inject !== null) this.m.driver.inject[VTD_INJECTIONS[inject]] = true;
+    if (inject !== null) {
+      const field = VTD_INJECTIONS[inject];
+      if (isSvaInjection(field)) svaState(m.subsys).inject[field] = true;
+      else this.m.driver.inject[field] = true;
+    }
   }
 
   protected get driverOps(): VtdMachine["driver"] {

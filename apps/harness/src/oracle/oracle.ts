@@ -15,10 +15,12 @@ import {
   DmaReason,
   IOMMU_DOMAIN_BLOCKED,
   IOMMU_DOMAIN_IDENTITY,
+  IOMMU_DOMAIN_SVA,
   IOMMU_READ,
   IOMMU_WRITE,
   type IommuDmaCookie,
   type IommuDomain,
+  type IommuMm,
   iommuGetDomainForDev,
   iommuGetDomainForDevPasid,
   NO_PASID,
@@ -29,6 +31,7 @@ import {
   XLATE_OK,
 } from "@iommu-sim/iommu-core";
 import type { LogicalClock } from "@iommu-sim/iommu-core/platform";
+import { type Mm, type MmObserver, VM_READ, VM_WRITE } from "@iommu-sim/sva";
 import { SHADOW_BLOCKED, SHADOW_IDENTITY, SHADOW_PAGING, ShadowDomain } from "./shadow.js";
 import {
   type HistoryEvent,
@@ -99,7 +102,9 @@ export interface OracleMachine {
  * The oracle. The harness tells it what owners do (domains, maps, attachments, PASIDs); the
  * devices report every page they reach (`Device.observer`); the drivers report their IDs.
  */
-export abstract class IsolationOracle<H extends OracleHardware> implements DmaPageObserver {
+export abstract class IsolationOracle<H extends OracleHardware>
+  implements DmaPageObserver, MmObserver
+{
   readonly violations: Violation[] = [];
   readonly stats: OracleStats = { pages: 0, benignStale: 0, violations: 0 };
   /** Tolerate stale hits on DMA-API pages unmapped lazily (flush queue not yet drained). */
@@ -134,6 +139,15 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
   private opNext = 0;
   /** Start marks of context changes whose operation has not returned yet. */
   private readonly opening: number[] = [];
+  /** The owner's view of each process address space an SVA domain shares. */
+  protected readonly mmShadows = new Map<IommuMm, ShadowDomain>();
+  /** The process operation running now (munmap, mprotect, exit), for the removals it reports. */
+  private mmOp = "";
+  private mmOpSeq = -1;
+  /** The process whose work the next DMAs of `ownerDev` at `ownerPasid` do (ENQCMD), or null. */
+  private ownerMm: IommuMm | null = null;
+  private ownerDev: Device | null = null;
+  private ownerPasid = -1;
 
   constructor(private readonly clock: LogicalClock) {}
 
@@ -392,6 +406,114 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
     this.checkPasidUnused(pasid, "freed");
   }
 
+  // --- Processes (SVA) -------------------------------------------------------------------------------
+
+  /** The owner's view of `mm`: what its page tables map, as the process's operations report it. */
+  mmShadow(mm: IommuMm): ShadowDomain {
+    let s = this.mmShadows.get(mm);
+    if (s === undefined) {
+      s = new ShadowDomain(SHADOW_PAGING, `the address space of ${mm.name}`);
+      s.writeImpliesRead = true;
+      this.mmShadows.set(mm, s);
+    }
+    return s;
+  }
+
+  /** A process operation that may remove pages starts (`seq`: the invalidation log's mark). */
+  mmOpBegin(op: string, seq: number): void {
+    this.mmOp = op;
+    this.mmOpSeq = seq;
+  }
+
+  /**
+   * It returned: what it removed must be gone from every cache from now on. An exit's release
+   * rewrote PASID entries / CDs, so the entries are settled and checked as after an attach.
+   */
+  mmOpEnd(seq: number): void {
+    this.mmOp = "";
+    this.mmOpSeq = -1;
+    this.opEnded(seq);
+    this.attachmentsChanged();
+  }
+
+  pageMapped(mm: Mm, va: number, pa: number, flags: number): void {
+    this.mmShadow(mm).map(va, pa, PAGE, protOfVm(flags));
+  }
+
+  pageUnmapped(mm: Mm, va: number, _pa: number, op: string): void {
+    this.mmShadow(mm).unmap(va, PAGE, `${this.mmOp || op} at t=${this.now}`, -1, this.mmOpSeq);
+  }
+
+  pageProtected(mm: Mm, va: number, pa: number, flags: number, op: string): void {
+    const s = this.mmShadow(mm);
+    s.unmap(va, PAGE, `${this.mmOp || op} at t=${this.now}`, -1, this.mmOpSeq);
+    if (flags !== 0) s.map(va, pa, PAGE, protOfVm(flags));
+  }
+
+  /** An mm got its PASID (first bind). */
+  svaPasidAllocated(mm: IommuMm, pasid: number): void {
+    this.pasidAllocated(pasid, `the mm of ${mm.name} (SVA)`);
+  }
+
+  /**
+   * An mm's PASID went back to the allocator. Only the mm's end may free it: while the mm_struct
+   * lives it still names the PASID (mm->iommu_mm), and the process's ENQCMD work keeps carrying it.
+   */
+  svaPasidFreed(mm: IommuMm, pasid: number): void {
+    const held = (mm.iommuMm as { pasid?: number } | null)?.pasid;
+    if (held === pasid && mm.count > 0) {
+      this.note("pasid", null, pasid, `freed while the mm of ${mm.name} still holds it`);
+      this.reportId(
+        "pasid",
+        null,
+        pasid,
+        `PASID ${pasid} freed while the mm of ${mm.name} still holds it (mm->iommu_mm->pasid): ${mm.name}'s work keeps carrying it, and the next process to bind gets it`,
+        { descriptor: "none: an mm's PASID is freed only with the mm (mm_pasid_drop)", fields: {} },
+      );
+    } else {
+      this.note("pasid", null, pasid, `freed with the mm of ${mm.name}`);
+    }
+    this.pasidFreed(pasid);
+  }
+
+  /**
+   * The next DMAs of `dev` at `pasid` do `mm`'s work (descriptors it submitted); null ends that.
+   * A DMA that reaches another address space through the PASID breaks isolation between processes.
+   */
+  expectOwner(dev: Device, pasid: number, mm: IommuMm | null): void {
+    this.ownerMm = mm;
+    this.ownerDev = mm === null ? null : dev;
+    this.ownerPasid = mm === null ? -1 : pasid;
+  }
+
+  private checkOwner(
+    rec: DeviceRecord<H>,
+    pasid: number,
+    iovaPfn: number,
+    access: number,
+    pa: number,
+  ): void {
+    const mm = this.ownerMm as IommuMm;
+    const domain = rec.domain;
+    if (domain !== null && domain.type === IOMMU_DOMAIN_SVA && domain.mm === mm) return;
+    const key = `owner:${rec.dev.name}:${pasid}:${mm.name}`;
+    if (this.staleSeen.has(key)) return;
+    this.staleSeen.add(key);
+    const other =
+      domain === null
+        ? "nothing attached"
+        : domain.type === IOMMU_DOMAIN_SVA && domain.mm !== null
+          ? `the address space of ${domain.mm.name}`
+          : `domain#${domain.id}`;
+    const accessName = (access & DMA_WRITE) !== 0 ? "write" : "read";
+    this.report({
+      kind: "isolation",
+      time: this.now,
+      message: `${rec.dev.name} PASID ${pasid} ${accessName} at ${hex(iovaPfn * PAGE)} for ${mm.name}'s work reached ${hex(pa)} in ${other}: PASID ${pasid} no longer names ${mm.name}'s address space`,
+      history: this.historyOf("pasid", null, pasid),
+    });
+  }
+
   // --- Check 1 and 2: every DMA page --------------------------------------------------------------
 
   dmaPage(
@@ -411,6 +533,8 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
       this.last = rec;
     }
     if (rec.epoch !== this.epoch || rec.pasid !== pasid) this.resolve(rec, pasid);
+    if (this.ownerMm !== null && dev === this.ownerDev && pasid === this.ownerPasid)
+      this.checkOwner(rec, pasid, iovaPfn, access, pa);
     const offset = pa % PAGE;
     const req = this.req;
     const res = this.res;
@@ -458,6 +582,8 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
     rec.epoch = this.epoch;
     if (domain === null || domain.type === IOMMU_DOMAIN_BLOCKED) rec.shadow = this.blocked;
     else if (domain.type === IOMMU_DOMAIN_IDENTITY) rec.shadow = this.identity;
+    else if (domain.type === IOMMU_DOMAIN_SVA && domain.mm !== null)
+      rec.shadow = this.mmShadow(domain.mm);
     else rec.shadow = this.shadows.get(domain) ?? this.domainCreated(domain, `domain#${domain.id}`);
   }
 
@@ -619,7 +745,10 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
           `${dev.name}${pasid === NO_PASID ? "" : ` PASID ${pasid}`} ${accessName} at ${hex(iova)} reached ${hex(pa)} ` +
           `through a stale ${entry.cache} entry of ${entry.where}; the tables in memory give ${this.freshText()}` +
           (removed === undefined ? "" : ` (removed by ${removed})`) +
-          diagnosis,
+          diagnosis +
+          (rec.domain?.type === IOMMU_DOMAIN_SVA && removed !== undefined
+            ? "; a process's page-table change reaches the IOMMU only through the SVA domain's mmu notifier (arch_invalidate_secondary_tlbs), which must flush the IOTLB and every ATC for the range before the operation returns"
+            : ""),
         dma,
         staleEntry: entry,
         missingInvalidation: missing,
@@ -780,6 +909,11 @@ export abstract class IsolationOracle<H extends OracleHardware> implements DmaPa
     this.stats.violations++;
     if (this.violations.length < MAX_VIOLATIONS) this.violations.push(v);
   }
+}
+
+/** IOMMU_READ / IOMMU_WRITE of VM_* flags. */
+function protOfVm(flags: number): number {
+  return ((flags & VM_READ) !== 0 ? IOMMU_READ : 0) | ((flags & VM_WRITE) !== 0 ? IOMMU_WRITE : 0);
 }
 
 /** The flush count of `domain`'s flush queue (0 without one). */

@@ -7,9 +7,11 @@
 
 import {
   ARM_SMMU_DOMAIN_S1,
+  ARM_SMMU_DOMAIN_SVA,
   type ArmSmmuDevice,
   ArmSmmuDomain,
   ArmSmmuNestedDomain,
+  ArmSmmuSvaDomain,
 } from "@iommu-sim/arm-smmu/driver";
 import { evtName } from "@iommu-sim/arm-smmu/format";
 import { CFG_OK, type SmmuV3 } from "@iommu-sim/arm-smmu/hw";
@@ -112,7 +114,10 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
 
   /** Stage-1 permissions have no write-only page (AP[2] read-only or read/write). */
   protected writeImpliesRead(domain: IommuDomain): boolean {
-    return domain instanceof ArmSmmuDomain && domain.stage === ARM_SMMU_DOMAIN_S1;
+    return (
+      domain instanceof ArmSmmuDomain &&
+      (domain.stage === ARM_SMMU_DOMAIN_S1 || domain.stage === ARM_SMMU_DOMAIN_SVA)
+    );
   }
 
   protected tagText(t: CacheTag): string {
@@ -123,7 +128,7 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
   /** A freed stage-1 domain's ASID (stage 2: VMID) is back with its allocator. */
   protected checkDomainIds(domain: IommuDomain, label: string): void {
     if (!(domain instanceof ArmSmmuDomain)) return;
-    const s1 = domain.stage === ARM_SMMU_DOMAIN_S1;
+    const s1 = domain.stage === ARM_SMMU_DOMAIN_S1 || domain.stage === ARM_SMMU_DOMAIN_SVA;
     const held = s1 ? this.m.driver.asids.has(domain.asid) : domain.smmu.vmids.has(domain.vmid);
     if (!held) return;
     const space = s1 ? "asid" : "vmid";
@@ -373,7 +378,19 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
     let wantTag = -1;
     if (domain === null || domain.type === IOMMU_DOMAIN_BLOCKED) want = "abort";
     else if (domain.type === IOMMU_DOMAIN_IDENTITY) want = "bypass";
-    else if (domain instanceof ArmSmmuDomain) {
+    else if (domain instanceof ArmSmmuSvaDomain) {
+      // An SVA CD walks the process's table with the domain's ASID; once the mm was released,
+      // the CD stays valid with EPD0 (every access faults).
+      if (domain.svaMm.users === 0) {
+        if (got === "s1" && cd !== null && cd.t0.disabled) return;
+        want = "abort";
+      } else {
+        want = "s1";
+        wantRoot = domain.svaMm.pgd;
+        wantTag = domain.tag;
+      }
+      if (want === "abort" && got === "abort") return;
+    } else if (domain instanceof ArmSmmuDomain) {
       want = domain.stage === ARM_SMMU_DOMAIN_S1 ? "s1" : "s2";
       wantRoot = domain.pgtable.rootPa;
       wantTag = domain.tag;

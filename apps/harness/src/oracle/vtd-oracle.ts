@@ -3,7 +3,12 @@
 // the attachments, domain IDs followed through the driver's hooks, and the invalidation queue's
 // and fault registers' errors reported.
 
-import type { DmarDomain, IntelIommu } from "@iommu-sim/intel-vtd/driver";
+import {
+  type DmarDomain,
+  DmarSvaDomain,
+  FLPT_DEFAULT_DID,
+  type IntelIommu,
+} from "@iommu-sim/intel-vtd/driver";
 import {
   IQER_REG,
   PGTT_PT,
@@ -24,6 +29,7 @@ import {
   IOMMU_DOMAIN_BLOCKED,
   IOMMU_DOMAIN_IDENTITY,
   type IommuDomain,
+  type IommuMm,
   NO_PASID,
   newTranslationRequest,
 } from "@iommu-sim/iommu-core";
@@ -338,6 +344,10 @@ export class VtdOracle extends IsolationOracle<VtdUnit> {
         did = ctx.did;
       }
     }
+    if (domain instanceof DmarSvaDomain && domain.mm !== null) {
+      this.checkSvaEntry(rec, pasid, domain.mm, entryName, present, firstStage, root, did, levels);
+      return;
+    }
     const paging = domain !== null && domain.type !== IOMMU_DOMAIN_BLOCKED;
     const identity = domain !== null && domain.type === IOMMU_DOMAIN_IDENTITY;
     const table = paging && !identity ? (domain as Partial<DmarDomain>).pgtable : undefined;
@@ -387,6 +397,44 @@ export class VtdOracle extends IsolationOracle<VtdUnit> {
       `cfg:${where}:${problem}`,
       grantsMore,
       `${where}: ${this.attachedText(domain)} there, but the ${entryName} in memory of ${rec.hw.name} ${problem}`,
+    );
+  }
+
+  /**
+   * An SVA domain's PASID entry: first stage over the process's page table (FLPTR = its pgd, its
+   * levels) tagged with FLPT_DEFAULT_DID while the mm lives; not present once it was released.
+   */
+  private checkSvaEntry(
+    rec: DeviceRecord<VtdUnit>,
+    pasid: number,
+    mm: IommuMm,
+    entryName: string,
+    present: boolean,
+    firstStage: boolean,
+    root: number,
+    did: number,
+    levels: number,
+  ): void {
+    let problem: string | null = null;
+    let grantsMore = true;
+    if (mm.users === 0) {
+      if (present) problem = `is still present (FLPTR ${hex(root)}) after ${mm.name} exited`;
+    } else if (!present) {
+      problem = "is not present";
+      grantsMore = false;
+    } else if (!firstStage) problem = "does not walk first-stage (the CPU's table format)";
+    else if (root !== mm.pgd)
+      problem = `walks ${hex(root)}, not ${mm.name}'s page table at ${hex(mm.pgd)}`;
+    else if (did !== FLPT_DEFAULT_DID)
+      problem = `tags what it caches with DID ${did}, not FLPT_DEFAULT_DID (${FLPT_DEFAULT_DID})`;
+    else if (levels !== mm.levels)
+      problem = `walks ${levels} levels; ${mm.name}'s table has ${mm.levels}`;
+    if (problem === null) return;
+    const where = `${rec.dev.name} PASID ${pasid}`;
+    this.reportConfig(
+      `cfg:${where}:${problem}`,
+      grantsMore,
+      `${where}: the SVA domain of ${mm.name} is attached there, but the ${entryName} in memory of ${rec.hw.name} ${problem}`,
     );
   }
 

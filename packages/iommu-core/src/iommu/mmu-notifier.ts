@@ -43,7 +43,7 @@ export interface MmuNotifierOps {
   release?(sub: MmuNotifier, mm: IommuMm): void;
   /** Before the page-table entries of `range` change. */
   invalidateRangeStart?(sub: MmuNotifier, range: MmuNotifierRange): void;
-  /** After they changed (and after the TLB flush). */
+  /** After they changed (the TLB flush, archInvalidateSecondaryTlbs, may come later). */
   invalidateRangeEnd?(sub: MmuNotifier, range: MmuNotifierRange): void;
   /**
    * The CPU's TLB flush of [start, end): entries were cleared or downgraded and the pages or

@@ -21,7 +21,8 @@ export interface TestMmOptions {
 
 /**
  * An address space whose page table the test owns. `flush(start, end)` plays the CPU TLB flush a
- * page-table change ends with (range start, arch_invalidate_secondary_tlbs, range end); `exit()`
+ * page-table change ends with (range start, range end, then the flush's
+ * arch_invalidate_secondary_tlbs, as unmap_region and tlb_finish_mmu order them); `exit()`
  * plays exit_mmap's release. Reference counts follow the kernel's: the mm starts with one user and
  * one count; each subscription holds a count.
  */
@@ -109,8 +110,8 @@ export class TestMm implements IommuMm {
   flush(start: number, end: number, event = MMU_NOTIFY_CLEAR): void {
     const range = { mm: this, start, end, event };
     for (const s of [...this.active]) s.ops.invalidateRangeStart?.(s, range);
-    for (const s of [...this.active]) s.ops.archInvalidateSecondaryTlbs?.(s, this, start, end);
     for (const s of [...this.active]) s.ops.invalidateRangeEnd?.(s, range);
+    for (const s of [...this.active]) s.ops.archInvalidateSecondaryTlbs?.(s, this, start, end);
   }
 
   /** A flush of the whole address space. */
