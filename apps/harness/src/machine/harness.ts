@@ -3,6 +3,7 @@
 // reported to the oracle), plus the devices' workloads: copy engines and a work-queue device.
 // VtdHarness and SmmuHarness add how their machine is built.
 
+import type { ChargeNode } from "@iommu-sim/ioasid";
 import {
   type Device,
   type DeviceOptions,
@@ -160,6 +161,8 @@ export abstract class Harness<
   private readonly domains = new Set<IommuDomain>();
   private readonly pasids = new Set<number>();
   private readonly kernelPasids = new Map<Device, number>();
+  /** PASIDs handed to user space, with the user each is charged to once attached. */
+  private readonly userPasids = new Map<number, ChargeNode>();
   /**
    * Every DMA the harness made, in order, while recording (`recordOutcomes()`): what `--arch both`
    * compares between two architectures.
@@ -311,18 +314,32 @@ export abstract class Harness<
 
   // --- PASIDs ----------------------------------------------------------------------------------------
 
-  /** A global PASID for `dev`'s use. */
-  pasidAlloc(dev: Device, owner: string): number | string {
+  /**
+   * A global PASID for `dev`'s use. With `user`, the PASID is handed to user space for that user:
+   * it is charged to the user's node where it is first attached (an attach over the limit fails
+   * with EBUSY), never at allocation; without, it is the kernel's and never charged.
+   */
+  pasidAlloc(dev: Device, owner: string, user: ChargeNode | null = null): number | string {
     const p = iommuAllocGlobalPasidOrErrno(dev);
     if (typeof p === "string") return p;
     this.pasids.add(p);
+    if (user !== null) this.userPasids.set(p, user);
     this.oracle.pasidAllocated(p, owner);
     return p;
   }
 
   pasidAttach(dev: Device, pasid: number, domain: IommuDomain): 0 | string {
+    const user = this.userPasids.get(pasid);
+    const space = this.m.subsys.pasids;
+    let charged = false;
+    if (user !== undefined && space.chargeOf(pasid) === null) {
+      const c = space.charge(pasid, user);
+      if (c !== 0) return c === "EBUSY" ? c : "EINVAL";
+      charged = true;
+    }
     if (this.pasidChangesRid) this.oracle.contextChanged(dev, NO_PASID, this.oracle.mark());
     const ret = iommuAttachDevicePasid(domain, dev, pasid);
+    if (ret !== 0 && charged) space.uncharge(pasid);
     if (ret === 0)
       this.oracle.note("pasid", null, pasid, `attached ${dev.name} to domain#${domain.id}`);
     this.oracle.attachmentsChanged();
@@ -344,6 +361,7 @@ export abstract class Harness<
 
   pasidFree(pasid: number): 0 | string {
     if (!this.pasids.delete(pasid)) return "ENOENT";
+    this.userPasids.delete(pasid);
     const ret = iommuFreeGlobalPasid(this.m.subsys, pasid);
     this.oracle.pasidFreed(pasid);
     return ret;
