@@ -11,7 +11,7 @@ import { VM_ACCESS_FLAGS, VM_EXEC, VM_READ, VM_WRITE } from "./mm-flags.js";
 export const A64_PTE_VALID = 1 << 0;
 /** Bit 1: table (levels 0-2) or page (level 3). @kernel arch/arm64/include/asm/pgtable-hwdef.h PTE_TABLE_BIT */
 export const A64_PTE_TABLE_BIT = 1 << 1;
-/** @kernel arch/arm64/include/asm/pgtable-hwdef.h PTE_TYPE_PAGE / PMD_TYPE_TABLE (0b11) */
+/** 0b11, also PMD_TYPE_TABLE. @kernel arch/arm64/include/asm/pgtable-hwdef.h PTE_TYPE_PAGE */
 export const A64_PTE_TYPE_PAGE = A64_PTE_VALID | A64_PTE_TABLE_BIT;
 /** AttrIndx[2:0] at bits 4:2. @kernel arch/arm64/include/asm/pgtable-hwdef.h PTE_ATTRINDX */
 export const A64_PTE_ATTRINDX_SHIFT = 2;
@@ -32,11 +32,11 @@ export const A64_TABLE_AF = 1 << 10;
 // High-word bits (bit n of the entry is bit n - 32 of `hi`).
 /** DBM, bit 51; Linux's PTE_WRITE. @kernel arch/arm64/include/asm/pgtable-hwdef.h PTE_DBM */
 export const A64_PTE_DBM_HI = 1 << 19;
-/** @kernel arch/arm64/include/asm/pgtable-hwdef.h PTE_CONT (bit 52) */
+/** @kernel arch/arm64/include/asm/pgtable-hwdef.h PTE_CONT */
 export const A64_PTE_CONT_HI = 1 << 20;
-/** @kernel arch/arm64/include/asm/pgtable-hwdef.h PTE_PXN (bit 53) */
+/** @kernel arch/arm64/include/asm/pgtable-hwdef.h PTE_PXN */
 export const A64_PTE_PXN_HI = 1 << 21;
-/** @kernel arch/arm64/include/asm/pgtable-hwdef.h PTE_UXN (bit 54) */
+/** @kernel arch/arm64/include/asm/pgtable-hwdef.h PTE_UXN */
 export const A64_PTE_UXN_HI = 1 << 22;
 /** Software dirty, bit 55 (ignored by hardware). @kernel arch/arm64/include/asm/pgtable-prot.h PTE_DIRTY */
 export const A64_PTE_DIRTY_HI = 1 << 23;

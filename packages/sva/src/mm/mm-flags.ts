@@ -32,17 +32,17 @@ export const FAULT_FLAG_REMOTE = 1 << 7;
 /** The fault is an instruction fetch. @kernel include/linux/mm_types.h FAULT_FLAG_INSTRUCTION */
 export const FAULT_FLAG_INSTRUCTION = 1 << 8;
 
-/** No memory for the page or a table. @kernel include/linux/mm_types.h vm_fault_reason VM_FAULT_OOM */
+/** No memory for the page or a table. @kernel include/linux/mm_types.h VM_FAULT_OOM */
 export const VM_FAULT_OOM = 0x1;
-/** @kernel include/linux/mm_types.h vm_fault_reason VM_FAULT_SIGBUS */
+/** @kernel include/linux/mm_types.h VM_FAULT_SIGBUS */
 export const VM_FAULT_SIGBUS = 0x2;
-/** @kernel include/linux/mm_types.h vm_fault_reason VM_FAULT_HWPOISON */
+/** @kernel include/linux/mm_types.h VM_FAULT_HWPOISON */
 export const VM_FAULT_HWPOISON = 0x10;
-/** @kernel include/linux/mm_types.h vm_fault_reason VM_FAULT_HWPOISON_LARGE */
+/** @kernel include/linux/mm_types.h VM_FAULT_HWPOISON_LARGE */
 export const VM_FAULT_HWPOISON_LARGE = 0x20;
-/** The access is not allowed. @kernel include/linux/mm_types.h vm_fault_reason VM_FAULT_SIGSEGV */
+/** The access is not allowed. @kernel include/linux/mm_types.h VM_FAULT_SIGSEGV */
 export const VM_FAULT_SIGSEGV = 0x40;
-/** @kernel include/linux/mm_types.h vm_fault_reason VM_FAULT_FALLBACK */
+/** @kernel include/linux/mm_types.h VM_FAULT_FALLBACK */
 export const VM_FAULT_FALLBACK = 0x800;
 /** Every result that means the fault was not resolved (0x873). @kernel include/linux/mm_types.h VM_FAULT_ERROR */
 export const VM_FAULT_ERROR =

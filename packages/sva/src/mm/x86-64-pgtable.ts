@@ -5,23 +5,23 @@ import type { CpuPgtableFormat } from "./cpu-pgtable.js";
 import { paHi, paLo } from "./cpu-pgtable.js";
 import { VM_ACCESS_FLAGS, VM_EXEC, VM_READ, VM_WRITE } from "./mm-flags.js";
 
-/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_PRESENT (0) */
+/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_PRESENT */
 export const X86_PAGE_PRESENT = 1 << 0;
-/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_RW (1) */
+/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_RW */
 export const X86_PAGE_RW = 1 << 1;
-/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_USER (2) */
+/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_USER */
 export const X86_PAGE_USER = 1 << 2;
-/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_PWT (3) */
+/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_PWT */
 export const X86_PAGE_PWT = 1 << 3;
-/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_PCD (4) */
+/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_PCD */
 export const X86_PAGE_PCD = 1 << 4;
-/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_ACCESSED (5) */
+/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_ACCESSED */
 export const X86_PAGE_ACCESSED = 1 << 5;
-/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_DIRTY (6) */
+/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_DIRTY */
 export const X86_PAGE_DIRTY = 1 << 6;
-/** PS in a PDE / PDPE (PAT in a PTE). @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_PSE (7) */
+/** PS in a PDE / PDPE (PAT in a PTE). @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_PSE */
 export const X86_PAGE_PSE = 1 << 7;
-/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_GLOBAL (8) */
+/** @kernel arch/x86/include/asm/pgtable_types.h _PAGE_BIT_GLOBAL */
 export const X86_PAGE_GLOBAL = 1 << 8;
 /**
  * Marks a PROT_NONE entry (P clear): the same bit as G, which only means something when P is set.
