@@ -47,6 +47,7 @@ import {
 export class IommuMmData {
   readonly pasid: number;
   readonly subsys: IommuSubsystem;
+  /** Newest first (the kernel's list_add), the order a bind tries them in. */
   readonly svaDomains: IommuDomain[] = [];
 
   constructor(pasid: number, subsys: IommuSubsystem) {
@@ -243,7 +244,8 @@ export function iommuSvaBindDevice(dev: Device, mm: Mm): IommuSva | SvaBindErrno
     return undoCharge(mm, fresh, charged, ret);
   }
   domain.users = 1;
-  data.svaDomains.push(domain);
+  // list_add: the newest domain is tried first by the next bind.
+  data.svaDomains.unshift(domain);
   return handle;
 }
 

@@ -463,11 +463,16 @@ export abstract class IsolationOracle<H extends OracleHardware>
     const held = (mm.iommuMm as { pasid?: number } | null)?.pasid;
     if (held === pasid && mm.count > 0) {
       this.note("pasid", null, pasid, `freed while the mm of ${mm.name} still holds it`);
+      // An exited process issues no more work, but its mm still frees the PASID when it goes.
+      const harm =
+        mm.users > 0
+          ? `${mm.name}'s work keeps carrying it, and the next process to bind gets it`
+          : `${mm.name} has exited, but mm_pasid_drop frees it again when the mm goes, whoever holds it then`;
       this.reportId(
         "pasid",
         null,
         pasid,
-        `PASID ${pasid} freed while the mm of ${mm.name} still holds it (mm->iommu_mm->pasid): ${mm.name}'s work keeps carrying it, and the next process to bind gets it`,
+        `PASID ${pasid} freed while the mm of ${mm.name} still holds it (mm->iommu_mm->pasid): ${harm}`,
         { descriptor: "none: an mm's PASID is freed only with the mm (mm_pasid_drop)", fields: {} },
       );
     } else {

@@ -376,17 +376,25 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
     let want: string;
     let wantRoot = -1;
     let wantTag = -1;
+    // An SVA domain is named by its process, and a released one says so.
+    let attached = this.attachedText(domain);
+    let table = "the domain's table";
+    let after = "";
     if (domain === null || domain.type === IOMMU_DOMAIN_BLOCKED) want = "abort";
     else if (domain.type === IOMMU_DOMAIN_IDENTITY) want = "bypass";
     else if (domain instanceof ArmSmmuSvaDomain) {
       // An SVA CD walks the process's table with the domain's ASID; once the mm was released,
       // the CD stays valid with EPD0 (every access faults).
-      if (domain.svaMm.users === 0) {
+      const mm = domain.svaMm;
+      attached = `the SVA domain of ${mm.name} is attached`;
+      table = `${mm.name}'s page table`;
+      if (mm.users === 0) {
         if (got === "s1" && cd !== null && cd.t0.disabled) return;
         want = "abort";
+        after = ` after ${mm.name} exited (its release leaves the CD valid with EPD0: arm_smmu_mm_release)`;
       } else {
         want = "s1";
-        wantRoot = domain.svaMm.pgd;
+        wantRoot = mm.pgd;
         wantTag = domain.tag;
       }
       if (want === "abort" && got === "abort") return;
@@ -410,7 +418,7 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
             : `translates through ${hex(root)} (${got === "s1" ? "ASID" : "VMID"} ${tag})`;
       grantsMore = got !== "abort";
     } else if ((got === "s1" || got === "s2") && root !== wantRoot) {
-      problem = `translates through ${hex(root)}, not the domain's table at ${hex(wantRoot)}`;
+      problem = `translates through ${hex(root)}, not ${table} at ${hex(wantRoot)}`;
       grantsMore = true;
     } else if ((got === "s1" || got === "s2") && tag !== wantTag) {
       problem = `tags what it caches with ${got === "s1" ? "ASID" : "VMID"} ${tag}, not the domain's ${wantTag} (its invalidations miss them)`;
@@ -418,11 +426,16 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
     }
     if (problem === null) return;
     const where = `${rec.dev.name}${pasid === NO_PASID ? "" : ` PASID ${pasid}`}`;
-    const entry = pasid === NO_PASID && got !== "s1" ? "STE" : "STE/CD";
+    const entry =
+      pasid === NO_PASID && got !== "s1"
+        ? "STE"
+        : got === "s1" && domain instanceof ArmSmmuSvaDomain
+          ? "CD"
+          : "STE/CD";
     this.reportConfig(
       `cfg:${where}:${problem}`,
       grantsMore,
-      `${where}: ${this.attachedText(domain)} there, but the ${entry} in memory of ${rec.hw.name} ${problem}`,
+      `${where}: ${attached} there, but the ${entry} in memory of ${rec.hw.name} ${problem}${after}`,
     );
   }
 

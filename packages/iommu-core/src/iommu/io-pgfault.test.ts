@@ -247,15 +247,15 @@ describe("iommuReportDeviceFault: handlers and responses", () => {
     expect(responses).toEqual([{ pasid: 0, grpid: 2, code: IOMMU_PAGE_RESP_SUCCESS }]);
   });
 
-  it("with nothing attached at the PASID the core answers IOMMU_PAGE_RESP_FAILURE at once", () => {
+  it("with nothing attached at the PASID the core answers IOMMU_PAGE_RESP_INVALID at once (iopf_error_response)", () => {
     const { dev, queue, responses } = setup();
     expect(iommuReportDeviceFault(dev, req(1, 9, true))).toBe(0);
-    expect(responses).toEqual([{ pasid: 9, grpid: 1, code: IOMMU_PAGE_RESP_FAILURE }]);
+    expect(responses).toEqual([{ pasid: 9, grpid: 1, code: IOMMU_PAGE_RESP_INVALID }]);
     expect(queue.stats.autoResponses).toBe(1);
     expect(queue.pendingGroups).toBe(0);
   });
 
-  it("a domain without a handler gets IOMMU_PAGE_RESP_FAILURE automatically", () => {
+  it("a domain without a handler gets IOMMU_PAGE_RESP_INVALID automatically", () => {
     const { dev, queue, responses } = setup();
     const domain = ok(iommuPagingDomainAlloc(dev));
     expect(iommuAttachDevicePasid(domain, dev, 2)).toBe(0);
@@ -263,8 +263,8 @@ describe("iommuReportDeviceFault: handlers and responses", () => {
     // The RID's default domain has no handler either.
     expect(iommuReportDeviceFault(dev, req(2, -1, true))).toBe(0);
     expect(responses.map((r) => r.code)).toEqual([
-      IOMMU_PAGE_RESP_FAILURE,
-      IOMMU_PAGE_RESP_FAILURE,
+      IOMMU_PAGE_RESP_INVALID,
+      IOMMU_PAGE_RESP_INVALID,
     ]);
     expect(queue.stats.autoResponses).toBe(2);
   });

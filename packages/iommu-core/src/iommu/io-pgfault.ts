@@ -289,9 +289,11 @@ function findFaultHandler(
 }
 
 /**
- * A driver reports one page request of `dev`. Requests before the last of a group wait (grouped by group index); with the
- * last one the group goes to the handler of the domain attached at the PASID (or the RID). When
- * there is no handler, or it refuses the group, the core answers IOMMU_PAGE_RESP_FAILURE at once.
+ * A driver reports one page request of `dev`. Requests before the last of a group wait (grouped
+ * by group index); with the last one the group goes to the handler of the domain attached at the
+ * PASID (or the RID). When nothing there handles faults the core answers IOMMU_PAGE_RESP_INVALID
+ * at once (iopf_error_response: this request is bad, the device's PRI goes on); when the handler
+ * refuses the group it answers IOMMU_PAGE_RESP_FAILURE (the group was aborted).
  * `'ENODEV'` when the device is in no fault queue (the driver must answer the request itself).
  *
  * @kernel drivers/iommu/io-pgfault.c iommu_report_device_fault
@@ -323,7 +325,7 @@ export function iommuReportDeviceFault(dev: Device, evt: IopfFault): 0 | "ENODEV
   param.pending.push(group);
   const found = findFaultHandler(dev, fault);
   if (found === null) {
-    autoRespond(group, IOMMU_PAGE_RESP_FAILURE);
+    autoRespond(group, IOMMU_PAGE_RESP_INVALID);
     return 0;
   }
   group.domain = found.domain;

@@ -476,8 +476,9 @@ export class Mm implements IommuMm {
    * Present entries are rewritten to what a fault with the new permissions would install (so A
    * and D follow the new permissions rather than being kept as pte_modify keeps them);
    * PROT_NONE entries keep the frame. Notifiers see [addr, end) with event PROTECTION_VMA once
-   * some entry changes; the flush runs only when a present entry lost a permission (x86's
-   * pte_needs_flush: an upgrade needs none).
+   * some entry changes; the flush runs when a present entry changed (pte_needs_flush: on x86
+   * RW, USER and NX are flush-on-change, so an upgrade is flushed too; arm64 flushes any change
+   * of a valid entry).
    *
    * @kernel mm/mprotect.c do_mprotect_pkey
    */
@@ -524,12 +525,10 @@ export class Mm implements IommuMm {
       }
       const oldFlags = format.entryFlags(lo, hi, true);
       const newFlags = format.entryFlags(newLo, newHi, true);
-      if (
-        (oldFlags & ~newFlags) !== 0 ||
-        (format.isPresent(lo, hi) && !format.isPresent(newLo, newHi))
-      ) {
-        flush = true;
-      }
+      // pte_needs_flush: a present entry whose permission bits change needs the flush, an
+      // upgrade too (x86 lists RW, USER and NX as flush-on-change; arm64 flushes any change of
+      // a valid entry's hardware bits): a TLB may otherwise keep answering with the old rights.
+      if (format.isPresent(lo, hi)) flush = true;
       pt.writeEntry(at, newLo, newHi);
       if (oldFlags !== newFlags) {
         vas.push(vpn * PAGE_SIZE);
