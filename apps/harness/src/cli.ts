@@ -30,6 +30,7 @@ import {
 } from "./decode/vtd-translate.js";
 import { type FuzzResult, runFuzz } from "./fuzz/fuzz.js";
 import { SMMU_INJECTIONS } from "./machine/smmu-harness.js";
+import { SVA_INJECTIONS } from "./machine/sva-world.js";
 import { VTD_INJECTIONS } from "./machine/vtd-harness.js";
 import { formatHuman, formatTraceEvent, toJson } from "./report.js";
 import {
@@ -87,6 +88,13 @@ const INJECTIONS: Readonly<Record<string, readonly string[]>> = Object.freeze({
   both: [...Object.keys(VTD_INJECTIONS), ...Object.keys(SMMU_INJECTIONS)],
   mock: [],
 });
+
+/** The driver steps of an architecture's injections (the SVA layer's left out). */
+function driverSteps(injections: Readonly<Record<string, string>>): string {
+  return Object.keys(injections)
+    .filter((k) => !Object.hasOwn(SVA_INJECTIONS, k))
+    .join(", ");
+}
 
 /** The architecture of a `--arch both` run an injection goes to. */
 function injectArch(inject: string | undefined): string | undefined {
@@ -541,7 +549,7 @@ function buildProgram(io: CliIo, onRequest: (request: CliRequest) => void): Comm
     .option("--scenario <name>", "built-in scenario to run (default: default)")
     .option(
       "--inject <name>",
-      `make the driver skip one step, to see the oracle catch it (vtd: ${Object.keys(VTD_INJECTIONS).join(", ")}; smmu: ${Object.keys(SMMU_INJECTIONS).join(", ")})`,
+      `plant a bug, to see the oracle catch it: a driver step skipped or botched (vtd: ${driverSteps(VTD_INJECTIONS)}; smmu: ${driverSteps(SMMU_INJECTIONS)}), or in the SVA layer (${Object.keys(SVA_INJECTIONS).join(", ")})`,
     )
     .option(
       "--dump <file>",

@@ -799,7 +799,7 @@ export abstract class IsolationOracle<H extends OracleHardware>
     this.report({
       kind: "id-reuse",
       time: this.now,
-      message: `${message}; missing: ${missing.descriptor} ${fieldText(missing.fields)}`,
+      message: `${message}; missing: ${[missing.descriptor, fieldText(missing.fields)].filter((t) => t !== "").join(" ")}`,
       id: { space, unit, value },
       missingInvalidation: missing,
       history: [...(this.histories.get(key) ?? [])],
