@@ -182,6 +182,7 @@ export {
   MmuNotifier,
   type MmuNotifierOps,
   type MmuNotifierRange,
+  MmuNotifierSubscriptions,
 } from "./iommu/mmu-notifier.js";
 export {
   iommuAllocGlobalPasid,

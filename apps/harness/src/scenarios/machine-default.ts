@@ -332,23 +332,26 @@ function equal(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /**
- * The default scenario on one architecture: `make` builds its harness for a seed and the driver
- * step `--inject` names; the run records DMA outcomes when the comparison of architectures asks.
+ * A scenario run on a harness: `make` builds the harness for a seed and the bug `--inject` names,
+ * `body` runs on it; the run records DMA outcomes when the comparison of architectures asks, and
+ * hands the oracle's findings over.
  */
-function defaultOn(
+export function harnessScenario(
+  name: string,
   arch: string,
   description: string,
   make: (seed: number, inject: string | null) => Harness,
+  body: (h: Harness, ctx: ScenarioContext) => void,
 ): Scenario {
   return {
-    name: "default",
+    name,
     arch,
     description,
     run(ctx: ScenarioContext): void {
       const h = make(ctx.seed, ctx.inject);
       if (ctx.traceListener !== null) h.m.trace.subscribe(ctx.traceListener);
       if (ctx.outcomes !== null) h.recordOutcomes();
-      runMachineDefault(h, ctx);
+      body(h, ctx);
       ctx.violations(h.oracle.violations, h.oracle.stats.violations);
       if (ctx.outcomes !== null && h.outcomes !== null) ctx.outcomes.push(...h.outcomes);
     },
@@ -356,15 +359,19 @@ function defaultOn(
 }
 
 /** The default scenario on VT-d; `ctx.inject` names the driver step to skip. */
-export const vtdDefaultScenario: Scenario = defaultOn(
+export const vtdDefaultScenario: Scenario = harnessScenario(
+  "default",
   "vtd",
   "four devices on a scalable-mode VT-d unit: DMA API, kernel and user PASIDs, a work queue, page faults, ID turnover, a random mix; the oracle on every DMA",
   (seed, inject) => new VtdHarness(VTD_DEFAULT_MACHINE, seed, inject as VtdInjection | null),
+  runMachineDefault,
 );
 
 /** The default scenario on SMMUv3; `ctx.inject` names the driver step to skip. */
-export const smmuDefaultScenario: Scenario = defaultOn(
+export const smmuDefaultScenario: Scenario = harnessScenario(
+  "default",
   "smmu",
   "the same four devices behind an SMMUv3: stage-1 DMA domains, CD tables for PASIDs, PRI page faults, ASID turnover, a random mix; the oracle on every DMA",
   (seed, inject) => new SmmuHarness(SMMU_DEFAULT_MACHINE, seed, inject as SmmuInjection | null),
+  runMachineDefault,
 );

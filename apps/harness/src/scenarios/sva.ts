@@ -17,6 +17,7 @@ import { SmmuHarness, type SmmuInjection } from "../machine/smmu-harness.js";
 import type { SvaProcess } from "../machine/sva-world.js";
 import { VtdHarness, type VtdInjection } from "../machine/vtd-harness.js";
 import type { Scenario, ScenarioContext } from "../scenario.js";
+import { harnessScenario } from "./machine-default.js";
 
 const PAGE = 4096;
 
@@ -305,36 +306,20 @@ export function runSva(h: Harness, ctx: ScenarioContext): void {
   ctx.countOp();
 }
 
-function svaOn(
-  arch: string,
-  description: string,
-  make: (seed: number, inject: string | null) => Harness,
-): Scenario {
-  return {
-    name: "sva",
-    arch,
-    description,
-    run(ctx: ScenarioContext): void {
-      const h = make(ctx.seed, ctx.inject);
-      if (ctx.traceListener !== null) h.m.trace.subscribe(ctx.traceListener);
-      if (ctx.outcomes !== null) h.recordOutcomes();
-      runSva(h, ctx);
-      ctx.violations(h.oracle.violations, h.oracle.stats.violations);
-      if (ctx.outcomes !== null && h.outcomes !== null) ctx.outcomes.push(...h.outcomes);
-    },
-  };
-}
-
 /** The SVA scenario on two VT-d units. */
-export const vtdSvaScenario: Scenario = svaOn(
+export const vtdSvaScenario: Scenario = harnessScenario(
+  "sva",
   "vtd",
   "processes share their address spaces with a work queue and PRI accelerators on two VT-d units: ENQCMD work, demand paging, munmap/mprotect through the notifier, exit while bound, PASID limits",
   (seed, inject) => new VtdHarness(SVA_MACHINE, seed, inject as VtdInjection | null),
+  runSva,
 );
 
 /** The SVA scenario on two SMMUv3s. */
-export const smmuSvaScenario: Scenario = svaOn(
+export const smmuSvaScenario: Scenario = harnessScenario(
+  "sva",
   "smmu",
   "the same processes and devices behind two SMMUv3s: SVA CDs over AArch64 page tables, one SVA domain per SMMU, TLBI by ASID on munmap",
   (seed, inject) => new SmmuHarness(SVA_MACHINE, seed, inject as SmmuInjection | null),
+  runSva,
 );

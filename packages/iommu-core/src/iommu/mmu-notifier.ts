@@ -129,3 +129,88 @@ export interface IommuMm {
    */
   mmuNotifierPut(sub: MmuNotifier): 0 | "EINVAL";
 }
+
+/**
+ * An address space's notifier chain: the subscriptions registered (each holding an mm_struct
+ * reference) and those still active (not yet released). Callbacks run over a snapshot of the
+ * chain, skipping a subscription an earlier callback took off it.
+ *
+ * @kernel mm/mmu_notifier.c mmu_notifier_subscriptions
+ */
+export class MmuNotifierSubscriptions {
+  /** On the chain: they get invalidations and, at exit, release. */
+  readonly active: MmuNotifier[] = [];
+  /** Registered and not yet unregistered or put (released ones included). */
+  readonly registered = new Set<MmuNotifier>();
+
+  /** Subscribe `sub` to `mm` (which must be live). @kernel mm/mmu_notifier.c mmu_notifier_register */
+  register(mm: IommuMm, sub: MmuNotifier): 0 | "EINVAL" | "ENOMEM" {
+    if (mm.users === 0 || this.registered.has(sub) || sub.mm !== null) return "EINVAL";
+    sub.mm = mm;
+    this.registered.add(sub);
+    this.active.push(sub);
+    mm.mmgrab();
+    return 0;
+  }
+
+  /** Release `sub` unless it was, then unsubscribe it. @kernel mm/mmu_notifier.c mmu_notifier_unregister */
+  unregister(mm: IommuMm, sub: MmuNotifier): 0 | "EINVAL" {
+    if (!this.registered.has(sub)) return "EINVAL";
+    if (this.takeOff(sub)) sub.ops.release?.(sub, mm);
+    this.forget(mm, sub);
+    return 0;
+  }
+
+  /** Unsubscribe `sub` without release, then free it. @kernel mm/mmu_notifier.c mmu_notifier_put */
+  put(mm: IommuMm, sub: MmuNotifier): 0 | "EINVAL" {
+    if (!this.registered.has(sub)) return "EINVAL";
+    this.takeOff(sub);
+    this.registered.delete(sub);
+    sub.mm = null;
+    sub.ops.freeNotifier?.(sub);
+    mm.mmdrop();
+    return 0;
+  }
+
+  /** exit_mmap: every active subscription released and taken off the chain. @kernel mm/mmu_notifier.c __mmu_notifier_release */
+  release(mm: IommuMm): void {
+    for (const sub of [...this.active]) {
+      // A release callback may unregister another subscription, which then got its release there.
+      if (this.takeOff(sub)) sub.ops.release?.(sub, mm);
+    }
+  }
+
+  /** @kernel mm/mmu_notifier.c __mmu_notifier_invalidate_range_start */
+  invalidateRangeStart(range: MmuNotifierRange): void {
+    for (const s of [...this.active]) {
+      if (this.active.includes(s)) s.ops.invalidateRangeStart?.(s, range);
+    }
+  }
+
+  /** @kernel mm/mmu_notifier.c __mmu_notifier_invalidate_range_end */
+  invalidateRangeEnd(range: MmuNotifierRange): void {
+    for (const s of [...this.active]) {
+      if (this.active.includes(s)) s.ops.invalidateRangeEnd?.(s, range);
+    }
+  }
+
+  /** @kernel mm/mmu_notifier.c __mmu_notifier_arch_invalidate_secondary_tlbs */
+  archInvalidateSecondaryTlbs(mm: IommuMm, start: number, end: number): void {
+    for (const s of [...this.active]) {
+      if (this.active.includes(s)) s.ops.archInvalidateSecondaryTlbs?.(s, mm, start, end);
+    }
+  }
+
+  private takeOff(sub: MmuNotifier): boolean {
+    const i = this.active.indexOf(sub);
+    if (i < 0) return false;
+    this.active.splice(i, 1);
+    return true;
+  }
+
+  private forget(mm: IommuMm, sub: MmuNotifier): void {
+    this.registered.delete(sub);
+    sub.mm = null;
+    mm.mmdrop();
+  }
+}

@@ -6,6 +6,7 @@ import {
   MM_FLUSH_ALL_END,
   MMU_NOTIFY_CLEAR,
   type MmuNotifier,
+  MmuNotifierSubscriptions,
 } from "../iommu/mmu-notifier.js";
 
 export interface TestMmOptions {
@@ -38,10 +39,18 @@ export class TestMm implements IommuMm {
   users = 1;
   count = 1;
   iommuMm: unknown = null;
+  /** The notifier chain. */
+  readonly subscriptions = new MmuNotifierSubscriptions();
+
   /** Subscriptions still on the chain (not released). */
-  readonly active: MmuNotifier[] = [];
+  get active(): readonly MmuNotifier[] {
+    return this.subscriptions.active;
+  }
+
   /** Every subscription registered and not yet unregistered or put. */
-  readonly registered = new Set<MmuNotifier>();
+  get registered(): ReadonlySet<MmuNotifier> {
+    return this.subscriptions.registered;
+  }
   /** Called when mm_count reaches 0 (the kernel's __mmdrop, which drops the mm's PASID). */
   onFree: (() => void) | null = null;
 
@@ -74,44 +83,23 @@ export class TestMm implements IommuMm {
   }
 
   mmuNotifierRegister(sub: MmuNotifier): 0 | "EINVAL" | "ENOMEM" {
-    if (this.registered.has(sub) || sub.mm !== null || this.users === 0) return "EINVAL";
-    sub.mm = this;
-    this.registered.add(sub);
-    this.active.push(sub);
-    this.mmgrab();
-    return 0;
+    return this.subscriptions.register(this, sub);
   }
 
   mmuNotifierUnregister(sub: MmuNotifier): 0 | "EINVAL" {
-    if (!this.registered.has(sub)) return "EINVAL";
-    const i = this.active.indexOf(sub);
-    if (i >= 0) {
-      this.active.splice(i, 1);
-      sub.ops.release?.(sub, this);
-    }
-    this.registered.delete(sub);
-    sub.mm = null;
-    this.mmdrop();
-    return 0;
+    return this.subscriptions.unregister(this, sub);
   }
 
   mmuNotifierPut(sub: MmuNotifier): 0 | "EINVAL" {
-    if (!this.registered.has(sub)) return "EINVAL";
-    const i = this.active.indexOf(sub);
-    if (i >= 0) this.active.splice(i, 1);
-    this.registered.delete(sub);
-    sub.mm = null;
-    sub.ops.freeNotifier?.(sub);
-    this.mmdrop();
-    return 0;
+    return this.subscriptions.put(this, sub);
   }
 
   /** The TLB flush after the test changed the tables in [start, end). */
   flush(start: number, end: number, event = MMU_NOTIFY_CLEAR): void {
     const range = { mm: this, start, end, event };
-    for (const s of [...this.active]) s.ops.invalidateRangeStart?.(s, range);
-    for (const s of [...this.active]) s.ops.invalidateRangeEnd?.(s, range);
-    for (const s of [...this.active]) s.ops.archInvalidateSecondaryTlbs?.(s, this, start, end);
+    this.subscriptions.invalidateRangeStart(range);
+    this.subscriptions.invalidateRangeEnd(range);
+    this.subscriptions.archInvalidateSecondaryTlbs(this, start, end);
   }
 
   /** A flush of the whole address space. */
@@ -122,7 +110,6 @@ export class TestMm implements IommuMm {
   /** exit_mmap's first step: every subscription released and taken off the chain. */
   release(): void {
     this.users = 0;
-    const subs = this.active.splice(0);
-    for (const s of subs) s.ops.release?.(s, this);
+    this.subscriptions.release(this);
   }
 }

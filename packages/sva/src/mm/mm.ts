@@ -12,6 +12,7 @@ import {
   MMU_NOTIFY_UNMAP,
   type MmuNotifier,
   type MmuNotifierRange,
+  MmuNotifierSubscriptions,
   type PhysMemory,
   type Trace,
 } from "@iommu-sim/iommu-core";
@@ -137,10 +138,8 @@ export class Mm implements IommuMm {
   /** TASK_SIZE: user addresses are below it. */
   private readonly taskSize: number;
   private readonly vmaList = new VmaList();
-  /** Subscriptions on the chain (registered and not released). */
-  private readonly active: MmuNotifier[] = [];
-  /** Subscriptions registered and not yet unregistered or put. */
-  private readonly registered = new Set<MmuNotifier>();
+  /** The notifier chain. */
+  private readonly subscriptions = new MmuNotifierSubscriptions();
   private resident = 0;
   private exited = false;
 
@@ -269,13 +268,7 @@ export class Mm implements IommuMm {
 
   /** Release every subscription still on the chain. @kernel mm/mmu_notifier.c __mmu_notifier_release */
   private mmuNotifierRelease(): void {
-    for (const sub of [...this.active]) {
-      // A release callback may unregister another subscription, which then gets its release there.
-      const i = this.active.indexOf(sub);
-      if (i < 0) continue;
-      this.active.splice(i, 1);
-      sub.ops.release?.(sub, this);
-    }
+    this.subscriptions.release(this);
   }
 
   // ---- mmu notifiers -------------------------------------------------------------------------
@@ -287,12 +280,7 @@ export class Mm implements IommuMm {
    * @kernel mm/mmu_notifier.c mmu_notifier_register
    */
   mmuNotifierRegister(sub: MmuNotifier): 0 | "EINVAL" | "ENOMEM" {
-    if (this.users === 0 || this.registered.has(sub) || sub.mm !== null) return "EINVAL";
-    sub.mm = this;
-    this.registered.add(sub);
-    this.active.push(sub);
-    this.mmgrab();
-    return 0;
+    return this.subscriptions.register(this, sub);
   }
 
   /**
@@ -302,16 +290,7 @@ export class Mm implements IommuMm {
    * @kernel mm/mmu_notifier.c mmu_notifier_unregister
    */
   mmuNotifierUnregister(sub: MmuNotifier): 0 | "EINVAL" {
-    if (!this.registered.has(sub)) return "EINVAL";
-    const i = this.active.indexOf(sub);
-    if (i >= 0) {
-      this.active.splice(i, 1);
-      sub.ops.release?.(sub, this);
-    }
-    this.registered.delete(sub);
-    sub.mm = null;
-    this.mmdrop();
-    return 0;
+    return this.subscriptions.unregister(this, sub);
   }
 
   /**
@@ -321,34 +300,20 @@ export class Mm implements IommuMm {
    * @kernel mm/mmu_notifier.c mmu_notifier_put
    */
   mmuNotifierPut(sub: MmuNotifier): 0 | "EINVAL" {
-    if (!this.registered.has(sub)) return "EINVAL";
-    const i = this.active.indexOf(sub);
-    if (i >= 0) this.active.splice(i, 1);
-    this.registered.delete(sub);
-    sub.mm = null;
-    sub.ops.freeNotifier?.(sub);
-    this.mmdrop();
-    return 0;
+    return this.subscriptions.put(this, sub);
   }
 
   private notifyStart(range: MmuNotifierRange): void {
-    for (const s of [...this.active]) {
-      if (this.active.includes(s)) s.ops.invalidateRangeStart?.(s, range);
-    }
+    this.subscriptions.invalidateRangeStart(range);
   }
 
   private notifyEnd(range: MmuNotifierRange): void {
-    for (const s of [...this.active]) {
-      if (this.active.includes(s)) s.ops.invalidateRangeEnd?.(s, range);
-    }
+    this.subscriptions.invalidateRangeEnd(range);
   }
 
-  /** The CPU TLB flush of [start, end), as secondary MMUs see it. */
   private flushTlb(start: number, end: number, op: string): void {
     if (this.trace?.active) this.trace.emit("sva.mm-flush", { mm: this.name, op, start, end });
-    for (const s of [...this.active]) {
-      if (this.active.includes(s)) s.ops.archInvalidateSecondaryTlbs?.(s, this, start, end);
-    }
+    this.subscriptions.archInvalidateSecondaryTlbs(this, start, end);
   }
 
   // ---- mappings ------------------------------------------------------------------------------
