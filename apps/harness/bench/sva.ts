@@ -24,7 +24,7 @@ function machine(arch: "vtd" | "smmu"): { h: Harness; dev: Device; p: SvaProcess
     memory: 1024 * 2 ** 20,
   };
   const h = arch === "vtd" ? new VtdHarness(spec, 1) : new SmmuHarness(spec, 1);
-  const dev = h.addDevice({ name: "accel0", rid: 0x18, pasidBits: 20, ats: false, pri: true });
+  const dev = h.addDevice({ name: "accel0", rid: 0x18, pasidBits: 20, ats: true, pri: true });
   if (typeof dev === "string") fail(`probe: ${dev}`);
   const p = h.sva.processCreate("proc");
   if (typeof p === "string") fail(`process: ${p}`);
