@@ -402,6 +402,7 @@ function fuzzCommand(opts: FuzzOptions, io: CliIo): number {
           mode: r.mode,
           violationsTotal: r.violationsTotal,
           firstViolationOp: r.firstViolationOp,
+          ...(r.stopped === null ? {} : { stopped: r.stopped, ops: r.ops }),
           violations: r.violations.slice(0, 5),
           log: r.log,
         })),
@@ -413,6 +414,7 @@ function fuzzCommand(opts: FuzzOptions, io: CliIo): number {
       const v = r.violations[0];
       out += `seed ${r.seed} (${r.mode}): ${r.violationsTotal} violation(s), the first after operation ${r.firstViolationOp}:\n`;
       if (v !== undefined) out += `  ${v.kind}: ${v.message.replace(/\s*\n\s*/g, " ")}\n`;
+      if (r.stopped !== null) out += `  the run stopped after ${r.ops} operations: ${r.stopped}\n`;
       out += "  the operations before it:\n";
       for (const line of r.log) out += `    ${line}\n`;
     }

@@ -162,13 +162,13 @@ export type VtdMutant = Mutant<VtdHarness, VtdFuzzConfig>;
 /** A bug planted in the SMMUv3 driver (SmmuV3Driver, SmmuCmdq). */
 export type SmmuMutant = Mutant<SmmuHarness, SmmuFuzzConfig>;
 
-/** VT-d: VtdHarness, the default machine's dmar0, runVtdFuzz. */
+/** VT-d: VtdHarness, the default machine's dmar0, runVtdFuzz (without processes: the hunts are tuned to the driver operations). */
 export const VTD: MutantArch<VtdHarness, VtdFuzzConfig> = {
   arch: "vtd",
   title: "VT-d",
   machine: VTD_DEFAULT_MACHINE,
   harness: (spec, seed) => new VtdHarness(spec, seed),
-  fuzz: (cfg, seed, plant) => runVtdFuzz({ ...cfg, seed, ops: OPS, setup: plant }),
+  fuzz: (cfg, seed, plant) => runVtdFuzz({ ...cfg, seed, ops: OPS, sva: false, setup: plant }),
   flags: (cfg) =>
     `${cfg.mode ?? "scalable"}${cfg.cachingMode ? " CM" : ""}${cfg.lazy ? " lazy" : ""}${cfg.race ? " race" : ""}`,
 };
@@ -180,7 +180,14 @@ export const SMMU: MutantArch<SmmuHarness, SmmuFuzzConfig> = {
   machine: SMMU_DEFAULT_MACHINE,
   harness: (spec, seed) => new SmmuHarness(spec, seed),
   fuzz: (cfg, seed, plant) =>
-    runFuzz({ ...cfg, arch: "smmu", seed, ops: OPS, setup: plant as FuzzOptions["setup"] }),
+    runFuzz({
+      ...cfg,
+      arch: "smmu",
+      seed,
+      ops: OPS,
+      sva: false,
+      setup: plant as FuzzOptions["setup"],
+    }),
   flags: (cfg) =>
     [cfg.cache ?? "maximal", cfg.lazy ? "lazy" : "", cfg.race ? "race" : ""]
       .filter((x) => x !== "")
