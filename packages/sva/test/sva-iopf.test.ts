@@ -269,26 +269,23 @@ describe.each(["vtd", "smmu"] as const)("%s", (arch) => {
   // The core answers a request nobody handles with INVALID, as the kernel's iopf_error_response
   // does (FAILURE would halt the device's PRI). VT-d drains the request through the SVA handler
   // before the unbind returns, so never gets there.
-  it(
-    "a request in flight when its bond is undone leaves the device's PRI working for another process",
-    () => {
-      const r = rig(arch);
-      const dev = addDev(r, { name: "acc", rid: 0x0100 });
-      const [p, q] = [proc(r, "p"), proc(r, "q")];
-      const vp = mmap(p, 1, PROT_READ);
-      const vq = mmap(q, 1, PROT_READ);
-      const hp = bind(dev, p);
-      const pq = iommuSvaGetPasid(bind(dev, q));
-      expect(dev.read(vp, new Uint8Array(8), iommuSvaGetPasid(hp))).toBe(DMA_PAGE_REQUESTED);
-      expect(iommuSvaUnbindDevice(hp)).toBe(0);
-      r.m.processQueues();
-      expect(dev.priResponseFailure).toBe(false);
-      expect(dma(r, dev, pq, vq, new Uint8Array(8), false)).toEqual({
-        first: DMA_PAGE_REQUESTED,
-        retry: DMA_OK,
-      });
-    },
-  );
+  it("a request in flight when its bond is undone leaves the device's PRI working for another process", () => {
+    const r = rig(arch);
+    const dev = addDev(r, { name: "acc", rid: 0x0100 });
+    const [p, q] = [proc(r, "p"), proc(r, "q")];
+    const vp = mmap(p, 1, PROT_READ);
+    const vq = mmap(q, 1, PROT_READ);
+    const hp = bind(dev, p);
+    const pq = iommuSvaGetPasid(bind(dev, q));
+    expect(dev.read(vp, new Uint8Array(8), iommuSvaGetPasid(hp))).toBe(DMA_PAGE_REQUESTED);
+    expect(iommuSvaUnbindDevice(hp)).toBe(0);
+    r.m.processQueues();
+    expect(dev.priResponseFailure).toBe(false);
+    expect(dma(r, dev, pq, vq, new Uint8Array(8), false)).toEqual({
+      first: DMA_PAGE_REQUESTED,
+      retry: DMA_OK,
+    });
+  });
 
   describe("exit while bound", () => {
     it("DMA at the PASID faults at once; the PASID stays allocated until the unbind", () => {
