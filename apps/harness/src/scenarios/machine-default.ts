@@ -47,18 +47,34 @@ export const SMMU_DEFAULT_MACHINE: MachineSpec = {
   devices: DEFAULT_DEVICES,
 };
 
+/**
+ * What every harness scenario uses: `check` records a check and returns whether it passed; `dev`
+ * is a device the scenario plugged in, by name.
+ */
+export function scenarioKit(
+  h: Harness,
+  ctx: ScenarioContext,
+): {
+  check: (name: string, ok: boolean, message: string) => boolean;
+  dev: (name: string) => Device;
+} {
+  return {
+    check(name, ok, message) {
+      ctx.check(name, ok, message);
+      return ok;
+    },
+    dev(name) {
+      const d = h.devices.get(name);
+      if (d === undefined) throw new Error(`no device ${name}`);
+      return d;
+    },
+  };
+}
+
 /** Run the default scenario on `h` (either architecture), reporting checks to `ctx`. */
 export function runMachineDefault(h: Harness, ctx: ScenarioContext): void {
   const prng = h.m.prng;
-  const check = (name: string, ok: boolean, message: string): boolean => {
-    ctx.check(name, ok, message);
-    return ok;
-  };
-  const dev = (name: string): Device => {
-    const d = h.devices.get(name);
-    if (d === undefined) throw new Error(`no device ${name}`);
-    return d;
-  };
+  const { check, dev } = scenarioKit(h, ctx);
   const dmaOk = (
     d: Device,
     pasid: number,

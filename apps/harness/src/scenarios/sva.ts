@@ -17,7 +17,7 @@ import { SmmuHarness, type SmmuInjection } from "../machine/smmu-harness.js";
 import type { SvaProcess } from "../machine/sva-world.js";
 import { VtdHarness, type VtdInjection } from "../machine/vtd-harness.js";
 import type { Scenario, ScenarioContext } from "../scenario.js";
-import { harnessScenario } from "./machine-default.js";
+import { harnessScenario, scenarioKit } from "./machine-default.js";
 
 const PAGE = 4096;
 
@@ -37,15 +37,7 @@ export const SVA_MACHINE: MachineSpec = {
 export function runSva(h: Harness, ctx: ScenarioContext): void {
   const w = h.sva;
   const prng = h.m.prng;
-  const check = (name: string, ok: boolean, message: string): boolean => {
-    ctx.check(name, ok, message);
-    return ok;
-  };
-  const dev = (name: string): Device => {
-    const d = h.devices.get(name);
-    if (d === undefined) throw new Error(`no device ${name}`);
-    return d;
-  };
+  const { check, dev } = scenarioKit(h, ctx);
   const proc = (name: string, user: string, max?: number): SvaProcess => {
     const u = w.user(user, max);
     if (typeof u === "string") throw new Error(`user ${user}: ${u}`);
