@@ -310,7 +310,7 @@ describe("binding (intel_svm_domain_alloc, intel_svm_set_dev_pasid)", () => {
     expect(dev.iommu?.faultParam).toBeNull();
   });
 
-  it("a device without PRI (its own fault handling) binds without IOPF (the 2025 fix)", () => {
+  it("a device without PRI (its own fault handling) binds without IOPF (the March 2026 fix, sent to stable)", () => {
     const m = machine();
     const dev = add(m, "acc", 0x0100, { pri: false });
     const { mm, pt } = proc(m);

@@ -267,6 +267,27 @@ describe("munmap", () => {
     expect(log.map((l) => l.split(" ")[0])).toEqual(["start", "end", "flush", "unmapped"]);
     expect(mm.residentPages).toBe(0);
   });
+
+  it.each(["x86-64", "aarch64"] as const)(
+    "a PROT_NONE page is pte_present: unmapping it alone is flushed though its table stays (%s)",
+    (format) => {
+      const { mm, frames } = machine(format);
+      const va = mm.mmap(0, 2 * K, RW) as number;
+      touch(mm, va, 2 * K);
+      expect(mm.mprotect(va, K, PROT_NONE)).toBe(0);
+      const log: string[] = [];
+      recorder(mm, frames, log, va);
+      const tables = mm.tablePages;
+      expect(mm.munmap(va, K)).toBe(0);
+      expect(mm.tablePages).toBe(tables);
+      const hex = (x: number) => x.toString(16);
+      expect(log.map((l) => l.split(" ").slice(0, 2).join(" "))).toEqual([
+        `start ${MMU_NOTIFY_UNMAP}`,
+        `end ${MMU_NOTIFY_UNMAP}`,
+        `flush ${hex(va)}-${hex(va + K)}`,
+      ]);
+    },
+  );
 });
 
 describe("mprotect", () => {
@@ -509,7 +530,7 @@ describe("mmu notifiers and lifetime", () => {
     expect(mm.count).toBe(1);
   });
 
-  it("put and unregister after release succeed without a second release; the pgd goes at the last mmdrop, after onMmdrop, once", () => {
+  it("put and unregister after release succeed without a second release; the last mmdrop frees the pgd, then calls onMmdrop (mm_free_pgd before mm_pasid_drop), once", () => {
     const { mm, frames, base } = machine("aarch64");
     const log: string[] = [];
     const a = recorder(mm, frames, log).sub;
@@ -518,7 +539,7 @@ describe("mmu notifiers and lifetime", () => {
     mm.onMmdrop = (m) => {
       dropped++;
       expect(m).toBe(mm);
-      expect(frames.isAllocated(mm.pgd)).toBe(true);
+      expect([frames.isAllocated(mm.pgd), mm.tablePages]).toEqual([false, 0]);
     };
     mm.exit();
     expect(log).toEqual(["release clear/freed", "release clear/freed"]);

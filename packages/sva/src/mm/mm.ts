@@ -104,6 +104,11 @@ const FORMATS: Readonly<Record<string, CpuPgtableFormat>> = Object.freeze({
  * (munmap), one archInvalidateSecondaryTlbs for the operation's page-aligned range, the frames
  * freed, then the observer told. Making an entry present needs no flush.
  *
+ * The flush range is wider than Linux's, never narrower in effect: Linux 6.18 passes the
+ * mmu_gather's span (the entries actually cleared or changed, and the tables freed), and on arm64
+ * a span of MAX_DVM_OPS pages or more without FEAT_TLBIRANGE becomes a whole-mm flush (0, -1);
+ * x86 has passed the gather's span unchanged since 6.15, whatever its size.
+ *
  * Counts follow the kernel: `users` (mm_users) starts at 1, the task's; `count` (mm_count) starts
  * at 1, held on behalf of all users; each subscription holds a count. The last mmput tears the
  * address space down (exit_mmap); the last mmdrop frees the pgd.
@@ -125,7 +130,7 @@ export class Mm implements IommuMm {
   readonly charge: ChargeNode | null;
   observer: MmObserver | null = null;
   /**
-   * Called by the last mmdrop (the kernel's __mmdrop), before the pgd is freed: packages/sva hooks
+   * Called by the last mmdrop (the kernel's __mmdrop), after the pgd is freed: packages/sva hooks
    * mm_pasid_drop here.
    */
   onMmdrop: ((mm: Mm) => void) | null = null;
@@ -227,17 +232,19 @@ export class Mm implements IommuMm {
   }
 
   /**
-   * Drop an mm_struct reference; the last one calls `onMmdrop` and frees the pgd (__mmdrop).
+   * Drop an mm_struct reference; the last one frees the pgd, then calls `onMmdrop`, in
+   * __mmdrop's order (mm_free_pgd comes before mm_pasid_drop).
    *
    * @kernel include/linux/sched/mm.h mmdrop
+   * @kernel kernel/fork.c __mmdrop
    */
   mmdrop(): void {
     if (this.count <= 0) bug(`Mm ${this.name}: mmdrop without a reference`);
     if (--this.count > 0) return;
     if (this.users !== 0) bug(`Mm ${this.name}: last mmdrop while the address space is live`);
-    this.onMmdrop?.(this);
     this.pt.dropPgd();
     this.frames.free(this.pgd, 0);
+    this.onMmdrop?.(this);
   }
 
   /**
@@ -388,10 +395,12 @@ export class Mm implements IommuMm {
   /**
    * Clear every leaf in [start, end) and unlink the tables left empty, in the order the IOMMU
    * depends on. Notifiers see the range [start, end) (event UNMAP); the flush covers
-   * [flushStart, flushEnd) and is skipped when no present entry was cleared and no table
-   * unlinked (tlb_finish_mmu flushes only a non-empty gather).
+   * [flushStart, flushEnd) and is skipped when no leaf was cleared and no table unlinked
+   * (tlb_finish_mmu flushes only a non-empty gather). A PROT_NONE leaf counts: it is
+   * pte_present on x86 and arm64 alike, so zapping it adds to the gather as a valid one does.
    *
    * @kernel mm/vma.c unmap_region
+   * @kernel mm/vma.c vms_clear_ptes
    */
   private unmapRange(
     start: number,
@@ -408,7 +417,8 @@ export class Mm implements IommuMm {
     const pt = this.pt;
     const format = this.format;
     pt.forEachLeaf(start / PAGE_SIZE, end / PAGE_SIZE, (vpn, at, lo, hi) => {
-      if (format.isPresent(lo, hi)) flush = true;
+      // Every non-zero leaf of the model is valid or PROT_NONE, both pte_present.
+      flush = true;
       vas.push(vpn * PAGE_SIZE);
       pas.push(format.entryPa(lo, hi));
       pt.writeEntry(at, 0, 0);
@@ -484,7 +494,8 @@ export class Mm implements IommuMm {
       const newHi = format.leafHi(pa, flags);
       if (newLo === lo >>> 0 && newHi === hi >>> 0) return;
       if (!started) {
-        // Like change_pmd_range, the range start comes with the first entry to change.
+        // The range starts with the first entry to change; change_pud_range starts it at the
+        // first table met, changed or not, which no IOMMU driver can tell apart.
         started = true;
         this.notifyStart(range);
       }
