@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { fc, test } from "@fast-check/vitest";
 import { IOMMU_READ, IOMMU_WRITE } from "@iommu-sim/iommu-core";
+import { PROT_NONE, PROT_READ, PROT_WRITE } from "@iommu-sim/sva";
 import { describe, expect, it } from "vitest";
 import { parseScenarioFile, ScenarioFileError } from "./parse-scenario.js";
 import {
@@ -13,7 +14,12 @@ import {
 } from "./scenario-spec.js";
 
 const FILE = "scenarios/x.yaml";
-const EXAMPLES = ["two-tenants.yaml", "sva-style-pasids.yaml", "dma-api-churn.yaml"];
+const EXAMPLES = [
+  "two-tenants.yaml",
+  "sva-style-pasids.yaml",
+  "dma-api-churn.yaml",
+  "sva-processes.yaml",
+];
 
 const exampleTexts = new Map<string, string>();
 
@@ -208,6 +214,7 @@ describe("defaults", () => {
         ],
         loc: { line: 5, column: 3 },
       },
+      users: [],
       steps: [{ op: "domain", name: "d1", type: "paging", loc: { line: 15, column: 5 } }],
       loc: { line: 1, column: 1 },
     });
@@ -510,7 +517,7 @@ describe("errors: the document", () => {
       field: "sede",
       at: "sede",
       message:
-        'unknown field "sede" (expected one of: version, scenario, description, arch, seed, invalidation, machine, steps)',
+        'unknown field "sede" (expected one of: version, scenario, description, arch, seed, invalidation, machine, users, steps)',
     },
     {
       rule: "a key given twice is duplicate-field at the second",
@@ -1378,6 +1385,561 @@ describe("errors: steps", () => {
       field: `steps[0]${".repeat.steps[0]".repeat(16)}.repeat.steps`,
       at: "[{unplug",
       message: "repeat steps nest at most 16 deep",
+    },
+  ]);
+});
+
+// ---- processes and SVA ------------------------------------------------------------------------
+
+const SVA_MACHINE = [
+  "machine:",
+  "  units:",
+  "    - name: dmar0",
+  "  devices:",
+  '    - {name: nic0, bdf: "00:01.0"}',
+  '    - {name: wq0, bdf: "00:02.0", kind: work-queue, pasid-bits: 20, ats: true}',
+  '    - {name: acc0, bdf: "00:03.0", pasid-bits: 20, ats: true, pri: true}',
+];
+const USERS = ["users:", "  - {name: alice, pasid-limit: 2}", "  - name: bob"];
+
+/** A VT-d file with a work queue, a PRI accelerator, a device without PASIDs and two users. */
+function sva(steps: string[], users: string[] = USERS): string {
+  return [
+    "version: 1",
+    "scenario: s",
+    "arch: both",
+    ...SVA_MACHINE,
+    ...users,
+    "steps:",
+    ...steps,
+    "",
+  ].join("\n");
+}
+
+/** Two processes, each with a region: what most SVA error cases start from. */
+const PRELUDE = [
+  "  - process: {name: pa, user: alice}",
+  "  - process: {name: pb}",
+  "  - mmap: {process: pa, name: ra, pages: 4}",
+  "  - mmap: {process: pb, name: rb, pages: 2}",
+];
+
+describe("processes and SVA", () => {
+  it("sva-processes.yaml has two users, three processes, and every SVA op", () => {
+    const spec = parseOk(readExample("sva-processes.yaml"));
+    expect(spec.arch).toBe("both");
+    expect(spec.users).toEqual([
+      { name: "alice", pasidLimit: 1, loc: { line: 26, column: 5 } },
+      { name: "bob", loc: { line: 28, column: 5 } },
+    ]);
+    const ops = new Set(spec.steps.map((s) => s.op));
+    for (const op of [
+      "process",
+      "mmap",
+      "munmap",
+      "mprotect",
+      "cpu-write",
+      "bind",
+      "unbind",
+      "exit",
+      "sva-dma",
+      "enqcmd",
+    ]) {
+      expect(ops.has(op as StepSpec["op"]), op).toBe(true);
+    }
+    expect(spec.steps.filter((s) => s.op === "process")).toHaveLength(3);
+  });
+
+  it("every SVA op validates, with its defaults resolved", () => {
+    const spec = parseOk(
+      sva([
+        ...PRELUDE,
+        "  - mmap: {process: pa, name: ro, pages: 1, prot: r, expect: ENOMEM}",
+        "  - mmap: {process: pa, name: guard, pages: 1, prot: none}",
+        "  - munmap: {region: ra, page: 1, pages: 2}",
+        "  - munmap: {region: ra}",
+        "  - mprotect: {region: ra, page: 3, prot: r}",
+        "  - mprotect: {region: ra, pages: 1, prot: rw, expect: ENOMEM}",
+        "  - cpu-write: {region: ra}",
+        "  - cpu-write: {region: ra, page: 2, pages: 1, expect: fault}",
+        "  - bind: {device: wq0, process: pa}",
+        "  - bind: {device: acc0, process: pb, expect: EBUSY}",
+        "  - unbind: {device: wq0, process: pa}",
+        "  - unbind: {device: wq0, process: pa, expect: ENOENT}",
+        "  - exit: {process: pb}",
+        "  - sva-dma: {device: acc0, region: ra, size: 64, op: write, expect: ok}",
+        "  - sva-dma: {device: wq0, process: pb, region: ra, offset: 0x1010, size: 8, op: read}",
+        "  - enqcmd: {device: wq0, src: ra, dst: ra, count: 4}",
+        "  - enqcmd: {device: wq0, process: pb, src: rb, dst: rb, count: 2, expect: 0}",
+      ]),
+    );
+    expect(spec.steps.map(({ loc: _, ...rest }) => rest)).toEqual([
+      { op: "process", name: "pa", user: "alice" },
+      { op: "process", name: "pb" },
+      {
+        op: "mmap",
+        process: "pa",
+        name: "ra",
+        pages: 4,
+        prot: PROT_READ | PROT_WRITE,
+        expect: "ok",
+      },
+      {
+        op: "mmap",
+        process: "pb",
+        name: "rb",
+        pages: 2,
+        prot: PROT_READ | PROT_WRITE,
+        expect: "ok",
+      },
+      { op: "mmap", process: "pa", name: "ro", pages: 1, prot: PROT_READ, expect: "ENOMEM" },
+      { op: "mmap", process: "pa", name: "guard", pages: 1, prot: PROT_NONE, expect: "ok" },
+      { op: "munmap", region: "ra", page: 1, pages: 2 },
+      { op: "munmap", region: "ra", page: 0, pages: 4 },
+      { op: "mprotect", region: "ra", page: 3, pages: 1, prot: PROT_READ, expect: "ok" },
+      {
+        op: "mprotect",
+        region: "ra",
+        page: 0,
+        pages: 1,
+        prot: PROT_READ | PROT_WRITE,
+        expect: "ENOMEM",
+      },
+      { op: "cpu-write", region: "ra", page: 0, pages: 4, expect: "ok" },
+      { op: "cpu-write", region: "ra", page: 2, pages: 1, expect: "fault" },
+      { op: "bind", device: "wq0", process: "pa", expect: "ok" },
+      { op: "bind", device: "acc0", process: "pb", expect: "EBUSY" },
+      { op: "unbind", device: "wq0", process: "pa", expect: "ok" },
+      { op: "unbind", device: "wq0", process: "pa", expect: "ENOENT" },
+      { op: "exit", process: "pb" },
+      {
+        op: "sva-dma",
+        device: "acc0",
+        process: "pa",
+        region: "ra",
+        offset: 0,
+        size: 64,
+        access: "write",
+        expect: "ok",
+      },
+      {
+        op: "sva-dma",
+        device: "wq0",
+        process: "pb",
+        region: "ra",
+        offset: 0x1010,
+        size: 8,
+        access: "read",
+      },
+      { op: "enqcmd", device: "wq0", process: "pa", src: "ra", dst: "ra", count: 4, expect: 4 },
+      { op: "enqcmd", device: "wq0", process: "pb", src: "rb", dst: "rb", count: 2, expect: 0 },
+    ]);
+    expect(spec.users).toEqual([
+      { name: "alice", pasidLimit: 2, loc: { line: 12, column: 5 } },
+      { name: "bob", loc: { line: 13, column: 5 } },
+    ]);
+  });
+
+  it("users may come after the steps, and a file without users has none", () => {
+    expect(parseOk(sva(["  - process: {name: pa}"], [])).users).toEqual([]);
+    const text = sva(["  - process: {name: pa, user: bob}"], []);
+    const moved = `${text}users:\n  - {name: bob, pasid-limit: 0x100000}\n`;
+    expect(parseOk(moved).users).toEqual([
+      { name: "bob", pasidLimit: 2 ** 20, loc: { line: 14, column: 5 } },
+    ]);
+  });
+
+  it("a region named in a repeat is visible after it, and an offset takes sizes", () => {
+    const spec = parseOk(
+      sva([
+        "  - process: {name: pa}",
+        "  - repeat: {count: 2, steps: [{mmap: {process: pa, name: r, pages: 8}}]}",
+        "  - sva-dma: {device: acc0, region: r, offset: 28KiB, size: 4KiB, op: read}",
+      ]),
+    );
+    expect(spec.steps[2]).toMatchObject({ offset: 28 << 10, size: 4096, process: "pa" });
+  });
+});
+
+describe("errors: processes and SVA", () => {
+  const steps = (...lines: string[]) => sva([...PRELUDE, ...lines]);
+  runCases([
+    {
+      rule: "users that is not a list is bad-type",
+      text: sva(["  - process: {name: pa}"], ["users: alice"]),
+      code: "bad-type",
+      field: "users",
+      at: "alice",
+      message: 'expected a list, got "alice"',
+    },
+    {
+      rule: "an empty users list is out-of-range",
+      text: sva(["  - process: {name: pa}"], ["users: []"]),
+      code: "out-of-range",
+      field: "users",
+      at: "[]",
+      message: "expected 1 to 64 items, got 0",
+    },
+    {
+      rule: "a user listed twice is duplicate-name",
+      text: sva(["  - process: {name: pa}"], ["users:", "  - name: u1", "  - name: u1"]),
+      code: "duplicate-name",
+      field: "users[1].name",
+      at: "u1",
+      nth: 2,
+      message: 'user "u1" is already defined on line 12',
+    },
+    {
+      rule: "a user name outside the name pattern is bad-value",
+      text: sva(["  - process: {name: pa}"], ["users:", "  - name: Alice"]),
+      code: "bad-value",
+      field: "users[0].name",
+      at: "Alice",
+    },
+    {
+      rule: "a PASID limit beyond the PASID space is out-of-range",
+      text: sva(["  - process: {name: pa}"], ["users:", "  - {name: u1, pasid-limit: 1048577}"]),
+      code: "out-of-range",
+      field: "users[0].pasid-limit",
+      at: "1048577",
+      message: "expected an integer in 0..2^20, got 1048577",
+    },
+    {
+      rule: "a negative PASID limit is out-of-range",
+      text: sva(["  - process: {name: pa}"], ["users:", "  - {name: u1, pasid-limit: -1}"]),
+      code: "out-of-range",
+      field: "users[0].pasid-limit",
+      at: "-1",
+    },
+    {
+      rule: "an unknown field of a user is unknown-field",
+      text: sva(["  - process: {name: pa}"], ["users:", "  - {name: u1, limit: 3}"]),
+      code: "unknown-field",
+      field: "users[0].limit",
+      at: "limit",
+      message: 'unknown field "limit" (expected one of: name, pasid-limit)',
+    },
+    {
+      rule: "a process of an unknown user is unknown-name",
+      text: sva(["  - process: {name: pa, user: carol}"]),
+      code: "unknown-name",
+      field: "steps[0].process.user",
+      at: "carol",
+      message: 'unknown user "carol" (defined so far: alice, bob)',
+    },
+    {
+      rule: "a process with a user in a file without users is unknown-name",
+      text: sva(["  - process: {name: pa, user: alice}"], []),
+      code: "unknown-name",
+      field: "steps[0].process.user",
+      at: "alice",
+      message: 'unknown user "alice" (no user is defined before this point)',
+    },
+    {
+      rule: "a process started twice is duplicate-name",
+      text: steps("  - process: {name: pa}"),
+      code: "duplicate-name",
+      field: "steps[4].process.name",
+      at: "pa}",
+      message: 'process "pa" is already defined on line 15',
+    },
+    {
+      rule: "a process without a name is missing-field",
+      text: sva(["  - process: {user: bob}"]),
+      code: "missing-field",
+      field: "steps[0].process.name",
+      at: "{user: bob}",
+    },
+    {
+      rule: "an mmap of a process not started before is unknown-name",
+      text: sva(["  - mmap: {process: pz, name: r, pages: 1}", "  - process: {name: pz}"]),
+      code: "unknown-name",
+      field: "steps[0].mmap.process",
+      at: "pz",
+      message: 'unknown process "pz" (no process is defined before this point)',
+    },
+    {
+      rule: "an mmap protection other than r, rw or none is bad-value",
+      text: steps("  - mmap: {process: pa, name: r2, pages: 1, prot: w}"),
+      code: "bad-value",
+      field: "steps[4].mmap.prot",
+      at: "w}",
+      message: 'expected one of r, rw, none, got "w"',
+    },
+    {
+      rule: "an mmap of no pages is out-of-range",
+      text: steps("  - mmap: {process: pa, name: r2, pages: 0}"),
+      code: "out-of-range",
+      field: "steps[4].mmap.pages",
+      at: "0}",
+      message: "expected an integer in 1..0x100000, got 0",
+    },
+    {
+      rule: "an mmap larger than the machine's memory is out-of-range",
+      text: steps("  - mmap: {process: pa, name: r2, pages: 65537}"),
+      code: "out-of-range",
+      field: "steps[4].mmap.pages",
+      at: "65537",
+      message: "262148 KiB is more than the machine's memory (256 MiB)",
+    },
+    {
+      rule: "a region named twice is duplicate-name, across processes",
+      text: steps("  - mmap: {process: pb, name: ra, pages: 1}"),
+      code: "duplicate-name",
+      field: "steps[4].mmap.name",
+      at: "ra, pages: 1",
+      message: 'region "ra" is already defined on line 17',
+    },
+    {
+      rule: "an mmap expecting an errno it cannot return is bad-value",
+      text: steps("  - mmap: {process: pa, name: r2, pages: 1, expect: EBUSY}"),
+      code: "bad-value",
+      field: "steps[4].mmap.expect",
+      at: "EBUSY",
+      message: 'expected one of ok, ENOMEM, got "EBUSY"',
+    },
+    {
+      rule: "a munmap of a region never mapped is unknown-name",
+      text: steps("  - munmap: {region: rz}"),
+      code: "unknown-name",
+      field: "steps[4].munmap.region",
+      at: "rz",
+      message: 'unknown region "rz" (defined so far: ra, rb)',
+    },
+    {
+      rule: "a munmap from a page beyond the region is out-of-range at the page",
+      text: steps("  - munmap: {region: ra, page: 4}"),
+      code: "out-of-range",
+      field: "steps[4].munmap.page",
+      at: "4}",
+      nth: 2,
+      message: "region ra has 4 pages (0..3), got page 4",
+    },
+    {
+      rule: "a munmap running past the region's end is out-of-range at the pages",
+      text: steps("  - munmap: {region: ra, page: 3, pages: 3}"),
+      code: "out-of-range",
+      field: "steps[4].munmap.pages",
+      at: "3}",
+      message: "pages 3..5 end beyond region ra (4 pages)",
+    },
+    {
+      rule: "a munmap of no pages is out-of-range",
+      text: steps("  - munmap: {region: ra, pages: 0}"),
+      code: "out-of-range",
+      field: "steps[4].munmap.pages",
+      at: "0}",
+    },
+    {
+      rule: "an mprotect without prot is missing-field",
+      text: steps("  - mprotect: {region: ra, page: 1}"),
+      code: "missing-field",
+      field: "steps[4].mprotect.prot",
+      at: "{region: ra, page: 1}",
+      message: 'missing field "prot"',
+    },
+    {
+      rule: "an mprotect to a protection other than r, rw or none is bad-value",
+      text: steps("  - mprotect: {region: ra, prot: rwx}"),
+      code: "bad-value",
+      field: "steps[4].mprotect.prot",
+      at: "rwx",
+    },
+    {
+      rule: "an mprotect past the region's end is out-of-range",
+      text: steps("  - mprotect: {region: ra, page: 3, pages: 2, prot: r}"),
+      code: "out-of-range",
+      field: "steps[4].mprotect.pages",
+      at: "2, prot",
+      message: "pages 3..4 end beyond region ra (4 pages)",
+    },
+    {
+      rule: "a cpu-write expecting an errno is bad-value (it is ok or fault)",
+      text: steps("  - cpu-write: {region: ra, expect: EFAULT}"),
+      code: "bad-value",
+      field: "steps[4].cpu-write.expect",
+      at: "EFAULT",
+      message: 'expected one of ok, fault, got "EFAULT"',
+    },
+    {
+      rule: "a cpu-write from a page beyond the region is out-of-range",
+      text: steps("  - cpu-write: {region: rb, page: 3}"),
+      code: "out-of-range",
+      field: "steps[4].cpu-write.page",
+      at: "3}",
+      message: "region rb has 2 pages (0..1), got page 3",
+    },
+    {
+      rule: "a bind of a device without PASIDs is bad-value at the device",
+      text: steps("  - bind: {device: nic0, process: pa}"),
+      code: "bad-value",
+      field: "steps[4].bind.device",
+      at: "nic0, process",
+      message: "bind needs a device that emits PASIDs; nic0 has pasid-bits 0",
+    },
+    {
+      rule: "a bind of an unknown device is unknown-name",
+      text: steps("  - bind: {device: gpu0, process: pa}"),
+      code: "unknown-name",
+      field: "steps[4].bind.device",
+      at: "gpu0",
+      message: 'unknown device "gpu0" (devices: nic0, wq0, acc0)',
+    },
+    {
+      rule: "a bind of an unknown process is unknown-name",
+      text: steps("  - bind: {device: wq0, process: pz}"),
+      code: "unknown-name",
+      field: "steps[4].bind.process",
+      at: "pz",
+      message: 'unknown process "pz" (defined so far: pa, pb)',
+    },
+    {
+      rule: "a bind expecting an errno the bind does not return is bad-value",
+      text: steps("  - bind: {device: wq0, process: pa, expect: ENOENT}"),
+      code: "bad-value",
+      field: "steps[4].bind.expect",
+      at: "ENOENT",
+      message:
+        'expected one of ok, EBUSY, ENODEV, EINVAL, ENOSPC, EOVERFLOW, ENOMEM, EOPNOTSUPP, got "ENOENT"',
+    },
+    {
+      rule: "an unbind of a device without PASIDs is bad-value",
+      text: steps("  - unbind: {device: nic0, process: pa}"),
+      code: "bad-value",
+      field: "steps[4].unbind.device",
+      at: "nic0, process",
+    },
+    {
+      rule: "an unbind expecting an errno other than ENOENT is bad-value",
+      text: steps("  - unbind: {device: wq0, process: pa, expect: EBUSY}"),
+      code: "bad-value",
+      field: "steps[4].unbind.expect",
+      at: "EBUSY",
+      message: 'expected one of ok, ENOENT, got "EBUSY"',
+    },
+    {
+      rule: "an exit of an unknown process is unknown-name",
+      text: steps("  - exit: {process: pz}"),
+      code: "unknown-name",
+      field: "steps[4].exit.process",
+      at: "pz",
+    },
+    {
+      rule: "an sva-dma by a device without PASIDs is bad-value",
+      text: steps("  - sva-dma: {device: nic0, region: ra, size: 8, op: read}"),
+      code: "bad-value",
+      field: "steps[4].sva-dma.device",
+      at: "nic0, region",
+      message: "sva-dma needs a device that emits PASIDs; nic0 has pasid-bits 0",
+    },
+    {
+      rule: "an sva-dma in an unknown region is unknown-name",
+      text: steps("  - sva-dma: {device: acc0, region: rz, size: 8, op: read}"),
+      code: "unknown-name",
+      field: "steps[4].sva-dma.region",
+      at: "rz",
+    },
+    {
+      rule: "an sva-dma for an unknown process is unknown-name",
+      text: steps("  - sva-dma: {device: acc0, process: pz, region: ra, size: 8, op: read}"),
+      code: "unknown-name",
+      field: "steps[4].sva-dma.process",
+      at: "pz",
+    },
+    {
+      rule: "an sva-dma offset at or beyond the region's end is out-of-range at the offset",
+      text: steps("  - sva-dma: {device: acc0, region: rb, offset: 8KiB, size: 8, op: read}"),
+      code: "out-of-range",
+      field: "steps[4].sva-dma.offset",
+      at: "8KiB",
+      message: "offset 0x2000 is beyond region rb (8 KiB)",
+    },
+    {
+      rule: "an sva-dma running past the region's end is out-of-range at the size",
+      text: steps("  - sva-dma: {device: acc0, region: rb, offset: 0x1ff8, size: 16, op: write}"),
+      code: "out-of-range",
+      field: "steps[4].sva-dma.size",
+      at: "16, op",
+      message: "16 bytes at offset 0x1ff8 ends beyond region rb (8 KiB)",
+    },
+    {
+      rule: "an sva-dma of no bytes is out-of-range",
+      text: steps("  - sva-dma: {device: acc0, region: rb, size: 0, op: read}"),
+      code: "out-of-range",
+      field: "steps[4].sva-dma.size",
+      at: "0, op",
+    },
+    {
+      rule: "an sva-dma without op is missing-field",
+      text: steps("  - sva-dma: {device: acc0, region: rb, size: 8}"),
+      code: "missing-field",
+      field: "steps[4].sva-dma.op",
+      at: "{device: acc0, region: rb, size: 8}",
+    },
+    {
+      rule: "an sva-dma expecting an errno is bad-value (it is ok or fault)",
+      text: steps("  - sva-dma: {device: acc0, region: rb, size: 8, op: read, expect: EFAULT}"),
+      code: "bad-value",
+      field: "steps[4].sva-dma.expect",
+      at: "EFAULT",
+    },
+    {
+      rule: "an enqcmd on a copy engine is bad-value",
+      text: steps("  - enqcmd: {device: acc0, src: ra, dst: ra, count: 1}"),
+      code: "bad-value",
+      field: "steps[4].enqcmd.device",
+      at: "acc0, src",
+      message: "enqcmd needs a work-queue device; acc0 is a copy-engine",
+    },
+    {
+      rule: "an enqcmd with another process's source is bad-value at src",
+      text: steps("  - enqcmd: {device: wq0, process: pa, src: rb, dst: ra, count: 1}"),
+      code: "bad-value",
+      field: "steps[4].enqcmd.src",
+      at: "rb, dst",
+      message: "region rb is pb's, not pa's: a process's descriptors name its own memory",
+    },
+    {
+      rule: "an enqcmd with another process's destination is bad-value at dst",
+      text: steps("  - enqcmd: {device: wq0, src: ra, dst: rb, count: 1}"),
+      code: "bad-value",
+      field: "steps[4].enqcmd.dst",
+      at: "rb, count",
+      message: "region rb is pb's, not pa's: a process's descriptors name its own memory",
+    },
+    {
+      rule: "an enqcmd of more descriptors than the regions have pages is out-of-range",
+      text: steps("  - enqcmd: {device: wq0, src: rb, dst: rb, count: 3}"),
+      code: "out-of-range",
+      field: "steps[4].enqcmd.count",
+      at: "3}",
+      message: "descriptor i copies page i of src to page i of dst: at most 2 here, got 3",
+    },
+    {
+      rule: "an enqcmd expecting more completions than descriptors is out-of-range",
+      text: steps("  - enqcmd: {device: wq0, src: ra, dst: ra, count: 2, expect: 3}"),
+      code: "out-of-range",
+      field: "steps[4].enqcmd.expect",
+      at: "3}",
+      message: "expected 0..2 completed descriptors (the count), got 3",
+    },
+    {
+      rule: "an unknown field of an SVA op is unknown-field",
+      text: steps("  - bind: {device: wq0, process: pa, pasid: 1}"),
+      code: "unknown-field",
+      field: "steps[4].bind.pasid",
+      at: "pasid: 1",
+      message: 'unknown field "pasid" (expected one of: device, process, expect)',
+    },
+    {
+      rule: "a region used inside a repeat before its mmap is unknown-name",
+      text: sva([
+        "  - process: {name: pa}",
+        "  - repeat: {count: 2, steps: [{cpu-write: {region: r}}, {mmap: {process: pa, name: r, pages: 1}}]}",
+      ]),
+      code: "unknown-name",
+      field: "steps[1].repeat.steps[0].cpu-write.region",
+      at: "r}}",
     },
   ]);
 });

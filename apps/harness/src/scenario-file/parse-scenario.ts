@@ -2,19 +2,23 @@
 
 import { IOMMU_READ, IOMMU_WRITE } from "@iommu-sim/iommu-core";
 import { bug } from "@iommu-sim/iommu-core/platform";
+import { PROT_NONE, PROT_READ, PROT_WRITE } from "@iommu-sim/sva";
 import { type Document, isMap, isScalar, LineCounter, parseDocument, type YAMLError } from "yaml";
 import type {
+  BindErrno,
   DeviceKind,
   DeviceSpec,
   Loc,
   MachineSpec,
   PasidRef,
+  ProtBits,
   ScenarioArch,
   ScenarioErrorCode,
   ScenarioSpec,
   StepSpec,
   SuperpageSize,
   UnitSpec,
+  UserSpec,
 } from "./scenario-spec.js";
 import {
   type At,
@@ -123,6 +127,8 @@ interface Env {
   readonly devices: Map<string, DeviceSpec>;
   /** Device names by BDF, to refuse a BDF given twice. */
   readonly bdfs: Map<string, string>;
+  /** What `mmap` steps defined, by region name. */
+  readonly regions: Map<string, Region>;
   /** How many `repeat` steps enclose the steps being checked. */
   depth: number;
 }
@@ -135,8 +141,16 @@ function newEnv(file: string): Env {
     units: new Map(),
     devices: new Map(),
     bdfs: new Map(),
+    regions: new Map(),
     depth: 0,
   };
+}
+
+/** A region an `mmap` step defined: whose it is and how many pages it has. */
+interface Region {
+  readonly name: string;
+  readonly process: string;
+  readonly pages: number;
 }
 
 type C<T> = Check<T, Env>;
@@ -152,6 +166,8 @@ const DEFAULT_MEMORY = 256 * MiB;
 /** Addresses in files are exact numbers: below 2^53. */
 const ADDRESS_LIMIT = 2 ** 53;
 const MAX_PASID_BITS = 20;
+/** A user's PASID limit is at most the whole PASID space. */
+const MAX_PASID_LIMIT = 2 ** MAX_PASID_BITS;
 const MAX_COUNT = 1_000_000;
 /** `repeat` steps nest at most this deep. */
 const MAX_REPEAT_DEPTH = 16;
@@ -222,8 +238,11 @@ const powerOfTwo = refine(int({ min: 1, max: 4096 }), (n, v, at) =>
 
 const name = (what: string) => pattern(NAME, `a ${what} name`);
 
+/** The name spaces of steps' names (units and devices are the machine's). */
+type Space = "domain" | "pasid" | "buffer" | "user" | "process" | "region";
+
 /** A new name in `space` (defined here; a second definition is `duplicate-name`). */
-function defines(space: "domain" | "pasid" | "buffer", tag: string = space): C<string> {
+function defines(space: Space, tag: string = space): C<string> {
   return refine(name(space), (s, v: V, at) => {
     if (space === "domain" && s === "default") {
       return v.fail(at, "bad-value", `"default" names a device's default domain and is reserved`);
@@ -233,7 +252,7 @@ function defines(space: "domain" | "pasid" | "buffer", tag: string = space): C<s
 }
 
 /** A name defined earlier in `space`. */
-function refers(space: "domain" | "pasid" | "buffer", options: { default?: boolean } = {}) {
+function refers(space: Space, options: { default?: boolean } = {}) {
   return refine(text(), (s, v: V, at) => {
     if (options.default === true && s === "default") return s;
     if (v.lookup(space, s) !== undefined) return s;
@@ -301,6 +320,84 @@ function checkFits(v: V, len: number, at: At): Invalid | null {
     "out-of-range",
     `${formatSize(len)} is more than the machine's memory (${formatSize(v.env.memory)})`,
   );
+}
+
+/** A device a process's work runs on: one that emits PASIDs (and of `kind`, when given). */
+function svaDevice(op: string, kind?: DeviceKind): C<DeviceSpec> {
+  return refine(device(op, kind), (dev, v, at) =>
+    dev.pasidBits > 0
+      ? dev
+      : v.fail(
+          at,
+          "bad-value",
+          `${op} needs a device that emits PASIDs; ${dev.name} has pasid-bits 0`,
+        ),
+  );
+}
+
+/** A region an earlier `mmap` defined. */
+const region: C<Region> = refine(
+  refers("region"),
+  (s, v: V) => v.env.regions.get(s) ?? bug(`region ${s} defined without its mmap`),
+);
+
+const PROT: Readonly<Record<"r" | "rw" | "none", ProtBits>> = Object.freeze({
+  r: PROT_READ,
+  rw: PROT_READ | PROT_WRITE,
+  none: PROT_NONE,
+});
+
+const prot: C<ProtBits> = refine(oneOf(["r", "rw", "none"]), (p) => PROT[p]);
+
+/** Pages of a region: at most the largest machine's memory (`checkFits` bounds it further). */
+const MAX_PAGES = (4 * GiB) / PAGE;
+const pageIndex = int({ min: 0, max: MAX_PAGES - 1 });
+const pageCount = int({ min: 1, max: MAX_PAGES });
+
+function plural(n: number, what: string): string {
+  return n === 1 ? `1 ${what}` : `${n} ${what}s`;
+}
+
+/** Pages `page`.. of region `r`: `pages` (default the rest of the region) must stay inside it. */
+function pageRange(
+  v: V,
+  r: Region,
+  page: number,
+  pages: number | undefined,
+  at: { readonly page: At; readonly pages: At },
+): { page: number; pages: number } | Invalid {
+  if (page >= r.pages) {
+    return v.fail(
+      at.page,
+      "out-of-range",
+      `region ${r.name} has ${plural(r.pages, "page")} (0..${r.pages - 1}), got page ${page}`,
+    );
+  }
+  const n = pages ?? r.pages - page;
+  if (page + n > r.pages) {
+    return v.fail(
+      at.pages,
+      "out-of-range",
+      `pages ${page}..${page + n - 1} end beyond region ${r.name} (${plural(r.pages, "page")})`,
+    );
+  }
+  return { page, pages: n };
+}
+
+/** The errnos a `bind` step may expect, as iommu_sva_bind_device documents them. */
+const BIND_ERRNOS: readonly BindErrno[] = [
+  "EBUSY",
+  "ENODEV",
+  "EINVAL",
+  "ENOSPC",
+  "EOVERFLOW",
+  "ENOMEM",
+  "EOPNOTSUPP",
+];
+
+/** An offset for messages: hex from 4 KiB up, as addresses are written. */
+function formatOffset(n: number): string {
+  return n >= PAGE ? `0x${n.toString(16)}` : String(n);
 }
 
 // ---- machine ----------------------------------------------------------------------------------
@@ -718,6 +815,176 @@ const OPS: Readonly<Record<StepSpec["op"], C<StepBody>>> = {
     steps: f.steps,
   })),
   unplug: object({ device: required(device()) }, (f) => ({ op: "unplug", device: f.device.name })),
+  process: object({ name: required(defines("process")), user: optional(refers("user")) }, (f) => ({
+    op: "process",
+    name: f.name,
+    ...(f.user === undefined ? {} : { user: f.user }),
+  })),
+  mmap: object(
+    {
+      process: required(refers("process")),
+      name: required(name("region")),
+      pages: required(pageCount),
+      prot: optional(prot, PROT.rw),
+      expect: optional(oneOf(["ok", "ENOMEM"]), "ok"),
+    },
+    (f, at, v) => {
+      if (checkFits(v, f.pages * PAGE, at.pages) !== null) return INVALID;
+      if (v.define("region", f.name, at.name) !== undefined) return INVALID;
+      v.env.regions.set(f.name, { name: f.name, process: f.process, pages: f.pages });
+      return {
+        op: "mmap",
+        process: f.process,
+        name: f.name,
+        pages: f.pages,
+        prot: f.prot,
+        expect: f.expect,
+      };
+    },
+  ),
+  munmap: object(
+    { region: required(region), page: optional(pageIndex, 0), pages: optional(pageCount) },
+    (f, at, v) => {
+      const r = pageRange(v, f.region, f.page, f.pages, at);
+      return r === INVALID ? INVALID : { op: "munmap", region: f.region.name, ...r };
+    },
+  ),
+  mprotect: object(
+    {
+      region: required(region),
+      page: optional(pageIndex, 0),
+      pages: optional(pageCount),
+      prot: required(prot),
+      expect: optional(oneOf(["ok", "ENOMEM"]), "ok"),
+    },
+    (f, at, v) => {
+      const r = pageRange(v, f.region, f.page, f.pages, at);
+      if (r === INVALID) return INVALID;
+      return { op: "mprotect", region: f.region.name, ...r, prot: f.prot, expect: f.expect };
+    },
+  ),
+  "cpu-write": object(
+    {
+      region: required(region),
+      page: optional(pageIndex, 0),
+      pages: optional(pageCount),
+      expect: optional(oneOf(["ok", "fault"]), "ok"),
+    },
+    (f, at, v) => {
+      const r = pageRange(v, f.region, f.page, f.pages, at);
+      if (r === INVALID) return INVALID;
+      return { op: "cpu-write", region: f.region.name, ...r, expect: f.expect };
+    },
+  ),
+  bind: object(
+    {
+      device: required(svaDevice("bind")),
+      process: required(refers("process")),
+      expect: optional(oneOf<"ok" | BindErrno>(["ok", ...BIND_ERRNOS]), "ok"),
+    },
+    (f) => ({ op: "bind", device: f.device.name, process: f.process, expect: f.expect }),
+  ),
+  unbind: object(
+    {
+      device: required(svaDevice("unbind")),
+      process: required(refers("process")),
+      expect: optional(oneOf(["ok", "ENOENT"]), "ok"),
+    },
+    (f) => ({ op: "unbind", device: f.device.name, process: f.process, expect: f.expect }),
+  ),
+  exit: object({ process: required(refers("process")) }, (f) => ({
+    op: "exit",
+    process: f.process,
+  })),
+  "sva-dma": object(
+    {
+      device: required(svaDevice("sva-dma")),
+      process: optional(refers("process")),
+      region: required(region),
+      offset: optional(size({ min: 0, max: ADDRESS_LIMIT - 1 }), 0),
+      size: required(size({ min: 1, max: 16 * MiB })),
+      op: required(oneOf(["read", "write"])),
+      expect: optional(oneOf(["ok", "fault"])),
+    },
+    (f, at, v) => {
+      const r = f.region;
+      const bytes = r.pages * PAGE;
+      if (f.offset >= bytes) {
+        return v.fail(
+          at.offset,
+          "out-of-range",
+          `offset ${formatOffset(f.offset)} is beyond region ${r.name} (${formatSize(bytes)})`,
+        );
+      }
+      if (f.offset + f.size > bytes) {
+        return v.fail(
+          at.size,
+          "out-of-range",
+          `${formatSize(f.size)} at offset ${formatOffset(f.offset)} ends beyond region ${r.name} (${formatSize(bytes)})`,
+        );
+      }
+      return {
+        op: "sva-dma",
+        device: f.device.name,
+        process: f.process ?? r.process,
+        region: r.name,
+        offset: f.offset,
+        size: f.size,
+        access: f.op,
+        ...(f.expect === undefined ? {} : { expect: f.expect }),
+      };
+    },
+  ),
+  enqcmd: object(
+    {
+      device: required(svaDevice("enqcmd", "work-queue")),
+      process: optional(refers("process")),
+      src: required(region),
+      dst: required(region),
+      count: required(count),
+      expect: optional(int({ min: 0, max: MAX_COUNT })),
+    },
+    (f, at, v) => {
+      const proc = f.process ?? f.src.process;
+      for (const [r, site] of [
+        [f.src, at.src],
+        [f.dst, at.dst],
+      ] as const) {
+        if (r.process !== proc) {
+          return v.fail(
+            site,
+            "bad-value",
+            `region ${r.name} is ${r.process}'s, not ${proc}'s: a process's descriptors name its own memory`,
+          );
+        }
+      }
+      const room = Math.min(f.src.pages, f.dst.pages);
+      if (f.count > room) {
+        return v.fail(
+          at.count,
+          "out-of-range",
+          `descriptor i copies page i of src to page i of dst: at most ${room} here, got ${f.count}`,
+        );
+      }
+      const expect = f.expect ?? f.count;
+      if (expect > f.count) {
+        return v.fail(
+          at.expect,
+          "out-of-range",
+          `expected 0..${f.count} completed descriptors (the count), got ${expect}`,
+        );
+      }
+      return {
+        op: "enqcmd",
+        device: f.device.name,
+        process: proc,
+        src: f.src.name,
+        dst: f.dst.name,
+        count: f.count,
+        expect,
+      };
+    },
+  ),
 };
 
 const STEP_BODY = oneKey<StepBody, Env>("op", OPS);
@@ -733,6 +1000,21 @@ const STEPS: C<StepSpec[]> = list(
   Number.POSITIVE_INFINITY,
 );
 
+// ---- users ------------------------------------------------------------------------------------
+
+const USER: C<UserSpec> = object(
+  {
+    name: required(name("user")),
+    "pasid-limit": optional(int({ min: 0, max: MAX_PASID_LIMIT, range: "0..2^20" })),
+  },
+  (f, at, v, self) =>
+    v.define("user", f.name, at.name) ?? {
+      name: f.name,
+      ...(f.pasidLimit === undefined ? {} : { pasidLimit: f.pasidLimit }),
+      loc: self.loc,
+    },
+);
+
 // ---- the document -----------------------------------------------------------------------------
 
 const SCENARIO: C<ScenarioSpec> = object(
@@ -744,6 +1026,7 @@ const SCENARIO: C<ScenarioSpec> = object(
     seed: optional(u32),
     invalidation: optional(oneOf(["strict", "lazy"]), "strict"),
     machine: required(MACHINE),
+    users: optional(list(USER, 1, 64)),
     steps: required(STEPS),
   },
   (f, _at, v, self) => ({
@@ -755,6 +1038,7 @@ const SCENARIO: C<ScenarioSpec> = object(
     ...(f.seed === undefined ? {} : { seed: f.seed }),
     invalidation: f.invalidation,
     machine: f.machine,
+    users: f.users ?? [],
     steps: f.steps,
     loc: self.loc,
   }),

@@ -1,6 +1,7 @@
 // Scenario files that validate never make the run throw: random step sequences over a small
 // machine, in any order (freed domains used again, PASIDs on devices without them, unmaps of what
-// was never mapped, unplugged devices), end in checks and violations, never an exception.
+// was never mapped, unplugged devices; binds over a user's limit, DMAs of exited processes,
+// unbinds of what was never bound), end in checks and violations, never an exception.
 
 import { fc, test } from "@fast-check/vitest";
 import { describe, expect } from "vitest";
@@ -12,6 +13,9 @@ const DEVICES = ["nic0", "acc0", "wq0"];
 const DOMAINS = ["d0", "d1", "d2"];
 const PASIDS = ["p0", "p1"];
 const BUFFERS = ["b0", "b1"];
+const PROCESSES = ["q0", "q1"];
+/** Each process's region, by process. */
+const REGION: Readonly<Record<string, string>> = { q0: "r0", q1: "r1" };
 
 /**
  * One step as YAML, from random choices over names the prelude defined (a name is defined once; a
@@ -77,6 +81,40 @@ const step = fc.oneof(
         `  - dma: { device: wq0, pasid: ${r.p}, iova: ${0x100000 + r.page * 4096}, size: 64, op: read }`,
     ),
   fc.constant("  - random: { count: 20 }"),
+  fc
+    .record({ d: fc.constantFrom("acc0", "wq0"), p: fc.constantFrom(...PROCESSES) })
+    .map((r) => `  - bind: { device: ${r.d}, process: ${r.p}, expect: ok }`),
+  fc
+    .record({ d: fc.constantFrom("acc0", "wq0"), p: fc.constantFrom(...PROCESSES) })
+    .map((r) => `  - unbind: { device: ${r.d}, process: ${r.p} }`),
+  fc.constantFrom(...PROCESSES).map((p) => `  - exit: { process: ${p} }`),
+  fc
+    .record({
+      r: fc.constantFrom("r0", "r1"),
+      page: fc.integer({ min: 0, max: 3 }),
+      op: fc.constantFrom("munmap", "mprotect-r", "mprotect-rw", "mprotect-none", "cpu-write"),
+    })
+    .map((r) =>
+      r.op === "munmap" || r.op === "cpu-write"
+        ? `  - ${r.op}: { region: ${r.r}, page: ${r.page}, pages: 1 }`
+        : `  - mprotect: { region: ${r.r}, page: ${r.page}, pages: 1, prot: ${r.op.slice(9)} }`,
+    ),
+  fc
+    .record({
+      d: fc.constantFrom("acc0", "wq0"),
+      p: fc.constantFrom(...PROCESSES),
+      r: fc.constantFrom("r0", "r1"),
+      at: fc.integer({ min: 0, max: 4 * 4096 - 64 }),
+      w: fc.boolean(),
+    })
+    .map(
+      (r) =>
+        `  - sva-dma: { device: ${r.d}, process: ${r.p}, region: ${r.r}, offset: ${r.at}, size: 64, op: ${r.w ? "write" : "read"} }`,
+    ),
+  fc.record({ p: fc.constantFrom(...PROCESSES), n: fc.integer({ min: 1, max: 4 }) }).map((r) => {
+    const region = REGION[r.p] as string;
+    return `  - enqcmd: { device: wq0, process: ${r.p}, src: ${region}, dst: ${region}, count: ${r.n} }`;
+  }),
   fc.constantFrom(...DEVICES).map((d) => `  - unplug: { device: ${d} }`),
 );
 
@@ -91,6 +129,8 @@ const HEADER = [
   '    - { name: nic0, bdf: "00:01.0" }',
   '    - { name: acc0, bdf: "00:02.0", pasid-bits: 8, ats: true, pri: true }',
   '    - { name: wq0, bdf: "00:03.0", kind: work-queue, pasid-bits: 8, ats: true }',
+  "users:",
+  "  - { name: u1, pasid-limit: 1 }",
   "steps:",
   "  - domain: { name: d0, type: paging, stage: first }",
   "  - domain: { name: d1, type: paging, stage: second }",
@@ -100,6 +140,10 @@ const HEADER = [
   "  - dma-map: { device: nic0, name: b0, size: 8KiB }",
   "  - dma-map: { device: acc0, name: b1, size: 8KiB }",
   "  - dma-pasid: { device: wq0, name: k }",
+  "  - process: { name: q0, user: u1 }",
+  "  - process: { name: q1 }",
+  "  - mmap: { process: q0, name: r0, pages: 4 }",
+  "  - mmap: { process: q1, name: r1, pages: 4 }",
 ];
 
 describe("running validated scenario files", () => {

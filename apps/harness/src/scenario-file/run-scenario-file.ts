@@ -1,6 +1,8 @@
 // Runs a validated scenario file: the machine it describes under the oracle, then its steps in
-// order. A step that fails names its place in the file; the oracle's violations end the run.
+// order (processes and their SVA binds through the harness's SvaWorld). A step that fails names
+// its place in the file; the oracle's violations end the run.
 
+import type { ChargeNode } from "@iommu-sim/ioasid";
 import {
   type Device,
   DMA_BIDIRECTIONAL,
@@ -16,8 +18,10 @@ import {
   iommuGetDomainForDevPasid,
   NO_PASID,
 } from "@iommu-sim/iommu-core";
+import { PROT_READ, PROT_WRITE } from "@iommu-sim/sva";
 import type { DmaBuffer, Harness, MachineSpec as HarnessMachineSpec } from "../machine/harness.js";
 import { SmmuHarness, type SmmuInjection } from "../machine/smmu-harness.js";
+import type { SvaProcess, SvaWorld } from "../machine/sva-world.js";
 import { VtdHarness, type VtdInjection } from "../machine/vtd-harness.js";
 import type { Scenario, ScenarioContext } from "../scenario.js";
 import type { Loc, PasidRef, ScenarioSpec, StepSpec } from "./scenario-spec.js";
@@ -39,12 +43,32 @@ interface NamedMap {
   size: number;
 }
 
+/** A region an `mmap` step mapped: whose address space, where. */
+interface MappedRegion {
+  readonly p: SvaProcess;
+  readonly va: number;
+}
+
+/** Bytes of one work-queue descriptor (src, dst, size; the completion status at 24). */
+const DESC = 32;
+/** Descriptors in a process's one-page ring. */
+const RING_SLOTS = PAGE / DESC;
+
 /** The state of one run: the harness and what the steps named. */
 class FileRun {
   readonly domains = new Map<string, IommuDomain>();
   readonly pasids = new Map<string, number>();
   readonly buffers = new Map<string, DmaBuffer>();
   readonly maps = new Map<string, NamedMap>();
+  readonly users = new Map<string, ChargeNode>();
+  /** The latest mapping of each region name (one `mmap` in a repeat maps it again). */
+  readonly regions = new Map<string, MappedRegion>();
+  /** Set once a step touches processes: only then does the machine get an SvaWorld. */
+  private world: SvaWorld | null = null;
+  /** `enqcmd` steps run so far: each fills its source with different bytes. */
+  private jobs = 0;
+  /** Each process's descriptor ring (its address). */
+  private readonly rings = new Map<SvaProcess, number>();
 
   constructor(
     readonly spec: ScenarioSpec,
@@ -72,6 +96,53 @@ class FileRun {
 
   run(steps: readonly StepSpec[]): void {
     for (const step of steps) this.step(step);
+  }
+
+  get sva(): SvaWorld {
+    this.world ??= this.h.sva;
+    return this.world;
+  }
+
+  /** Each user of the file: a node of the PASID charge tree with its limit. */
+  createUsers(): void {
+    for (const u of this.spec.users) {
+      const node = this.sva.user(u.name, u.pasidLimit ?? Number.POSITIVE_INFINITY);
+      this.ctx.countOp();
+      if (typeof node === "string") {
+        this.ctx.check("user", false, `${this.where(u.loc)}: user ${u.name}: ${node}`);
+        continue;
+      }
+      this.users.set(u.name, node);
+    }
+  }
+
+  /** A process the steps started, or null (a failed check) when its `process` step failed. */
+  proc(s: StepSpec, name: string): SvaProcess | null {
+    const p = this.sva.processes.get(name);
+    if (p === undefined) this.fail(s, `process ${name} was not started`);
+    return p ?? null;
+  }
+
+  /** A region's mapping, or null (a failed check) when its `mmap` step failed. */
+  region(s: StepSpec, name: string): MappedRegion | null {
+    const r = this.regions.get(name);
+    if (r === undefined) this.fail(s, `region ${name} was not mapped`);
+    return r ?? null;
+  }
+
+  /** A step's outcome against its expectation: a check either way (`detail` follows `got`). */
+  expect(
+    s: StepSpec,
+    what: string,
+    expected: string | number,
+    got: string | number,
+    detail = "",
+  ): void {
+    this.ctx.check(
+      s.op,
+      expected === got,
+      `${this.where(s.loc)}: ${s.op}: ${what}: expected ${expected}, got ${got}${detail}`,
+    );
   }
 
   step(s: StepSpec): void {
@@ -287,6 +358,12 @@ class FileRun {
           this.fail(s, `${s.device} was unplugged`);
           return;
         }
+        // Its driver's remove closes every process's handle first (the core expects no bond).
+        if (this.world !== null) {
+          for (const p of this.world.processes.values()) {
+            while (p.bonds.has(dev)) this.world.unbind(dev, p);
+          }
+        }
         for (const [name, b] of [...this.buffers]) {
           if (b.dev === dev) {
             h.dmaUnmap(b);
@@ -301,7 +378,242 @@ class FileRun {
         if (ret !== 0) this.fail(s, `${s.device}: ${ret}`);
         return;
       }
+      default:
+        this.svaStep(s);
     }
+  }
+
+  /** The steps of processes: address spaces, binds, and devices working in them. */
+  private svaStep(s: StepSpec): void {
+    const ctx = this.ctx;
+    switch (s.op) {
+      case "process": {
+        const user = s.user === undefined ? null : (this.users.get(s.user) ?? null);
+        if (s.user !== undefined && user === null) {
+          this.fail(s, `user ${s.user} was not created`);
+          return;
+        }
+        const p = this.sva.processCreate(s.name, user);
+        ctx.countOp();
+        if (typeof p === "string") this.fail(s, `${s.name}: ${p}`);
+        return;
+      }
+      case "mmap": {
+        const p = this.proc(s, s.process);
+        if (p === null) return;
+        const va = this.sva.mmap(p, s.pages * PAGE, s.prot);
+        ctx.countOp();
+        if (typeof va === "number") this.regions.set(s.name, { p, va });
+        const got = typeof va === "number" ? "ok" : va;
+        const at = typeof va === "number" ? ` (at 0x${va.toString(16)})` : "";
+        this.expect(s, `${s.name} in ${s.process}`, s.expect, got, at);
+        return;
+      }
+      case "munmap": {
+        const r = this.region(s, s.region);
+        if (r === null) return;
+        const ret = this.sva.munmap(r.p, r.va + s.page * PAGE, s.pages * PAGE);
+        ctx.countOp();
+        if (ret !== 0) this.fail(s, `${s.region}: ${ret}`);
+        return;
+      }
+      case "mprotect": {
+        const r = this.region(s, s.region);
+        if (r === null) return;
+        const ret = this.sva.mprotect(r.p, r.va + s.page * PAGE, s.pages * PAGE, s.prot);
+        ctx.countOp();
+        this.expect(s, `${s.region} pages ${s.page}+${s.pages}`, s.expect, ret === 0 ? "ok" : ret);
+        return;
+      }
+      case "cpu-write": {
+        const r = this.region(s, s.region);
+        if (r === null) return;
+        const ret = this.cpuWrite(r, s.page, s.pages);
+        ctx.countOp();
+        this.expect(
+          s,
+          `${r.p.name} writes ${s.region} pages ${s.page}+${s.pages}`,
+          s.expect,
+          ret === 0 ? "ok" : "fault",
+          ret === 0 ? "" : ` (${ret})`,
+        );
+        return;
+      }
+      case "bind": {
+        const dev = this.dev(s.device);
+        if (dev === null) {
+          this.fail(s, `${s.device} was unplugged`);
+          return;
+        }
+        const p = this.proc(s, s.process);
+        if (p === null) return;
+        const ret = this.sva.bind(dev, p);
+        ctx.countOp();
+        const got = typeof ret === "number" ? "ok" : ret;
+        const pasid = typeof ret === "number" ? ` (PASID ${ret})` : "";
+        this.expect(s, `${s.device} to ${s.process}`, s.expect, got, pasid);
+        return;
+      }
+      case "unbind": {
+        const dev = this.dev(s.device);
+        if (dev === null) {
+          this.fail(s, `${s.device} was unplugged`);
+          return;
+        }
+        const p = this.proc(s, s.process);
+        if (p === null) return;
+        const ret = this.sva.unbind(dev, p);
+        ctx.countOp();
+        this.expect(s, `${s.device} from ${s.process}`, s.expect, ret === 0 ? "ok" : ret);
+        return;
+      }
+      case "exit": {
+        const p = this.proc(s, s.process);
+        if (p === null) return;
+        if (p.exited) {
+          this.fail(s, `${s.process} has exited already`);
+          return;
+        }
+        this.sva.exit(p);
+        ctx.countOp();
+        return;
+      }
+      case "sva-dma": {
+        const dev = this.dev(s.device);
+        if (dev === null) {
+          this.fail(s, `${s.device} was unplugged`);
+          return;
+        }
+        const p = this.proc(s, s.process);
+        const r = p === null ? null : this.region(s, s.region);
+        if (p === null || r === null) return;
+        const va = r.va + s.offset;
+        const write = s.access === "write";
+        const buf = new Uint8Array(s.size);
+        if (write) for (let i = 0; i < s.size; i++) buf[i] = (va + i) & 0xff;
+        const st = this.sva.dma(dev, p, va, buf, write);
+        ctx.countDma();
+        if (st !== DMA_OK) ctx.countFault();
+        if (s.expect === undefined) return;
+        const ok = s.expect === "ok" ? st === DMA_OK : st !== DMA_OK;
+        const got = st < 0 ? `no PASID (${s.process} never bound a device)` : `status ${st}`;
+        ctx.check(
+          "sva-dma",
+          ok,
+          `${this.where(s.loc)}: sva-dma: ${s.device} ${s.access} at 0x${va.toString(16)} (${s.region}+0x${s.offset.toString(16)}) for ${s.process}: expected ${s.expect}, got ${got}`,
+        );
+        return;
+      }
+      case "enqcmd":
+        this.enqcmd(s);
+        return;
+      default:
+        return;
+    }
+  }
+
+  /**
+   * The process writes `pages` pages of region `r` from `page`: byte a holds a + a / 4096 (mod
+   * 256), so every page differs from its neighbours. Returns 0 or the first page's errno.
+   */
+  private cpuWrite(r: MappedRegion, page: number, pages: number): 0 | string {
+    const buf = new Uint8Array(PAGE);
+    for (let i = 0; i < pages; i++) {
+      const at = r.va + (page + i) * PAGE;
+      const salt = Math.floor(at / PAGE);
+      for (let k = 0; k < PAGE; k++) buf[k] = (at + k + salt) & 0xff;
+      const ret = this.sva.cpuWrite(r.p, at, buf);
+      if (ret !== 0) return ret;
+    }
+    return 0;
+  }
+
+  /**
+   * ENQCMD work: the process writes fresh bytes into the first `count` pages of src and the
+   * descriptors (page i of src to page i of dst) into its ring, a batch of {@link RING_SLOTS} at a
+   * time; the device runs each batch at the process's PASID; the completed copies are checked byte
+   * for byte.
+   */
+  private enqcmd(s: Extract<StepSpec, { op: "enqcmd" }>): void {
+    const ctx = this.ctx;
+    const w = this.sva;
+    const dev = this.dev(s.device);
+    if (dev === null) {
+      this.fail(s, `${s.device} was unplugged`);
+      return;
+    }
+    const p = this.proc(s, s.process);
+    const src = p === null ? null : this.region(s, s.src);
+    const dst = src === null ? null : this.region(s, s.dst);
+    if (p === null || src === null || dst === null) return;
+    const what = `${s.device} ran ${s.process}'s ${s.count} descriptors`;
+    if (p.exited) {
+      this.expect(s, what, s.expect, 0, ` (${s.process} has exited: it submits nothing)`);
+      return;
+    }
+    const ring = this.ringOf(p);
+    if (typeof ring === "string") {
+      this.fail(s, `${s.process} cannot map its ring: ${ring}`);
+      return;
+    }
+    const data = new Uint8Array(PAGE);
+    const salt = ++this.jobs * 17;
+    let ret: 0 | string = 0;
+    for (let i = 0; i < s.count && ret === 0; i++) {
+      for (let k = 0; k < PAGE; k++) data[k] = (k + i * 31 + salt) & 0xff;
+      ret = w.cpuWrite(p, src.va + i * PAGE, data);
+    }
+    const descs = new Uint8Array(RING_SLOTS * DESC);
+    const view = new DataView(descs.buffer);
+    let done = 0;
+    for (let first = 0; first < s.count && ret === 0; first += RING_SLOTS) {
+      const n = Math.min(RING_SLOTS, s.count - first);
+      descs.fill(0);
+      for (let j = 0; j < n; j++) {
+        const from = src.va + (first + j) * PAGE;
+        const to = dst.va + (first + j) * PAGE;
+        view.setUint32(j * DESC, from % 2 ** 32, true);
+        view.setUint32(j * DESC + 4, Math.floor(from / 2 ** 32), true);
+        view.setUint32(j * DESC + 8, to % 2 ** 32, true);
+        view.setUint32(j * DESC + 12, Math.floor(to / 2 ** 32), true);
+        view.setUint32(j * DESC + 16, PAGE, true);
+      }
+      ret = w.cpuWrite(p, ring, descs.subarray(0, n * DESC));
+      if (ret !== 0) break;
+      const k = w.enqcmd(dev, p, ring, n);
+      ctx.countDma(k * 4);
+      done += k;
+      if (k < n) break;
+    }
+    ctx.countOp();
+    if (ret !== 0) {
+      this.fail(s, `${s.process} cannot write its descriptors and source: ${ret}`);
+      return;
+    }
+    this.expect(s, what, s.expect, done);
+    if (done === 0) return;
+    const a = new Uint8Array(PAGE);
+    const b = new Uint8Array(PAGE);
+    let same = true;
+    for (let i = 0; i < done && same; i++) {
+      same = w.cpuRead(p, src.va + i * PAGE, a) === 0 && w.cpuRead(p, dst.va + i * PAGE, b) === 0;
+      for (let k = 0; k < PAGE && same; k++) same = a[k] === b[k];
+    }
+    ctx.check(
+      "enqcmd-bytes",
+      same,
+      `${this.where(s.loc)}: enqcmd: ${s.device}: ${s.dst} differs from ${s.src} after ${done} descriptors`,
+    );
+  }
+
+  /** The process's descriptor ring: one page it maps at its first `enqcmd` and keeps. */
+  private ringOf(p: SvaProcess): number | string {
+    const have = this.rings.get(p);
+    if (have !== undefined) return have;
+    const ring = this.sva.mmap(p, PAGE, PROT_READ | PROT_WRITE);
+    this.ctx.countOp();
+    if (typeof ring === "number") this.rings.set(p, ring);
+    return ring;
   }
 
   /**
@@ -487,6 +799,7 @@ export function scenarioFromFile(
       if (ctx.outcomes !== null) h.recordOutcomes();
       if (ctx.traceListener !== null) h.m.trace.subscribe(ctx.traceListener);
       const run = new FileRun(spec, h, ctx);
+      if (spec.users.length > 0) run.createUsers();
       for (const d of spec.machine.devices) {
         const dev = h.addDevice({
           name: d.name,
@@ -504,10 +817,35 @@ export function scenarioFromFile(
         );
         if (typeof dev === "string") return;
       }
-      run.run(spec.steps);
-      for (const b of run.buffers.values()) h.dmaUnmap(b);
+      // A violation may have let a device write where it must not (a stale translation into a
+      // frame that is a process's page table now): what the model trips over then is the
+      // violation's aftermath, reported with it. Without a violation a throw is a bug.
+      let stopped: string | null = null;
+      const stop = (e: unknown): void => {
+        if (h.oracle.stats.violations === 0) throw e;
+        stopped = e instanceof Error ? e.message : String(e);
+      };
+      try {
+        run.run(spec.steps);
+        for (const b of run.buffers.values()) h.dmaUnmap(b);
+      } catch (e) {
+        stop(e);
+      }
       ctx.snapshot(h.m.mem, h.snapshotRegisters());
-      h.teardown();
+      if (stopped === null) {
+        try {
+          h.teardown();
+        } catch (e) {
+          stop(e);
+        }
+      }
+      if (stopped !== null) {
+        ctx.check(
+          "run",
+          false,
+          `${spec.file}: stopped after the oracle's violations wrecked the machine's memory: ${stopped}`,
+        );
+      }
       ctx.violations(h.oracle.violations, h.oracle.stats.violations);
       if (ctx.outcomes !== null && h.outcomes !== null) ctx.outcomes.push(...h.outcomes);
     },

@@ -53,6 +53,8 @@ export interface ScenarioSpec {
   /** How DMA-API domains invalidate (default `strict`). */
   readonly invalidation: InvalidationMode;
   readonly machine: MachineSpec;
+  /** The users processes are charged to, in file order (none when the file has no `users`). */
+  readonly users: readonly UserSpec[];
   /** At least one step, in file order. */
   readonly steps: readonly StepSpec[];
   readonly loc: Loc;
@@ -112,6 +114,19 @@ export interface DeviceSpec {
   readonly pri: boolean;
   /** ATC entries, 1..4096 (default 32) with ATS; 0 without. */
   readonly atc: number;
+  readonly loc: Loc;
+}
+
+/**
+ * A user whose processes' PASIDs are charged against a limit: a node of the model's charge tree,
+ * shaped like a misc cgroup with its `misc.max` (upstream's misc controller has no PASID resource).
+ * @kernel kernel/cgroup/misc.c misc_cg_try_charge
+ */
+export interface UserSpec {
+  /** Unique among users, `/^[a-z][a-z0-9_-]*$/`. */
+  readonly name: string;
+  /** PASIDs the user's processes may hold at once (0..2^20), or undefined for no limit. */
+  readonly pasidLimit?: number;
   readonly loc: Loc;
 }
 
@@ -316,6 +331,156 @@ export interface UnplugStep extends StepBase {
   readonly device: string;
 }
 
+/** `mmap` and `mprotect`: the PROT_* bits of `@iommu-sim/sva` (`r`, `rw` or `none` in files). */
+export type ProtBits = number;
+
+/**
+ * Start a process named `name` with an empty address space, its PASIDs charged to `user`.
+ * @kernel kernel/fork.c mm_alloc
+ */
+export interface ProcessStep extends StepBase {
+  readonly op: "process";
+  readonly name: string;
+  /** A user from `users`, or undefined: the process is charged to no one. */
+  readonly user?: string;
+}
+
+/**
+ * `process` maps `pages` anonymous pages (nothing is present until touched); `name` names the
+ * region, whose address is the kernel's choice.
+ * @kernel mm/mmap.c do_mmap
+ */
+export interface MmapStep extends StepBase {
+  readonly op: "mmap";
+  readonly process: string;
+  readonly name: string;
+  /** 1 page to the machine's memory. */
+  readonly pages: number;
+  readonly prot: ProtBits;
+  /** `ok`, or the errno the mmap must fail with. */
+  readonly expect: "ok" | "ENOMEM";
+}
+
+/**
+ * Unmap `pages` pages of `region` from its page `page`: from its return no cache may answer for
+ * them (the SVA domains' mmu notifiers flush the IOMMUs and ATCs).
+ * @kernel mm/vma.c do_vmi_munmap
+ */
+export interface MunmapStep extends StepBase {
+  readonly op: "munmap";
+  readonly region: string;
+  readonly page: number;
+  readonly pages: number;
+}
+
+/**
+ * Change the protection of `pages` pages of `region` from its page `page`.
+ * @kernel mm/mprotect.c do_mprotect_pkey
+ */
+export interface MprotectStep extends StepBase {
+  readonly op: "mprotect";
+  readonly region: string;
+  readonly page: number;
+  readonly pages: number;
+  readonly prot: ProtBits;
+  /** `ok`, or `ENOMEM` when part of the range is no longer mapped. */
+  readonly expect: "ok" | "ENOMEM";
+}
+
+/**
+ * The process writes a pattern into `pages` pages of its `region` from page `page`, faulting
+ * them in as the CPU would.
+ * @kernel mm/memory.c handle_mm_fault
+ */
+export interface CpuWriteStep extends StepBase {
+  readonly op: "cpu-write";
+  readonly region: string;
+  readonly page: number;
+  readonly pages: number;
+  /** `fault`: the write must fail (no VMA, or one without write permission). */
+  readonly expect: "ok" | "fault";
+}
+
+/** The errnos a `bind` may be expected to fail with (iommu_sva_bind_device's). */
+export type BindErrno =
+  | "ENODEV"
+  | "EINVAL"
+  | "EBUSY"
+  | "ENOSPC"
+  | "EOVERFLOW"
+  | "ENOMEM"
+  | "EOPNOTSUPP";
+
+/**
+ * Bind `process`'s address space to `device` (a device driver's open): the device then works at
+ * the process's PASID. Binding again adds a user to the same bond.
+ * @kernel drivers/iommu/iommu-sva.c iommu_sva_bind_device
+ */
+export interface BindStep extends StepBase {
+  readonly op: "bind";
+  readonly device: string;
+  readonly process: string;
+  readonly expect: "ok" | BindErrno;
+}
+
+/**
+ * Undo one bind of `process` to `device`.
+ * @kernel drivers/iommu/iommu-sva.c iommu_sva_unbind_device
+ */
+export interface UnbindStep extends StepBase {
+  readonly op: "unbind";
+  readonly device: string;
+  readonly process: string;
+  /** `ENOENT`: the process holds no bond with the device. */
+  readonly expect: "ok" | "ENOENT";
+}
+
+/**
+ * The process exits, its bonds still in place: the notifiers' release tears its PASID entries
+ * down; the PASID lives until the last unbind.
+ * @kernel kernel/exit.c exit_mm
+ */
+export interface ExitStep extends StepBase {
+  readonly op: "exit";
+  readonly process: string;
+}
+
+/**
+ * One DMA by `device` in `process`'s address space at `region` + `offset`, tagged with the
+ * process's PASID; a page request is answered by the SVA fault handler and the DMA retried.
+ */
+export interface SvaDmaStep extends StepBase {
+  readonly op: "sva-dma";
+  readonly device: string;
+  /** Whose PASID the DMA carries (default: the region's process). */
+  readonly process: string;
+  readonly region: string;
+  /** Bytes from the region's start. */
+  readonly offset: number;
+  /** 1 byte to 16 MiB, within the region. */
+  readonly size: number;
+  readonly access: "read" | "write";
+  readonly expect?: "ok" | "fault";
+}
+
+/**
+ * `process` submits `count` descriptors to a work-queue device (ENQCMD: tagged with its PASID):
+ * descriptor i copies page i of `src` to page i of `dst`. The process writes the descriptors in a
+ * ring it maps for the step, and fresh bytes into `src`; `dst` must be present already (the
+ * device has no PRI).
+ */
+export interface EnqcmdStep extends StepBase {
+  readonly op: "enqcmd";
+  readonly device: string;
+  readonly process: string;
+  readonly src: string;
+  readonly dst: string;
+  /** 1 to the pages of `src` and of `dst`. */
+  readonly count: number;
+  /** Descriptors that must complete, 0..count (default count). */
+  readonly expect: number;
+}
+
 /** One step of a scenario, discriminated by `op` (the step's key in the file). */
 export type StepSpec =
   | DomainStep
@@ -335,7 +500,17 @@ export type StepSpec =
   | SubmitStep
   | RandomStep
   | RepeatStep
-  | UnplugStep;
+  | UnplugStep
+  | ProcessStep
+  | MmapStep
+  | MunmapStep
+  | MprotectStep
+  | CpuWriteStep
+  | BindStep
+  | UnbindStep
+  | ExitStep
+  | SvaDmaStep
+  | EnqcmdStep;
 
 /** The op names, as they appear in files. */
 export type StepOp = StepSpec["op"];
