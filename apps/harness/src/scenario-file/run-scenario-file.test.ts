@@ -256,10 +256,10 @@ describe("sva-processes.yaml", () => {
       }
       // The DMAs the file says must fault are the failed checks, each at its line.
       expect(r.failures.map((f) => /^\S+: sva-dma: \S+/.exec(f.message)?.[0])).toEqual([
-        "scenarios/sva-processes.yaml:72: sva-dma: accel0",
-        "scenarios/sva-processes.yaml:73: sva-dma: wq0",
-        "scenarios/sva-processes.yaml:74: sva-dma: accel0",
-        "scenarios/sva-processes.yaml:78: sva-dma: accel0",
+        "scenarios/sva-processes.yaml:73: sva-dma: accel0",
+        "scenarios/sva-processes.yaml:74: sva-dma: wq0",
+        "scenarios/sva-processes.yaml:75: sva-dma: accel0",
+        "scenarios/sva-processes.yaml:79: sva-dma: accel0",
       ]);
     },
   );
