@@ -13,12 +13,13 @@ import type { Harness, MachineSpec } from "../src/machine/harness.js";
 import { SmmuHarness } from "../src/machine/smmu-harness.js";
 import { VtdHarness } from "../src/machine/vtd-harness.js";
 import type { Violation, ViolationKind } from "../src/oracle/violation.js";
-import { runScenario, type Scenario } from "../src/scenario.js";
+import { runScenario, type Scenario, type ScenarioContext } from "../src/scenario.js";
 import {
   runMachineDefault,
   SMMU_DEFAULT_MACHINE,
   VTD_DEFAULT_MACHINE,
 } from "../src/scenarios/machine-default.js";
+import { runSva, SVA_MACHINE } from "../src/scenarios/sva.js";
 
 /** A hunt fuzzes each configuration with seeds 1..HUNT_SEEDS. */
 export const HUNT_SEEDS = 8;
@@ -138,8 +139,13 @@ export interface MutantArch<H extends Harness, C> {
   readonly arch: "vtd" | "smmu";
   /** The architecture in prose. */
   readonly title: string;
-  /** The default scenario's machine. */
+  /** The machine of the scenario hunts (the default scenario's, or `scenario`'s). */
   readonly machine: MachineSpec;
+  /** The scenario a mutant marked `scenario` runs (default: the default scenario, on `machine`). */
+  readonly scenario?: {
+    readonly name: string;
+    run(h: H, ctx: ScenarioContext): void;
+  };
   /** A harness of `spec`. */
   harness(spec: MachineSpec, seed: number): H;
   /** One fuzz run of OPS operations in `cfg`, `plant` called once the devices are probed. */
@@ -194,6 +200,32 @@ export const SMMU: MutantArch<SmmuHarness, SmmuFuzzConfig> = {
       .join(" "),
 };
 
+/**
+ * VT-d with processes: the fuzzer's SVA operations on (scalable mode only), and the sva scenario
+ * on its two-unit machine.
+ */
+export const VTD_SVA: MutantArch<VtdHarness, VtdFuzzConfig> = {
+  arch: "vtd",
+  title: "VT-d",
+  machine: SVA_MACHINE,
+  scenario: { name: "sva", run: runSva },
+  harness: (spec, seed) => new VtdHarness(spec, seed),
+  fuzz: (cfg, seed, plant) => runVtdFuzz({ ...cfg, seed, ops: OPS, setup: plant }),
+  flags: (cfg) => `${VTD.flags(cfg)} sva`,
+};
+
+/** SMMUv3 with processes: the fuzzer's SVA operations on, and the sva scenario on two SMMUs. */
+export const SMMU_SVA: MutantArch<SmmuHarness, SmmuFuzzConfig> = {
+  arch: "smmu",
+  title: "SMMUv3",
+  machine: SVA_MACHINE,
+  scenario: { name: "sva", run: runSva },
+  harness: (spec, seed) => new SmmuHarness(spec, seed),
+  fuzz: (cfg, seed, plant) =>
+    runFuzz({ ...cfg, arch: "smmu", seed, ops: OPS, setup: plant as FuzzOptions["setup"] }),
+  flags: (cfg) => `${SMMU.flags(cfg) || "maximal"} sva`,
+};
+
 // --- Hunting ----------------------------------------------------------------------------------------
 
 /** How one mutant was caught (or not). */
@@ -213,21 +245,22 @@ export async function scenarioRun<H extends Harness, C>(
 ): Promise<Hunt> {
   let planted: H | null = null;
   const scenario: Scenario = {
-    name: `default+${m.name}`,
+    name: `${arch.scenario?.name ?? "default"}+${m.name}`,
     arch: arch.arch,
-    description: `the default ${arch.title} scenario with a planted driver bug`,
+    description: `the ${arch.scenario?.name ?? "default"} ${arch.title} scenario with a planted driver bug`,
     run(ctx) {
       const h = arch.harness(arch.machine, ctx.seed);
       m.plant(h, []);
       planted = h;
-      runMachineDefault(h, ctx);
+      if (arch.scenario === undefined) runMachineDefault(h, ctx);
+      else arch.scenario.run(h, ctx);
       ctx.violations(h.oracle.violations, h.oracle.stats.violations);
     },
   };
   const r = await runScenario(scenario, seed);
   expect(planted).not.toBeNull();
   return {
-    where: `default scenario, seed ${seed}`,
+    where: `${arch.scenario?.name ?? "default"} scenario, seed ${seed}`,
     runs: 1,
     firstViolationOp: -1,
     violations: r.violations,
@@ -330,7 +363,7 @@ export function itCatchesInScenario<H extends Harness, C>(
   table: CatchTable,
 ): void {
   it.each(mutants.filter((m) => m.scenario === true).map((m) => [m.name, m] as const))(
-    "%s (default scenario)",
+    `%s (${arch.scenario?.name ?? "default"} scenario)`,
     async (_name, m) => {
       table.expectHit(`${m.name} (scenario)`, m, await scenarioRun(arch, m, 1));
     },

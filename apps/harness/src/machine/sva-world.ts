@@ -8,6 +8,7 @@ import {
   type Device,
   DMA_OK,
   DMA_PAGE_REQUESTED,
+  DmaReason,
   IOMMU_DEV_FEAT_IOPF,
   IOMMU_PASID_INVALID,
   iommuDevEnableFeature,
@@ -63,6 +64,15 @@ export class SvaWorld {
       pasidAllocated: (mm, pasid) => oracle.svaPasidAllocated(mm, pasid),
       pasidFreed: (mm, pasid) => oracle.svaPasidFreed(mm, pasid),
     };
+    // The oracle sees every frame a process operation frees before it goes back: one its IOMMU
+    // contexts still translate to must be flushed before, not after (the processes' Mm and the
+    // drivers share the machine's allocator, so this is where a free can be watched).
+    const frames = h.m.frames;
+    const free = frames.free.bind(frames);
+    frames.free = (pa, order = 0) => {
+      oracle.svaFrameFreeing(pa, order);
+      return free(pa, order);
+    };
   }
 
   /** A user's node in the charge tree (`max` PASIDs; Infinity for no limit). */
@@ -103,13 +113,13 @@ export class SvaWorld {
 
   /** munmap: the notifier flushes the IOMMUs before it returns; the oracle checks from then on. */
   munmap(p: SvaProcess, addr: number, length: number): 0 | string {
-    return this.mmOp(`munmap(${p.name}, ${hex(addr)}, ${hex(length)})`, () =>
+    return this.mmOp(p, `munmap(${p.name}, ${hex(addr)}, ${hex(length)})`, () =>
       p.mm.munmap(addr, length),
     );
   }
 
   mprotect(p: SvaProcess, addr: number, length: number, prot: number): 0 | string {
-    return this.mmOp(`mprotect(${p.name}, ${hex(addr)}, ${hex(length)}, ${prot})`, () =>
+    return this.mmOp(p, `mprotect(${p.name}, ${hex(addr)}, ${hex(length)}, ${prot})`, () =>
       p.mm.mprotect(addr, length, prot),
     );
   }
@@ -130,16 +140,16 @@ export class SvaWorld {
   exit(p: SvaProcess): void {
     if (p.exited) return;
     p.exited = true;
-    this.mmOp(`exit(${p.name})`, () => {
+    this.mmOp(p, `exit(${p.name})`, () => {
       p.mm.exit();
       return 0;
     });
   }
 
-  private mmOp<R>(op: string, fn: () => R): R {
+  private mmOp<R>(p: SvaProcess, op: string, fn: () => R): R {
     const oracle = this.h.oracle;
     const seq = oracle.mark();
-    oracle.mmOpBegin(op, seq);
+    oracle.mmOpBegin(op, seq, p.mm);
     const ret = fn();
     oracle.mmOpEnd(seq);
     return ret;
@@ -161,6 +171,13 @@ export class SvaWorld {
     const pasid = iommuSvaGetPasid(handle);
     if (before !== pasid) this.h.oracle.note("pasid", null, pasid, `PASID of ${p.name}'s mm`);
     this.h.oracle.note("pasid", null, pasid, `bound ${dev.name} to ${p.name} (SVA)`);
+    this.h.oracle.svaBound(
+      dev,
+      p.mm,
+      pasid,
+      p.user,
+      this.h.m.subsys.pasids.chargeOf(pasid) ?? null,
+    );
     return pasid;
   }
 
@@ -220,6 +237,8 @@ export class SvaWorld {
       this.h.processQueues();
     }
     oracle.expectOwner(dev, pasid, null);
+    if (st !== DMA_OK && dev.lastReason === DmaReason.PRG_SUCCESS_NO_ACCESS)
+      oracle.svaSuccessWithoutAccess(dev, pasid, p.mm, dev.lastFaultIova, write);
     return st;
   }
 

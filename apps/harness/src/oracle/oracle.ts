@@ -34,6 +34,7 @@ import type { LogicalClock } from "@iommu-sim/iommu-core/platform";
 import { type Mm, type MmObserver, VM_READ, VM_WRITE } from "@iommu-sim/sva";
 import { SHADOW_BLOCKED, SHADOW_IDENTITY, SHADOW_PAGING, ShadowDomain } from "./shadow.js";
 import {
+  type CacheName,
   type HistoryEvent,
   hex,
   type MissingInvalidation,
@@ -93,6 +94,20 @@ export interface EarlyInvalidation {
   readonly fields: Readonly<Record<string, string | number>>;
 }
 
+/** A cache entry of an SVA context that translates to a given frame. */
+export interface SvaCacheHit {
+  /** The entry as a report names it ("dmar0's IOTLB (DID 1, PASID 3, 0x10002000)"). */
+  readonly text: string;
+  readonly entry: StaleEntry;
+}
+
+/** The user a process is charged to, as a bind's check sees it. */
+export interface SvaChargeView {
+  readonly path: string;
+  readonly max: number;
+  readonly current: number;
+}
+
 /** The machine an oracle watches: its clock. */
 export interface OracleMachine {
   readonly clock: LogicalClock;
@@ -144,6 +159,16 @@ export abstract class IsolationOracle<H extends OracleHardware>
   /** The process operation running now (munmap, mprotect, exit), for the removals it reports. */
   private mmOp = "";
   private mmOpSeq = -1;
+  /** The address space the running process operation changes. */
+  private mmOpMm: IommuMm | null = null;
+  /**
+   * Frames the running process operation freed while a cache of one of its SVA contexts still
+   * translated to them: the operation's end tells a flush that came after the free from none.
+   */
+  private readonly freedCached: { pfn: number; va: number; hits: SvaCacheHit[]; time: number }[] =
+    [];
+  /** The PASID each address space was last bound with (a bind that returned a bond). */
+  private readonly svaBoundPasid = new WeakMap<IommuMm, number>();
   /** The process whose work the next DMAs of `ownerDev` at `ownerPasid` do (ENQCMD), or null. */
   private ownerMm: IommuMm | null = null;
   private ownerDev: Device | null = null;
@@ -208,6 +233,11 @@ export abstract class IsolationOracle<H extends OracleHardware>
   protected stallTerminated(_rec: DeviceRecord<H>, _pasid: number, _iovaPfn: number): void {}
   /** A fault code as "reason 0x.., name" or the event's name. */
   protected abstract faultName(code: number): string;
+  /**
+   * The IOTLB / TLB and ATC entries of `mm`'s SVA contexts (its PASID, or its SVA domains' ASIDs)
+   * that translate some page to frame `pfn`.
+   */
+  protected abstract svaCachesTranslating(mm: IommuMm, pfn: number): SvaCacheHit[];
   /** Check 3: no cache of any IOMMU may hold `pasid` now. */
   protected abstract checkPasidUnused(pasid: number, what: string): void;
   /** Check 1 without a DMA: the entries in memory against the attachments. */
@@ -419,21 +449,88 @@ export abstract class IsolationOracle<H extends OracleHardware>
     return s;
   }
 
-  /** A process operation that may remove pages starts (`seq`: the invalidation log's mark). */
-  mmOpBegin(op: string, seq: number): void {
+  /**
+   * A process operation that may remove pages of `mm` starts (`seq`: the invalidation log's
+   * mark).
+   */
+  mmOpBegin(op: string, seq: number, mm: IommuMm | null = null): void {
     this.mmOp = op;
     this.mmOpSeq = seq;
+    this.mmOpMm = mm;
+    this.freedCached.length = 0;
   }
 
   /**
    * It returned: what it removed must be gone from every cache from now on. An exit's release
-   * rewrote PASID entries / CDs, so the entries are settled and checked as after an attach.
+   * rewrote PASID entries / CDs, so the entries are settled and checked as after an attach. A
+   * frame it freed while a cache still translated to it, and that no cache translates to now, was
+   * flushed after the free: the IOMMUs could reach freed memory in between.
    */
   mmOpEnd(seq: number): void {
+    const mm = this.mmOpMm;
+    if (mm !== null) {
+      for (const f of this.freedCached) {
+        if (this.svaCachesTranslating(mm, f.pfn).length > 0) continue;
+        const key = `uaf:${mm.name}:${f.pfn}`;
+        if (this.staleSeen.has(key)) continue;
+        this.staleSeen.add(key);
+        const first = f.hits[0] as SvaCacheHit;
+        this.report({
+          kind: "stale-translation",
+          time: f.time,
+          message:
+            `frame ${hex(f.pfn * PAGE)} (${mm.name}'s page ${hex(f.va)}) was freed at t=${f.time} during ${this.mmOp} while ${f.hits.map((x) => x.text).join(", ")} still translated to it; ` +
+            "the invalidation came only after the free, so the IOMMU could reach freed memory in between: the mmu notifiers' flush must come before the pages are freed (tlb_finish_mmu flushes, then frees)",
+          staleEntry: first.entry,
+        });
+      }
+    }
+    this.freedCached.length = 0;
     this.mmOp = "";
     this.mmOpSeq = -1;
+    this.mmOpMm = null;
     this.opEnded(seq);
     this.attachmentsChanged();
+  }
+
+  /**
+   * The frame allocator frees 2^order frames at `pa`. During a process operation, a frame one of
+   * the process's SVA contexts still translates to is noted (judged when the operation returns).
+   */
+  svaFrameFreeing(pa: number, order: number): void {
+    const mm = this.mmOpMm;
+    if (mm === null || mm.iommuMm === null) return;
+    const first = Math.floor(pa / PAGE);
+    for (let pfn = first; pfn < first + 2 ** order; pfn++) {
+      const hits = this.svaCachesTranslating(mm, pfn);
+      if (hits.length === 0) continue;
+      const va = Number(hits[0]?.entry.fields.address ?? -1);
+      this.freedCached.push({ pfn, va, hits, time: this.now });
+    }
+  }
+
+  /**
+   * The ATC entries of `pasid` that translate a page to frame `pfn`, named as `cache` (the
+   * architecture's name for a device's ATC).
+   */
+  protected atcHitsFor(pasid: number, pfn: number, cache: CacheName): SvaCacheHit[] {
+    const out: SvaCacheHit[] = [];
+    for (const { dev } of this.records.values()) {
+      const atc = dev.atc;
+      if (atc === null || atc === undefined) continue;
+      for (const e of atc.entries()) {
+        if (e.pasid !== pasid) continue;
+        const base = Math.floor(e.paBase / PAGE);
+        const pages = 2 ** (e.sizeShift - 12);
+        if (pfn < base || pfn >= base + pages) continue;
+        const address = (e.iovaPfn + (pfn - base)) * PAGE;
+        out.push({
+          text: `${dev.name}'s ATC (PASID ${pasid}, ${hex(address)})`,
+          entry: { cache, where: dev.name, fields: { PASID: pasid, address: hex(address) } },
+        });
+      }
+    }
+    return out;
   }
 
   pageMapped(mm: Mm, va: number, pa: number, flags: number): void {
@@ -456,12 +553,80 @@ export abstract class IsolationOracle<H extends OracleHardware>
   }
 
   /**
+   * A bind of `dev` to `mm` returned a bond at `pasid`. The PASID must be charged to the user the
+   * process is charged to (`user`; null: none) and the user within its limit: the first attach of
+   * an mm's PASID charges it (the misc cgroup's PASID count), once, whatever devices follow.
+   * `charged` is the user the PASID space says the PASID counts against (null: nobody).
+   */
+  svaBound(
+    dev: Device,
+    mm: IommuMm,
+    pasid: number,
+    user: SvaChargeView | null,
+    charged: SvaChargeView | null,
+  ): void {
+    this.svaBoundPasid.set(mm, pasid);
+    if (user === null) return;
+    const key = `charge:${mm.name}:${pasid}`;
+    if (this.staleSeen.has(key)) return;
+    let problem: string | null = null;
+    if (charged !== user)
+      problem = `PASID ${pasid} counts against ${charged === null ? "nobody" : charged.path}, not ${user.path}`;
+    else if (user.current > user.max)
+      problem = `${user.path} is charged ${user.current} PASIDs, over its limit of ${user.max}`;
+    if (problem === null) return;
+    this.staleSeen.add(key);
+    this.report({
+      kind: "pasid-charge",
+      time: this.now,
+      message: `bind of ${dev.name} to ${mm.name} returned PASID ${pasid}, but the PASID charge is off: ${problem} (${user.path}: limit ${user.max}, charged ${user.current}); the first attach of an mm's PASID must charge it to the process's user (misc cgroup), or a user holds more PASIDs than its limit`,
+      id: { space: "pasid", unit: null, value: pasid },
+      history: this.historyOf("pasid", null, pasid),
+    });
+  }
+
+  /**
+   * A PRI device doing `mm`'s work stopped at `va`: its page request for the page was answered
+   * Success, yet the retried translation refused the access (the device's PRG Success, no access).
+   */
+  svaSuccessWithoutAccess(
+    dev: Device,
+    pasid: number,
+    mm: IommuMm,
+    va: number,
+    write: boolean,
+  ): void {
+    const key = `prg:${dev.name}:${pasid}:${Math.floor(va / PAGE)}:${write}`;
+    if (this.staleSeen.has(key)) return;
+    this.staleSeen.add(key);
+    this.report({
+      kind: "page-request",
+      time: this.now,
+      message: `${dev.name} PASID ${pasid} ${write ? "write" : "read"} at ${hex(va)} for ${mm.name}'s work: its page request was answered Success, but the retried translation still refused the ${write ? "write" : "read"}; Success may answer only a fault that made the page present with that access (iommu_sva_handle_mm: the VMA must allow it and handle_mm_fault must succeed), anything else is Invalid Request`,
+    });
+  }
+
+  /**
    * An mm's PASID went back to the allocator. Only the mm's end may free it: while the mm_struct
    * lives it still names the PASID (mm->iommu_mm), and the process's ENQCMD work keeps carrying it.
    */
   svaPasidFreed(mm: IommuMm, pasid: number): void {
     const held = (mm.iommuMm as { pasid?: number } | null)?.pasid;
-    if (held === pasid && mm.count > 0) {
+    if (held !== pasid && mm.count > 0 && this.svaBoundPasid.get(mm) === pasid) {
+      // mm_pasid_drop before the last mmdrop: the mm_struct lives on (its SVA domains hold it),
+      // and so may its bonds at the PASID.
+      this.note("pasid", null, pasid, `freed while the mm of ${mm.name} still lives`);
+      this.reportId(
+        "pasid",
+        null,
+        pasid,
+        `PASID ${pasid} freed while the mm of ${mm.name} still lives (mm_count ${mm.count}${mm.users === 0 ? ", after its exit" : ""}): the next bind of another process can get it while ${mm.name}'s bonds still use it`,
+        {
+          descriptor: "none: an mm's PASID is freed only by its last mmdrop (mm_pasid_drop)",
+          fields: {},
+        },
+      );
+    } else if (held === pasid && mm.count > 0) {
       this.note("pasid", null, pasid, `freed while the mm of ${mm.name} still holds it`);
       // An exited process issues no more work, but its mm still frees the PASID when it goes.
       const harm =
@@ -752,7 +917,7 @@ export abstract class IsolationOracle<H extends OracleHardware>
           (removed === undefined ? "" : ` (removed by ${removed})`) +
           diagnosis +
           (rec.domain?.type === IOMMU_DOMAIN_SVA && removed !== undefined
-            ? "; a process's page-table change reaches the IOMMU only through the SVA domain's mmu notifier (arch_invalidate_secondary_tlbs), which must flush the IOTLB and every ATC for the range before the operation returns"
+            ? svaRemovalHint(removed)
             : ""),
         dma,
         staleEntry: entry,
@@ -914,6 +1079,13 @@ export abstract class IsolationOracle<H extends OracleHardware>
     this.stats.violations++;
     if (this.violations.length < MAX_VIOLATIONS) this.violations.push(v);
   }
+}
+
+/** How a process's removal reaches an SVA domain, for a stale translation it left behind. */
+function svaRemovalHint(removed: string): string {
+  return removed.startsWith("exit(")
+    ? "; a process's exit reaches the IOMMU only through the SVA domain's mmu notifier release (exit_mmap runs it before it unmaps anything; no flush reaches the IOMMU after it), which must make every attachment of the domain fault and flush its IOTLB and ATC entries before the pages are freed"
+    : "; a process's page-table change reaches the IOMMU only through the SVA domain's mmu notifier (arch_invalidate_secondary_tlbs), which must flush the IOTLB and every ATC for the range before the operation returns";
 }
 
 /** IOMMU_READ / IOMMU_WRITE of VM_* flags. */

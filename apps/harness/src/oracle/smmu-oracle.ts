@@ -25,6 +25,7 @@ import {
   IOMMU_FAULT_PAGE_REQUEST_PASID_VALID,
   IOMMU_PAGE_RESP_SUCCESS,
   type IommuDomain,
+  type IommuMm,
   NO_PASID,
   newTranslationRequest,
 } from "@iommu-sim/iommu-core";
@@ -33,6 +34,7 @@ import {
   type EarlyInvalidation,
   fieldText,
   IsolationOracle,
+  type SvaCacheHit,
   type TornReport,
 } from "./oracle.js";
 import { diagnoseSmmuStale } from "./smmu-diagnose.js";
@@ -281,6 +283,34 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
     );
   }
 
+  /** The TLB entries of `mm`'s SVA domains' ASIDs, and the ATC entries at its PASID, that reach `pfn`. */
+  protected svaCachesTranslating(mm: IommuMm, pfn: number): SvaCacheHit[] {
+    const data = mm.iommuMm as { pasid?: number; svaDomains?: readonly IommuDomain[] } | null;
+    const pasid = data?.pasid;
+    if (pasid === undefined) return [];
+    const out: SvaCacheHit[] = [];
+    for (const d of data?.svaDomains ?? []) {
+      if (!(d instanceof ArmSmmuSvaDomain)) continue;
+      const hw = this.m.smmus.find((s) => s.smmu === d.smmu)?.hw;
+      hw?.tlb.forEach((e) => {
+        if (e.asid !== d.asid || e.global) return;
+        const pages = 2 ** (e.sizeShift - 12);
+        if (pfn < e.oaFrame || pfn >= e.oaFrame + pages) return;
+        const address = (e.vpn + (pfn - e.oaFrame)) * PAGE;
+        out.push({
+          text: `${hw.name}'s TLB (ASID ${e.asid}, ${hex(address)})`,
+          entry: {
+            cache: "tlb",
+            where: hw.name,
+            fields: { VMID: e.vmid, ASID: e.asid, address: hex(address) },
+          },
+        });
+      });
+    }
+    out.push(...this.atcHitsFor(pasid, pfn, "atc"));
+    return out;
+  }
+
   /** No CD cache and no ATC may still hold `pasid` (as an SSID). */
   protected checkPasidUnused(pasid: number, what: string): void {
     const held: string[] = [];
@@ -388,6 +418,16 @@ export class SmmuOracle extends IsolationOracle<SmmuV3> {
       const mm = domain.svaMm;
       attached = `the SVA domain of ${mm.name} is attached`;
       table = `${mm.name}'s page table`;
+      if (domain.freed) {
+        // Freed with a master still attached: its ASID is back in the allocator and its notifier
+        // gone, so nothing keeps the caches behind the CD coherent.
+        this.reportConfig(
+          `cfg:${rec.dev.name} PASID ${pasid}:freed`,
+          true,
+          `${rec.dev.name} PASID ${pasid}: ${attached} there, but it was freed: its ASID ${domain.asid} went back to the allocator and its mmu notifier was put, so ${mm.name}'s munmap and mprotect no longer reach ${rec.hw.name} and the next domain with that ASID shares its TLB entries; an SVA domain is freed only after its last master let go (iommu_sva_unbind_device counts its users)`,
+        );
+        return;
+      }
       if (mm.users === 0) {
         if (got === "s1" && cd !== null && cd.t0.disabled) return;
         want = "abort";

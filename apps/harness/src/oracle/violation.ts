@@ -21,6 +21,11 @@ export type ViolationKind =
   | "torn-update"
   /** Check 4: something was left behind after teardown. */
   | "leak"
+  /**
+   * Resource limits: a PASID held for a user process is not charged to that user, or a user holds
+   * more than its limit.
+   */
+  | "pasid-charge"
   /** Check 6: a page request group was never answered (or answered when nobody asked). */
   | "page-request"
   /** Check 6: a fault the hardware took was lost (overflow) or never read by the driver. */

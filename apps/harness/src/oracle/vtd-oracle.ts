@@ -38,6 +38,7 @@ import {
   type DeviceRecord,
   type EarlyInvalidation,
   IsolationOracle,
+  type SvaCacheHit,
   type TornReport,
 } from "./oracle.js";
 import { hex, type MissingInvalidation, type StaleEntry } from "./violation.js";
@@ -245,6 +246,31 @@ export class VtdOracle extends IsolationOracle<VtdUnit> {
     );
   }
 
+  /** The IOTLB entries of FLPT_DEFAULT_DID at `mm`'s PASID, and its ATC entries, that reach `pfn`. */
+  protected svaCachesTranslating(mm: IommuMm, pfn: number): SvaCacheHit[] {
+    const pasid = (mm.iommuMm as { pasid?: number } | null)?.pasid;
+    if (pasid === undefined) return [];
+    const out: SvaCacheHit[] = [];
+    for (const { hw } of this.m.units) {
+      for (const e of hw.iotlb.entries()) {
+        if (e.did !== FLPT_DEFAULT_DID || e.pasid !== pasid) continue;
+        const pages = 2 ** (e.sizeShift - 12);
+        if (pfn < e.paFrame || pfn >= e.paFrame + pages) continue;
+        const address = (e.vpn + (pfn - e.paFrame)) * PAGE;
+        out.push({
+          text: `${hw.name}'s IOTLB (DID ${e.did}, PASID ${pasid}, ${hex(address)})`,
+          entry: {
+            cache: "iotlb",
+            where: hw.name,
+            fields: { DID: e.did, PASID: pasid, address: hex(address) },
+          },
+        });
+      }
+    }
+    out.push(...this.atcHitsFor(pasid, pfn, "device-tlb"));
+    return out;
+  }
+
   protected checkPasidUnused(pasid: number, what: string): void {
     const held: string[] = [];
     let missing: MissingInvalidation | null = null;
@@ -345,7 +371,7 @@ export class VtdOracle extends IsolationOracle<VtdUnit> {
       }
     }
     if (domain instanceof DmarSvaDomain && domain.mm !== null) {
-      this.checkSvaEntry(rec, pasid, domain.mm, entryName, present, firstStage, root, did, levels);
+      this.checkSvaEntry(rec, pasid, domain, entryName, present, firstStage, root, did, levels);
       return;
     }
     const paging = domain !== null && domain.type !== IOMMU_DOMAIN_BLOCKED;
@@ -403,11 +429,12 @@ export class VtdOracle extends IsolationOracle<VtdUnit> {
   /**
    * An SVA domain's PASID entry: first stage over the process's page table (FLPTR = its pgd, its
    * levels) tagged with FLPT_DEFAULT_DID while the mm lives; not present once it was released.
+   * The domain itself must not have been freed (its notifier put) while still attached.
    */
   private checkSvaEntry(
     rec: DeviceRecord<VtdUnit>,
     pasid: number,
-    mm: IommuMm,
+    domain: DmarSvaDomain,
     entryName: string,
     present: boolean,
     firstStage: boolean,
@@ -415,8 +442,18 @@ export class VtdOracle extends IsolationOracle<VtdUnit> {
     did: number,
     levels: number,
   ): void {
+    const mm = domain.mm as IommuMm;
     let problem: string | null = null;
     let grantsMore = true;
+    if (domain.freed) {
+      // Freed with a device still attached: nothing keeps the caches behind the entry coherent.
+      this.reportConfig(
+        `cfg:${rec.dev.name} PASID ${pasid}:freed`,
+        true,
+        `${rec.dev.name} PASID ${pasid}: the SVA domain of ${mm.name} is attached there, but it was freed: its mmu notifier was put, so ${mm.name}'s munmap and mprotect no longer reach what ${rec.hw.name} caches through the ${entryName}; an SVA domain is freed only after its last device let go (iommu_sva_unbind_device counts its users)`,
+      );
+      return;
+    }
     if (mm.users === 0) {
       if (present) problem = `is still present (FLPTR ${hex(root)}) after ${mm.name} exited`;
     } else if (!present) {
