@@ -377,7 +377,9 @@ const VTD_MUTANTS: readonly VtdMutant[] = [
       kind: "stale-translation",
       cache: "iotlb",
       descriptor: "PASID-based IOTLB invalidation (type 6)",
-      message: /removed by (munmap|mprotect)\(\w+, .*SVA domain's mmu notifier/,
+      // The notifier's descriptor is named with the PASID it carried.
+      message:
+        /removed by (munmap|mprotect)\(\w+, .*PASID-based IOTLB invalidation \(type 6\) G=page DID=1 PASID=0 .*was aimed at it but missed: its PASID 0 is not the entry's [1-9]\d*; .*SVA domain's mmu notifier/,
     },
   },
   {
@@ -398,7 +400,8 @@ const VTD_MUTANTS: readonly VtdMutant[] = [
       kind: "stale-translation",
       cache: "iotlb",
       descriptor: "PASID-based IOTLB invalidation (type 6)",
-      message: /missing: PASID-based IOTLB invalidation \(type 6\) G=page DID=1 /,
+      message:
+        /missing: PASID-based IOTLB invalidation \(type 6\) G=page DID=1 .*; PASID-based IOTLB invalidation \(type 6\) G=page DID=([02-9]|\d\d+) .*was aimed at it but missed: its DID \d+ is not the entry's 1;/,
     },
   },
   {
@@ -415,7 +418,8 @@ const VTD_MUTANTS: readonly VtdMutant[] = [
     // The entry of the range's last page, which the block the flush covers left out.
     expect: {
       kind: "stale-translation",
-      message: /removed by (munmap|mprotect)\(\w+, 0x[0-9a-f]+, 0x[2-9a-f]000/,
+      message:
+        /removed by (munmap|mprotect)\(\w+, 0x[0-9a-f]+, 0x[2-9a-f]000.*was aimed at it but missed: its range \[0x[0-9a-f]+, 0x[0-9a-f]+\) \([^)]+\) ends before the entry at 0x[0-9a-f]+/,
     },
   },
   {
@@ -435,7 +439,8 @@ const VTD_MUTANTS: readonly VtdMutant[] = [
     expect: {
       kind: ["spurious-fault", "stale-translation"],
       cache: "paging-structure-cache",
-      message: /missing: PASID-based IOTLB invalidation \(type 6\) .*IH=0/,
+      message:
+        /missing: PASID-based IOTLB invalidation \(type 6\) .*IH=0; PASID-based IOTLB invalidation \(type 6\) G=page .*IH=1 .*was aimed at it but missed: IH = 1 says only leaf entries changed/,
     },
   },
   {
@@ -455,7 +460,8 @@ const VTD_MUTANTS: readonly VtdMutant[] = [
       kind: "stale-translation",
       cache: "device-tlb",
       descriptor: "PASID-based device-TLB invalidation (type 8)",
-      message: /removed by (munmap|mprotect)\(\w+, /,
+      message:
+        /removed by (munmap|mprotect)\(\w+, .*PASID-based device-TLB invalidation \(type 8\) SID=0x[0-9a-f]+ PASID=0 .*was aimed at it but missed: its PASID 0 is not the entry's [1-9]\d*/,
     },
   },
   {

@@ -18,7 +18,8 @@ const PAGE = 4096;
 /**
  * Which cache answered, and the descriptor that would have removed the entry. The ATC when the
  * device used it; else the first cached structure that differs from memory: context entry,
- * PASID entry, then the IOTLB entry for the page, then the paging-structure entries.
+ * PASID entry, then the IOTLB entry for the page, then the deepest paging-structure entry on
+ * its path (with the address and size it reaches, so invalidation ranges can be matched).
  */
 export function diagnoseVtdStale(
   dev: Device,
@@ -159,7 +160,8 @@ export function diagnoseVtdStale(
     };
   }
   if (ins.psc.length > 0) {
-    const p = ins.psc[0] as (typeof ins.psc)[number];
+    // The walk resumes below the deepest cached entry (lookupDeepest): that one answered.
+    const p = ins.psc.reduce((a, b) => (b.level < a.level ? b : a));
     const firstStage = p.kind === VTD_KIND_FIRST_STAGE || p.kind === VTD_KIND_NESTED;
     const am = 9 * (p.level - 1);
     const base = p.tag * 512 ** (p.level - 1);
@@ -172,6 +174,9 @@ export function diagnoseVtdStale(
           PASID: p.pasid === VTD_PASID_NONE ? null : p.pasid,
           level: p.level,
           table: hex(p.tableFrame * PAGE),
+          iova: hex(base * PAGE),
+          size: 2 ** (am + 12),
+          kind: kindName(p.kind),
         },
       },
       missing: firstStage

@@ -1,7 +1,8 @@
 // The isolation oracle on a VT-d machine: the architecture-neutral checks of IsolationOracle,
 // with the unit's caches inspected by VtdUnit.inspect, context and PASID entries checked against
-// the attachments, domain IDs followed through the driver's hooks, and the invalidation queue's
-// and fault registers' errors reported.
+// the attachments, domain IDs followed through the driver's hooks, the invalidation queue's and
+// fault registers' errors reported, and a missing invalidation explained when one was issued with
+// a wrong field.
 
 import {
   type DmarDomain,
@@ -37,6 +38,7 @@ import { fieldOf } from "@iommu-sim/iommu-core/platform";
 import {
   type DeviceRecord,
   type EarlyInvalidation,
+  fieldText,
   IsolationOracle,
   type SvaCacheHit,
   type TornReport,
@@ -144,6 +146,27 @@ export class VtdOracle extends IsolationOracle<VtdUnit> {
     viaAtc: boolean,
   ): { entry: StaleEntry; missing: MissingInvalidation } {
     return diagnoseVtdStale(rec.dev, rec.hw, pasid, iovaPfn, access, privileged, viaAtc);
+  }
+
+  /**
+   * A descriptor the removing operation (log marks [mark, end)) carried out that was aimed at the
+   * entry with one wrong field (DID, PASID, SID, range, IH, descriptor type); for a
+   * paging-structure entry, whose table any later operation may have freed, else the newest
+   * leaf-only (IH = 1) flush of its reach since `mark` (no mark, as for a context the fuzzer set
+   * up without one: in the whole log).
+   */
+  protected override explainMissing(
+    mark: number,
+    end: number,
+    rec: DeviceRecord<VtdUnit>,
+    entry: StaleEntry,
+  ): string | null {
+    const unit = rec.hw.name;
+    const missed =
+      this.invLog.missedSince(mark, end, unit, rec.dev.rid & 0xffff, entry) ??
+      this.invLog.leafOnlySince(Math.max(mark, 0), unit, entry);
+    if (missed === null) return null;
+    return `${missed.descriptor} ${fieldText(missed.fields)} at t=${missed.time} was aimed at it but missed: ${missed.reason}`;
   }
 
   protected coveringSince(
