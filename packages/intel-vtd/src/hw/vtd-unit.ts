@@ -1601,11 +1601,15 @@ export class VtdUnit implements IommuHardware, Mmio {
             vpn >= e.vpn &&
             vpn < e.vpn + 2 ** (e.sizeShift - 12),
         ) ?? null;
+    // Second-stage paging-structure entries carry no PASID (the cache tags them VTD_PASID_NONE):
+    // a request at a PASID through a second-stage (or nested) table walks from them too.
     const psc = this.psc
       .entries()
       .filter(
         (e) =>
-          e.did === did && e.pasid === pasid && Math.floor(vpn / 512 ** (e.level - 1)) === e.tag,
+          e.did === did &&
+          (e.pasid === pasid || (e.kind === VTD_KIND_SECOND_STAGE && e.pasid === VTD_PASID_NONE)) &&
+          Math.floor(vpn / 512 ** (e.level - 1)) === e.tag,
       );
     return {
       sid,
