@@ -838,7 +838,7 @@ export abstract class IsolationOracle<H extends OracleHardware>
       kind: "spurious-fault",
       time: this.now,
       message:
-        `${where} faulted (${this.faultName(dev.lastFaultCode)}) although ${rec.shadow.label} maps it and the tables give ${this.freshText()}: ` +
+        `${where} faulted (${this.deviceFaultText(dev)}) although ${rec.shadow.label} maps it and the tables give ${this.freshText()}: ` +
         `a stale ${entry.cache} entry of ${entry.where} answered; missing: ${missing.descriptor} ${fieldText(missing.fields)}` +
         (why === null ? "" : `; ${why}`),
       staleEntry: entry,
@@ -938,6 +938,26 @@ export abstract class IsolationOracle<H extends OracleHardware>
         `which the tables map but ${rec.shadow.label} does not (expected ${dma.expected})`,
       dma,
     });
+  }
+
+  /**
+   * Why the device's last DMA failed, for reports: the IOMMU's fault code, or what the device was
+   * told when it asked by ATS (a Translation Completion or a page request answer carries no fault
+   * reason).
+   */
+  protected deviceFaultText(dev: Device): string {
+    switch (dev.lastReason) {
+      case DmaReason.ATS_NO_ACCESS:
+        return "its translation request was granted no access";
+      case DmaReason.PRG_SUCCESS_NO_ACCESS:
+        return "its page request was answered Success, yet the retried translation granted no access";
+      case DmaReason.PRG_INVALID:
+        return "its page request was answered Invalid Request";
+      case DmaReason.PRG_FAILURE:
+        return "its page request was answered Response Failure";
+      default:
+        return this.faultName(dev.lastFaultCode);
+    }
   }
 
   /** The fresh walk's answer, for reports. */
