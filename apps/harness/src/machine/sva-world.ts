@@ -64,15 +64,6 @@ export class SvaWorld {
       pasidAllocated: (mm, pasid) => oracle.svaPasidAllocated(mm, pasid),
       pasidFreed: (mm, pasid) => oracle.svaPasidFreed(mm, pasid),
     };
-    // The oracle sees every frame a process operation frees before it goes back: one its IOMMU
-    // contexts still translate to must be flushed before, not after (the processes' Mm and the
-    // drivers share the machine's allocator, so this is where a free can be watched).
-    const frames = h.m.frames;
-    const free = frames.free.bind(frames);
-    frames.free = (pa, order = 0) => {
-      oracle.svaFrameFreeing(pa, order);
-      return free(pa, order);
-    };
   }
 
   /** A user's node in the charge tree (`max` PASIDs; Infinity for no limit). */

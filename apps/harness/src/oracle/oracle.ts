@@ -494,19 +494,17 @@ export abstract class IsolationOracle<H extends OracleHardware>
   }
 
   /**
-   * The frame allocator frees 2^order frames at `pa`. During a process operation, a frame one of
-   * the process's SVA contexts still translates to is noted (judged when the operation returns).
+   * The process's `Mm` frees frame `pa` (a page or a page table). During a process operation, a
+   * frame one of the process's SVA contexts still translates to is noted (judged when the
+   * operation returns).
    */
-  svaFrameFreeing(pa: number, order: number): void {
-    const mm = this.mmOpMm;
-    if (mm === null || mm.iommuMm === null) return;
-    const first = Math.floor(pa / PAGE);
-    for (let pfn = first; pfn < first + 2 ** order; pfn++) {
-      const hits = this.svaCachesTranslating(mm, pfn);
-      if (hits.length === 0) continue;
-      const va = Number(hits[0]?.entry.fields.address ?? -1);
-      this.freedCached.push({ pfn, va, hits, time: this.now });
-    }
+  frameFreeing(mm: Mm, pa: number): void {
+    if (mm !== this.mmOpMm || mm.iommuMm === null) return;
+    const pfn = Math.floor(pa / PAGE);
+    const hits = this.svaCachesTranslating(mm, pfn);
+    if (hits.length === 0) return;
+    const va = Number(hits[0]?.entry.fields.address ?? -1);
+    this.freedCached.push({ pfn, va, hits, time: this.now });
   }
 
   /**

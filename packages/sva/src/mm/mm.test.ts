@@ -586,3 +586,40 @@ describe("mmu notifiers and lifetime", () => {
     expect(log.every((l) => l.startsWith("release"))).toBe(true);
   });
 });
+
+describe("MmObserver.frameFreeing", () => {
+  it("hears of every page and page-table frame munmap frees, after the flush and while the frame is still allocated", () => {
+    const { mm, frames } = machine();
+    const va = mm.mmap(0, 2 * K, RW) as number;
+    touch(mm, va, 2 * K, true);
+    const pages = [mm.lookup(va), mm.lookup(va + K)];
+    const log: string[] = [];
+    let flushed = false;
+    mm.mmuNotifierRegister(
+      new MmuNotifier({
+        archInvalidateSecondaryTlbs: () => {
+          flushed = true;
+        },
+      }),
+    );
+    const freed: number[] = [];
+    mm.observer = {
+      pageMapped: () => {},
+      pageUnmapped: () => {},
+      pageProtected: () => {},
+      frameFreeing: (m, pa) => {
+        expect(m).toBe(mm);
+        log.push(
+          `${flushed ? "after" : "before"} flush, ${frames.isAllocated(pa) ? "held" : "freed"}`,
+        );
+        freed.push(pa);
+      },
+    };
+    const tablesBefore = mm.tablePages;
+    expect(mm.munmap(va, 2 * K)).toBe(0);
+    // The two pages, then the page-table pages left empty (all below the pgd).
+    expect(freed.slice(0, 2).sort()).toEqual([...pages].sort());
+    expect(freed.length).toBe(2 + tablesBefore - mm.tablePages);
+    expect(new Set(log)).toEqual(new Set(["after flush, held"]));
+  });
+});

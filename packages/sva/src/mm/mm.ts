@@ -73,6 +73,11 @@ export interface MmObserver {
    * the hardware), after the flush. `op` is "mprotect".
    */
   pageProtected(mm: Mm, va: number, pa: number, flags: number, op: string): void;
+  /**
+   * Frame `pa` (a page or a page-table page the operation took down) is about to go back to the
+   * allocator: an IOMMU that still translates to it at this moment could reach freed memory.
+   */
+  frameFreeing?(mm: Mm, pa: number): void;
 }
 
 export interface MmOptions {
@@ -437,6 +442,7 @@ export class Mm implements IommuMm {
   }
 
   private freeFrame(pa: number): void {
+    this.observer?.frameFreeing?.(this, pa);
     const r = this.frames.free(pa, 0);
     if (r !== 0) bug(`Mm ${this.name}: freeing frame 0x${pa.toString(16)}: ${r}`);
   }
